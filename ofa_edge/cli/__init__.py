@@ -1,0 +1,1 @@
+"""The ``ofa-edge`` command line: a thin layer over the Python API."""

@@ -1,0 +1,140 @@
+"""``ofa-edge`` entry point: parse arguments, call the API, render results and errors.
+
+Errors derived from ``OfaEdgeError`` print as one line on stderr (exit 1); ``--json`` puts one
+versioned document on stdout. ``OFA_EDGE_DEBUG=1`` shows tracebacks instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from ofa_edge import __version__
+from ofa_edge.cli.output import Output
+from ofa_edge.errors import ConfigError, OfaEdgeError
+from ofa_edge.supernet import ArchConfig
+from ofa_edge.supernet.counting import count
+from ofa_edge.supernet.registry import DEFAULT_SUPERNET, get_supernet_info, list_supernets
+
+
+def _cmd_supernets(args: argparse.Namespace, out: Output) -> int:
+    infos = list_supernets()
+    lines = [f"{i.name:36s} {i.description}" for i in infos]
+    out.result(
+        "supernets",
+        {"supernets": [{"name": i.name, "description": i.description, "url": i.url} for i in infos]},
+        "\n".join(lines),
+    )
+    return 0
+
+
+def _cmd_count(args: argparse.Namespace, out: Output) -> int:
+    net = get_supernet_info(args.supernet).build()
+    space = net.space
+    if args.arch:
+        arch = ArchConfig.load(args.arch)
+    elif args.max or args.min:
+        arch = space.max_arch() if args.max else space.min_arch()
+    else:
+        raise ConfigError("count: name a subnet", hint="pass --arch ARCH.json, --max or --min")
+    if args.r is not None:
+        arch = ArchConfig(arch.ks, arch.e, arch.d, args.r)
+    arch = arch.validate(space)
+    c = count(net.spec, arch)
+    out.result(
+        "count",
+        {"supernet": args.supernet, "arch": arch.to_dict(), "macs": c.macs, "params": c.params},
+        f"{args.supernet} @ {arch.r}px: {c.macs / 1e6:.1f}M MACs, {c.params / 1e6:.2f}M params",
+    )
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace, out: Output) -> int:
+    from ofa_edge.demo import run_demo
+
+    rows = run_demo(
+        Path(args.out),
+        n_random=args.subnets,
+        resolution=args.resolution,
+        seed=args.seed,
+        progress=lambda it: out.progress(it, "subnets"),
+    )
+    header = f"{'subnet':8s} {'MACs':>9s} {'params':>8s} {'ORT ms':>8s} {'|ort-torch|':>12s}"
+    lines = [header] + [
+        f"{r.name:8s} {r.macs / 1e6:8.1f}M {r.params / 1e6:7.2f}M {r.median_ms:8.2f} {r.max_abs_diff:12.2e}"
+        for r in rows
+    ]
+    lines.append(f"models and arch files: {Path(args.out).resolve()}")
+    out.result(
+        "demo",
+        {
+            "rows": [
+                {
+                    "name": r.name,
+                    "arch": r.arch.to_dict(),
+                    "macs": r.macs,
+                    "params": r.params,
+                    "onnx": r.onnx_path,
+                    "max_abs_diff": r.max_abs_diff,
+                    "median_ms": r.median_ms,
+                }
+                for r in rows
+            ]
+        },
+        "\n".join(lines),
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document on stdout"
+    )
+    parser = argparse.ArgumentParser(
+        prog="ofa-edge",
+        description="Specialize once-for-all supernets for your devices.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"ofa-edge {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("supernets", parents=[common], help="list the registered supernets")
+    p.set_defaults(func=_cmd_supernets)
+
+    p = sub.add_parser("count", parents=[common], help="MACs and params of a subnet")
+    p.add_argument("--supernet", default=DEFAULT_SUPERNET)
+    p.add_argument("--arch", help="arch JSON file ({ks, e, d, r})")
+    p.add_argument("--max", action="store_true", help="the largest subnet")
+    p.add_argument("--min", action="store_true", help="the smallest subnet")
+    p.add_argument("--r", type=int, help="override the resolution")
+    p.set_defaults(func=_cmd_count)
+
+    p = sub.add_parser("demo", parents=[common], help="the embedded default job, offline")
+    p.add_argument("--out", default="ofa-edge-demo", help="output folder")
+    p.add_argument("--subnets", type=int, default=4, help="random subnets besides min and max")
+    p.add_argument("--resolution", type=int, default=160)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    out = Output(json_mode=getattr(args, "json", False))
+    try:
+        return args.func(args, out)
+    except OfaEdgeError as err:
+        if os.environ.get("OFA_EDGE_DEBUG"):
+            raise
+        out.error(err)
+        return 1
+    except KeyboardInterrupt:
+        out.error("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

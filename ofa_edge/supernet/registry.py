@@ -1,0 +1,207 @@
+"""Named supernets: how to build each one and where its weights come from.
+
+MIT's official checkpoints download on first use into a per-user cache (``OFA_EDGE_CACHE``, else
+platformdirs' cache dir); the sha256 of the first download is recorded beside the file and
+checked on every later load, since MIT publishes no hashes. ``OFA_EDGE_MIRROR`` replaces the
+download base URL (for mirrors and air-gapped fleets). The project's own default supernet ships
+inside the package and loads offline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+import torch
+
+from ofa_edge.errors import CheckpointError, DownloadError, RegistryError, UnknownName
+from ofa_edge.supernet.ofa_mbv3 import OFAMobileNetV3
+
+OFA_BASE_URL = "https://raw.githubusercontent.com/han-cai/files/master/ofa/ofa_nets"
+DOWNLOAD_TIMEOUT_S = 30.0
+
+#: ``progress(done_bytes, total_bytes_or_None)`` while a checkpoint downloads.
+ByteProgress = Callable[[int, "int | None"], None]
+
+
+@dataclass(frozen=True)
+class SupernetInfo:
+    """A registry entry: the architecture and the source of its weights."""
+
+    name: str
+    description: str
+    build: Callable[[], OFAMobileNetV3]
+    url_name: str | None = None  # file name under the download base URL
+    packaged: str | None = None  # file name under ofa_edge/weights/
+
+    @property
+    def url(self) -> str | None:
+        if self.url_name is None:
+            return None
+        return f"{os.environ.get('OFA_EDGE_MIRROR', OFA_BASE_URL).rstrip('/')}/{self.url_name}"
+
+
+_SUPERNETS: dict[str, SupernetInfo] = {}
+
+
+def register_supernet(info: SupernetInfo) -> SupernetInfo:
+    if info.name in _SUPERNETS:
+        raise RegistryError(f"supernet {info.name!r} registered twice")
+    _SUPERNETS[info.name] = info
+    return info
+
+
+def list_supernets() -> list[SupernetInfo]:
+    return list(_SUPERNETS.values())
+
+
+def get_supernet_info(name: str) -> SupernetInfo:
+    if name not in _SUPERNETS:
+        raise UnknownName("supernet", name, list(_SUPERNETS))
+    return _SUPERNETS[name]
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("OFA_EDGE_CACHE") or platformdirs.user_cache_dir("ofa-edge")
+    return Path(root)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download(url: str, dest: Path, progress: ByteProgress | None = None) -> None:
+    """Fetch ``url`` to ``dest`` atomically (a ``.part`` file renamed when complete)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as resp, part.open("wb") as f:
+            total = int(resp.headers["Content-Length"]) if resp.headers["Content-Length"] else None
+            done = 0
+            while chunk := resp.read(1 << 20):
+                f.write(chunk)
+                done += len(chunk)
+                if progress:
+                    progress(done, total)
+        if total is not None and done != total:
+            raise OSError(f"connection closed after {done} of {total} bytes")
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        part.unlink(missing_ok=True)
+        reason = getattr(err, "reason", None) or err
+        raise DownloadError(f"cannot download {url}: {reason}", url=url) from None
+    part.replace(dest)
+
+
+def checkpoint_path(info: SupernetInfo, progress: ByteProgress | None = None) -> Path:
+    """Where ``info``'s weights are on this machine, downloading and hash-checking as needed."""
+    if info.packaged is not None:
+        path = Path(str(resources.files("ofa_edge") / "weights" / info.packaged))
+        if not path.is_file():
+            raise CheckpointError(
+                f"the weights of {info.name!r} are missing from the installed package ({path})",
+                hint="reinstall ofa-edge",
+            )
+        return path
+    if info.url is None:
+        raise CheckpointError(f"supernet {info.name!r} has no weights to load", hint="pass --checkpoint PATH")
+    path = cache_dir() / "supernets" / f"{info.name}.pth"
+    record = path.with_name(path.name + ".sha256")
+    if not path.is_file():
+        try:
+            download(info.url, path, progress)
+        except DownloadError as err:
+            raise DownloadError(
+                f"cannot download supernet {info.name!r} from {info.url}: {err.message.split(': ', 1)[-1]}",
+                hint="connect to the network (or set OFA_EDGE_MIRROR), "
+                "or pass --checkpoint PATH to a local copy",
+                url=info.url,
+            ) from None
+        record.unlink(missing_ok=True)
+    digest = _sha256(path)
+    if not record.is_file():
+        record.write_text(digest + "\n")
+    elif record.read_text().strip() != digest:
+        raise CheckpointError(
+            f"cached checkpoint {path} has sha256 {digest[:12]}..., "
+            f"but {record.read_text().strip()[:12]}... was recorded when it was downloaded",
+            hint=f"delete {path} to download it again",
+        )
+    return path
+
+
+def read_checkpoint(path: str | Path, trusted: bool = False) -> dict[str, Any]:
+    """The state dict in a checkpoint file (bare, or under ``"state_dict"`` as OFA saves them).
+
+    Files are read with ``weights_only=True``; only ``trusted`` files (registry downloads whose
+    hash was verified) may fall back to full unpickling.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist", hint="check the path")
+    try:
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:
+            if not trusted:
+                raise
+            data = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: {first_line}",
+            hint="the file is truncated or not a PyTorch checkpoint; re-create or re-download it",
+        ) from None
+    if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
+        data = data["state_dict"]
+    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise CheckpointError(
+            f"checkpoint {path} holds no state dict of tensors",
+            hint="save it with torch.save(model.state_dict(), path)",
+        )
+    return data
+
+
+def load_supernet(
+    name: str,
+    *,
+    checkpoint: str | Path | None = None,
+    pretrained: bool = True,
+    progress: ByteProgress | None = None,
+) -> OFAMobileNetV3:
+    """Build the named supernet and load its weights (from ``checkpoint`` if given)."""
+    info = get_supernet_info(name)
+    net = info.build()
+    if checkpoint is not None:
+        net.load_state_dict(read_checkpoint(checkpoint))
+    elif pretrained:
+        net.load_state_dict(read_checkpoint(checkpoint_path(info, progress), trusted=True))
+    return net.eval()
+
+
+#: What commands use when --supernet is not given (the shipped CIFAR-10 net once it exists).
+DEFAULT_SUPERNET = "ofa_mbv3_d234_e346_k357_w1.0"
+
+for _width in (1.0, 1.2):
+    _name = f"ofa_mbv3_d234_e346_k357_w{_width}"
+    register_supernet(
+        SupernetInfo(
+            name=_name,
+            description=f"MIT's OFA-MobileNetV3 w{_width}, ImageNet (1000 classes), r 128-224",
+            build=lambda w=_width: OFAMobileNetV3(n_classes=1000, width_mult=w),
+            url_name=_name,
+        )
+    )
+# The project's default (trained on CIFAR-10 offline, shipped in the package) registers here as
+# "ofa-mbv3-cifar10" once its weights exist (issue 5), with packaged="<file>".

@@ -1,0 +1,218 @@
+"""The elastic search space and the architecture configs that live in it.
+
+``SearchSpace`` says which kernel sizes, expand ratios, depths and resolutions a supernet has;
+``ArchConfig`` is one subnet (OFA's ``{"ks": [20], "e": [20], "d": [5], "r": int}``), validated
+against a space at every entry point so a bad value fails with its field, index and the allowed set.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ofa_edge.errors import ConfigError
+
+#: OFA-MBv3's resolutions: 128 to 224 in steps of 4.
+OFA_RESOLUTIONS: tuple[int, ...] = tuple(range(128, 225, 4))
+
+
+def _as_tuple(field: str, values: Any) -> tuple:
+    if isinstance(values, (int, float)):
+        return (values,)
+    try:
+        return tuple(values)
+    except TypeError:
+        raise ConfigError(f"{field}: expected a number or a list, got {values!r}") from None
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """The elastic dimensions of an OFA-MobileNetV3 supernet."""
+
+    ks_list: tuple[int, ...] = (3, 5, 7)
+    expand_ratio_list: tuple[float, ...] = (3, 4, 6)
+    depth_list: tuple[int, ...] = (2, 3, 4)
+    resolutions: tuple[int, ...] = OFA_RESOLUTIONS
+    n_stages: int = 5
+
+    def __post_init__(self) -> None:
+        for name in ("ks_list", "expand_ratio_list", "depth_list", "resolutions"):
+            values = tuple(sorted(_as_tuple(name, getattr(self, name))))
+            if not values:
+                raise ConfigError(f"{name} is empty")
+            object.__setattr__(self, name, values)
+        for k in self.ks_list:
+            if k % 2 == 0 or k < 1:
+                raise ConfigError(f"ks_list: kernel size {k} must be odd and positive")
+        if min(self.depth_list) < 1:
+            raise ConfigError(f"depth_list: depths must be >= 1, got {list(self.depth_list)}")
+
+    @property
+    def max_depth(self) -> int:
+        return max(self.depth_list)
+
+    @property
+    def n_blocks(self) -> int:
+        """Elastic block slots (OFA-MBv3: 5 stages x 4 = 20); ks and e have one entry each."""
+        return self.n_stages * self.max_depth
+
+    def rules(self) -> list[tuple[str, int, tuple]]:
+        """(field, expected length, allowed values) for each list field of an arch."""
+        return [
+            ("ks", self.n_blocks, self.ks_list),
+            ("e", self.n_blocks, self.expand_ratio_list),
+            ("d", self.n_stages, self.depth_list),
+        ]
+
+    def check_resolution(self, r: int) -> int:
+        if r not in self.resolutions:
+            raise ConfigError(
+                f"r={r} is not a resolution of this space; allowed: {_describe(self.resolutions)}"
+            )
+        return r
+
+    def expand(self, field: str, value: Any) -> tuple:
+        """A scalar or a list for ``field`` -> a validated full-length tuple (OFA's val2list)."""
+        length, allowed = next((n, a) for f, n, a in self.rules() if f == field)
+        values = _as_tuple(field, value)
+        if len(values) == 1 and length > 1 and not isinstance(value, (list, tuple)):
+            values = values * length
+        if len(values) != length:
+            raise ConfigError(f"{field}: {len(values)} entries, expected {length}")
+        for i, v in enumerate(values):
+            if v not in allowed:
+                raise ConfigError(f"{field}[{i}]={v!r} is not in {list(allowed)}")
+        return tuple(values)
+
+    def sample(self, rng: random.Random | None = None) -> ArchConfig:
+        """A uniformly random subnet (every block and stage drawn independently)."""
+        rng = rng or random.Random()
+        return ArchConfig(
+            ks=tuple(rng.choice(self.ks_list) for _ in range(self.n_blocks)),
+            e=tuple(rng.choice(self.expand_ratio_list) for _ in range(self.n_blocks)),
+            d=tuple(rng.choice(self.depth_list) for _ in range(self.n_stages)),
+            r=rng.choice(self.resolutions),
+        )
+
+    def max_arch(self, r: int | None = None) -> ArchConfig:
+        return self._uniform(max, r if r is not None else max(self.resolutions))
+
+    def min_arch(self, r: int | None = None) -> ArchConfig:
+        return self._uniform(min, r if r is not None else min(self.resolutions))
+
+    def _uniform(self, pick: Any, r: int) -> ArchConfig:
+        return ArchConfig(
+            ks=(pick(self.ks_list),) * self.n_blocks,
+            e=(pick(self.expand_ratio_list),) * self.n_blocks,
+            d=(pick(self.depth_list),) * self.n_stages,
+            r=self.check_resolution(r),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ks_list": list(self.ks_list),
+            "expand_ratio_list": list(self.expand_ratio_list),
+            "depth_list": list(self.depth_list),
+            "resolutions": list(self.resolutions),
+            "n_stages": self.n_stages,
+        }
+
+
+def _describe(values: Sequence[int]) -> str:
+    steps = {b - a for a, b in itertools.pairwise(values)}
+    if len(values) > 3 and len(steps) == 1:
+        return f"{values[0]}..{values[-1]} step {steps.pop()}"
+    return str(list(values))
+
+
+_ARCH_KEYS = {"ks", "e", "d", "r", "image_size", "wid"}
+
+
+@dataclass(frozen=True)
+class ArchConfig:
+    """One subnet: kernel size and expand ratio per block slot, depth per stage, resolution.
+
+    Entries of ``ks``/``e`` for blocks beyond a stage's depth are kept (as OFA does) but unused.
+    """
+
+    ks: tuple[int, ...]
+    e: tuple[float, ...]
+    d: tuple[int, ...]
+    r: int
+
+    def validate(self, space: SearchSpace) -> ArchConfig:
+        """Return the normalized arch, or raise ``ConfigError`` naming the bad field."""
+        return ArchConfig(
+            ks=space.expand("ks", list(self.ks)),
+            e=space.expand("e", list(self.e)),
+            d=space.expand("d", list(self.d)),
+            r=space.check_resolution(self.r),
+        )
+
+    def active_blocks(self, space: SearchSpace) -> list[int]:
+        """Indices (into the ks/e lists) of the block slots this arch actually runs."""
+        return [stage * space.max_depth + i for stage, depth in enumerate(self.d) for i in range(depth)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ks": list(self.ks), "e": list(self.e), "d": list(self.d), "r": self.r}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, default_r: int | None = None) -> ArchConfig:
+        """Build from OFA-style dicts: ``r`` may be ``image_size`` or a one-element list."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"arch: expected a JSON object, got {type(data).__name__}")
+        unknown = sorted(set(data) - _ARCH_KEYS)
+        if unknown:
+            raise ConfigError(f"arch: unknown field(s) {unknown}; allowed: ks, e, d, r (or image_size)")
+        missing = [k for k in ("ks", "e", "d") if k not in data]
+        if missing:
+            raise ConfigError(f"arch: missing field(s) {missing}")
+        if data.get("wid") is not None:
+            raise ConfigError(f"arch: wid={data['wid']!r}: width is not elastic in this supernet")
+        r = data.get("r", data.get("image_size", default_r))
+        if isinstance(r, (list, tuple)):
+            if len(r) != 1:
+                raise ConfigError(f"arch: r={r!r}: expected one resolution")
+            r = r[0]
+        if r is None:
+            raise ConfigError("arch: missing field r (the input resolution; OFA calls it image_size)")
+        if not isinstance(r, int) or isinstance(r, bool):
+            raise ConfigError(f"arch: r={r!r} is not an integer")
+        return cls(
+            ks=_as_tuple("ks", data["ks"]),
+            e=_as_tuple("e", data["e"]),
+            d=_as_tuple("d", data["d"]),
+            r=r,
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_json(cls, text: str) -> ArchConfig:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"arch: not valid JSON ({err})") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> ArchConfig:
+        """Read an arch JSON file (what ``ofa-edge search --out`` writes)."""
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as err:
+            raise ConfigError(f"cannot read arch file {path}: {err.strerror}") from None
+        try:
+            return cls.from_json(text)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err.message}", hint=err.hint) from None
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")

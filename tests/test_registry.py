@@ -1,0 +1,107 @@
+"""The supernet registry: first-use download from a (loopback) mirror, sha256 record, errors."""
+
+from __future__ import annotations
+
+import http.server
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from ofa_edge.errors import CheckpointError, DownloadError, UnknownName
+from ofa_edge.supernet import OFAMobileNetV3
+from ofa_edge.supernet.registry import cache_dir, list_supernets, load_supernet
+
+W10 = "ofa_mbv3_d234_e346_k357_w1.0"
+
+
+@pytest.fixture(scope="module")
+def mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, torch.Tensor]]]:
+    """A loopback HTTP server holding a random w1.0 checkpoint saved the way OFA saves them."""
+    root = tmp_path_factory.mktemp("mirror")
+    torch.manual_seed(0)
+    state = OFAMobileNetV3().state_dict()
+    torch.save({"state_dict": state, "epoch": 1}, root / W10)
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(root), **kwargs)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", state
+    server.shutdown()
+
+
+def test_registry_names() -> None:
+    names = [i.name for i in list_supernets()]
+    assert W10 in names and "ofa_mbv3_d234_e346_k357_w1.2" in names
+    with pytest.raises(UnknownName, match="did you mean ofa_mbv3_d234_e346_k357_w1.0"):
+        load_supernet("ofa_mbv3_d234_e346_k357_w1.00")
+
+
+def test_download_records_and_checks_sha(mirror, monkeypatch: pytest.MonkeyPatch) -> None:
+    url, state = mirror
+    monkeypatch.setenv("OFA_EDGE_MIRROR", url)
+    seen: list[int] = []
+    net = load_supernet(W10, progress=lambda done, total: seen.append(done))
+    assert seen and seen[-1] == (Path(cache_dir()) / "supernets" / f"{W10}.pth").stat().st_size
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in state.items())
+    cached = cache_dir() / "supernets" / f"{W10}.pth"
+    record = cached.with_name(cached.name + ".sha256")
+    assert len(record.read_text().strip()) == 64
+    # Offline now: the cached, verified copy still loads.
+    monkeypatch.setenv("OFA_EDGE_MIRROR", "http://127.0.0.1:9")
+    load_supernet(W10)
+    # A corrupted cache is refused, naming the file and the fix.
+    with cached.open("r+b") as f:
+        f.seek(1000)
+        f.write(b"\x00" * 16)
+    with pytest.raises(CheckpointError, match=f"delete {cached}"):
+        load_supernet(W10)
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_offline_error_names_url_and_alternative(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OFA_EDGE_MIRROR", f"http://127.0.0.1:{_closed_port()}")
+    with pytest.raises(DownloadError) as info:
+        load_supernet(W10)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "http://127.0.0.1:" in message and W10 in message and "--checkpoint PATH" in message
+    assert not (cache_dir() / "supernets" / f"{W10}.pth").exists()
+    assert not list((cache_dir() / "supernets").glob("*.part"))
+
+
+def test_local_checkpoint_and_broken_ones(tmp_path: Path) -> None:
+    good = tmp_path / "good.pth"
+    torch.save(OFAMobileNetV3().state_dict(), good)
+    load_supernet(W10, checkpoint=good)
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(good.read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match="cannot read checkpoint .*truncated.pth"):
+        load_supernet(W10, checkpoint=truncated)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_supernet(W10, checkpoint=tmp_path / "nope.pth")
+    wide = tmp_path / "w12.pth"
+    torch.save(OFAMobileNetV3(width_mult=1.2).state_dict(), wide)
+    with pytest.raises(CheckpointError, match=r"shape mismatch.*first_conv.conv.weight is \(24, 3, 3, 3\)"):
+        load_supernet(W10, checkpoint=wide)
+    partial = tmp_path / "partial.pth"
+    sd = OFAMobileNetV3().state_dict()
+    sd.pop("classifier.linear.bias")
+    torch.save(sd, partial)
+    with pytest.raises(CheckpointError, match=r"1 missing key\(s\): classifier.linear.bias"):
+        load_supernet(W10, checkpoint=partial)
