@@ -113,3 +113,23 @@ def test_published_w1_0_macs() -> None:
     net = OFAMobileNetV3()
     assert round(count(net.spec, net.space.max_arch(224)).macs / 1e6, 1) == 566.2
     assert round(count(net.spec, net.space.min_arch(224)).macs / 1e6, 1) == 121.3
+
+
+@torch.no_grad()
+def test_channel_sorting_matches_mit() -> None:
+    mit = mit_mbv3.OFAMobileNetV3(
+        n_classes=10,
+        dropout_rate=0,
+        width_mult=1.0,
+        ks_list=[3, 5, 7],
+        expand_ratio_list=[3, 4, 6],
+        depth_list=[2, 3, 4],
+    )
+    _randomize(mit, seed=3)
+    ours = OFAMobileNetV3(n_classes=10)
+    ours.load_state_dict(mit.state_dict())
+    for stage in (0, 1):
+        mit.re_organize_middle_weights(expand_ratio_stage=stage)
+        ours.re_organize_middle_weights(expand_ratio_stage=stage)
+        theirs = mit.state_dict()
+        assert all(torch.equal(v, theirs[k]) for k, v in ours.state_dict().items()), stage

@@ -88,6 +88,38 @@ def _cmd_demo(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace, out: Output) -> int:
+    from ofa_edge.data import load_split
+    from ofa_edge.training import RECIPES, Trainer
+
+    if args.recipe not in RECIPES:
+        from ofa_edge.errors import UnknownName
+
+        raise UnknownName("recipe", args.recipe, list(RECIPES))
+    config = RECIPES[args.recipe]()
+    trainer = Trainer(
+        config,
+        load_split(args.data, "train"),
+        Path(args.out),
+        checkpoint_minutes=args.checkpoint_minutes,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    finished = trainer.run(None if args.hours is None else args.hours * 3600)
+    state = trainer.state
+    out.result(
+        "train",
+        {
+            "finished": finished,
+            "run_dir": str(Path(args.out).resolve()),
+            "log": state.log,
+            "train_seconds": state.train_seconds,
+        },
+        f"{'finished' if finished else 'paused (run the same command to resume)'}: "
+        f"{len(state.log)} epochs logged, {state.train_seconds / 3600:.2f} h, checkpoint in {args.out}",
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -118,6 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=int, default=160)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("train", parents=[common], help="train a supernet (progressive shrinking)")
+    p.add_argument("--data", required=True, help="ImageFolder dir or .tar.gz with train/<class>/")
+    p.add_argument("--out", required=True, help="run folder (resumes if it holds a checkpoint)")
+    p.add_argument("--recipe", default="cifar10-default")
+    p.add_argument("--hours", type=float, help="pause (checkpointed) after this long")
+    p.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    p.set_defaults(func=_cmd_train)
     return parser
 
 

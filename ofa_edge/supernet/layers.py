@@ -152,7 +152,7 @@ class ElasticConv2d(nn.Module):
         return self.conv.weight[:cout, :cin]
 
     def forward(self, x: torch.Tensor, cout: int) -> torch.Tensor:
-        return F.conv2d(x, self.weight(cout, x.size(1)).contiguous())
+        return F.conv2d(x, self.weight(cout, x.size(1)))
 
 
 class ElasticBatchNorm2d(nn.Module):
@@ -213,7 +213,7 @@ class ElasticDepthwiseConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor, k: int) -> torch.Tensor:
         c = x.size(1)
-        return F.conv2d(x, self.filter(c, k).contiguous(), None, self.stride, k // 2, 1, c)
+        return F.conv2d(x, self.filter(c, k), None, self.stride, k // 2, 1, c)
 
 
 class ElasticSqueezeExcite(SqueezeExcite):
@@ -256,6 +256,7 @@ class ElasticMBConv(nn.Module):
         super().__init__()
         max_mid = mid_channels(max_cin, max(expand_ratio_list))
         self.cout, self.stride, self.act, self.use_se = cout, stride, act, use_se
+        self.expand_ratio_list = tuple(expand_ratio_list)
         self.inverted_bottleneck = nn.Sequential(
             OrderedDict(
                 conv=ElasticConv2d(max_cin, max_mid),
@@ -300,3 +301,37 @@ class ElasticMBConv(nn.Module):
         block.point_linear.conv.weight.copy_(pl.conv.weight(spec.cout, spec.mid))
         pl.bn.copy_to(block.point_linear.bn)
         return block
+
+    @torch.no_grad()
+    def sort_channels(self, expand_stage: int = 0) -> None:
+        """Reorder hidden channels by importance (L1 of the projection weights), as OFA does
+        before elastic-expand training, so that narrower subnets keep the most useful ones.
+
+        ``expand_stage`` > 0 keeps channels already inside the ``expand_stage`` narrowest widths
+        ahead of the rest (sorted within each width band), so earlier expand training survives.
+        """
+        ib, dw, pl = self.inverted_bottleneck, self.depth_conv, self.point_linear
+        importance = pl.conv.conv.weight.abs().sum(dim=(0, 2, 3))
+        cin = ib.conv.conv.weight.shape[1]
+        widths = sorted({mid_channels(cin, e) for e in self.expand_ratio_list}, reverse=True)
+        right, base = len(importance), -len(widths) * 1e5
+        for left in widths[: expand_stage + 1]:  # OFA's exact offsets (float ties included)
+            importance[left:right] += base
+            base += 1e5
+            right = left
+        order = torch.argsort(importance, descending=True)
+        pl.conv.conv.weight.copy_(pl.conv.conv.weight[:, order])
+        dw.conv.conv.weight.copy_(dw.conv.conv.weight[order])
+        ib.conv.conv.weight.copy_(ib.conv.conv.weight[order])
+        for bn in (ib.bn.bn, dw.bn.bn):
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                getattr(bn, name).copy_(getattr(bn, name)[order])
+        if self.use_se:
+            fc = dw.se.fc
+            fc.expand.weight.copy_(fc.expand.weight[order])
+            fc.expand.bias.copy_(fc.expand.bias[order])
+            fc.reduce.weight.copy_(fc.reduce.weight[:, order])
+            se_order = torch.argsort(fc.expand.weight.abs().sum(dim=(0, 2, 3)), descending=True)
+            fc.expand.weight.copy_(fc.expand.weight[:, se_order])
+            fc.reduce.weight.copy_(fc.reduce.weight[se_order])
+            fc.reduce.bias.copy_(fc.reduce.bias[se_order])

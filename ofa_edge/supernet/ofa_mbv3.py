@@ -197,6 +197,11 @@ class OFAMobileNetV3(_MBv3Body):
         self.set_arch(arch)
         return arch.to_dict()
 
+    def re_organize_middle_weights(self, expand_ratio_stage: int = 0) -> None:
+        """Sort every elastic block's hidden channels by importance (before expand training)."""
+        for block in self.blocks[1:]:
+            block.conv.sort_channels(expand_ratio_stage)
+
     def _active_blocks(self) -> list[nn.Module]:
         active = [self.blocks[0]]
         for group, depth in zip(self.block_group_info, self._arch.d):

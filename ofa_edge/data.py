@@ -1,0 +1,171 @@
+"""Image data for training, BN recalibration and evaluation.
+
+Reads an ImageFolder layout (``<root>/<split>/<class>/*.jpg``) from a directory or straight from a
+``.tar``/``.tar.gz`` archive of one (such as CIFAR-10's ``cifar10-jpg.tar.gz``), decodes it once
+into uint8 arrays and caches them (``.npz`` in the ofa-edge cache), so later epochs and runs
+cost no JPEG decoding. Batches are normalized float tensors, optionally augmented (random crop
+with 4-px padding, horizontal flip) and resized to the subnet's resolution.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ofa_edge.errors import ConfigError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+#: Per-channel mean/std of CIFAR-10's training images (0-1 scale).
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+
+
+@dataclass(frozen=True)
+class ImageArray:
+    """A decoded split: ``images`` N x H x W x 3 uint8, ``labels`` N int64, class names."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    classes: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, n: int, seed: int = 0) -> ImageArray:
+        """A fixed random subset of ``n`` images (all if ``n`` >= len)."""
+        if n >= len(self):
+            return self
+        idx = np.sort(np.random.default_rng(seed).permutation(len(self))[:n])
+        return ImageArray(self.images[idx], self.labels[idx], self.classes)
+
+
+def _decode(data: bytes, size: int | None) -> np.ndarray:
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(data)).convert("RGB")
+    if size is not None and img.size != (size, size):
+        img = img.resize((size, size), Image.BILINEAR)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def _members(source: Path, split: str) -> Iterator[tuple[str, str, bytes]]:
+    """(class, file name, bytes) of every image under ``split/`` in a folder or tar archive."""
+    if source.is_dir():
+        root = source / split
+        if not root.is_dir():
+            raise ConfigError(
+                f"{source} has no {split}/ folder", hint=f"expected {source}/{split}/<class>/*.jpg"
+            )
+        for path in sorted(root.glob("*/*")):
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                yield path.parent.name, path.name, path.read_bytes()
+        return
+    try:
+        with tarfile.open(source) as tar:
+            for member in tar:
+                parts = Path(member.name).parts
+                if (
+                    member.isfile()
+                    and len(parts) == 3
+                    and parts[0] == split
+                    and Path(parts[2]).suffix.lower() in IMAGE_SUFFIXES
+                ):
+                    f = tar.extractfile(member)
+                    assert f is not None
+                    yield parts[1], parts[2], f.read()
+    except (tarfile.TarError, OSError, EOFError) as err:
+        raise ConfigError(
+            f"cannot read images from {source}: {err}",
+            hint="pass an ImageFolder directory or a .tar/.tar.gz of one",
+        ) from None
+
+
+def load_split(source: str | Path, split: str, size: int | None = None) -> ImageArray:
+    """All images of ``split`` (e.g. "train", "test") from ``source``, cached after first decode."""
+    from ofa_edge.supernet.registry import cache_dir
+
+    source = Path(source).resolve()
+    if not source.exists():
+        raise ConfigError(f"dataset {source} does not exist", hint="check the --data path")
+    stat = source.stat()
+    key = hashlib.sha256(f"{source}|{stat.st_size}|{stat.st_mtime_ns}|{split}|{size}".encode())
+    cached = cache_dir() / "datasets" / f"{source.name}-{split}-{key.hexdigest()[:16]}.npz"
+    if cached.is_file():
+        with np.load(cached) as z:
+            return ImageArray(z["images"], z["labels"], tuple(str(c) for c in z["classes"]))
+    items = sorted(_members(source, split))
+    if not items:
+        raise ConfigError(
+            f"no images under {split}/<class>/ in {source}",
+            hint="expected an ImageFolder layout: <split>/<class>/<image>.jpg",
+        )
+    classes = tuple(sorted({c for c, _, _ in items}))
+    index = {c: i for i, c in enumerate(classes)}
+    images = np.stack([_decode(data, size) for _, _, data in items])
+    labels = np.array([index[c] for c, _, _ in items], dtype=np.int64)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(".tmp.npz")
+    np.savez(tmp, images=images, labels=labels, classes=np.array(classes))
+    tmp.replace(cached)
+    return ImageArray(images, labels, classes)
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 N x H x W x 3 -> normalized float N x 3 x H x W."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CIFAR_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def resize(x: torch.Tensor, resolution: int) -> torch.Tensor:
+    if x.shape[-1] == resolution and x.shape[-2] == resolution:
+        return x
+    return F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False)
+
+
+def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random crop (4-px zero padding) and horizontal flip, per image."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (4, 4, 4, 4))
+    dy = torch.randint(0, 9, (n,), generator=generator)
+    dx = torch.randint(0, 9, (n,), generator=generator)
+    rows = (dy.view(n, 1) + torch.arange(h)).view(n, 1, h, 1)
+    cols = (dx.view(n, 1) + torch.arange(w)).view(n, 1, 1, w)
+    out = padded[torch.arange(n).view(n, 1, 1, 1), torch.arange(3).view(1, 3, 1, 1), rows, cols]
+    flip = torch.rand(n, generator=generator) < 0.5
+    out[flip] = out[flip].flip(-1)
+    return out
+
+
+def batches(
+    data: ImageArray,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    generator: torch.Generator | None = None,
+    train_augment: bool = False,
+    resolution: int | None = None,
+    drop_last: bool = False,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(images, labels) batches; shuffling and augmentation draw from ``generator``."""
+    n = len(data)
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    stop = n - n % batch_size if drop_last else n
+    for start in range(0, stop, batch_size):
+        idx = order[start : start + batch_size].numpy()
+        x = to_tensor(data.images[idx])
+        if train_augment:
+            assert generator is not None
+            x = augment(x, generator)
+        if resolution is not None:
+            x = resize(x, resolution)
+        yield x, torch.from_numpy(data.labels[idx])

@@ -1,0 +1,383 @@
+"""Progressive shrinking (OFA's training recipe) on a CPU, checkpointed for exact resume.
+
+Phases: the full network (the teacher), then elastic kernel, elastic depth (3-4, then 2-4) and
+elastic expand (4-6, then 3-6, hidden channels sorted by importance first). Every phase after
+the first distills from a frozen copy of the trained full network and accumulates gradients over
+several sampled subnets per step. Each batch trains at one resolution drawn from the space.
+
+All randomness (shuffle order, augmentation, subnet and resolution draws) derives from
+``(seed, phase, epoch, step)``, so a checkpoint needs no RNG state: a run killed at any point
+and restarted with the same command continues exactly where its last checkpoint stood.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ofa_edge.data import ImageArray, batches, resize
+from ofa_edge.errors import CheckpointError, ConfigError
+from ofa_edge.supernet import ArchConfig, OFAMobileNetV3
+from ofa_edge.supernet.bn import recalibrate_bn
+
+CHECKPOINT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One stage of progressive shrinking: which choices are elastic, for how long, how fast."""
+
+    name: str
+    epochs: int
+    lr: float
+    ks: tuple[int, ...]
+    e: tuple[float, ...]
+    d: tuple[int, ...]
+    subnets_per_step: int = 1
+    distill: bool = True
+    sort_channels_stage: int | None = None  # expand phases: OFA's re_organize_middle_weights
+    warmup_epochs: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run; stored in its checkpoint and checked on resume."""
+
+    width_mult: float = 0.5
+    n_classes: int = 10
+    resolutions: tuple[int, ...] = (24, 28, 32, 36, 40)
+    batch_size: int = 128
+    weight_decay: float = 4e-5
+    momentum: float = 0.9
+    label_smoothing: float = 0.1
+    kd_ratio: float = 1.0
+    val_images: int = 5000  # held out of the training split, never trained on
+    train_images: int | None = None  # None: every training image not held out
+    seed: int = 0
+    phases: tuple[Phase, ...] = field(default_factory=tuple)
+
+    def build(self) -> OFAMobileNetV3:
+        return OFAMobileNetV3(
+            n_classes=self.n_classes, width_mult=self.width_mult, resolutions=self.resolutions
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        data = dict(data)
+        data["phases"] = tuple(
+            Phase(**{k: tuple(v) if isinstance(v, list) else v for k, v in p.items()}) for p in data["phases"]
+        )
+        for key in ("resolutions",):
+            data[key] = tuple(data[key])
+        return cls(**data)
+
+
+def progressive_shrinking(
+    epochs: tuple[int, int, int, int, int, int] = (30, 8, 3, 8, 3, 8),
+    lrs: tuple[float, ...] = (0.1, 0.03, 0.01, 0.02, 0.01, 0.02),
+    **config: Any,
+) -> TrainConfig:
+    """OFA's six phases (teacher, kernel, depth x2, expand x2) with the given epochs and LRs."""
+    ks, e, d = (3, 5, 7), (3, 4, 6), (2, 3, 4)
+    phases = (
+        Phase("teacher", epochs[0], lrs[0], (7,), (6,), (4,), distill=False, warmup_epochs=1),
+        Phase("kernel", epochs[1], lrs[1], ks, (6,), (4,)),
+        Phase("depth-1", epochs[2], lrs[2], ks, (6,), (3, 4), subnets_per_step=2),
+        Phase("depth-2", epochs[3], lrs[3], ks, (6,), d, subnets_per_step=2),
+        Phase("expand-1", epochs[4], lrs[4], ks, (4, 6), d, 2, sort_channels_stage=0),
+        Phase("expand-2", epochs[5], lrs[5], ks, e, d, 2, sort_channels_stage=1),
+    )
+    return TrainConfig(phases=phases, **config)
+
+
+#: Named recipes for ``ofa-edge train --recipe``.
+RECIPES: dict[str, Callable[[], TrainConfig]] = {
+    "cifar10-default": progressive_shrinking,
+    # A minutes-long run on a data subset: for tests and to try the pipeline end to end.
+    "smoke": lambda: progressive_shrinking(
+        epochs=(1, 1, 1, 1, 1, 1),
+        train_images=512,
+        val_images=256,
+        batch_size=64,
+        resolutions=(24, 32),
+    ),
+}
+
+
+@dataclass
+class RunState:
+    """Where a run stands: the next (phase, epoch, step) to execute, and the metrics so far."""
+
+    phase: int = 0
+    epoch: int = 0
+    step: int = 0
+    log: list[dict[str, Any]] = field(default_factory=list)
+    train_seconds: float = 0.0
+    epoch_loss_sum: float = 0.0  # over the current epoch's steps, across resumes
+    epoch_seconds: float = 0.0
+
+
+def _rng(config: TrainConfig, *parts: int) -> random.Random:
+    return random.Random(hash((config.seed, *parts)) & 0xFFFFFFFF)
+
+
+def _torch_gen(config: TrainConfig, *parts: int) -> torch.Generator:
+    return torch.Generator().manual_seed(hash((config.seed, *parts)) & 0x7FFFFFFF)
+
+
+def split_train_val(train: ImageArray, config: TrainConfig) -> tuple[ImageArray, ImageArray]:
+    """The fixed held-out validation images, and the images trained on."""
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(12345)).numpy()
+    val_idx, train_idx = order[: config.val_images], order[config.val_images :]
+    if config.train_images is not None:
+        train_idx = train_idx[: config.train_images]
+    pick = lambda idx: ImageArray(train.images[idx], train.labels[idx], train.classes)  # noqa: E731
+    return pick(train_idx), pick(val_idx)
+
+
+def sample_phase_arch(net: OFAMobileNetV3, phase: Phase, rng: random.Random, r: int) -> ArchConfig:
+    space = net.space
+    return ArchConfig(
+        ks=tuple(rng.choice(phase.ks) for _ in range(space.n_blocks)),
+        e=tuple(rng.choice(phase.e) for _ in range(space.n_blocks)),
+        d=tuple(rng.choice(phase.d) for _ in range(space.n_stages)),
+        r=r,
+    )
+
+
+def _lr(phase: Phase, step: int, steps_per_epoch: int) -> float:
+    total = phase.epochs * steps_per_epoch
+    warm = phase.warmup_epochs * steps_per_epoch
+    if step < warm:
+        return phase.lr * (step + 1) / warm
+    return 0.5 * phase.lr * (1 + math.cos(math.pi * (step - warm) / max(1.0, total - warm)))
+
+
+def _optimizer(net: torch.nn.Module, config: TrainConfig, lr: float) -> torch.optim.SGD:
+    decay = [p for n, p in net.named_parameters() if p.dim() > 1 and not n.endswith("_matrix")]
+    other = [p for n, p in net.named_parameters() if not (p.dim() > 1 and not n.endswith("_matrix"))]
+    return torch.optim.SGD(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": other, "weight_decay": 0}],
+        lr=lr,
+        momentum=config.momentum,
+        nesterov=True,
+    )
+
+
+@torch.no_grad()
+def evaluate(
+    net: OFAMobileNetV3,
+    arch: ArchConfig,
+    calib: ImageArray,
+    val: ImageArray,
+    calib_images: int = 2000,
+    batch_size: int = 256,
+) -> float:
+    """Top-1 (%) of ``arch`` on ``val`` after BN recalibration on ``calib``."""
+    net.set_arch(arch)
+    subnet = net.get_active_subnet().to(memory_format=torch.channels_last)
+    recalibrate_bn(subnet, batches(calib, batch_size, resolution=arch.r), max_images=calib_images)
+    subnet.eval()
+    correct = 0
+    for x, y in batches(val, batch_size, resolution=arch.r):
+        correct += int((subnet(x.to(memory_format=torch.channels_last)).argmax(1) == y).sum())
+    return 100.0 * correct / len(val)
+
+
+class Trainer:
+    """Runs (or resumes) a progressive-shrinking run in ``run_dir``."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        train: ImageArray,
+        run_dir: Path,
+        checkpoint_minutes: float = 5.0,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.config, self.run_dir, self.log = config, Path(run_dir), log
+        self.checkpoint_seconds = checkpoint_minutes * 60
+        self.train, self.val = split_train_val(train, config)
+        with torch.random.fork_rng():
+            torch.manual_seed(config.seed)  # the initial weights belong to the config too
+            self.net = config.build().to(memory_format=torch.channels_last)
+        self.teacher: OFAMobileNetV3 | None = None
+        self.state = RunState()
+        self.optimizer: torch.optim.SGD | None = None
+        self.ckpt_path = self.run_dir / "checkpoint.pt"
+        if self.ckpt_path.exists():
+            self._load()
+
+    # --- checkpoints -----------------------------------------------------------------------
+
+    def _load(self) -> None:
+        try:
+            ckpt = torch.load(self.ckpt_path, map_location="cpu", weights_only=False)
+            saved = TrainConfig.from_dict(ckpt["config"])
+        except Exception as err:
+            raise CheckpointError(
+                f"cannot resume from {self.ckpt_path}: {str(err).splitlines()[0] if str(err) else err!r}",
+                hint=f"move {self.ckpt_path} away to start over (its last good copy may be "
+                f"{self.ckpt_path.with_suffix('.pt.prev')})",
+            ) from None
+        if ckpt.get("version") != CHECKPOINT_VERSION or saved != self.config:
+            raise ConfigError(
+                f"{self.ckpt_path} was written by another training config",
+                hint="resume with the same recipe, or use a new --out folder",
+            )
+        self.net.load_state_dict(ckpt["model"])
+        if ckpt["teacher"] is not None:
+            self.teacher = self.config.build().to(memory_format=torch.channels_last)
+            self.teacher.load_state_dict(ckpt["teacher"])
+            self.teacher.eval()
+        self.state = RunState(**ckpt["state"])
+        if ckpt["optimizer"] is not None:
+            phase = self.config.phases[self.state.phase]
+            self.optimizer = _optimizer(self.net, self.config, phase.lr)
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+
+    def save(self) -> None:
+        """Write the checkpoint atomically, keeping the previous one as ``.prev``."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.ckpt_path.with_suffix(".pt.tmp")
+        torch.save(
+            {
+                "version": CHECKPOINT_VERSION,
+                "config": self.config.to_dict(),
+                "model": self.net.state_dict(),
+                "teacher": None if self.teacher is None else self.teacher.state_dict(),
+                "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
+                "state": dataclasses.asdict(self.state),
+            },
+            tmp,
+        )
+        if self.ckpt_path.exists():
+            self.ckpt_path.replace(self.ckpt_path.with_suffix(".pt.prev"))
+        tmp.replace(self.ckpt_path)
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        return self.state.phase >= len(self.config.phases)
+
+    def run(self, stop_after_seconds: float | None = None) -> bool:
+        """Train until finished (True) or until ``stop_after_seconds`` passed (False, saved)."""
+        started = time.monotonic()
+        last_save = started
+        while not self.done:
+            phase = self.config.phases[self.state.phase]
+            self._enter_phase(phase)
+            steps = len(self.train) // self.config.batch_size
+            gen = _torch_gen(self.config, self.state.phase, self.state.epoch)
+            for step, (x, y) in enumerate(
+                batches(
+                    self.train,
+                    self.config.batch_size,
+                    shuffle=True,
+                    generator=gen,
+                    train_augment=True,
+                    drop_last=True,
+                )
+            ):
+                if step < self.state.step:
+                    continue  # resuming mid-epoch: same order, already trained
+                self.state.epoch_loss_sum += self._train_step(phase, step, steps, x, y)
+                self.state.step = step + 1
+                now = time.monotonic()
+                stop = stop_after_seconds is not None and now - started > stop_after_seconds
+                if stop or now - last_save > self.checkpoint_seconds:
+                    self._account(now - last_save)
+                    last_save = now
+                    self.save()
+                if stop:
+                    return False
+            now = time.monotonic()
+            self._account(now - last_save)
+            last_save = now
+            self._end_epoch(phase, steps)
+            self.save()
+        return True
+
+    def _account(self, seconds: float) -> None:
+        self.state.train_seconds += seconds
+        self.state.epoch_seconds += seconds
+
+    def _enter_phase(self, phase: Phase) -> None:
+        if self.optimizer is not None:
+            return
+        if phase.distill and self.teacher is None:
+            self.teacher = copy.deepcopy(self.net).eval()
+            self.teacher.set_max_net()
+        if phase.sort_channels_stage is not None and self.state.epoch == 0 and self.state.step == 0:
+            self.net.re_organize_middle_weights(phase.sort_channels_stage)
+        self.optimizer = _optimizer(self.net, self.config, phase.lr)
+
+    def _train_step(self, phase: Phase, step: int, steps: int, x: torch.Tensor, y: torch.Tensor) -> float:
+        assert self.optimizer is not None
+        lr = _lr(phase, self.state.epoch * steps + step, steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        rng = _rng(self.config, self.state.phase, self.state.epoch, step)
+        r = rng.choice(self.config.resolutions)
+        x = resize(x, r).contiguous(memory_format=torch.channels_last)
+        self.net.train()
+        soft = None
+        if phase.distill:
+            assert self.teacher is not None
+            with torch.no_grad():
+                soft = F.softmax(self.teacher(x), dim=1)
+        self.optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for _ in range(phase.subnets_per_step):
+            self.net.set_arch(sample_phase_arch(self.net, phase, rng, r))
+            out = self.net(x)
+            loss = F.cross_entropy(out, y, label_smoothing=self.config.label_smoothing)
+            if soft is not None:
+                loss = loss + self.config.kd_ratio * -(soft * F.log_softmax(out, 1)).sum(1).mean()
+            loss.backward()
+            total += float(loss.detach())
+        self.optimizer.step()
+        return total / phase.subnets_per_step
+
+    def _end_epoch(self, phase: Phase, steps: int) -> None:
+        space = self.net.space
+        r = max(space.resolutions)
+        val_subset = self.val.subset(1000)
+        accs = {
+            "max": evaluate(self.net, space.max_arch(r), self.train, val_subset, 1000),
+            "min": evaluate(self.net, space.min_arch(r), self.train, val_subset, 1000),
+        }
+        self.net.set_max_net()
+        entry = {
+            "phase": phase.name,
+            "epoch": self.state.epoch + 1,
+            "epochs": phase.epochs,
+            "loss": self.state.epoch_loss_sum / max(1, steps),
+            "val_top1_max": accs["max"],
+            "val_top1_min": accs["min"],
+            "epoch_seconds": round(self.state.epoch_seconds, 1),
+        }
+        self.state.log.append(entry)
+        self.log(json.dumps(entry))
+        self.state.epoch += 1
+        self.state.step = 0
+        self.state.epoch_loss_sum = self.state.epoch_seconds = 0.0
+        if self.state.epoch >= phase.epochs:
+            self.state.phase += 1
+            self.state.epoch = 0
+            self.optimizer = None
