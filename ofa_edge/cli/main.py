@@ -120,6 +120,144 @@ def _cmd_train(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+def _devices(args: argparse.Namespace, names: list[str]) -> list:
+    from ofa_edge.devices.inventory import load_inventory
+
+    inventory = load_inventory(args.inventory)
+    if getattr(args, "all", False):
+        return list(inventory.values())
+    if not names:
+        raise ConfigError("name at least one device", hint="or pass --all")
+    unknown = [n for n in names if n not in inventory]
+    if unknown:
+        from ofa_edge.errors import UnknownName
+
+        raise UnknownName("device", unknown[0], list(inventory))
+    return [inventory[n] for n in names]
+
+
+def _cmd_devices_list(args: argparse.Namespace, out: Output) -> int:
+    from ofa_edge.devices.inventory import load_inventory
+
+    devices = load_inventory(args.inventory)
+
+    def where(d) -> str:
+        if d.ssh:
+            return f"{d.ssh.user + '@' if d.ssh.user else ''}{d.ssh.host}:{d.ssh.port}"
+        if d.adb:
+            return f"adb {d.adb.serial or '(only device)'}"
+        return "this machine"
+
+    out.result(
+        "devices",
+        {
+            "devices": [
+                {
+                    "name": d.name,
+                    "transport": d.transport,
+                    "address": where(d),
+                    "runtime": d.runtime,
+                    "threads": d.threads,
+                }
+                for d in devices.values()
+            ]
+        },
+        "\n".join(
+            f"{d.name:16s} {d.transport:6s} {where(d):28s} {d.runtime} x{d.threads}" for d in devices.values()
+        ),
+    )
+    return 0
+
+
+def _cmd_devices_check(args: argparse.Namespace, out: Output) -> int:
+    from ofa_edge.devices.fleet import check_devices
+
+    specs = _devices(args, args.names)
+    status = None if out.json_mode else (lambda n, m: print(f"{n}: {m}", file=sys.stderr, flush=True))
+    results = check_devices(specs, status)
+    failed = {n: r for n, r in results.items() if isinstance(r, OfaEdgeError)}
+    lines = [f"{n}: {'FAILED: ' + str(r) if n in failed else 'ok'}" for n, r in results.items()]
+    out.result(
+        "devices-check",
+        {
+            "devices": {
+                n: (
+                    {"ok": False, "error": str(r), "reference": r.reference}
+                    if isinstance(r, OfaEdgeError)
+                    else {"ok": True, "fingerprint": r}
+                )
+                for n, r in results.items()
+            }
+        },
+        "\n".join(lines),
+    )
+    return 1 if failed else 0
+
+
+def _cmd_devices_trust(args: argparse.Namespace, out: Output) -> int:
+    from ofa_edge.devices.ssh import host_key_fingerprint, trust_host
+
+    (spec,) = _devices(args, [args.name])
+    if spec.ssh is None:
+        raise ConfigError(f"device {spec.name!r} uses {spec.transport}: only SSH devices have host keys")
+    key_type, fingerprint = host_key_fingerprint(spec)
+    if args.fingerprint and args.fingerprint != fingerprint:
+        raise ConfigError(
+            f"{spec.name} offers {key_type} {fingerprint}, not the expected {args.fingerprint}",
+            hint="do not trust it; check the device's key out of band",
+        )
+    trust_host(spec)
+    out.result(
+        "devices-trust",
+        {
+            "device": spec.name,
+            "key_type": key_type,
+            "fingerprint": fingerprint,
+            "known_hosts": str(spec.ssh.known_hosts),
+        },
+        f"{spec.name}: trusted {key_type} {fingerprint} (recorded in {spec.ssh.known_hosts})",
+    )
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace, out: Output) -> int:
+    from ofa_edge.devices.agent import AgentSession
+
+    (spec,) = _devices(args, [args.device])
+    model = Path(args.model)
+    if not model.is_file():
+        raise ConfigError(f"model {model} does not exist")
+    runtime = {".onnx": "onnxruntime", ".tflite": "tflite"}.get(model.suffix)
+    if runtime is None:
+        raise ConfigError(f"{model}: unknown model format", hint="use a .onnx or .tflite file")
+    with AgentSession(spec) as session:
+        report = session.bench([model], runtime=runtime, threads=args.threads, min_runs=args.runs)
+    (r,) = report.results
+    if r.error:
+        from ofa_edge.devices.agent import AgentError
+
+        raise AgentError(f"{spec.name}: {model.name}: {r.error}")
+    out.result(
+        "bench",
+        {
+            "device": spec.name,
+            "model": str(model),
+            "runtime": runtime,
+            "threads": args.threads or spec.threads,
+            "median_ms": r.median_ms,
+            "p10_ms": r.p10_ms,
+            "p90_ms": r.p90_ms,
+            "runs": r.runs,
+            "samples_ms": list(r.samples_ms),
+            "conditions_before": report.conditions_before,
+            "conditions_after": report.conditions_after,
+        },
+        f"{spec.name} {model.name} ({runtime}, {args.threads or spec.threads} thread(s)): "
+        f"median {r.median_ms:.3f} ms, p10 {r.p10_ms:.3f}, p90 {r.p90_ms:.3f} over {r.runs} runs",
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -151,6 +289,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_demo)
 
+    devices = sub.add_parser("devices", parents=[common], help="the device fleet")
+    dsub = devices.add_subparsers(dest="devices_command", required=True)
+    p = dsub.add_parser("list", parents=[common], help="devices in the inventory")
+    p.set_defaults(func=_cmd_devices_list)
+    p = dsub.add_parser("check", parents=[common], help="connect, deploy the agent, fingerprint")
+    p.add_argument("names", nargs="*")
+    p.add_argument("--all", action="store_true", help="every device, concurrently")
+    p.set_defaults(func=_cmd_devices_check)
+    p = dsub.add_parser("trust", parents=[common], help="record an SSH device's host key")
+    p.add_argument("name")
+    p.add_argument("--fingerprint", help="refuse unless the key has this SHA256 fingerprint")
+    p.set_defaults(func=_cmd_devices_trust)
+
+    p = sub.add_parser("bench", parents=[common], help="measure a model file on a device")
+    p.add_argument("device")
+    p.add_argument("model", help="MODEL.onnx or MODEL.tflite")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--runs", type=int, default=50, help="minimum timed runs")
+    p.set_defaults(func=_cmd_bench)
+
     p = sub.add_parser("train", parents=[common], help="train a supernet (progressive shrinking)")
     p.add_argument("--data", required=True, help="ImageFolder dir or .tar.gz with train/<class>/")
     p.add_argument("--out", required=True, help="run folder (resumes if it holds a checkpoint)")
@@ -163,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.inventory = getattr(args, "inventory", None)
     out = Output(json_mode=getattr(args, "json", False))
     try:
         return args.func(args, out)

@@ -87,7 +87,7 @@ class TrainConfig:
 
 
 def progressive_shrinking(
-    epochs: tuple[int, int, int, int, int, int] = (30, 8, 3, 8, 3, 8),
+    epochs: tuple[int, int, int, int, int, int] = (20, 4, 1, 4, 1, 4),
     lrs: tuple[float, ...] = (0.1, 0.03, 0.01, 0.02, 0.01, 0.02),
     **config: Any,
 ) -> TrainConfig:

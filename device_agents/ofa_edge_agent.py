@@ -1,0 +1,430 @@
+"""ofa-edge device agent: measures models with the device's own runtime, speaks JSON lines.
+
+Deployed by the host into the device's workdir and started as ``python3 ofa_edge_agent.py serve``
+over ONE long-lived channel (SSH exec, adb shell or a local subprocess). Needs Python >= 3.8, the
+standard library, numpy and whichever runtime the device has (onnxruntime, ai_edge_litert or
+tflite_runtime); nothing from the host package.
+
+Protocol (one JSON object per line, both ways): requests ``{"id": N, "op": OP, ...}``; replies
+``{"id": N, "ok": true, "result": {...}}`` or ``{"id": N, "ok": false, "error": {"type", "message"}}``.
+A ``bench`` streams ``{"id": N, "event": "model", "result": {...}}`` per model before its reply.
+Each batch of models runs in a child process with a per-model timeout (as TVM measures): a model
+that crashes or hangs is reported for that model, and the rest are measured in a fresh child.
+"""
+
+import glob
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+AGENT_VERSION = "1.0"
+PROTOCOL = 1
+
+
+# --- device conditions and fingerprint ------------------------------------------------------
+
+
+def _read(path, default=None):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return default
+
+
+def _run(argv, timeout=5.0):
+    """A tool's stdout, or None when it is missing or fails (vcgencmd, nvpmodel ...)."""
+    if shutil.which(argv[0]) is None:
+        return None
+    try:
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return res.stdout.strip() if res.returncode == 0 else None
+
+
+_THROTTLE_BITS = {
+    0: "under-voltage",
+    1: "arm-frequency-capped",
+    2: "throttled",
+    3: "soft-temperature-limit",
+    16: "under-voltage-occurred",
+    17: "arm-frequency-capping-occurred",
+    18: "throttling-occurred",
+    19: "soft-temperature-limit-occurred",
+}
+
+
+def throttle_state():
+    """Raspberry Pi firmware flags from ``vcgencmd get_throttled``, or None elsewhere."""
+    out = _run(["vcgencmd", "get_throttled"])
+    if not out or "=" not in out:
+        return None
+    value = int(out.split("=", 1)[1], 16)
+    return {
+        "raw": hex(value),
+        "now": [n for b, n in _THROTTLE_BITS.items() if b < 16 and value >> b & 1],
+        "since_boot": [n for b, n in _THROTTLE_BITS.items() if b >= 16 and value >> b & 1],
+    }
+
+
+def temperatures():
+    temps = {}
+    for zone in sorted(glob.glob("/sys/class/thermal/thermal_zone*")):
+        value = _read(zone + "/temp")
+        if value and value.lstrip("-").isdigit():
+            temps[_read(zone + "/type", os.path.basename(zone))] = int(value) / 1000.0
+    return temps
+
+
+def cpu_frequencies():
+    freqs = {}
+    for cpu in sorted(glob.glob("/sys/devices/system/cpu/cpu[0-9]*/cpufreq")):
+        value = _read(cpu + "/scaling_cur_freq")
+        if value and value.isdigit():
+            freqs[cpu.split("/")[-2]] = int(value) // 1000  # MHz
+    return freqs
+
+
+def conditions():
+    """What can change a measurement: clocks, temperatures, throttling (before/after a batch)."""
+    arm_clock = _run(["vcgencmd", "measure_clock", "arm"])
+    return {
+        "time": time.time(),
+        "cpu_mhz": cpu_frequencies(),
+        "temperatures_c": temperatures(),
+        "throttle": throttle_state(),
+        "arm_clock_hz": int(arm_clock.split("=", 1)[1]) if arm_clock and "=" in arm_clock else None,
+        "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+
+
+def _cpu_model():
+    info = _read("/proc/cpuinfo", "") or ""
+    for key in ("model name", "Hardware", "Processor", "cpu model"):
+        for line in info.splitlines():
+            if line.lower().startswith(key.lower()) and ":" in line:
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def _runtimes():
+    found = {}
+    try:
+        import onnxruntime
+
+        found["onnxruntime"] = {
+            "version": onnxruntime.__version__,
+            "providers": onnxruntime.get_available_providers(),
+        }
+    except Exception as err:
+        found["onnxruntime"] = {"error": f"{type(err).__name__}: {err}"}
+    for module in ("ai_edge_litert", "tflite_runtime"):
+        try:
+            mod = __import__(module + ".interpreter", fromlist=["Interpreter"])
+            version = getattr(sys.modules.get(module), "__version__", None)
+            found[module] = {
+                "version": version,
+                "delegates": ["XNNPACK (default CPU)"],
+                "module": mod.__name__,
+            }
+        except Exception as err:
+            found[module] = {"error": f"{type(err).__name__}: {err}"}
+    return found
+
+
+def fingerprint():
+    """Everything that identifies the device and the conditions its tables are valid for."""
+    try:
+        import numpy
+
+        numpy_version = numpy.__version__
+    except ImportError:
+        numpy_version = None
+    governors = sorted(
+        {_read(p) for p in glob.glob("/sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_governor")} - {None}
+    )
+    meminfo = _read("/proc/meminfo", "") or ""
+    mem_kb = next(
+        (int(line.split()[1]) for line in meminfo.splitlines() if line.startswith("MemTotal:")), None
+    )
+    return {
+        "hostname": platform.node(),
+        "os": platform.platform(),
+        "kernel": platform.release(),
+        "arch": platform.machine(),
+        "cpu_model": _cpu_model(),
+        "board": (_read("/proc/device-tree/model") or "").rstrip("\x00") or None,
+        "cores": os.cpu_count(),
+        "online_cpus": _read("/sys/devices/system/cpu/online"),
+        "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "governors": governors,
+        "memory_mb": mem_kb // 1024 if mem_kb else None,
+        "jetson": {
+            "nvpmodel": _run(["nvpmodel", "-q"]),
+            "jetson_clocks": _run(["jetson_clocks", "--show"]),
+        }
+        if shutil.which("nvpmodel")
+        else None,
+        "python": platform.python_version(),
+        "numpy": numpy_version,
+        "runtimes": _runtimes(),
+        "agent_version": AGENT_VERSION,
+        "conditions": conditions(),
+    }
+
+
+# --- measuring, in a child process ------------------------------------------------------------
+
+
+def _percentile(sorted_values, q):
+    if not sorted_values:
+        return None
+    pos = (len(sorted_values) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def _make_runner(path, runtime, threads):
+    """A zero-argument callable running one inference on a fixed random input."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+
+    def sample(shape, dtype):
+        shape = [d if isinstance(d, int) and d > 0 else 1 for d in shape]
+        if np.issubdtype(dtype, np.integer):
+            info = np.iinfo(dtype)
+            return rng.integers(max(info.min, -128), min(info.max, 127) + 1, shape).astype(dtype)
+        return rng.standard_normal(shape).astype(dtype)
+
+    if runtime == "onnxruntime":
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        type_map = {
+            "tensor(float)": np.float32,
+            "tensor(uint8)": np.uint8,
+            "tensor(int8)": np.int8,
+            "tensor(int64)": np.int64,
+        }
+        feeds = {i.name: sample(i.shape, type_map.get(i.type, np.float32)) for i in session.get_inputs()}
+        return lambda: session.run(None, feeds)
+    if runtime == "tflite":
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            from tflite_runtime.interpreter import Interpreter
+        interp = Interpreter(model_path=path, num_threads=threads)
+        interp.allocate_tensors()
+        for detail in interp.get_input_details():
+            interp.set_tensor(detail["index"], sample(detail["shape"], detail["dtype"]))
+        return interp.invoke
+    raise ValueError(f"unknown runtime {runtime!r}")
+
+
+def measure_one(path, runtime, threads, warmup, min_runs, min_seconds, max_runs):
+    """Raw per-run latencies (ms) after warm-up, until both min_runs and min_seconds are met."""
+    start = time.perf_counter()
+    run = _make_runner(path, runtime, threads)
+    load_ms = (time.perf_counter() - start) * 1e3
+    for _ in range(warmup):
+        run()
+    samples = []
+    began = time.perf_counter()
+    while len(samples) < max_runs and (len(samples) < min_runs or time.perf_counter() - began < min_seconds):
+        t0 = time.perf_counter()
+        run()
+        samples.append((time.perf_counter() - t0) * 1e3)
+    ordered = sorted(samples)
+    return {
+        "samples_ms": [round(s, 5) for s in samples],
+        "median_ms": _percentile(ordered, 0.5),
+        "p10_ms": _percentile(ordered, 0.1),
+        "p90_ms": _percentile(ordered, 0.9),
+        "mean_ms": sum(samples) / len(samples),
+        "runs": len(samples),
+        "load_ms": load_ms,
+    }
+
+
+def child_main(spec_json):
+    """Child process: measure each model of the batch, one JSON line per model on stdout."""
+    spec = json.loads(spec_json)
+    if spec.get("cpus") and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, spec["cpus"])
+    for model in spec["models"]:
+        print(json.dumps({"name": model["name"], "started": True}), flush=True)
+        try:
+            result = measure_one(
+                model["path"],
+                spec["runtime"],
+                spec["threads"],
+                spec["warmup"],
+                spec["min_runs"],
+                spec["min_seconds"],
+                spec["max_runs"],
+            )
+            result["name"] = model["name"]
+        except Exception as err:
+            result = {"name": model["name"], "error": f"{type(err).__name__}: {err}"}
+        print(json.dumps(result), flush=True)
+
+
+class _Child:
+    """The measuring child and a reader thread turning its stdout into a queue of lines."""
+
+    def __init__(self, spec):
+        import queue
+
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "measure", json.dumps(spec)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+        self.lines = queue.Queue()
+        self.stderr = []
+        threading.Thread(target=self._pump, args=(self.proc.stdout, self.lines.put), daemon=True).start()
+        threading.Thread(target=self._pump, args=(self.proc.stderr, self.stderr.append), daemon=True).start()
+
+    @staticmethod
+    def _pump(stream, sink):
+        for line in stream:
+            sink(line.rstrip("\n"))
+        sink(None)
+
+    def next_line(self, timeout):
+        import queue
+
+        try:
+            return self.lines.get(timeout=timeout)
+        except queue.Empty:
+            return "TIMEOUT"
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def why_dead(self):
+        self.proc.wait(timeout=10)
+        tail = [s for s in self.stderr if s][-3:]
+        return "crashed (exit {}){}".format(self.proc.returncode, ": " + " | ".join(tail) if tail else "")
+
+
+def bench(req, emit):
+    """Measure every model of the request; models that crash or hang are reported and skipped."""
+    spec = {
+        "runtime": req.get("runtime", "onnxruntime"),
+        "threads": int(req.get("threads", 1)),
+        "warmup": int(req.get("warmup", 5)),
+        "min_runs": int(req.get("min_runs", 20)),
+        "min_seconds": float(req.get("min_seconds", 0.5)),
+        "max_runs": int(req.get("max_runs", 10000)),
+        "cpus": req.get("cpus"),
+    }
+    timeout = float(req.get("model_timeout", 60.0))
+    pending = list(req["models"])
+    before = conditions()
+    results = []
+    while pending:
+        child = _Child(dict(spec, models=pending))
+        while pending:
+            line = child.next_line(timeout)
+            if line == "TIMEOUT" or line is None:
+                timed_out = line == "TIMEOUT"
+                child.kill()
+                error = f"timed out after {timeout:.0f} s" if timed_out else child.why_dead()
+                result = {"name": pending[0]["name"], "error": error}
+                results.append(result)
+                emit(result)
+                pending.pop(0)
+                break
+            msg = json.loads(line)
+            if msg.get("started"):
+                continue
+            results.append(msg)
+            emit(msg)
+            pending.pop(0)
+        else:
+            child.proc.wait(timeout=30)
+    return {"results": results, "conditions_before": before, "conditions_after": conditions()}
+
+
+# --- the JSON-lines server ---------------------------------------------------------------------
+
+
+def serve(stdin, stdout):
+    lock = threading.Lock()
+
+    def send(obj):
+        with lock:
+            stdout.write(json.dumps(obj) + "\n")
+            stdout.flush()
+
+    for line in stdin:
+        if not line.strip():
+            continue
+        try:
+            req = json.loads(line)
+            rid = req.get("id")
+        except ValueError as err:
+            send({"id": None, "ok": False, "error": {"type": "BadRequest", "message": str(err)}})
+            continue
+        op = req.get("op")
+        try:
+            if op == "hello":
+                result = {
+                    "agent_version": AGENT_VERSION,
+                    "protocol": PROTOCOL,
+                    "python": platform.python_version(),
+                    "pid": os.getpid(),
+                }
+            elif op == "fingerprint":
+                result = fingerprint()
+            elif op == "conditions":
+                result = conditions()
+            elif op == "bench":
+                result = bench(req, lambda r, rid=rid: send({"id": rid, "event": "model", "result": r}))
+            elif op == "cleanup":
+                folder = req["path"]
+                shutil.rmtree(folder, ignore_errors=True)
+                result = {"removed": folder}
+            elif op == "shutdown":
+                send({"id": rid, "ok": True, "result": {}})
+                return
+            else:
+                raise ValueError(f"unknown op {op!r}")
+            send({"id": rid, "ok": True, "result": result})
+        except Exception as err:
+            send({"id": rid, "ok": False, "error": {"type": type(err).__name__, "message": str(err)}})
+
+
+def main(argv):
+    if len(argv) >= 2 and argv[1] == "serve":
+        serve(sys.stdin, sys.stdout)
+    elif len(argv) >= 3 and argv[1] == "measure":
+        child_main(argv[2])
+    elif len(argv) >= 2 and argv[1] == "version":
+        print(json.dumps({"agent_version": AGENT_VERSION, "protocol": PROTOCOL}))
+    else:
+        sys.stderr.write("usage: ofa_edge_agent.py serve | measure SPEC_JSON | version\n")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,298 @@
+"""The host side of the device agent: deploy it, talk to it, measure models through it.
+
+One ``AgentSession`` per device holds ONE long-lived channel (SSH exec, adb shell or subprocess)
+running ``device_agents/ofa_edge_agent.py serve``. The agent file is copied into the device's
+workdir only when its sha256 there differs, and verified after the copy. Models are pushed
+once per content (named by their sha256). If the agent dies, the call that was running says
+which model it was measuring and the next call starts a fresh agent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import json
+import posixpath
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ofa_edge.devices.inventory import DeviceSpec
+from ofa_edge.devices.transport import (
+    Channel,
+    CommandTimeout,
+    DeviceError,
+    DeviceUnreachable,
+    Transport,
+)
+
+PROTOCOL = 1
+AGENT_FILE = "ofa_edge_agent.py"
+REQUEST_TIMEOUT_S = 120.0
+
+
+class AgentError(DeviceError):
+    """The agent answered with an error, died, or speaks another protocol."""
+
+    reference = "agent-error"
+
+
+def agent_source() -> Path:
+    """The agent file, installed with ofa-edge as the ``device_agents`` package's data."""
+    return Path(str(resources.files("device_agents") / AGENT_FILE))
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def open_transport(spec: DeviceSpec) -> Transport:
+    """The transport for ``spec.transport`` (imported lazily: paramiko only when SSH is used)."""
+    if spec.transport == "local":
+        from ofa_edge.devices.local import LocalTransport
+
+        return LocalTransport(spec)
+    if spec.transport == "ssh":
+        from ofa_edge.devices.ssh import SshTransport
+
+        return SshTransport(spec)
+    if spec.transport == "adb":
+        from ofa_edge.devices.adb import AdbTransport
+
+        return AdbTransport(spec)
+    raise DeviceError(f"{spec.name}: unknown transport {spec.transport!r}")
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """One model's measurement on a device (``error`` set when it crashed or timed out)."""
+
+    name: str
+    median_ms: float | None = None
+    p10_ms: float | None = None
+    p90_ms: float | None = None
+    mean_ms: float | None = None
+    runs: int = 0
+    samples_ms: tuple[float, ...] = ()
+    error: str | None = None
+
+    @classmethod
+    def from_agent(cls, data: dict[str, Any]) -> BenchResult:
+        return cls(
+            name=data["name"],
+            median_ms=data.get("median_ms"),
+            p10_ms=data.get("p10_ms"),
+            p90_ms=data.get("p90_ms"),
+            mean_ms=data.get("mean_ms"),
+            runs=int(data.get("runs", 0)),
+            samples_ms=tuple(data.get("samples_ms", ())),
+            error=data.get("error"),
+        )
+
+
+@dataclass
+class BenchReport:
+    results: list[BenchResult]
+    conditions_before: dict[str, Any] = field(default_factory=dict)
+    conditions_after: dict[str, Any] = field(default_factory=dict)
+
+
+class AgentSession:
+    """A running agent on one device. Use as a context manager; calls restart a dead agent."""
+
+    def __init__(self, spec: DeviceSpec, transport: Transport | None = None) -> None:
+        self.spec = spec
+        self.transport = transport or open_transport(spec)
+        self._channel: Channel | None = None
+        self._ids = itertools.count(1)
+        self._workdir: str | None = None
+        self.hello: dict[str, Any] = {}
+        self.deployed = False  # True when this session copied a new agent file
+
+    # --- setup -------------------------------------------------------------------------------
+
+    @property
+    def workdir(self) -> str:
+        """The device workdir with ``~`` resolved on the device (quoted paths do not expand it)."""
+        if self._workdir is None:
+            workdir = self.spec.workdir
+            if workdir == "~" or workdir.startswith("~/"):
+                home = self.transport.run(["sh", "-c", 'printf %s "$HOME"'], timeout=30).stdout
+                workdir = home.rstrip("/") + workdir[1:]
+            self._workdir = workdir
+        return self._workdir
+
+    @property
+    def python(self) -> str:
+        return getattr(self.transport, "python", self.spec.python)
+
+    def deploy(self) -> str:
+        """Copy the agent into the workdir unless the same file is there; verify its sha256."""
+        source = agent_source()
+        remote = posixpath.join(self.workdir, AGENT_FILE)
+        want = _sha256(source)
+        if self.transport.sha256(remote) != want:
+            self.transport.put(source, remote)
+            got = self.transport.sha256(remote)
+            if got != want:
+                raise AgentError(
+                    f"{self.spec.name}: the agent copied to {remote} has sha256 {got}, expected {want}",
+                    hint="check free space and the workdir's file system on the device",
+                )
+            self.deployed = True
+        return remote
+
+    def start(self) -> dict[str, Any]:
+        """Deploy if needed, start the agent, check its protocol; returns its hello."""
+        if self._channel is not None:
+            return self.hello
+        remote = self.deploy()
+        self._channel = self.transport.open_channel([self.python, remote, "serve"], cwd=self.workdir)
+        try:
+            self.hello = self._exchange({"op": "hello"}, timeout=60)
+        except DeviceError:
+            self._drop()
+            raise
+        if self.hello.get("protocol") != PROTOCOL:
+            self._drop()
+            raise AgentError(
+                f"{self.spec.name}: agent speaks protocol {self.hello.get('protocol')}, host {PROTOCOL}",
+                hint="reinstall ofa-edge on the host so host and agent match",
+            )
+        return self.hello
+
+    def _drop(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+
+    def close(self) -> None:
+        if self._channel is not None:
+            with contextlib.suppress(DeviceError):
+                self._channel.write_line(json.dumps({"id": 0, "op": "shutdown"}))
+        self._drop()
+        self.transport.close()
+
+    def __enter__(self) -> AgentSession:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- requests ------------------------------------------------------------------------------
+
+    def _exchange(
+        self,
+        request: dict[str, Any],
+        timeout: float,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        assert self._channel is not None
+        rid = next(self._ids)
+        self._channel.write_line(json.dumps({"id": rid, **request}))
+        while True:
+            line = self._channel.read_line(timeout)
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue  # not protocol (e.g. a login banner): ignore
+            if not isinstance(msg, dict) or msg.get("id") != rid:
+                continue
+            if "event" in msg:
+                if on_event is not None:
+                    on_event(msg)
+                continue
+            if msg.get("ok"):
+                return msg.get("result", {})
+            error = msg.get("error", {})
+            raise AgentError(
+                f"{self.spec.name}: agent {request['op']} failed: "
+                f"{error.get('type', 'Error')}: {error.get('message', '')}"
+            )
+
+    def request(
+        self,
+        op: str,
+        timeout: float = REQUEST_TIMEOUT_S,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """Send one request (starting the agent if needed) and wait for its reply."""
+        self.start()
+        try:
+            return self._exchange({"op": op, **fields}, timeout, on_event)
+        except (DeviceUnreachable, CommandTimeout):
+            self._drop()  # the next request starts a fresh agent
+            raise
+
+    def fingerprint(self) -> dict[str, Any]:
+        return self.request("fingerprint", timeout=60)
+
+    def push_model(self, local: Path) -> str:
+        """Copy a model into the workdir's models/ (named by content, skipped if present)."""
+        digest = _sha256(local)
+        remote = posixpath.join(self.workdir, "models", f"{digest[:16]}{local.suffix}")
+        if self.transport.sha256(remote) != digest:
+            self.transport.put(local, remote)
+            if self.transport.sha256(remote) != digest:
+                raise AgentError(f"{self.spec.name}: {local.name} arrived corrupted at {remote}")
+        return remote
+
+    def bench(
+        self,
+        models: Sequence[Path],
+        *,
+        runtime: str | None = None,
+        threads: int | None = None,
+        warmup: int = 5,
+        min_runs: int = 20,
+        min_seconds: float = 0.5,
+        model_timeout: float = 60.0,
+        on_result: Callable[[BenchResult], None] | None = None,
+    ) -> BenchReport:
+        """Push and measure models; ``on_result`` sees each as soon as it is measured."""
+        entries = [{"name": Path(p).name, "path": self.push_model(Path(p))} for p in models]
+        current: list[str] = [entries[0]["name"]] if entries else []
+
+        def event(msg: dict[str, Any]) -> None:
+            result = BenchResult.from_agent(msg["result"])
+            done = [e["name"] for e in entries].index(result.name)
+            if done + 1 < len(entries):
+                current[:] = [entries[done + 1]["name"]]
+            if on_result is not None:
+                on_result(result)
+
+        try:
+            reply = self.request(
+                "bench",
+                timeout=model_timeout + 60,
+                on_event=event,
+                models=entries,
+                runtime=runtime or self.spec.runtime,
+                threads=threads or self.spec.threads,
+                warmup=warmup,
+                min_runs=min_runs,
+                min_seconds=min_seconds,
+                model_timeout=model_timeout,
+                cpus=list(self.spec.cpus) if self.spec.cpus else None,
+            )
+        except (DeviceUnreachable, CommandTimeout) as err:
+            model = current[0] if current else "?"
+            raise AgentError(
+                f"{self.spec.name}: the agent stopped while measuring {model}: {err.message}",
+                hint="measurements already reported are kept; the next call starts a new agent",
+                model=model,
+            ) from None
+        return BenchReport(
+            [BenchResult.from_agent(r) for r in reply["results"]],
+            reply.get("conditions_before", {}),
+            reply.get("conditions_after", {}),
+        )
+
+    def cleanup(self) -> None:
+        """Remove pushed models from the device."""
+        self.request("cleanup", path=posixpath.join(self.workdir, "models"))

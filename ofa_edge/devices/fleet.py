@@ -1,0 +1,44 @@
+"""Driving several devices at once: one thread per device, failures kept per device."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ofa_edge.devices.agent import AgentSession
+from ofa_edge.devices.inventory import DeviceSpec
+from ofa_edge.errors import OfaEdgeError
+
+#: ``status(device_name, message)`` as each device moves on.
+Status = Callable[[str, str], None]
+
+
+def check_device(spec: DeviceSpec, status: Status | None = None) -> dict[str, Any]:
+    """Connect, deploy or refresh the agent, and return the device's fingerprint."""
+    say = status or (lambda _n, _m: None)
+    say(spec.name, "connecting")
+    with AgentSession(spec) as session:
+        say(spec.name, "agent deployed" if session.deployed else "agent up to date")
+        fp = session.fingerprint()
+    fp["agent_deployed"] = session.deployed
+    say(spec.name, f"ok: {fp.get('cpu_model')} x{fp.get('cores')}, {fp.get('arch')}")
+    return fp
+
+
+def check_devices(
+    specs: Sequence[DeviceSpec], status: Status | None = None, max_workers: int = 16
+) -> dict[str, dict[str, Any] | OfaEdgeError]:
+    """``check_device`` on every device concurrently; one failure never stops the others."""
+
+    def one(spec: DeviceSpec) -> dict[str, Any] | OfaEdgeError:
+        try:
+            return check_device(spec, status)
+        except OfaEdgeError as err:
+            if status:
+                status(spec.name, f"FAILED: {err}")
+            return err
+
+    with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(specs)))) as pool:
+        results = list(pool.map(one, specs))
+    return {spec.name: result for spec, result in zip(specs, results)}

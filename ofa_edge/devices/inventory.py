@@ -1,0 +1,185 @@
+"""The device inventory: ``devices.toml`` (or an Ansible inventory) read into typed specs.
+
+Where the file is: ``--inventory PATH``, else ``$OFA_EDGE_INVENTORY``, else ``./devices.toml``
+(a missing default file just means "only ``local``"). One table per device::
+
+    [devices.pi4]
+    transport = "ssh"            # "ssh" | "adb" | "local"
+    host = "192.168.1.40"        # ssh: host, port (22), user, key (else the SSH agent),
+    user = "pi"                  #      known_hosts (default ~/.ssh/known_hosts)
+    key = "~/.ssh/id_ed25519"
+    runtime = "onnxruntime"      # all: runtime, threads, workdir, python, cpus (pinning)
+    threads = 4
+
+A device named ``local`` (this machine) always exists unless the inventory defines one.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from ofa_edge.errors import ConfigError
+
+TRANSPORTS = ("ssh", "adb", "local")
+RUNTIMES = ("onnxruntime", "tflite")
+_COMMON = {"transport", "runtime", "threads", "workdir", "python", "cpus", "description"}
+_FIELDS = {
+    "ssh": _COMMON | {"host", "port", "user", "key", "known_hosts", "connect_timeout"},
+    "adb": _COMMON | {"serial", "adb", "server_port", "benchmark_model"},
+    "local": _COMMON,
+}
+
+
+@dataclass(frozen=True)
+class SshOptions:
+    host: str
+    port: int = 22
+    user: str | None = None
+    key: Path | None = None  # None: keys from the SSH agent / default identities
+    known_hosts: Path = field(default_factory=lambda: Path("~/.ssh/known_hosts").expanduser())
+    connect_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class AdbOptions:
+    serial: str | None = None
+    adb: str = "adb"
+    server_port: int | None = None  # a private adb server (ANDROID_ADB_SERVER_PORT)
+    benchmark_model: Path | None = None  # TFLite's benchmark_model, for phones without Python
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """One device of the fleet and how to reach and use it."""
+
+    name: str
+    transport: str = "local"
+    runtime: str = "onnxruntime"
+    threads: int = 1
+    workdir: str = "~/.cache/ofa-edge-agent"
+    python: str = "python3"
+    cpus: tuple[int, ...] | None = None
+    description: str = ""
+    ssh: SshOptions | None = None
+    adb: AdbOptions | None = None
+
+
+def local_device() -> DeviceSpec:
+    return DeviceSpec(name="local", description="this machine")
+
+
+def _int(name: str, key: str, value: Any, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ConfigError(f"device {name!r}: {key}={value!r} must be an integer in {lo}..{hi}")
+    return value
+
+
+def _str(name: str, key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"device {name!r}: {key} must be a non-empty string, got {value!r}")
+    return value
+
+
+def parse_device(name: str, table: dict[str, Any], base: Path) -> DeviceSpec:
+    """Validate one device table; paths are relative to the inventory file's folder."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"device {name!r}: expected a table of settings")
+    transport = table.get("transport", "ssh" if "host" in table else "local")
+    if transport not in TRANSPORTS:
+        raise ConfigError(f"device {name!r}: transport={transport!r} is not one of {list(TRANSPORTS)}")
+    unknown = sorted(set(table) - _FIELDS[transport])
+    if unknown:
+        raise ConfigError(
+            f"device {name!r}: unknown field(s) {unknown} for transport {transport!r}",
+            hint=f"allowed: {', '.join(sorted(_FIELDS[transport]))}",
+        )
+    runtime = table.get("runtime", "onnxruntime")
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"device {name!r}: runtime={runtime!r} is not one of {list(RUNTIMES)}")
+
+    def path(key: str) -> Path | None:
+        if key not in table:
+            return None
+        p = Path(_str(name, key, table[key])).expanduser()
+        return p if p.is_absolute() else base / p
+
+    cpus = table.get("cpus")
+    if cpus is not None:
+        if not isinstance(cpus, list) or not cpus:
+            raise ConfigError(f"device {name!r}: cpus must be a list of CPU numbers, got {cpus!r}")
+        cpus = tuple(_int(name, "cpus[]", c, 0, 4095) for c in cpus)
+    ssh = adb = None
+    if transport == "ssh":
+        if "host" not in table:
+            raise ConfigError(f"device {name!r}: ssh needs a host", hint='add host = "ADDRESS"')
+        ssh = SshOptions(
+            host=_str(name, "host", table["host"]),
+            port=_int(name, "port", table.get("port", 22), 1, 65535),
+            user=_str(name, "user", table["user"]) if "user" in table else None,
+            key=path("key"),
+            known_hosts=path("known_hosts") or Path("~/.ssh/known_hosts").expanduser(),
+            connect_timeout=float(table.get("connect_timeout", 10.0)),
+        )
+    elif transport == "adb":
+        adb = AdbOptions(
+            serial=_str(name, "serial", table["serial"]) if "serial" in table else None,
+            adb=_str(name, "adb", table.get("adb", "adb")),
+            server_port=_int(name, "server_port", table["server_port"], 1, 65535)
+            if "server_port" in table
+            else None,
+            benchmark_model=path("benchmark_model"),
+        )
+    return DeviceSpec(
+        name=name,
+        transport=transport,
+        runtime=runtime,
+        threads=_int(name, "threads", table.get("threads", 1), 1, 1024),
+        workdir=_str(name, "workdir", table.get("workdir", DeviceSpec.workdir)),
+        python=_str(name, "python", table.get("python", DeviceSpec.python)),
+        cpus=cpus,
+        description=str(table.get("description", "")),
+        ssh=ssh,
+        adb=adb,
+    )
+
+
+def inventory_path(explicit: str | Path | None = None) -> Path:
+    return Path(explicit or os.environ.get("OFA_EDGE_INVENTORY") or "devices.toml")
+
+
+def load_inventory(path: str | Path | None = None) -> dict[str, DeviceSpec]:
+    """All devices by name, ``local`` included. TOML, or Ansible INI/YAML by content."""
+    explicit = path is not None or "OFA_EDGE_INVENTORY" in os.environ
+    file = inventory_path(path)
+    devices: dict[str, DeviceSpec] = {}
+    if file.is_file():
+        text = file.read_text()
+        tables = _parse_tables(file, text)
+        devices = {n: parse_device(n, t, file.resolve().parent) for n, t in tables.items()}
+    elif explicit:
+        raise ConfigError(f"inventory {file} does not exist", hint="check --inventory / OFA_EDGE_INVENTORY")
+    devices.setdefault("local", local_device())
+    return devices
+
+
+def _parse_tables(file: Path, text: str) -> dict[str, dict[str, Any]]:
+    if file.suffix == ".toml":
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{file}: not valid TOML ({err})") from None
+        unknown = sorted(set(data) - {"devices"})
+        if unknown:
+            raise ConfigError(f"{file}: unknown top-level key(s) {unknown}; devices go under [devices.NAME]")
+        tables = data.get("devices", {})
+        if not isinstance(tables, dict):
+            raise ConfigError(f"{file}: [devices] must hold one table per device")
+        return tables
+    from ofa_edge.devices.ansible import parse_ansible
+
+    return parse_ansible(file, text)

@@ -1,0 +1,182 @@
+"""The host itself as a device: commands are subprocesses (no shell), files are copies.
+
+``ProcessChannel`` (a subprocess with piped stdin/stdout and a bounded ``read_line``) also
+carries the agent for transports that run a local client program (e.g. ``adb shell``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
+
+from ofa_edge.devices.inventory import DeviceSpec
+from ofa_edge.devices.transport import (
+    DEFAULT_TIMEOUT_S,
+    Channel,
+    CommandTimeout,
+    DeviceUnreachable,
+    RunResult,
+    Transport,
+)
+
+
+class ProcessChannel(Channel):
+    """A local subprocess as a line channel; reader threads make ``read_line`` time-bounded."""
+
+    def __init__(self, argv: Sequence[str], device: str, **popen: object) -> None:
+        self.device = device
+        self.command = " ".join(argv)
+        try:
+            self.proc = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                bufsize=1,
+                start_new_session=True,
+                **popen,  # type: ignore[call-overload]
+            )
+        except OSError as err:
+            raise DeviceUnreachable(f"{device}: cannot start {argv[0]}: {err.strerror}") from None
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._stderr: deque[str] = deque(maxlen=20)
+        threading.Thread(target=self._pump_stdout, daemon=True).start()
+        threading.Thread(target=self._pump_stderr, daemon=True).start()
+
+    def _pump_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.put(line.rstrip("\n"))
+        self._lines.put(None)  # end of stream
+
+    def _pump_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self._stderr.append(line.rstrip("\n"))
+
+    def write_line(self, line: str) -> None:
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(line + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            raise self._ended() from None
+
+    def read_line(self, timeout: float) -> str:
+        try:
+            line = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            raise CommandTimeout(
+                f"{self.device}: no answer from `{self.command}` within {timeout:.0f} s"
+            ) from None
+        if line is None:
+            self._lines.put(None)  # stay ended for later reads
+            raise self._ended()
+        return line
+
+    def _ended(self) -> DeviceUnreachable:
+        try:
+            code = self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            code = None
+        tail = " | ".join(list(self._stderr)[-3:])
+        return DeviceUnreachable(
+            f"{self.device}: `{self.command}` ended (exit {code})" + (f": {tail}" if tail else ""),
+            device=self.device,
+        )
+
+    @property
+    def stderr_tail(self) -> str:
+        return "\n".join(self._stderr)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, 9)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+
+
+def _local_path(path: str) -> Path:
+    return Path(os.path.expanduser(path))
+
+
+class LocalTransport(Transport):
+    """This machine. The agent runs under the host's own Python unless the inventory says else."""
+
+    def __init__(self, spec: DeviceSpec) -> None:
+        super().__init__(spec.name)
+        self.spec = spec
+        self._channels: list[ProcessChannel] = []
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        check: bool = True,
+        cwd: str | None = None,
+    ) -> RunResult:
+        command = " ".join(argv)
+        try:
+            proc = subprocess.run(
+                list(argv),
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                cwd=_local_path(cwd) if cwd else None,
+            )
+        except subprocess.TimeoutExpired:
+            raise CommandTimeout(f"{self.name}: `{command}` did not finish within {timeout:.0f} s") from None
+        except OSError as err:
+            res = RunResult(self.name, command, 127, "", f"{argv[0]}: {err.strerror}")
+        else:
+            res = RunResult(self.name, command, proc.returncode, proc.stdout, proc.stderr)
+        if check and not res.ok:
+            raise self._failed(res)
+        return res
+
+    def open_channel(self, argv: Sequence[str], *, cwd: str | None = None) -> Channel:
+        channel = ProcessChannel(argv, self.name, cwd=_local_path(cwd) if cwd else None)
+        self._channels.append(channel)
+        return channel
+
+    def put(self, local: Path, remote: str) -> None:
+        dest = _local_path(remote)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(local, dest)
+
+    def get(self, remote: str, local: Path) -> None:
+        local.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(_local_path(remote), local)
+
+    def sha256(self, remote: str) -> str | None:
+        import hashlib
+
+        path = _local_path(remote)
+        if not path.is_file():
+            return None
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    def close(self) -> None:
+        for channel in self._channels:
+            channel.close()
+        self._channels.clear()
+
+    @property
+    def python(self) -> str:
+        """The interpreter for the agent: the inventory's, else the one running ofa-edge."""
+        return sys.executable if self.spec.python == DeviceSpec.python else self.spec.python

@@ -1,0 +1,129 @@
+"""The device agent on the local device: deploy, fingerprint, bench, and its failure modes."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from ofa_edge.devices.agent import AgentError, AgentSession, agent_source
+from ofa_edge.devices.inventory import DeviceSpec, local_device
+from tests.models import conv_model, slow_model
+
+
+@pytest.fixture
+def spec(tmp_path: Path) -> DeviceSpec:
+    return dataclasses.replace(local_device(), workdir=str(tmp_path / "device work dir"))
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def test_deploy_once_and_redeploy_when_changed(spec: DeviceSpec) -> None:
+    with AgentSession(spec) as first:
+        assert first.deployed and first.hello["protocol"] == 1
+    with AgentSession(spec) as second:
+        assert not second.deployed, "an unchanged agent is not copied again"
+    deployed = Path(spec.workdir) / "ofa_edge_agent.py"
+    deployed.write_text(deployed.read_text() + "\n# tampered\n")
+    with AgentSession(spec) as third:
+        assert third.deployed
+    assert deployed.read_bytes() == agent_source().read_bytes()
+
+
+def test_fingerprint(spec: DeviceSpec) -> None:
+    with AgentSession(spec) as session:
+        fp = session.fingerprint()
+    assert fp["cores"] == os.cpu_count() and fp["arch"]
+    assert fp["runtimes"]["onnxruntime"]["version"]
+    assert "CPUExecutionProvider" in fp["runtimes"]["onnxruntime"]["providers"]
+    assert set(fp["conditions"]) >= {"cpu_mhz", "temperatures_c", "throttle"}
+
+
+def test_bench_streams_results_and_odd_names(spec: DeviceSpec, tmp_path: Path) -> None:
+    small = conv_model(tmp_path / "m" / "small.onnx", channels=4)
+    big = conv_model(tmp_path / "m" / "a b;$(touch PWNED)'\".onnx", channels=64, size=64)
+    seen = []
+    with AgentSession(spec) as session:
+        report = session.bench([small, big], min_runs=15, min_seconds=0.1, on_result=seen.append)
+    assert [r.name for r in seen] == [small.name, big.name]
+    by_name = {r.name: r for r in report.results}
+    for r in report.results:
+        assert r.error is None and r.runs >= 15 and len(r.samples_ms) == r.runs
+        assert r.p10_ms <= r.median_ms <= r.p90_ms
+    assert by_name[small.name].median_ms < by_name[big.name].median_ms
+    assert report.conditions_before and report.conditions_after
+    assert not list(tmp_path.rglob("PWNED"))
+
+
+def test_overlong_model_times_out_and_others_are_measured(spec: DeviceSpec, tmp_path: Path) -> None:
+    models = [
+        conv_model(tmp_path / "first.onnx"),
+        slow_model(tmp_path / "slow.onnx"),
+        conv_model(tmp_path / "last.onnx", channels=16),
+    ]
+    with AgentSession(spec) as session:
+        started = time.monotonic()
+        report = session.bench(models, min_runs=100000, min_seconds=0.2, model_timeout=2.0)
+        elapsed = time.monotonic() - started
+    errors = {r.name: r.error for r in report.results}
+    assert errors["first.onnx"] is None and errors["last.onnx"] is None
+    assert errors["slow.onnx"] == "timed out after 2 s"
+    assert elapsed < 30
+
+
+def test_crashed_measurement_is_reported_for_that_model(spec: DeviceSpec, tmp_path: Path) -> None:
+    models = [slow_model(tmp_path / "victim.onnx"), conv_model(tmp_path / "after.onnx")]
+    with AgentSession(spec) as session:
+        agent_pid = session.hello["pid"]
+
+        def kill_child() -> None:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                for pid in _children(agent_pid):
+                    if b"measure" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                        time.sleep(0.5)
+                        os.kill(pid, signal.SIGKILL)
+                        return
+                time.sleep(0.05)
+
+        killer = threading.Thread(target=kill_child)
+        killer.start()
+        report = session.bench(models, min_runs=100000, min_seconds=5, model_timeout=30)
+        killer.join()
+    errors = {r.name: r.error for r in report.results}
+    assert errors["victim.onnx"].startswith("crashed (exit -9)")
+    assert errors["after.onnx"] is None
+
+
+def test_agent_killed_mid_bench_names_model_and_recovers(spec: DeviceSpec, tmp_path: Path) -> None:
+    models = [conv_model(tmp_path / "ok.onnx"), slow_model(tmp_path / "long.onnx")]
+    with AgentSession(spec) as session:
+        pid = session.hello["pid"]
+        timer = threading.Timer(3.0, os.kill, (pid, signal.SIGKILL))
+        timer.start()
+        measured = []
+        with pytest.raises(AgentError, match="stopped while measuring long.onnx") as info:
+            session.bench(
+                models, min_runs=100000, min_seconds=0.3, model_timeout=60, on_result=measured.append
+            )
+        timer.join()
+        assert [r.name for r in measured] == ["ok.onnx"], "results before the crash were delivered"
+        assert "\n" not in str(info.value)
+        assert session.fingerprint()["cores"], "the next call starts a fresh agent"
+        assert session.hello["pid"] != pid
