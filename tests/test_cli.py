@@ -61,3 +61,31 @@ def test_demo_runs_offline(tmp_path: Path) -> None:
     assert by_name["min"]["median_ms"] < by_name["max"]["median_ms"]
     for r in rows:
         assert Path(r["onnx"]).is_file() and r["max_abs_diff"] < 1e-4
+
+
+def test_lut_import_and_predict(tmp_path: Path) -> None:
+    from ofa_edge.supernet import SearchSpace
+    from tests.conftest import SHARED
+
+    lut = tmp_path / "note10.json"
+    res = run(
+        "lut",
+        "import-ofa",
+        str(SHARED / "data/ofa_note10_lut_w1.2"),
+        "--supernet",
+        "ofa_mbv3_d234_e346_k357_w1.2",
+        "--device",
+        "note10",
+        "--out",
+        str(lut),
+    )
+    assert res.returncode == 0, res.stderr
+    arch = tmp_path / "arch.json"
+    SearchSpace().min_arch(160).save(arch)
+    res = run("--json", "lut", "predict", str(lut), "--arch", str(arch))
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["schema"] == "ofa-edge/lut-predict/1" and 0 < doc["predicted_ms"] == doc["op_sum_ms"]
+    SearchSpace().min_arch(128).save(arch)
+    res = run("lut", "predict", str(lut), "--arch", str(arch))
+    assert res.returncode == 1 and "no entry for Conv-input:128x128x3" in res.stderr

@@ -258,6 +258,48 @@ def _cmd_bench(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+def _cmd_lut_import(args: argparse.Namespace, out: Output) -> int:
+    from ofa_edge.lut import import_ofa
+    from ofa_edge.supernet.registry import describe_supernet
+
+    table = import_ofa(args.folder, describe_supernet(args.supernet), device_name=args.device)
+    table.save(args.out)
+    n = sum(len(section) for section in table.entries.values())
+    out.result(
+        "lut-import",
+        {"out": str(args.out), "entries": n, "resolutions": table.resolutions},
+        f"{n} entries at resolutions {table.resolutions} -> {args.out}",
+    )
+    return 0
+
+
+def _cmd_lut_predict(args: argparse.Namespace, out: Output) -> int:
+    from ofa_edge.lut import LatencyTable
+
+    table = LatencyTable.load(args.table)
+    arch = ArchConfig.load(args.arch)
+    raw = table.op_sum(arch)
+    predicted = table.predict(arch)
+    out.result(
+        "lut-predict",
+        {
+            "table": str(args.table),
+            "arch": arch.to_dict(),
+            "predicted_ms": predicted,
+            "op_sum_ms": raw,
+            "calibrated": table.calibration is not None,
+            "device": table.device.get("name"),
+            "runtime": table.runtime,
+            "precision": table.precision,
+            "threads": table.threads,
+        },
+        f"{predicted:.3f} ms predicted on {table.device.get('name')} "
+        f"({table.runtime.get('name')}, {table.precision}, {table.threads} thread(s))"
+        + ("" if table.calibration else ", uncalibrated op sum"),
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -308,6 +350,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int)
     p.add_argument("--runs", type=int, default=50, help="minimum timed runs")
     p.set_defaults(func=_cmd_bench)
+
+    lut = sub.add_parser("lut", parents=[common], help="latency lookup tables")
+    lsub = lut.add_subparsers(dest="lut_command", required=True)
+    p = lsub.add_parser("import-ofa", parents=[common], help="convert MIT's YAML tables")
+    p.add_argument("folder", help="folder with <resolution>_lookup_table.yaml files")
+    p.add_argument("--supernet", required=True)
+    p.add_argument("--device", default="imported", help="device name to record")
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=_cmd_lut_import)
+    p = lsub.add_parser("predict", parents=[common], help="predicted latency of a subnet")
+    p.add_argument("table", type=Path)
+    p.add_argument("--arch", required=True)
+    p.set_defaults(func=_cmd_lut_predict)
 
     p = sub.add_parser("train", parents=[common], help="train a supernet (progressive shrinking)")
     p.add_argument("--data", required=True, help="ImageFolder dir or .tar.gz with train/<class>/")

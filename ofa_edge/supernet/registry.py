@@ -205,3 +205,14 @@ for _width in (1.0, 1.2):
     )
 # The project's default (trained on CIFAR-10 offline, shipped in the package) registers here as
 # "ofa-mbv3-cifar10" once its weights exist (issue 5), with packaged="<file>".
+
+
+def describe_supernet(name: str) -> dict[str, Any]:
+    """What files that depend on a supernet record of it: its id, width, classes and space."""
+    spec = get_supernet_info(name).build().spec
+    return {
+        "id": name,
+        "width_mult": spec.width_mult,
+        "n_classes": spec.n_classes,
+        "space": spec.space.to_dict(),
+    }

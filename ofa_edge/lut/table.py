@@ -1,0 +1,248 @@
+"""Latency lookup tables: the versioned JSON format, validation, prediction and MIT's YAML.
+
+A table holds one device's measured latency of every op of a supernet, for ONE runtime,
+precision, thread count and delegate (a table is only valid for the conditions it was measured
+under, so they are part of it). Prediction sums the subnet's ops, then applies the device's
+calibration ``e2e = a * sum + b`` when one was fitted against whole-network measurements.
+Format (``schema_version`` 1)::
+
+    {"schema_version": 1, "kind": "ofa-edge/latency-table",
+     "supernet": {"id", "width_mult", "n_classes", "space": {...}},
+     "device": {"name", "fingerprint": {...}}, "runtime": {"name", "version"},
+     "precision": "fp32" | "int8", "threads": N, "delegate": "cpu", "created": ISO-8601,
+     "calibration": null | {"a", "b", "subnets", "fitted": ISO-8601},
+     "entries": {RESOLUTION: {KEY: {"median_ms", "p10_ms", "p90_ms", "samples",
+                                    "measured": ISO-8601, "remeasured": bool}}}}
+
+Entries are grouped by resolution as in MIT's per-resolution YAML files: an op shared by several
+resolutions (the classifier, say) appears under each (measured once by ``lut build``, but MIT's
+tables hold a separate measurement per file). ``p10_ms``/``p90_ms`` are null for tables imported
+from MIT's YAML, which keep mean and std.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ofa_edge.errors import OfaEdgeError
+from ofa_edge.lut.keys import subnet_ops
+from ofa_edge.supernet.space import ArchConfig, SearchSpace
+from ofa_edge.supernet.spec import MBv3Spec
+
+SCHEMA_VERSION = 1
+KIND = "ofa-edge/latency-table"
+PRECISIONS = ("fp32", "int8")
+
+
+class LutError(OfaEdgeError, ValueError):
+    """A latency table that is malformed, truncated, too new, or lacks an op."""
+
+    reference = "bad-latency-table"
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class Entry:
+    median_ms: float
+    p10_ms: float | None = None
+    p90_ms: float | None = None
+    samples: int = 0
+    measured: str = ""
+    remeasured: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+@dataclass
+class LatencyTable:
+    """One device's op latencies for one supernet, runtime, precision and thread count."""
+
+    supernet: dict[str, Any]
+    device: dict[str, Any]
+    runtime: dict[str, Any]
+    precision: str = "fp32"
+    threads: int = 1
+    delegate: str = "cpu"
+    entries: dict[int, dict[str, Entry]] = field(default_factory=dict)
+    calibration: dict[str, Any] | None = None
+    created: str = field(default_factory=now)
+
+    # --- the supernet it describes -----------------------------------------------------------
+
+    @property
+    def spec(self) -> MBv3Spec:
+        sup = self.supernet
+        return MBv3Spec(sup["width_mult"], sup["n_classes"], SearchSpace(**sup["space"]))
+
+    @property
+    def resolutions(self) -> list[int]:
+        return sorted(self.entries)
+
+    # --- prediction ----------------------------------------------------------------------------
+
+    def op_sum(self, arch: ArchConfig) -> float:
+        """Sum of the table's latencies of ``arch``'s ops (ms), uncalibrated."""
+        spec = self.spec
+        arch = arch.validate(spec.space)
+        total = 0.0
+        table = self.entries.get(arch.r, {})
+        for op in subnet_ops(spec, arch):
+            entry = table.get(op.key)
+            if entry is None:
+                raise LutError(
+                    f"the latency table has no entry for {op.key} (needed at r={arch.r})",
+                    hint=f"resolutions in the table: {self.resolutions}; "
+                    "rebuild it with `ofa-edge lut build` for this resolution",
+                )
+            total += entry.median_ms
+        return total
+
+    def predict(self, arch: ArchConfig, calibrated: bool = True) -> float:
+        """Predicted whole-network latency (ms) of ``arch`` on this table's device."""
+        total = self.op_sum(arch)
+        if calibrated and self.calibration:
+            return self.calibration["a"] * total + self.calibration["b"]
+        return total
+
+    # --- files -----------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "kind": KIND,
+            "supernet": self.supernet,
+            "device": self.device,
+            "runtime": self.runtime,
+            "precision": self.precision,
+            "threads": self.threads,
+            "delegate": self.delegate,
+            "created": self.created,
+            "calibration": self.calibration,
+            "entries": {
+                str(r): {k: e.to_dict() for k, e in sorted(self.entries[r].items())} for r in self.resolutions
+            },
+        }
+
+    def save(self, path: str | Path) -> None:
+        """Write atomically (temp file + rename): a crash never leaves half a table."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        os.replace(tmp, path)
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "latency table") -> LatencyTable:
+        if not isinstance(data, dict) or data.get("kind") != KIND:
+            raise LutError(f"{source} is not an ofa-edge latency table (no kind {KIND!r})")
+        version = data.get("schema_version")
+        if not isinstance(version, int):
+            raise LutError(f"{source}: schema_version is missing")
+        if version > SCHEMA_VERSION:
+            raise LutError(
+                f"{source} has schema_version {version}; this ofa-edge reads up to {SCHEMA_VERSION}",
+                hint="upgrade ofa-edge (pip install -U ofa-edge)",
+            )
+        try:
+            entries: dict[int, dict[str, Entry]] = {}
+            for r, section in data["entries"].items():
+                for key, e in section.items():
+                    entry = Entry(**e)
+                    median = entry.median_ms
+                    if not isinstance(median, (int, float)) or not math.isfinite(median):
+                        raise ValueError(f"entry {r}/{key}: median_ms={median!r}")
+                    entries.setdefault(int(r), {})[key] = entry
+            table = cls(
+                supernet=data["supernet"],
+                device=data["device"],
+                runtime=data["runtime"],
+                precision=data["precision"],
+                threads=int(data["threads"]),
+                delegate=data.get("delegate", "cpu"),
+                entries=entries,
+                calibration=data.get("calibration"),
+                created=data.get("created", ""),
+            )
+            table.spec  # noqa: B018 - the supernet description must be usable
+        except (KeyError, TypeError, ValueError) as err:
+            raise LutError(f"{source} is malformed: {type(err).__name__}: {err}") from None
+        if table.precision not in PRECISIONS:
+            raise LutError(f"{source}: precision {table.precision!r} is not one of {list(PRECISIONS)}")
+        return table
+
+    @classmethod
+    def load(cls, path: str | Path) -> LatencyTable:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as err:
+            raise LutError(f"cannot read latency table {path}: {err.strerror}") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise LutError(
+                f"latency table {path} is not valid JSON ({err.msg} at line {err.lineno}); truncated?",
+                hint="rebuild it: `ofa-edge lut build` resumes from what was measured",
+            ) from None
+        return cls.from_dict(data, str(path))
+
+
+# --- MIT's YAML tables ----------------------------------------------------------------------------
+
+
+def import_ofa(folder: str | Path, supernet: dict[str, Any], device_name: str = "imported") -> LatencyTable:
+    """A table from MIT's ``<r>_lookup_table.yaml`` files (their ``mean`` becomes the median)."""
+    import yaml
+
+    folder = Path(folder)
+    files = sorted(folder.glob("*_lookup_table.yaml"), key=lambda p: int(p.name.split("_")[0]))
+    if not files:
+        raise LutError(f"no <resolution>_lookup_table.yaml files in {folder}")
+    entries: dict[int, dict[str, Entry]] = {}
+    for file in files:
+        try:
+            data = yaml.safe_load(file.read_text())
+            section = entries.setdefault(int(file.name.split("_")[0]), {})
+            for key, value in data.items():
+                section[key] = Entry(
+                    median_ms=float(value["mean"]),
+                    samples=int(value.get("count", 0)),
+                    measured="imported",
+                )
+        except (yaml.YAMLError, AttributeError, KeyError, TypeError, ValueError) as err:
+            raise LutError(f"{file} is not an OFA latency table: {type(err).__name__}: {err}") from None
+    return LatencyTable(
+        supernet=supernet,
+        device={"name": device_name, "fingerprint": {"source": str(folder)}},
+        runtime={"name": "unknown (imported from OFA)", "version": None},
+        entries=entries,
+    )
+
+
+def export_ofa(table: LatencyTable, folder: str | Path) -> list[Path]:
+    """MIT's YAML layout, one file per resolution (``mean``: our median; ``std`` from p10/p90)."""
+    import yaml
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for r in table.resolutions:
+        out = {}
+        for key, e in table.entries[r].items():
+            # A normal's p10-p90 span is 2.563 standard deviations.
+            spread = (e.p90_ms - e.p10_ms) / 2.563 if e.p10_ms is not None and e.p90_ms is not None else 0.0
+            out[key] = {"count": e.samples, "mean": e.median_ms, "std": spread}
+        path = folder / f"{r}_lookup_table.yaml"
+        path.write_text(yaml.safe_dump(out, sort_keys=True))
+        written.append(path)
+    return written

@@ -1,0 +1,101 @@
+"""Latency tables: MIT's layout and sums reproduced, the JSON format guarded against bad files."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ofa_edge.lut import LatencyTable, LutError, enumerate_ops, export_ofa, import_ofa
+from ofa_edge.supernet import OFAMobileNetV3
+from ofa_edge.supernet.registry import describe_supernet
+from ofa_edge.supernet.spec import MBv3Spec
+from tests.conftest import SHARED
+from tests.mit_reference import import_mit
+
+NOTE10 = SHARED / "data" / "ofa_note10_lut_w1.2"
+W12 = "ofa_mbv3_d234_e346_k357_w1.2"
+
+
+def test_enumeration_matches_mit_table_layout() -> None:
+    spec = MBv3Spec(width_mult=1.2)
+    for r in (160, 176, 192, 208, 224):
+        mit_keys = set(yaml.safe_load((NOTE10 / f"{r}_lookup_table.yaml").read_text()))
+        ours = {op.key for op in enumerate_ops(spec, [r])}
+        assert ours == mit_keys and len(ours) == 96
+
+
+def test_imported_note10_predictions_equal_mit_sums() -> None:
+    mit_lut_mod = import_mit("ofa.nas.efficiency_predictor.latency_lookup_table")
+    mit_mbv3 = import_mit("ofa.imagenet_classification.elastic_nn.networks.ofa_mbv3")
+    table = import_ofa(NOTE10, describe_supernet(W12))
+    mit_net = mit_mbv3.OFAMobileNetV3(
+        n_classes=1000,
+        dropout_rate=0,
+        width_mult=1.2,
+        ks_list=[3, 5, 7],
+        expand_ratio_list=[3, 4, 6],
+        depth_list=[2, 3, 4],
+    )
+    rng = random.Random(0)
+    space = OFAMobileNetV3(width_mult=1.2).space
+    checked = 0
+    for r in table.resolutions:
+        mit_table = object.__new__(mit_lut_mod.MBv3LatencyTable)
+        mit_table.lut = yaml.safe_load((NOTE10 / f"{r}_lookup_table.yaml").read_text())
+        for _ in range(4):
+            arch = space.sample(rng)
+            arch = type(arch)(arch.ks, arch.e, arch.d, r)
+            mit_net.set_active_subnet(ks=list(arch.ks), e=list(arch.e), d=list(arch.d))
+            expected = mit_table.predict_network_latency(mit_net.get_active_subnet(False), r)
+            assert table.predict(arch) == pytest.approx(expected, rel=1e-12)
+            checked += 1
+    assert checked == 20
+
+
+def test_json_and_yaml_round_trips(tmp_path: Path) -> None:
+    table = import_ofa(NOTE10, describe_supernet(W12))
+    table.save(tmp_path / "lut.json")
+    again = LatencyTable.load(tmp_path / "lut.json")
+    assert again.to_dict() == table.to_dict()
+    export_ofa(again, tmp_path / "yaml")
+    back = import_ofa(tmp_path / "yaml", describe_supernet(W12))
+    medians = lambda t: {(r, k): e.median_ms for r, sec in t.entries.items() for k, e in sec.items()}  # noqa: E731
+    assert medians(back) == medians(table)
+
+
+def test_missing_resolution_is_named() -> None:
+    table = import_ofa(NOTE10, describe_supernet(W12))
+    arch = OFAMobileNetV3(width_mult=1.2).space.max_arch(128)
+    with pytest.raises(LutError, match=r"no entry for Conv-input:128x128x3.*needed at r=128"):
+        table.predict(arch)
+
+
+def _sub(old: str, new: str):
+    return lambda text: text.replace(old, new)
+
+
+@pytest.mark.parametrize(
+    ("mangle", "message"),
+    [
+        (lambda text: text[: len(text) // 2], "is not valid JSON .*truncated"),
+        (_sub('"schema_version": 1', '"schema_version": 2'), "schema_version 2; .*reads up to 1"),
+        (_sub('"kind": "ofa-edge/latency-table"', '"kind": "x"'), "is not an ofa-edge latency table"),
+        (_sub('"precision": "fp32"', '"precision": "fp16"'), "precision 'fp16'"),
+        (
+            lambda text: json.dumps({**json.loads(text), "entries": {"160": {"Conv-x": {"median": 1}}}}),
+            "is malformed",
+        ),
+    ],
+)
+def test_bad_tables_are_refused(tmp_path: Path, mangle, message: str) -> None:
+    table = import_ofa(NOTE10, describe_supernet(W12))
+    good = tmp_path / "lut.json"
+    table.save(good)
+    bad = tmp_path / "bad.json"
+    bad.write_text(mangle(good.read_text()))
+    with pytest.raises(LutError, match=message):
+        LatencyTable.load(bad)
