@@ -20,6 +20,11 @@ NOTE10 = SHARED / "data" / "ofa_note10_lut_w1.2"
 W12 = "ofa_mbv3_d234_e346_k357_w1.2"
 
 
+@pytest.fixture(scope="module")
+def note10() -> LatencyTable:
+    return import_ofa(NOTE10, describe_supernet(W12))
+
+
 def test_enumeration_matches_mit_table_layout() -> None:
     spec = MBv3Spec(width_mult=1.2)
     for r in (160, 176, 192, 208, 224):
@@ -28,10 +33,10 @@ def test_enumeration_matches_mit_table_layout() -> None:
         assert ours == mit_keys and len(ours) == 96
 
 
-def test_imported_note10_predictions_equal_mit_sums() -> None:
+def test_imported_note10_predictions_equal_mit_sums(note10: LatencyTable) -> None:
     mit_lut_mod = import_mit("ofa.nas.efficiency_predictor.latency_lookup_table")
     mit_mbv3 = import_mit("ofa.imagenet_classification.elastic_nn.networks.ofa_mbv3")
-    table = import_ofa(NOTE10, describe_supernet(W12))
+    table = note10
     mit_net = mit_mbv3.OFAMobileNetV3(
         n_classes=1000,
         dropout_rate=0,
@@ -56,8 +61,8 @@ def test_imported_note10_predictions_equal_mit_sums() -> None:
     assert checked == 20
 
 
-def test_json_and_yaml_round_trips(tmp_path: Path) -> None:
-    table = import_ofa(NOTE10, describe_supernet(W12))
+def test_json_and_yaml_round_trips(tmp_path: Path, note10: LatencyTable) -> None:
+    table = note10
     table.save(tmp_path / "lut.json")
     again = LatencyTable.load(tmp_path / "lut.json")
     assert again.to_dict() == table.to_dict()
@@ -67,8 +72,8 @@ def test_json_and_yaml_round_trips(tmp_path: Path) -> None:
     assert medians(back) == medians(table)
 
 
-def test_missing_resolution_is_named() -> None:
-    table = import_ofa(NOTE10, describe_supernet(W12))
+def test_missing_resolution_is_named(note10: LatencyTable) -> None:
+    table = note10
     arch = OFAMobileNetV3(width_mult=1.2).space.max_arch(128)
     with pytest.raises(LutError, match=r"no entry for Conv-input:128x128x3.*needed at r=128"):
         table.predict(arch)
@@ -91,8 +96,8 @@ def _sub(old: str, new: str):
         ),
     ],
 )
-def test_bad_tables_are_refused(tmp_path: Path, mangle, message: str) -> None:
-    table = import_ofa(NOTE10, describe_supernet(W12))
+def test_bad_tables_are_refused(tmp_path: Path, mangle, message: str, note10: LatencyTable) -> None:
+    table = note10
     good = tmp_path / "lut.json"
     table.save(good)
     bad = tmp_path / "bad.json"

@@ -211,7 +211,7 @@ def import_ofa(folder: str | Path, supernet: dict[str, Any], device_name: str = 
     entries: dict[int, dict[str, Entry]] = {}
     for file in files:
         try:
-            data = yaml.safe_load(file.read_text())
+            data = yaml.load(file.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
             section = entries.setdefault(int(file.name.split("_")[0]), {})
             for key, value in data.items():
                 section[key] = Entry(
