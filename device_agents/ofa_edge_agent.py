@@ -175,6 +175,7 @@ def fingerprint():
         "numpy": numpy_version,
         "runtimes": _runtimes(),
         "agent_version": AGENT_VERSION,
+        "agent_dir": os.getcwd(),
         "conditions": conditions(),
     }
 
@@ -241,11 +242,14 @@ def measure_one(path, runtime, threads, warmup, min_runs, min_seconds, max_runs)
     for _ in range(warmup):
         run()
     samples = []
+    parent = os.getppid()
     began = time.perf_counter()
     while len(samples) < max_runs and (len(samples) < min_runs or time.perf_counter() - began < min_seconds):
         t0 = time.perf_counter()
         run()
         samples.append((time.perf_counter() - t0) * 1e3)
+        if os.getppid() != parent:  # the agent died: never go on measuring as an orphan
+            sys.exit(1)
     ordered = sorted(samples)
     return {
         "samples_ms": [round(s, 5) for s in samples],

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# The test bed: real sshd devices on loopback, and an ADB phone double behind the real adb client.
+pytest_plugins = ("tests.testbed", "tests.adb_testbed")
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 

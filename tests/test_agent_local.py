@@ -127,3 +127,30 @@ def test_agent_killed_mid_bench_names_model_and_recovers(spec: DeviceSpec, tmp_p
         assert "\n" not in str(info.value)
         assert session.fingerprint()["cores"], "the next call starts a fresh agent"
         assert session.hello["pid"] != pid
+
+
+def _measuring(workdir: str) -> list[int]:
+    """PIDs of agent measuring children started from ``workdir``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"measure" in cmdline and workdir.encode() in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def test_no_orphaned_measurement_after_agent_death(spec: DeviceSpec, tmp_path: Path) -> None:
+    """A killed agent's measuring child stops too, instead of burning the device's CPU."""
+    with AgentSession(spec) as session:
+        timer = threading.Timer(2.0, os.kill, (session.hello["pid"], signal.SIGKILL))
+        timer.start()
+        with pytest.raises(AgentError):
+            session.bench([slow_model(tmp_path / "long.onnx")], min_runs=100000, model_timeout=60)
+        timer.join()
+    deadline = time.monotonic() + 10
+    while _measuring(spec.workdir):
+        assert time.monotonic() < deadline, "a measuring child outlived its agent"
+        time.sleep(0.2)

@@ -14,12 +14,15 @@ from pathlib import Path
 from ofa_edge import __version__
 from ofa_edge.cli.output import Output
 from ofa_edge.errors import ConfigError, OfaEdgeError
-from ofa_edge.supernet import ArchConfig
-from ofa_edge.supernet.counting import count
-from ofa_edge.supernet.registry import DEFAULT_SUPERNET, get_supernet_info, list_supernets
+from ofa_edge.supernet.space import ArchConfig
+
+#: What commands use when --supernet is not given (kept here so --help needs no torch).
+DEFAULT_SUPERNET = "ofa_mbv3_d234_e346_k357_w1.0"
 
 
 def _cmd_supernets(args: argparse.Namespace, out: Output) -> int:
+    from ofa_edge.supernet.registry import list_supernets
+
     infos = list_supernets()
     lines = [f"{i.name:36s} {i.description}" for i in infos]
     out.result(
@@ -31,6 +34,9 @@ def _cmd_supernets(args: argparse.Namespace, out: Output) -> int:
 
 
 def _cmd_count(args: argparse.Namespace, out: Output) -> int:
+    from ofa_edge.supernet.counting import count
+    from ofa_edge.supernet.registry import get_supernet_info
+
     net = get_supernet_info(args.supernet).build()
     space = net.space
     if args.arch:
@@ -304,6 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document on stdout"
+    )
+    common.add_argument(
+        "--inventory",
+        default=argparse.SUPPRESS,
+        help="device inventory (default: $OFA_EDGE_INVENTORY, else ./devices.toml)",
     )
     parser = argparse.ArgumentParser(
         prog="ofa-edge",

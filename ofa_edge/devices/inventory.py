@@ -27,6 +27,8 @@ from ofa_edge.errors import ConfigError
 
 TRANSPORTS = ("ssh", "adb", "local")
 RUNTIMES = ("onnxruntime", "tflite")
+#: Where phones let a shell user write and execute.
+ADB_WORKDIR = "/data/local/tmp/ofa-edge-agent"
 _COMMON = {"transport", "runtime", "threads", "workdir", "python", "cpus", "description"}
 _FIELDS = {
     "ssh": _COMMON | {"host", "port", "user", "key", "known_hosts", "connect_timeout"},
@@ -139,7 +141,7 @@ def parse_device(name: str, table: dict[str, Any], base: Path) -> DeviceSpec:
         transport=transport,
         runtime=runtime,
         threads=_int(name, "threads", table.get("threads", 1), 1, 1024),
-        workdir=_str(name, "workdir", table.get("workdir", DeviceSpec.workdir)),
+        workdir=_str(name, "workdir", table.get("workdir", ADB_WORKDIR if adb else DeviceSpec.workdir)),
         python=_str(name, "python", table.get("python", DeviceSpec.python)),
         cpus=cpus,
         description=str(table.get("description", "")),

@@ -29,11 +29,27 @@ from ofa_edge.devices.transport import (
 
 
 class ProcessChannel(Channel):
-    """A local subprocess as a line channel; reader threads make ``read_line`` time-bounded."""
+    """A local subprocess as a line channel; reader threads make ``read_line`` time-bounded.
 
-    def __init__(self, argv: Sequence[str], device: str, **popen: object) -> None:
-        self.device = device
-        self.command = " ".join(argv)
+    ``command`` is what error messages show (e.g. the remote command an ``adb shell`` runs);
+    ``hint`` is the next step they suggest when the process ends.
+    """
+
+    CLOSE_GRACE_S = 1.0  # after stdin closes, the process may exit on its own
+    STDERR_TAIL_LINES = 20
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        device: str,
+        *,
+        command: str | None = None,
+        hint: str | None = None,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.device, self.hint = device, hint
+        self.command = command or " ".join(argv)
         try:
             self.proc = subprocess.Popen(
                 list(argv),
@@ -43,32 +59,36 @@ class ProcessChannel(Channel):
                 text=True,
                 bufsize=1,
                 start_new_session=True,
-                **popen,  # type: ignore[call-overload]
+                cwd=cwd,
+                env=env,
+                errors="replace",
             )
         except OSError as err:
             raise DeviceUnreachable(f"{device}: cannot start {argv[0]}: {err.strerror}") from None
         self._lines: queue.Queue[str | None] = queue.Queue()
-        self._stderr: deque[str] = deque(maxlen=20)
+        self._stderr: deque[str] = deque(maxlen=self.STDERR_TAIL_LINES)
+        self._closed = False
         threading.Thread(target=self._pump_stdout, daemon=True).start()
-        threading.Thread(target=self._pump_stderr, daemon=True).start()
+        self._stderr_reader = threading.Thread(target=self._pump_stderr, daemon=True)
+        self._stderr_reader.start()
 
     def _pump_stdout(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            self._lines.put(line.rstrip("\n"))
+            self._lines.put(line.rstrip("\r\n"))
         self._lines.put(None)  # end of stream
 
     def _pump_stderr(self) -> None:
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
-            self._stderr.append(line.rstrip("\n"))
+            self._stderr.append(line.rstrip("\r\n"))
 
     def write_line(self, line: str) -> None:
         try:
             assert self.proc.stdin is not None
             self.proc.stdin.write(line + "\n")
             self.proc.stdin.flush()
-        except (BrokenPipeError, ValueError, OSError):
+        except (ValueError, OSError):
             raise self._ended() from None
 
     def read_line(self, timeout: float) -> str:
@@ -76,22 +96,31 @@ class ProcessChannel(Channel):
             line = self._lines.get(timeout=timeout)
         except queue.Empty:
             raise CommandTimeout(
-                f"{self.device}: no answer from `{self.command}` within {timeout:.0f} s"
+                f"{self.device}: no line from `{self.command}` within {timeout:g} s",
+                hint="the process may be stuck; its stderr: " + (self._tail() or "(empty)"),
+                device=self.device,
             ) from None
         if line is None:
             self._lines.put(None)  # stay ended for later reads
             raise self._ended()
         return line
 
+    def _tail(self) -> str:
+        return " | ".join(list(self._stderr)[-3:])
+
     def _ended(self) -> DeviceUnreachable:
+        """The error for a process that is gone: its exit code and last stderr lines."""
         try:
-            code = self.proc.wait(timeout=5)
+            code: int | None = self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             code = None
-        tail = " | ".join(list(self._stderr)[-3:])
+        self._stderr_reader.join(self.CLOSE_GRACE_S)  # its last words may still be in the pipe
+        tail = self._tail()
         return DeviceUnreachable(
-            f"{self.device}: `{self.command}` ended (exit {code})" + (f": {tail}" if tail else ""),
+            f"{self.device}: `{self.command}` ended (exit code {code})" + (f": {tail}" if tail else ""),
+            hint=self.hint,
             device=self.device,
+            exit_code=code,
         )
 
     @property
@@ -99,12 +128,21 @@ class ProcessChannel(Channel):
         return "\n".join(self._stderr)
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, 9)
+        """Close stdin, give the process a moment, then end its whole process group."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(OSError, ValueError):
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
         with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=10)
-        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            self.proc.wait(self.CLOSE_GRACE_S)
+        # The whole group: a dead agent's measuring child, or what an adb client left running.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, 9)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(10)
+        for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 with contextlib.suppress(OSError):
                     stream.close()

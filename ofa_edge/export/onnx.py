@@ -12,12 +12,15 @@ from torch import nn
 OPSET = 18
 
 
-def export_onnx(model: nn.Module, resolution: int, path: str | Path) -> Path:
-    """Write ``model`` (eval mode, batch 1, NCHW float32) as an ONNX file with opset 18."""
+def export_onnx(model: nn.Module, shape: int | tuple[int, ...], path: str | Path) -> Path:
+    """Write ``model`` (eval mode) as an ONNX file with opset 18.
+
+    ``shape`` is the input's full shape, or a resolution meaning a 1x3xRxR image batch.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
-    example = torch.zeros(1, 3, resolution, resolution)
+    example = torch.zeros((1, 3, shape, shape) if isinstance(shape, int) else shape)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         torch.onnx.export(

@@ -1,6 +1,24 @@
-"""Supernets: the OFA-MobileNetV3 network, its search space, counts and the named registry."""
+"""Supernets: the OFA-MobileNetV3 network, its search space, counts and the named registry.
 
-from ofa_edge.supernet.ofa_mbv3 import MobileNetV3, OFAMobileNetV3
-from ofa_edge.supernet.space import ArchConfig, SearchSpace
+Names load on first use: the search space and arch configs need no torch.
+"""
 
-__all__ = ["ArchConfig", "MobileNetV3", "OFAMobileNetV3", "SearchSpace"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_PUBLIC = {
+    "ArchConfig": "ofa_edge.supernet.space",
+    "SearchSpace": "ofa_edge.supernet.space",
+    "MobileNetV3": "ofa_edge.supernet.ofa_mbv3",
+    "OFAMobileNetV3": "ofa_edge.supernet.ofa_mbv3",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'ofa_edge.supernet' has no attribute {name!r}")

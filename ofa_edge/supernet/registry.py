@@ -190,9 +190,6 @@ def load_supernet(
     return net.eval()
 
 
-#: What commands use when --supernet is not given (the shipped CIFAR-10 net once it exists).
-DEFAULT_SUPERNET = "ofa_mbv3_d234_e346_k357_w1.0"
-
 for _width in (1.0, 1.2):
     _name = f"ofa_mbv3_d234_e346_k357_w{_width}"
     register_supernet(

@@ -1,0 +1,259 @@
+"""Reach an Android phone through the real ``adb`` client (USB, or Wi-Fi after ``adb connect``).
+
+Every call is one ``adb`` process: ``adb -s SERIAL shell -T -- LINE`` runs a command (the remote
+exit code comes back through the shell protocol), ``push``/``pull`` copy files, and a
+``Channel`` is one long-lived ``adb shell -T`` with pipes. adb joins its arguments with spaces
+and hands them to the phone's shell, so ``LINE`` is one string quoted here (``shell_command``).
+``server_port`` selects a private adb server (``ANDROID_ADB_SERVER_PORT``). adb exits 0 when
+the link drops before the exit code arrives, so a zero exit is confirmed with ``adb get-state``.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+import shlex
+import shutil
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from ofa_edge.devices.inventory import AdbOptions, DeviceSpec
+from ofa_edge.devices.local import ProcessChannel
+from ofa_edge.devices.transport import (
+    DEFAULT_TIMEOUT_S,
+    CommandTimeout,
+    DeviceError,
+    DeviceUnreachable,
+    RunResult,
+    Transport,
+    shell_command,
+)
+
+ADB_TIMEOUT_S = 30.0  # one bookkeeping call (devices, connect, get-state); the first starts the server
+CONNECT_WAIT_S = 10.0  # how long a just-connected phone may stay "offline"/"connecting"
+TRANSFER_TIMEOUT_S = 600.0  # one push or pull
+
+_TCP_SERIAL = re.compile(r"^\S+:\d+$")
+_HINT_NOT_FOUND = (
+    "plug the phone in with USB debugging on (or `adb connect HOST:PORT`), then check `adb devices`"
+)
+# adb's own complaints (last stderr line) -> what to do; anything else is the command's output.
+_ADB_FAILURES: tuple[tuple[re.Pattern[str], type[DeviceError], str], ...] = (
+    (re.compile(r"device '.*' not found|no devices/emulators found"), DeviceUnreachable, _HINT_NOT_FOUND),
+    (
+        re.compile(r"device offline"),
+        DeviceUnreachable,
+        "reconnect the phone (cable or Wi-Fi), or run `adb reconnect offline`, then check `adb devices`",
+    ),
+    (
+        re.compile(r"device unauthorized|device still authorizing"),
+        DeviceUnreachable,
+        "unlock the phone and accept its 'Allow USB debugging?' prompt",
+    ),
+    (
+        re.compile(r"^error: closed$"),
+        DeviceUnreachable,
+        "the phone dropped the connection; check `adb devices`",
+    ),
+    (
+        re.compile(r"more than one device"),
+        DeviceError,
+        'set serial = "..." for this device in the inventory (see `adb devices`)',
+    ),
+    (
+        re.compile(r"cannot connect to daemon"),
+        DeviceError,
+        "the adb server did not start: try `adb start-server` (with the same server_port)",
+    ),
+)
+
+
+class AdbNotFound(DeviceError, FileNotFoundError):
+    """The ``adb`` client program is not installed or not where the inventory says."""
+
+    reference = "adb-not-found"
+
+
+class AdbTransport(Transport):
+    """A phone reached with the ``adb`` client; connects (``adb connect``) on the first call."""
+
+    def __init__(self, spec: DeviceSpec) -> None:
+        super().__init__(spec.name)
+        self.options = spec.adb or AdbOptions()
+        self._env = dict(os.environ)
+        if self.options.server_port is not None:
+            self._env["ANDROID_ADB_SERVER_PORT"] = str(self.options.server_port)
+        self._binary: str | None = None
+        self._ready = False
+        self._channels: list[ProcessChannel] = []
+
+    # --- the Transport verbs --------------------------------------------------------------
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        check: bool = True,
+        cwd: str | None = None,
+    ) -> RunResult:
+        """Run ``argv`` on the phone with the shell protocol (exit code, separate stderr)."""
+        command = shell_command(argv, cwd)
+        self._connect()
+        proc = self._call(self._adb("shell", "-T", "--", command), timeout, what=command)
+        self._raise_adb_failure(proc)
+        if proc.returncode == 0:
+            # adb also exits 0 when the link drops before the exit code arrives.
+            self._check_online(command)
+        res = RunResult(self.name, command, proc.returncode, proc.stdout, proc.stderr)
+        if check and not res.ok:
+            raise self._failed(res)
+        return res
+
+    def open_channel(self, argv: Sequence[str], *, cwd: str | None = None) -> ProcessChannel:
+        """Start ``argv`` under one ``adb shell -T`` whose pipes carry the lines."""
+        command = shell_command(argv, cwd)
+        self._connect()
+        channel = ProcessChannel(
+            self._adb("shell", "-T", "--", command),
+            self.name,
+            command=command,
+            env=self._env,
+            hint="check `adb devices`; if the phone is there, run the command by hand to see why it stopped",
+        )
+        self._channels.append(channel)
+        return channel
+
+    def put(self, local: Path, remote: str) -> None:
+        """``adb push`` after creating the remote parent folder."""
+        parent = posixpath.dirname(remote)
+        if parent:
+            self.run(["mkdir", "-p", parent])
+        self._transfer("push", str(local), remote)
+
+    def get(self, remote: str, local: Path) -> None:
+        """``adb pull`` into ``local`` (its parent folder is created)."""
+        local.parent.mkdir(parents=True, exist_ok=True)
+        self._transfer("pull", remote, str(local))
+
+    def close(self) -> None:
+        """End the channels opened here; the next call checks the connection again."""
+        for channel in self._channels:
+            channel.close()
+        self._channels.clear()
+        self._ready = False
+
+    # --- adb plumbing ---------------------------------------------------------------------
+
+    def _adb(self, *args: str, device: bool = True) -> list[str]:
+        """The adb command line: the resolved binary, ``-s SERIAL`` for device commands, args."""
+        if self._binary is None:
+            found = shutil.which(self.options.adb)
+            if found is None:
+                raise AdbNotFound(
+                    f"{self.name}: the adb client {self.options.adb!r} was not found",
+                    hint="install Android platform-tools (Debian/Ubuntu: `apt install adb`) or set "
+                    f'adb = "/path/to/adb" under [devices.{self.name}]',
+                    device=self.name,
+                )
+            self._binary = found
+        serial = ["-s", self.options.serial] if device and self.options.serial else []
+        return [self._binary, *serial, *args]
+
+    def _call(self, argv: list[str], timeout: float, *, what: str) -> subprocess.CompletedProcess[str]:
+        """One adb process to completion; on timeout it is killed (which ends the remote side)."""
+        try:
+            return subprocess.run(
+                argv,
+                env=self._env,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                encoding="utf-8",
+                errors="replace",
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired:
+            raise CommandTimeout(
+                f"{self.name}: `{what}` did not finish within {timeout:g} s",
+                hint="raise the timeout, or check that the phone is awake and not throttling",
+                device=self.name,
+                timeout=timeout,
+            ) from None
+
+    def _raise_adb_failure(self, proc: subprocess.CompletedProcess[str]) -> None:
+        """Turn adb's own errors (device missing, offline, unauthorized ...) into ours."""
+        if proc.returncode == 0:
+            return
+        lines = [line.strip() for line in proc.stderr.splitlines() if line.strip()]
+        last = lines[-1] if lines else ""
+        for pattern, error, hint in _ADB_FAILURES:
+            if pattern.search(last):
+                raise error(f"{self.name}: adb: {last.removeprefix('adb: ')}", hint=hint, device=self.name)
+
+    def _devices(self) -> dict[str, str]:
+        """``adb devices``: serial -> state (``device``, ``offline``, ``unauthorized`` ...)."""
+        proc = self._call(self._adb("devices", device=False), ADB_TIMEOUT_S, what="adb devices")
+        self._raise_adb_failure(proc)
+        rows = (line.split("\t", 1) for line in proc.stdout.splitlines() if "\t" in line)
+        return {serial: state.strip() for serial, state in rows}
+
+    def _connect(self) -> None:
+        """Make sure the phone is listed as ``device``; ``adb connect`` a HOST:PORT serial first."""
+        if self._ready:
+            return
+        serial = self.options.serial
+        if serial is None:  # adb picks the only phone, or says why it cannot
+            self._ready = True
+            return
+        state = self._devices().get(serial)
+        connected_now = state is None and _TCP_SERIAL.match(serial) is not None
+        if connected_now:
+            proc = self._call(self._adb("connect", serial, device=False), ADB_TIMEOUT_S, what="adb connect")
+            said = " ".join((proc.stdout + proc.stderr).split())
+            if not said.startswith(("connected to", "already connected to")):
+                raise DeviceUnreachable(
+                    f"{self.name}: `adb connect {serial}` failed: {said or f'exit code {proc.returncode}'}",
+                    hint="check the address and that wireless debugging (or `adb tcpip PORT`) is on",
+                    device=self.name,
+                )
+        # A phone we just connected is "connecting"/"offline" until its handshake is done.
+        deadline = time.monotonic() + CONNECT_WAIT_S
+        while connected_now and state != "device" and time.monotonic() < deadline:
+            time.sleep(0.05)
+            state = self._devices().get(serial)
+        if state != "device":
+            hint = _HINT_NOT_FOUND if state is None else self._hint_for(f"device {state}")
+            raise DeviceUnreachable(
+                f"{self.name}: adb device {serial!r} is {state or 'not attached'}",
+                hint=hint,
+                device=self.name,
+            )
+        self._ready = True
+
+    @staticmethod
+    def _hint_for(text: str) -> str:
+        return next((hint for pattern, _, hint in _ADB_FAILURES if pattern.search(text)), _HINT_NOT_FOUND)
+
+    def _check_online(self, what: str) -> None:
+        """Raise ``DeviceUnreachable`` unless ``adb get-state`` still says ``device``."""
+        proc = self._call(self._adb("get-state"), ADB_TIMEOUT_S, what="adb get-state")
+        if proc.stdout.strip() != "device":
+            self._ready = False
+            said = " ".join((proc.stdout + proc.stderr).split()) or f"exit code {proc.returncode}"
+            raise DeviceUnreachable(
+                f"{self.name}: the phone went away during `{what}` (adb get-state: {said})",
+                hint=self._hint_for(said),
+                device=self.name,
+            )
+
+    def _transfer(self, verb: str, src: str, dst: str) -> None:
+        self._connect()
+        label = shlex.join(["adb", verb, src, dst])
+        proc = self._call(self._adb(verb, src, dst), TRANSFER_TIMEOUT_S, what=label)
+        self._raise_adb_failure(proc)
+        if proc.returncode != 0:
+            self._check_online(label)
+            raise self._failed(RunResult(self.name, label, proc.returncode, proc.stdout, proc.stderr))

@@ -1,0 +1,196 @@
+"""TFLite's ``benchmark_model``: the command line, and a tolerant parser of what it prints.
+
+Phones without Python are measured with this stock tool (users bring the binary). Its output
+changed over the years: old builds print bare lines and ``Average inference timings in us:
+Warmup: .., Init: .., no stats: ..``; newer ones prefix ``INFO:`` (or a logcat tag), add
+percentiles and may print large values in scientific notation. All of it is in microseconds;
+the parsed result is in milliseconds and keeps the raw text. The tool logs to stderr.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ofa_edge.errors import ConfigError, OfaEdgeError
+
+_NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_PAIR = re.compile(rf"([A-Za-z][\w\- ]*?)\s*=\s*({_NUM})")
+_STATS = re.compile(r"\bcount=\d+")
+_RUN_HEADER = re.compile(r"Running benchmark for")
+_SUMMARY = re.compile(r"inference timings in us:(.*)", re.IGNORECASE)
+_SUMMARY_FIELDS = {
+    "init": "init_ms",
+    "first inference": "first_inference_ms",
+    "warmup (avg)": "warmup_avg_ms",
+    "warmup": "warmup_avg_ms",  # old builds
+    "inference (avg)": "inference_avg_ms",
+    "no stats": "inference_avg_ms",  # old builds
+}
+_STAT_FIELDS = ("count", "first", "curr", "min", "max", "avg", "std")
+# Memory lines of the various builds -> the prefix of their keys in ``memory_mb``.
+_MEMORY = (
+    (re.compile(r"footprint delta from the start of the tool \(MB\):(.*)"), "delta"),
+    (re.compile(r"Peak memory footprint \(MB\):(.*)"), "peak"),
+    (re.compile(r"peak memory footprint \(MB\) via periodic monitoring:(.*)"), "peak_periodic"),
+    (re.compile(r"\[Init Phase\] - Memory usage:(.*)"), "init_phase"),
+    (re.compile(r"\[Overall\] - Memory usage:(.*)"), "overall_phase"),
+)
+
+
+class BenchmarkOutputError(OfaEdgeError, ValueError):
+    """``benchmark_model`` printed no usable timing (it failed, or this is not its output)."""
+
+    reference = "benchmark-output"
+
+
+@dataclass(frozen=True)
+class BenchmarkModelResult:
+    """One ``benchmark_model`` run: the measured loop's statistics (ms) and the summary line."""
+
+    count: int
+    first_ms: float
+    curr_ms: float
+    min_ms: float
+    max_ms: float
+    avg_ms: float
+    std_ms: float
+    raw: str = field(repr=False)
+    percentiles_ms: dict[str, float] = field(default_factory=dict)  # e.g. p5, median, p95
+    init_ms: float | None = None
+    first_inference_ms: float | None = None
+    warmup_avg_ms: float | None = None
+    inference_avg_ms: float | None = None
+    memory_mb: dict[str, float] = field(default_factory=dict)  # e.g. delta_init, peak_overall
+
+
+def parse_benchmark_model(text: str) -> BenchmarkModelResult:
+    """Parse ``benchmark_model`` output (stdout and stderr together).
+
+    The statistics come from the last ``count=...`` line (the measured loop, after warm-up).
+
+    Raises:
+        BenchmarkOutputError: no timing line, or the tool stopped before the measured loop ended.
+
+    Example:
+        >>> parse_benchmark_model("count=50 first=9100 curr=8000 min=7900 max=9100 avg=8200 std=310").avg_ms
+        8.2
+    """
+    lines = text.splitlines()
+    stats = [line for line in lines if _STATS.search(line)]
+    if not stats:
+        raise BenchmarkOutputError(
+            f"benchmark_model output has no `count=... avg=...` timing line{_last_lines(lines)}",
+            hint="run the same command by hand: an error above the summary usually names the cause "
+            "(missing model file, unsupported op, wrong binary for the CPU)",
+        )
+    if len(stats) < sum(1 for line in lines if _RUN_HEADER.search(line)):
+        raise BenchmarkOutputError(
+            f"benchmark_model stopped before its measured loop finished{_last_lines(lines)}",
+            hint="the tool crashed or was killed mid-run; check the device's memory and logcat",
+        )
+    pairs = {name.strip(): float(value) for name, value in _PAIR.findall(stats[-1])}
+    avg = pairs.get("avg", pairs.get("curr"))
+    if avg is None:
+        raise BenchmarkOutputError(
+            f"benchmark_model timing line has no avg= or curr= value: {stats[-1].strip()!r}",
+            hint="the measured loop ran no inference; check --num_runs and --min_secs",
+        )
+    # An "all same" line is just `count=N curr=V(all same)`: every statistic is V, spread 0.
+    return BenchmarkModelResult(
+        count=int(pairs["count"]),
+        first_ms=_ms(pairs.get("first", avg)),
+        curr_ms=_ms(pairs.get("curr", avg)),
+        min_ms=_ms(pairs.get("min", avg)),
+        max_ms=_ms(pairs.get("max", avg)),
+        avg_ms=_ms(avg),
+        std_ms=_ms(pairs.get("std", 0.0)),
+        raw=text,
+        percentiles_ms={k: _ms(v) for k, v in pairs.items() if k not in _STAT_FIELDS},
+        **_summary(lines),
+        memory_mb=_memory(lines),
+    )
+
+
+def _ms(microseconds: float) -> float:
+    return microseconds / 1000.0
+
+
+def _summary(lines: list[str]) -> dict[str, float]:
+    """The ``Inference timings in us:`` line's fields, in ms, by result field name."""
+    found: dict[str, float] = {}
+    for line in lines:
+        match = _SUMMARY.search(line)
+        if match is None:
+            continue
+        for item in match.group(1).split(","):
+            label, _, value = item.rpartition(":")
+            key = _SUMMARY_FIELDS.get(label.strip().lower())
+            number = re.fullmatch(_NUM, value.strip())
+            if key is not None and number is not None:
+                found[key] = _ms(float(number.group()))
+    return found
+
+
+def _memory(lines: list[str]) -> dict[str, float]:
+    """Memory figures (MB) from whichever memory lines this build printed."""
+    found: dict[str, float] = {}
+    for line in lines:
+        for pattern, prefix in _MEMORY:
+            match = pattern.search(line)
+            if match is None:
+                continue
+            rest = match.group(1)
+            pairs = _PAIR.findall(rest)
+            for name, value in pairs:
+                found[prefix + "_" + re.sub(r"\W+", "_", name.strip()).lower()] = float(value)
+            lone = re.search(_NUM, rest)
+            if not pairs and lone is not None:
+                found[prefix] = float(lone.group())
+    return found
+
+
+def _last_lines(lines: list[str], n: int = 3) -> str:
+    tail = [line.strip() for line in lines if line.strip()][-n:]
+    return f" (last lines: {' | '.join(tail)})" if tail else " (it printed nothing)"
+
+
+def benchmark_model_argv(
+    binary: str,
+    graph: str,
+    threads: int,
+    runs: int,
+    warmup: int,
+    min_secs: float,
+    use_xnnpack: bool,
+    cpus: Sequence[int] | None = None,
+) -> list[str]:
+    """The ``benchmark_model`` command line; with ``cpus``, pinned by ``taskset`` to them.
+
+    The CPU set is given as a hex mask (``taskset 30 ...``), which both util-linux and
+    Android's toybox ``taskset`` accept (toybox has no ``-c``).
+
+    Example:
+        >>> benchmark_model_argv("/data/local/tmp/benchmark_model", "m.tflite", 1, 50, 10, 1, True, [4, 5])
+        ['taskset', '30', '/data/local/tmp/benchmark_model', '--graph=m.tflite', '--num_threads=1', ...]
+    """
+    for name, value, low in (("threads", threads, 1), ("runs", runs, 1), ("warmup", warmup, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"benchmark_model: {name}={value!r} must be an integer >= {low}")
+    if min_secs < 0:
+        raise ConfigError(f"benchmark_model: min_secs={min_secs!r} must be >= 0")
+    argv = [
+        binary,
+        f"--graph={graph}",
+        f"--num_threads={threads}",
+        f"--num_runs={runs}",
+        f"--warmup_runs={warmup}",
+        f"--min_secs={min_secs:g}",
+        f"--use_xnnpack={'true' if use_xnnpack else 'false'}",
+    ]
+    if cpus is None:
+        return argv
+    if not cpus or any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in cpus):
+        raise ConfigError(f"benchmark_model: cpus={list(cpus)!r} must be CPU numbers >= 0")
+    return ["taskset", format(sum(1 << c for c in set(cpus)), "x"), *argv]
