@@ -192,6 +192,15 @@ def _percentile(sorted_values, q):
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
+def _dim(d):
+    """A concrete size for a model input dimension (symbolic or unknown -> 1)."""
+    try:
+        d = int(d)
+    except (TypeError, ValueError):
+        return 1
+    return d if d > 0 else 1
+
+
 def _make_runner(path, runtime, threads):
     """A zero-argument callable running one inference on a fixed random input."""
     import numpy as np
@@ -199,7 +208,7 @@ def _make_runner(path, runtime, threads):
     rng = np.random.default_rng(0)
 
     def sample(shape, dtype):
-        shape = [d if isinstance(d, int) and d > 0 else 1 for d in shape]
+        shape = [_dim(d) for d in shape]
         if np.issubdtype(dtype, np.integer):
             info = np.iinfo(dtype)
             return rng.integers(max(info.min, -128), min(info.max, 127) + 1, shape).astype(dtype)

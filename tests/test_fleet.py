@@ -21,6 +21,8 @@ from ofa_edge.testing.fake_adbd import FakeAdbd
 from ofa_edge.testing.sshd import SshDevice
 from tests.models import conv_model
 
+TFLITE_MODEL = Path(__file__).parent / "data" / "conv8.tflite"  # see data/make_tflite.py
+
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -88,12 +90,14 @@ def test_check_all_json_and_bench_everywhere(
     assert dirs["phone"] == str(phone.sandbox / "agent dir")
     assert dirs["local"] == str(tmp_path / "local agent"), "results are never mixed up"
 
-    model = conv_model(tmp_path / "m.onnx")
+    models = [conv_model(tmp_path / "m.onnx"), TFLITE_MODEL]
     for name in ("pi", "phone", "local"):
-        res = cli("--json", "--inventory", str(inventory), "bench", name, str(model), "--runs", "10")
-        assert res.returncode == 0, res.stderr
-        doc = json.loads(res.stdout)
-        assert doc["device"] == name and doc["runs"] >= 10 and doc["median_ms"] > 0
+        for model in models:
+            res = cli("--json", "--inventory", str(inventory), "bench", name, str(model), "--runs", "10")
+            assert res.returncode == 0, res.stderr
+            doc = json.loads(res.stdout)
+            assert doc["device"] == name and doc["runs"] >= 10 and doc["median_ms"] > 0
+            assert doc["runtime"] == ("tflite" if model.suffix == ".tflite" else "onnxruntime")
 
 
 def test_unknown_host_key_then_trust(fresh_ssh_device: SshDevice, tmp_path: Path) -> None:
