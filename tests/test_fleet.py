@@ -118,7 +118,7 @@ def test_unknown_host_key_then_trust(fresh_ssh_device: SshDevice, tmp_path: Path
     assert res.returncode == 0, res.stderr
 
 
-@pytest.mark.parametrize("name", ["a b", "x;touch PWNED", "$(touch PWNED)", "it's \"q\""])
+@pytest.mark.parametrize("name", ["a b", "x;touch PWNED", "$(touch PWNED)", 'it\'s "q"'])
 def test_odd_device_names(name: str, ssh_device: SshDevice, tmp_path: Path) -> None:
     inventory = tmp_path / "devices.toml"
     inventory.write_text(_ssh_table(name.replace('"', '\\"'), ssh_device, ssh_device.known_hosts, "~/odd"))
@@ -126,3 +126,31 @@ def test_odd_device_names(name: str, ssh_device: SshDevice, tmp_path: Path) -> N
     assert res.returncode == 0, res.stderr
     assert name in json.loads(res.stdout)["devices"]
     assert not list(Path(ssh_device.home).rglob("PWNED")) and not list(tmp_path.rglob("PWNED"))
+
+
+def test_phone_without_python_uses_benchmark_model(
+    adb_spec: DeviceSpec, phone: FakeAdbd, tmp_path: Path
+) -> None:
+    """The benchmark_model path, with the tool's TEST DOUBLE standing in for the real binary."""
+    from ofa_edge.testing import fake_benchmark_model
+
+    tool = tmp_path / "benchmark_model"
+    script = Path(fake_benchmark_model.__file__).read_text()
+    tool.write_text(f"#!{sys.executable}\n" + script.split("\n", 1)[1])
+    assert adb_spec.adb is not None
+    inventory = tmp_path / "devices.toml"
+    inventory.write_text(
+        f'[devices.pixel]\ntransport = "adb"\nserial = "{adb_spec.adb.serial}"\nadb = "{adb_spec.adb.adb}"\n'
+        f'server_port = {adb_spec.adb.server_port}\nruntime = "tflite"\nbenchmark_model = "{tool}"\n'
+        f'workdir = "{phone.sandbox / "data/local/tmp/ofa-edge"}"\n'
+    )
+    res = cli("--json", "--inventory", str(inventory), "devices", "check", "pixel")
+    assert res.returncode == 0, res.stderr
+    fp = json.loads(res.stdout)["devices"]["pixel"]["fingerprint"]
+    assert fp["runtimes"]["benchmark_model"]["sha256"] and fp["cores"]
+    res = cli("--json", "--inventory", str(inventory), "bench", "pixel", str(TFLITE_MODEL), "--runs", "30")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["runs"] >= 30 and doc["median_ms"] > 0  # --min_secs may add runs
+    res = cli("--inventory", str(inventory), "bench", "pixel", str(conv_model(tmp_path / "x.onnx")))
+    assert res.returncode == 1 and "benchmark_model measures TFLite models" in res.stderr

@@ -227,7 +227,7 @@ def _cmd_devices_trust(args: argparse.Namespace, out: Output) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace, out: Output) -> int:
-    from ofa_edge.devices.agent import AgentSession
+    from ofa_edge.devices.agent import open_session
 
     (spec,) = _devices(args, [args.device])
     model = Path(args.model)
@@ -236,7 +236,7 @@ def _cmd_bench(args: argparse.Namespace, out: Output) -> int:
     runtime = {".onnx": "onnxruntime", ".tflite": "tflite"}.get(model.suffix)
     if runtime is None:
         raise ConfigError(f"{model}: unknown model format", hint="use a .onnx or .tflite file")
-    with AgentSession(spec) as session:
+    with open_session(spec) as session:
         report = session.bench([model], runtime=runtime, threads=args.threads, min_runs=args.runs)
     (r,) = report.results
     if r.error:
@@ -259,7 +259,13 @@ def _cmd_bench(args: argparse.Namespace, out: Output) -> int:
             "conditions_after": report.conditions_after,
         },
         f"{spec.name} {model.name} ({runtime}, {args.threads or spec.threads} thread(s)): "
-        f"median {r.median_ms:.3f} ms, p10 {r.p10_ms:.3f}, p90 {r.p90_ms:.3f} over {r.runs} runs",
+        f"median {r.median_ms:.3f} ms"
+        + (
+            f", p10 {r.p10_ms:.3f}, p90 {r.p90_ms:.3f}"
+            if r.p10_ms is not None and r.p90_ms is not None
+            else ""
+        )
+        + f" over {r.runs} runs",
     )
     return 0
 

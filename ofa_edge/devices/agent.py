@@ -296,3 +296,13 @@ class AgentSession:
     def cleanup(self) -> None:
         """Remove pushed models from the device."""
         self.request("cleanup", path=posixpath.join(self.workdir, "models"))
+
+
+def open_session(spec: DeviceSpec) -> Any:
+    """The measuring session for a device: the Python agent, or for an ADB device that names
+    a ``benchmark_model`` binary, TFLite's own tool (phones without Python)."""
+    if spec.adb is not None and spec.adb.benchmark_model is not None:
+        from ofa_edge.devices.android import BenchmarkModelSession
+
+        return BenchmarkModelSession(spec)
+    return AgentSession(spec)

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ofa_edge.devices.agent import AgentSession
+from ofa_edge.devices.agent import open_session
 from ofa_edge.devices.inventory import DeviceSpec
 from ofa_edge.errors import OfaEdgeError
 
@@ -18,7 +18,7 @@ def check_device(spec: DeviceSpec, status: Status | None = None) -> dict[str, An
     """Connect, deploy or refresh the agent, and return the device's fingerprint."""
     say = status or (lambda _n, _m: None)
     say(spec.name, "connecting")
-    with AgentSession(spec) as session:
+    with open_session(spec) as session:
         say(spec.name, "agent deployed" if session.deployed else "agent up to date")
         fp = session.fingerprint()
     fp["agent_deployed"] = session.deployed

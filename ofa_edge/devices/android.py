@@ -1,0 +1,167 @@
+"""Phones without Python: TFLite's own ``benchmark_model`` binary, pushed and driven over adb.
+
+Used for ADB devices whose inventory names a local ``benchmark_model``. It offers the agent
+session's calls (``start``, ``fingerprint``, ``bench``, ``close``) so the rest of ofa-edge does
+not care which one measures. The binary is pushed once per content and its sha256 recorded in
+the session's hello; each model runs as one ``benchmark_model`` process with a timeout, and its
+output (stdout and stderr together, where the tool logs) is parsed tolerantly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ofa_edge.devices.agent import AgentError, BenchReport, BenchResult
+from ofa_edge.devices.benchmark_model import (
+    BenchmarkOutputError,
+    benchmark_model_argv,
+    parse_benchmark_model,
+)
+from ofa_edge.devices.inventory import DeviceSpec
+from ofa_edge.devices.transport import DeviceError, Transport
+from ofa_edge.errors import ConfigError
+
+_PROPS = ("ro.product.manufacturer", "ro.product.model", "ro.board.platform", "ro.build.version.release")
+
+
+class BenchmarkModelSession:
+    """Measure TFLite models on a phone with ``benchmark_model`` (no agent, no Python)."""
+
+    def __init__(self, spec: DeviceSpec, transport: Transport | None = None) -> None:
+        if spec.adb is None or spec.adb.benchmark_model is None:
+            raise ConfigError(f"device {spec.name!r}: benchmark_model is not set in the inventory")
+        from ofa_edge.devices.agent import AgentSession, open_transport
+
+        self.spec, self.binary = spec, spec.adb.benchmark_model
+        self.transport = transport or open_transport(spec)
+        self._files = AgentSession(spec, self.transport)  # for workdir and content-named pushes
+        self.hello: dict[str, Any] = {}
+        self.deployed = False
+
+    @property
+    def workdir(self) -> str:
+        return self._files.workdir
+
+    def start(self) -> dict[str, Any]:
+        """Push the binary if the phone's copy differs; returns its path and sha256."""
+        if self.hello:
+            return self.hello
+        if not self.binary.is_file():
+            raise ConfigError(
+                f"device {self.spec.name!r}: benchmark_model {self.binary} does not exist",
+                hint="build or download TFLite's benchmark_model for the phone's ABI and set its path",
+            )
+        digest = hashlib.sha256(self.binary.read_bytes()).hexdigest()
+        remote = posixpath.join(self.workdir, "benchmark_model")
+        if self.transport.sha256(remote) != digest:
+            self.transport.put(self.binary, remote)
+            if self.transport.sha256(remote) != digest:
+                raise AgentError(f"{self.spec.name}: benchmark_model arrived corrupted at {remote}")
+            self.deployed = True
+        self.transport.run(["chmod", "755", remote], timeout=30)
+        self.hello = {"protocol": "benchmark_model", "binary": remote, "sha256": digest}
+        return self.hello
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What the phone's shell tells without Python: properties, ABI, cores, clocks."""
+        self.start()
+
+        def sh(argv: list[str]) -> str:
+            res = self.transport.run(argv, check=False, timeout=30)
+            return res.stdout.strip() if res.ok else ""
+
+        props = {p: sh(["getprop", p]) for p in _PROPS}
+        freqs = sh(["sh", "-c", "cat /sys/devices/system/cpu/cpu*/cpufreq/scaling_cur_freq"]).split()
+        return {
+            "os": f"Android {props['ro.build.version.release']}".strip(),
+            "cpu_model": " ".join(
+                filter(None, (props["ro.product.manufacturer"], props["ro.product.model"]))
+            ),
+            "board": props["ro.board.platform"] or None,
+            "arch": sh(["uname", "-m"]),
+            "cores": int(sh(["nproc"]) or 0) or None,
+            "online_cpus": sh(["cat", "/sys/devices/system/cpu/online"]) or None,
+            "cpu_mhz": [int(f) // 1000 for f in freqs if f.isdigit()],
+            "runtimes": {"benchmark_model": {"sha256": self.hello["sha256"]}},
+            "agent_dir": self.workdir,
+        }
+
+    def bench(
+        self,
+        models: Sequence[Path],
+        *,
+        runtime: str | None = None,
+        threads: int | None = None,
+        warmup: int = 5,
+        min_runs: int = 20,
+        min_seconds: float = 0.5,
+        model_timeout: float = 60.0,
+        on_result: Callable[[BenchResult], None] | None = None,
+    ) -> BenchReport:
+        """Run ``benchmark_model`` once per model; a failing model is reported, not fatal."""
+        if runtime not in (None, "tflite"):
+            raise ConfigError(f"{self.spec.name}: benchmark_model measures TFLite models, not {runtime}")
+        start = self.start()
+        results = []
+        for path in models:
+            path = Path(path)
+            if path.suffix != ".tflite":
+                result = BenchResult(path.name, error="benchmark_model needs a .tflite model")
+            else:
+                result = self._one(
+                    start["binary"],
+                    path,
+                    threads or self.spec.threads,
+                    warmup,
+                    min_runs,
+                    min_seconds,
+                    model_timeout,
+                )
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+        return BenchReport(results)
+
+    def _one(
+        self,
+        binary: str,
+        path: Path,
+        threads: int,
+        warmup: int,
+        runs: int,
+        min_secs: float,
+        timeout: float,
+    ) -> BenchResult:
+        graph = self._files.push_model(path)
+        argv = benchmark_model_argv(binary, graph, threads, runs, warmup, min_secs, True, self.spec.cpus)
+        try:
+            res = self.transport.run(argv, timeout=timeout, check=False)
+        except DeviceError as err:
+            return BenchResult(path.name, error=err.message)
+        try:
+            parsed = parse_benchmark_model(res.stdout + "\n" + res.stderr)
+        except BenchmarkOutputError as err:
+            return BenchResult(path.name, error=f"exit {res.exit_code}: {err.message}")
+        pct = parsed.percentiles_ms
+        return BenchResult(
+            path.name,
+            median_ms=pct.get("median", pct.get("p50", parsed.avg_ms)),
+            p10_ms=pct.get("p10"),
+            p90_ms=pct.get("p90"),
+            mean_ms=parsed.avg_ms,
+            runs=parsed.count,
+        )
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def __enter__(self) -> BenchmarkModelSession:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
