@@ -270,6 +270,42 @@ def _cmd_bench(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+def _cmd_lut_build(args: argparse.Namespace, out: Output) -> int:
+    from ofa_edge.devices.agent import open_session
+    from ofa_edge.lut.build import build_table
+    from ofa_edge.supernet.registry import describe_supernet
+
+    (spec,) = _devices(args, [args.device])
+    try:
+        resolutions = [int(r) for r in args.resolutions.split(",")]
+    except ValueError:
+        raise ConfigError(f"--resolutions {args.resolutions!r}: expected e.g. 160,176,192") from None
+    supernet = describe_supernet(args.supernet)
+    threads = args.threads or spec.threads
+    path = Path(args.out or f"{spec.name}_{args.supernet}_{args.precision}_t{threads}.json")
+    bar = None if out.json_mode else out.bar(desc=f"lut {spec.name}", unit="op")
+
+    def progress(done: int, total: int) -> None:
+        if bar is not None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+    with open_session(spec) as session:
+        table = build_table(
+            session, supernet, resolutions, path, precision=args.precision, threads=threads, progress=progress
+        )
+    if bar is not None:
+        bar.close()
+    n = len({k for section in table.entries.values() for k in section})
+    out.result(
+        "lut-build",
+        {"out": str(path), "device": spec.name, "ops": n, "resolutions": table.resolutions},
+        f"{n} ops measured on {spec.name} at {table.resolutions} -> {path}",
+    )
+    return 0
+
+
 def _cmd_lut_import(args: argparse.Namespace, out: Output) -> int:
     from ofa_edge.lut import import_ofa
     from ofa_edge.supernet.registry import describe_supernet
@@ -370,6 +406,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     lut = sub.add_parser("lut", parents=[common], help="latency lookup tables")
     lsub = lut.add_subparsers(dest="lut_command", required=True)
+    p = lsub.add_parser("build", parents=[common], help="measure every op of a supernet on a device")
+    p.add_argument("device")
+    p.add_argument("--supernet", default=DEFAULT_SUPERNET)
+    p.add_argument("--resolutions", default="160,176,192,208,224")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "int8"])
+    p.add_argument("--threads", type=int)
+    p.add_argument("--out", help="table file (resumed if it exists)")
+    p.set_defaults(func=_cmd_lut_build)
     p = lsub.add_parser("import-ofa", parents=[common], help="convert MIT's YAML tables")
     p.add_argument("folder", help="folder with <resolution>_lookup_table.yaml files")
     p.add_argument("--supernet", required=True)

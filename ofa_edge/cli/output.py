@@ -34,6 +34,14 @@ class Output:
                 fields = {"reference": err.reference, "message": err.message, "hint": err.hint}
             self.result("error", {"error": fields}, "")
 
+    def bar(self, **kwargs: Any) -> Any:
+        """A manually advanced progress bar with ETA on stderr (None under --json)."""
+        if self.json_mode:
+            return None
+        from tqdm import tqdm
+
+        return tqdm(file=sys.stderr, dynamic_ncols=True, **kwargs)
+
     def progress(self, items: Iterable[T], desc: str = "") -> Iterator[T]:
         """A progress bar with ETA on stderr, or nothing under --json."""
         if self.json_mode:

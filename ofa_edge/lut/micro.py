@@ -80,7 +80,12 @@ def export_micro_models(
 ) -> dict[str, Path]:
     """Model files for ``ops`` (op key -> path), exporting only those not cached yet."""
     if fmt != "onnx" or precision != "fp32":
-        raise NotImplementedError(f"micro-models in {fmt}/{precision} are not available yet")
+        from ofa_edge.errors import ConfigError
+
+        raise ConfigError(
+            f"latency tables in {fmt}/{precision} cannot be built yet",
+            hint="use an onnxruntime device and --precision fp32 for now",
+        )
     paths = {}
     todo = []
     for op in ops:

@@ -1,0 +1,130 @@
+"""Building a device's latency table: every distinct op measured on the device, resumably.
+
+Ops are measured once each (an op shared by several resolutions is written under each) in
+batches through the device's session. Every result is written to the table file as it arrives
+(atomically), so an interrupted build (device dropped, Ctrl-C, host killed) loses nothing, and
+running the same command again measures only what is missing. A batch during which the device
+throttled or changed clocks is measured again, and its entries say so (``remeasured``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ofa_edge.devices.agent import BenchResult
+from ofa_edge.lut.keys import Op, enumerate_ops
+from ofa_edge.lut.micro import export_micro_models
+from ofa_edge.lut.table import Entry, LatencyTable, LutError, now
+from ofa_edge.supernet.space import SearchSpace
+from ofa_edge.supernet.spec import MBv3Spec
+
+#: ``progress(done, total)`` after each measured op.
+BuildProgress = Callable[[int, int], None]
+
+
+def disturbed(before: dict[str, Any], after: dict[str, Any], clock_tolerance: float = 0.15) -> bool:
+    """Whether throttling appeared or CPU clocks moved during a batch (measure it again)."""
+    for state in (before.get("throttle"), after.get("throttle")):
+        if state and state.get("now"):
+            return True
+    if (before.get("throttle") or {}).get("raw") != (after.get("throttle") or {}).get("raw"):
+        return True
+    b, a = before.get("cpu_mhz") or {}, after.get("cpu_mhz") or {}
+    return any(cpu in a and abs(a[cpu] - mhz) > clock_tolerance * mhz for cpu, mhz in b.items() if mhz)
+
+
+def _compatible(table: LatencyTable, fresh: LatencyTable, out: Path) -> None:
+    """Refuse to extend a table measured under other conditions."""
+    for field in ("supernet", "runtime", "precision", "threads", "delegate"):
+        if getattr(table, field) != getattr(fresh, field):
+            raise LutError(
+                f"{out} was measured with {field}={getattr(table, field)!r}, "
+                f"this build has {getattr(fresh, field)!r}",
+                hint="use another --out, or delete the file to start over",
+            )
+    if table.device.get("name") != fresh.device.get("name"):
+        raise LutError(
+            f"{out} belongs to device {table.device.get('name')!r}, not {fresh.device.get('name')!r}",
+            hint="use another --out",
+        )
+
+
+def build_table(
+    session: Any,
+    supernet: dict[str, Any],
+    resolutions: Sequence[int],
+    out: Path,
+    *,
+    precision: str = "fp32",
+    threads: int | None = None,
+    batch_size: int = 32,
+    min_runs: int = 30,
+    min_seconds: float = 0.2,
+    progress: BuildProgress | None = None,
+) -> LatencyTable:
+    """Measure every op of ``supernet`` at ``resolutions`` on ``session``'s device into ``out``."""
+    spec = MBv3Spec(supernet["width_mult"], supernet["n_classes"], SearchSpace(**supernet["space"]))
+    device = session.spec
+    threads = threads or device.threads
+    fingerprint = session.fingerprint()
+    runtime_info = fingerprint.get("runtimes", {}).get(device.runtime, {})
+    fresh = LatencyTable(
+        supernet=supernet,
+        device={"name": device.name, "fingerprint": fingerprint},
+        runtime={"name": device.runtime, "version": runtime_info.get("version")},
+        precision=precision,
+        threads=threads,
+    )
+    if out.exists():
+        table = LatencyTable.load(out)
+        _compatible(table, fresh, out)
+    else:
+        table = fresh
+    where: dict[str, list[int]] = {}
+    ops: dict[str, Op] = {}
+    for r in resolutions:
+        table.entries.setdefault(r, {})
+        for op in enumerate_ops(spec, [r]):
+            where.setdefault(op.key, []).append(r)
+            ops.setdefault(op.key, op)
+    done = {key for section in table.entries.values() for key in section}
+    # Ops measured for another resolution of this table are reused, not measured again.
+    for key in where:
+        if key in done:
+            entry = next(s[key] for s in table.entries.values() if key in s)
+            for r in where[key]:
+                table.entries[r].setdefault(key, entry)
+    todo = [ops[k] for k in where if k not in done]
+    total, count = len(where), len(where) - len(todo)
+    if progress:
+        progress(count, total)
+    fmt = "tflite" if device.runtime == "tflite" else "onnx"
+    paths = export_micro_models(spec, todo, fmt, precision)
+    key_of = {paths[op.key].name: op.key for op in todo}
+
+    def record(result: BenchResult, remeasured: bool) -> None:
+        nonlocal count
+        if result.error is not None:
+            raise LutError(f"{device.name}: measuring {key_of[result.name]} failed: {result.error}")
+        assert result.median_ms is not None
+        entry = Entry(result.median_ms, result.p10_ms, result.p90_ms, result.runs, now(), remeasured)
+        key = key_of[result.name]
+        fresh_key = key not in table.entries[where[key][0]]
+        for r in where[key]:
+            table.entries[r][key] = entry
+        table.save(out)
+        if fresh_key:
+            count += 1
+            if progress:
+                progress(count, total)
+
+    for start in range(0, len(todo), batch_size):
+        batch = [paths[op.key] for op in todo[start : start + batch_size]]
+        kwargs = dict(threads=threads, min_runs=min_runs, min_seconds=min_seconds)
+        report = session.bench(batch, on_result=lambda r: record(r, False), **kwargs)
+        if disturbed(report.conditions_before, report.conditions_after):
+            session.bench(batch, on_result=lambda r: record(r, True), **kwargs)
+    table.save(out)
+    return table

@@ -1,0 +1,77 @@
+"""Building a table on the local device: complete, and resumed after an interruption without
+losing or re-measuring anything."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from ofa_edge.devices.agent import AgentSession
+from ofa_edge.devices.inventory import local_device
+from ofa_edge.lut.build import build_table, disturbed
+from ofa_edge.lut.keys import enumerate_ops
+from ofa_edge.lut.table import LatencyTable, LutError
+from ofa_edge.supernet.space import SearchSpace
+from ofa_edge.supernet.spec import MBv3Spec
+
+SUPERNET = {
+    "id": "tiny-test",
+    "width_mult": 0.35,
+    "n_classes": 10,
+    "space": SearchSpace(resolutions=(32, 40)).to_dict(),
+}
+FAST = {"min_runs": 3, "min_seconds": 0.0, "batch_size": 16}
+
+
+def _keys(table: LatencyTable) -> dict[str, object]:
+    return {k: e for section in table.entries.values() for k, e in section.items()}
+
+
+def test_interrupted_build_resumes_without_remeasuring(tmp_path: Path) -> None:
+    spec = dataclasses.replace(local_device(), workdir=str(tmp_path / "agent"))
+    out = tmp_path / "lut.json"
+    expected = {
+        r: {op.key for op in enumerate_ops(MBv3Spec(0.35, 10, SearchSpace(resolutions=(32, 40))), [r])}
+        for r in (32, 40)
+    }
+
+    def stop_after_ten(done: int, total: int) -> None:
+        if done == 10:
+            raise KeyboardInterrupt
+
+    with AgentSession(spec) as session:
+        with pytest.raises(KeyboardInterrupt):
+            build_table(session, SUPERNET, [32, 40], out, progress=stop_after_ten, **FAST)
+        partial = _keys(LatencyTable.load(out))
+        assert len(partial) >= 10
+        calls: list[int] = []
+        table = build_table(
+            session, SUPERNET, [32, 40], out, progress=lambda done, total: calls.append(done), **FAST
+        )
+    assert {r: set(s) for r, s in table.entries.items()} == expected
+    unique = set().union(*expected.values())
+    assert calls[0] == len(partial) and calls[-1] == len(unique)
+    assert len(calls) == 1 + len(unique) - len(partial), "only the missing ops were measured"
+    final = _keys(table)
+    assert all(final[k] == e for k, e in partial.items()), "earlier measurements were kept as they were"
+    assert all(e.median_ms > 0 and e.samples >= 3 for e in final.values())
+    assert table.device["fingerprint"]["cores"] and table.runtime["version"]
+
+
+def test_table_of_other_conditions_is_not_extended(tmp_path: Path) -> None:
+    spec = dataclasses.replace(local_device(), workdir=str(tmp_path / "agent"))
+    out = tmp_path / "lut.json"
+    with AgentSession(spec) as session:
+        build_table(session, SUPERNET, [32], out, **FAST)
+        with pytest.raises(LutError, match="measured with threads=1, this build has 2"):
+            build_table(session, SUPERNET, [32], out, threads=2, **FAST)
+
+
+def test_disturbed_batches() -> None:
+    calm = {"throttle": None, "cpu_mhz": {"cpu0": 1500}}
+    assert not disturbed(calm, calm)
+    assert disturbed(calm, {"throttle": None, "cpu_mhz": {"cpu0": 600}})
+    hot = {"throttle": {"raw": "0x20002", "now": ["throttled"], "since_boot": []}, "cpu_mhz": {}}
+    assert disturbed(calm, hot)
