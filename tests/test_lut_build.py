@@ -75,3 +75,23 @@ def test_disturbed_batches() -> None:
     assert disturbed(calm, {"throttle": None, "cpu_mhz": {"cpu0": 600}})
     hot = {"throttle": {"raw": "0x20002", "now": ["throttled"], "since_boot": []}, "cpu_mhz": {}}
     assert disturbed(calm, hot)
+
+
+def test_validate_fits_and_stores_calibration(tmp_path: Path) -> None:
+    from ofa_edge.lut.validate import spearman, validate
+
+    spec = dataclasses.replace(local_device(), workdir=str(tmp_path / "agent"))
+    out = tmp_path / "lut.json"
+    with AgentSession(spec) as session:
+        build_table(session, SUPERNET, [32, 40], out, **FAST)
+        report = validate(session, out, samples=8, plot=tmp_path / "fit.png", work=tmp_path)
+    table = LatencyTable.load(out)
+    assert table.calibration is not None and table.calibration["subnets"] == report["fitted_on"] == 4
+    assert report["held_out"] == 4 and len(report["points"]) == 8
+    assert set(report["calibrated"]) == {"within_10pct", "mape_pct", "spearman"}
+    assert (tmp_path / "fit.png").read_bytes()[:4] == b"\x89PNG"
+    arch = table.spec.space.min_arch(32)
+    a, b = table.calibration["a"], table.calibration["b"]
+    assert table.predict(arch) == pytest.approx(a * table.op_sum(arch) + b)
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)  # type: ignore[arg-type]
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)  # type: ignore[arg-type]

@@ -306,6 +306,33 @@ def _cmd_lut_build(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+def _cmd_lut_validate(args: argparse.Namespace, out: Output) -> int:
+    from ofa_edge.devices.agent import open_session
+    from ofa_edge.lut.validate import validate
+
+    (spec,) = _devices(args, [args.device])
+    path = Path(args.lut or f"{spec.name}_{DEFAULT_SUPERNET}_fp32_t{spec.threads}.json")
+    if not path.is_file():
+        raise ConfigError(f"no latency table at {path}", hint=f"build one: ofa-edge lut build {spec.name}")
+    with open_session(spec) as session:
+        report = validate(
+            session, path, samples=args.samples, seed=args.seed, plot=Path(args.plot) if args.plot else None
+        )
+    before, after = report["uncalibrated"], report["calibrated"]
+    text = (
+        f"{spec.name}: {report['subnets']} subnets measured whole; calibration fitted on "
+        f"{report['fitted_on']} (a={report['calibration']['a']:.3f}, b={report['calibration']['b']:.3f} ms), "
+        f"{report['held_out']} held out\n"
+        f"  uncalibrated: {100 * before['within_10pct']:.0f}% within ±10%, MAPE {before['mape_pct']:.1f}%, "
+        f"Spearman {before['spearman']:.3f}\n"
+        f"  calibrated:   {100 * after['within_10pct']:.0f}% within ±10%, MAPE {after['mape_pct']:.1f}%, "
+        f"Spearman {after['spearman']:.3f}\n"
+        f"calibration stored in {path}" + (f"; plot: {report['plot']}" if "plot" in report else "")
+    )
+    out.result("lut-validate", {"table": str(path), **report}, text)
+    return 0
+
+
 def _cmd_lut_import(args: argparse.Namespace, out: Output) -> int:
     from ofa_edge.lut import import_ofa
     from ofa_edge.supernet.registry import describe_supernet
@@ -414,6 +441,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int)
     p.add_argument("--out", help="table file (resumed if it exists)")
     p.set_defaults(func=_cmd_lut_build)
+    p = lsub.add_parser("validate", parents=[common], help="calibrate a table on whole subnets")
+    p.add_argument("device")
+    p.add_argument("--lut", help="table file (default: lut build's default name)")
+    p.add_argument("--samples", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--plot", help="write a predicted-vs-measured scatter plot (PNG)")
+    p.set_defaults(func=_cmd_lut_validate)
     p = lsub.add_parser("import-ofa", parents=[common], help="convert MIT's YAML tables")
     p.add_argument("folder", help="folder with <resolution>_lookup_table.yaml files")
     p.add_argument("--supernet", required=True)

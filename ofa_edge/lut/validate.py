@@ -1,0 +1,180 @@
+"""Checking a table against whole networks measured on the device, and calibrating it.
+
+Summing per-op latencies misses fusion across ops, per-call overhead counted once per op, and
+caches warmed by a lone op; the fix the field uses is a per-device linear calibration
+``e2e = a * sum + b`` fitted on subnets measured whole. Random subnets are exported, measured
+through the device's session, the calibration is fitted on the first ones (at most 20) and the
+rest are held out to report the share within +-10 %, the MAPE and the rank correlation, before
+and after calibration.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ofa_edge.lut.table import LatencyTable, now
+from ofa_edge.supernet.space import ArchConfig
+
+MAX_FIT = 20
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """How well predictions match whole-network measurements."""
+
+    within_10pct: float  # share of subnets, 0..1
+    mape: float  # mean absolute percentage error, %
+    spearman: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {"within_10pct": self.within_10pct, "mape_pct": self.mape, "spearman": self.spearman}
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Rank correlation (ties get their average rank)."""
+
+    def ranks(v: np.ndarray) -> np.ndarray:
+        order = np.argsort(v, kind="stable")
+        r = np.empty(len(v))
+        r[order] = np.arange(len(v), dtype=float)
+        for value in np.unique(v):
+            tie = v == value
+            r[tie] = r[tie].mean()
+        return r
+
+    if len(x) < 2:
+        return float("nan")
+    return float(np.corrcoef(ranks(np.asarray(x)), ranks(np.asarray(y)))[0, 1])
+
+
+def fidelity(predicted: np.ndarray, measured: np.ndarray) -> Fidelity:
+    err = np.abs(predicted - measured) / measured
+    return Fidelity(float(np.mean(err <= 0.10)), float(100 * err.mean()), spearman(predicted, measured))
+
+
+def fit_calibration(op_sums: np.ndarray, measured: np.ndarray) -> tuple[float, float]:
+    """Least-squares ``measured = a * op_sum + b`` (needs two subnets or more)."""
+    a, b = np.polyfit(op_sums, measured, 1)
+    return float(a), float(b)
+
+
+def random_archs(table: LatencyTable, n: int, seed: int) -> list[ArchConfig]:
+    space, rng = table.spec.space, random.Random(seed)
+    out = []
+    for _ in range(n):
+        a = space.sample(rng)
+        out.append(ArchConfig(a.ks, a.e, a.d, rng.choice(table.resolutions)))
+    return out
+
+
+def export_subnets(table: LatencyTable, archs: list[ArchConfig], folder: Path) -> list[Path]:
+    """Whole subnets as ONNX files (random weights: latency does not depend on their values)."""
+    import torch
+
+    from ofa_edge.export.onnx import export_onnx
+    from ofa_edge.supernet.ofa_mbv3 import OFAMobileNetV3
+
+    spec = table.spec
+    torch.manual_seed(0)
+    net = OFAMobileNetV3(
+        n_classes=spec.n_classes,
+        width_mult=spec.width_mult,
+        ks_list=spec.space.ks_list,
+        expand_ratio_list=spec.space.expand_ratio_list,
+        depth_list=spec.space.depth_list,
+        resolutions=spec.space.resolutions,
+    ).eval()
+    paths = []
+    for i, arch in enumerate(archs):
+        net.set_arch(arch)
+        paths.append(export_onnx(net.get_active_subnet(), arch.r, folder / f"subnet{i:03d}.onnx"))
+    return paths
+
+
+def validate(
+    session: Any,
+    table_path: Path,
+    samples: int = 50,
+    seed: int = 0,
+    plot: Path | None = None,
+    work: Path | None = None,
+) -> dict[str, Any]:
+    """Measure ``samples`` random subnets whole, store a fitted calibration, report fidelity."""
+    import tempfile
+
+    table = LatencyTable.load(table_path)
+    archs = random_archs(table, samples, seed)
+    op_sums = np.array([table.op_sum(a) for a in archs])
+    with tempfile.TemporaryDirectory(dir=work) as tmp:
+        paths = export_subnets(table, archs, Path(tmp))
+        report = session.bench(paths, threads=table.threads, min_runs=20, min_seconds=0.3)
+    failed = [r for r in report.results if r.error]
+    if failed:
+        from ofa_edge.lut.table import LutError
+
+        raise LutError(f"{len(failed)} subnet(s) failed on the device: {failed[0].error}")
+    measured = np.array([r.median_ms for r in report.results])
+    n_fit = min(MAX_FIT, max(2, samples // 2))
+    a, b = fit_calibration(op_sums[:n_fit], measured[:n_fit])
+    held = slice(n_fit, None) if samples > n_fit else slice(None)
+    before = fidelity(op_sums[held], measured[held])
+    after = fidelity(a * op_sums[held] + b, measured[held])
+    table.calibration = {"a": a, "b": b, "subnets": n_fit, "fitted": now(), "seed": seed}
+    table.save(table_path)
+    result = {
+        "subnets": samples,
+        "fitted_on": n_fit,
+        "held_out": len(measured[held]),
+        "calibration": {"a": a, "b": b},
+        "uncalibrated": before.to_dict(),
+        "calibrated": after.to_dict(),
+        "points": [
+            {"arch": arch.to_dict(), "op_sum_ms": float(s), "measured_ms": float(m)}
+            for arch, s, m in zip(archs, op_sums, measured)
+        ],
+    }
+    if plot is not None:
+        scatter_plot(op_sums, measured, a, b, n_fit, table.device.get("name", "?"), plot)
+        result["plot"] = str(plot)
+    return result
+
+
+def scatter_plot(
+    op_sums: np.ndarray, measured: np.ndarray, a: float, b: float, n_fit: int, device: str, path: Path
+) -> None:
+    """Predicted vs measured latency, before and after calibration, with the +-10 % band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    hi = float(max(measured.max(), op_sums.max(), (a * op_sums + b).max())) * 1.05
+    line = np.linspace(0, hi, 50)
+    ax.plot(line, line, "k-", lw=1, label="predicted = measured")
+    ax.fill_between(line, line * 0.9, line * 1.1, color="0.85", label="±10 %")
+    ax.scatter(measured, op_sums, s=14, c="tab:orange", label="op sum (uncalibrated)")
+    ax.scatter(measured[n_fit:], (a * op_sums + b)[n_fit:], s=14, c="tab:blue", label="calibrated, held out")
+    ax.scatter(
+        measured[:n_fit],
+        (a * op_sums + b)[:n_fit],
+        s=14,
+        marker="x",
+        c="tab:blue",
+        label="calibration subnets",
+    )
+    ax.set_xlabel("measured whole-network latency (ms)")
+    ax.set_ylabel("predicted latency (ms)")
+    ax.set_title(f"{device}: latency table vs whole subnets")
+    ax.set_xlim(0, hi)
+    ax.set_ylim(0, hi)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
