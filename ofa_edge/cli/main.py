@@ -12,12 +12,13 @@ import sys
 from pathlib import Path
 
 from ofa_edge import __version__
+from ofa_edge.cli.common import DEFAULT_SUPERNET, select_devices
 from ofa_edge.cli.output import Output
 from ofa_edge.errors import ConfigError, OfaEdgeError
 from ofa_edge.supernet.space import ArchConfig
 
-#: What commands use when --supernet is not given (kept here so --help needs no torch).
-DEFAULT_SUPERNET = "ofa_mbv3_d234_e346_k357_w1.0"
+#: Modules under ofa_edge.cli that add their own subcommands with ``register(sub, common)``.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 def _cmd_supernets(args: argparse.Namespace, out: Output) -> int:
@@ -126,22 +127,6 @@ def _cmd_train(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
-def _devices(args: argparse.Namespace, names: list[str]) -> list:
-    from ofa_edge.devices.inventory import load_inventory
-
-    inventory = load_inventory(args.inventory)
-    if getattr(args, "all", False):
-        return list(inventory.values())
-    if not names:
-        raise ConfigError("name at least one device", hint="or pass --all")
-    unknown = [n for n in names if n not in inventory]
-    if unknown:
-        from ofa_edge.errors import UnknownName
-
-        raise UnknownName("device", unknown[0], list(inventory))
-    return [inventory[n] for n in names]
-
-
 def _cmd_devices_list(args: argparse.Namespace, out: Output) -> int:
     from ofa_edge.devices.inventory import load_inventory
 
@@ -178,7 +163,7 @@ def _cmd_devices_list(args: argparse.Namespace, out: Output) -> int:
 def _cmd_devices_check(args: argparse.Namespace, out: Output) -> int:
     from ofa_edge.devices.fleet import check_devices
 
-    specs = _devices(args, args.names)
+    specs = select_devices(args, args.names)
     status = None if out.json_mode else (lambda n, m: print(f"{n}: {m}", file=sys.stderr, flush=True))
     results = check_devices(specs, status)
     failed = {n: r for n, r in results.items() if isinstance(r, OfaEdgeError)}
@@ -203,7 +188,7 @@ def _cmd_devices_check(args: argparse.Namespace, out: Output) -> int:
 def _cmd_devices_trust(args: argparse.Namespace, out: Output) -> int:
     from ofa_edge.devices.ssh import host_key_fingerprint, trust_host
 
-    (spec,) = _devices(args, [args.name])
+    (spec,) = select_devices(args, [args.name])
     if spec.ssh is None:
         raise ConfigError(f"device {spec.name!r} uses {spec.transport}: only SSH devices have host keys")
     key_type, fingerprint = host_key_fingerprint(spec)
@@ -229,7 +214,7 @@ def _cmd_devices_trust(args: argparse.Namespace, out: Output) -> int:
 def _cmd_bench(args: argparse.Namespace, out: Output) -> int:
     from ofa_edge.devices.agent import open_session
 
-    (spec,) = _devices(args, [args.device])
+    (spec,) = select_devices(args, [args.device])
     model = Path(args.model)
     if not model.is_file():
         raise ConfigError(f"model {model} does not exist")
@@ -275,7 +260,7 @@ def _cmd_lut_build(args: argparse.Namespace, out: Output) -> int:
     from ofa_edge.lut.build import build_table
     from ofa_edge.supernet.registry import describe_supernet
 
-    (spec,) = _devices(args, [args.device])
+    (spec,) = select_devices(args, [args.device])
     try:
         resolutions = [int(r) for r in args.resolutions.split(",")]
     except ValueError:
@@ -310,7 +295,7 @@ def _cmd_lut_validate(args: argparse.Namespace, out: Output) -> int:
     from ofa_edge.devices.agent import open_session
     from ofa_edge.lut.validate import validate
 
-    (spec,) = _devices(args, [args.device])
+    (spec,) = select_devices(args, [args.device])
     path = Path(args.lut or f"{spec.name}_{DEFAULT_SUPERNET}_fp32_t{spec.threads}.json")
     if not path.is_file():
         raise ConfigError(f"no latency table at {path}", hint=f"build one: ofa-edge lut build {spec.name}")
@@ -466,6 +451,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hours", type=float, help="pause (checkpointed) after this long")
     p.add_argument("--checkpoint-minutes", type=float, default=5.0)
     p.set_defaults(func=_cmd_train)
+
+    import importlib
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"ofa_edge.cli.{name}").register(sub, common)
     return parser
 
 

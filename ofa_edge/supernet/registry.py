@@ -200,8 +200,16 @@ for _width in (1.0, 1.2):
             url_name=_name,
         )
     )
-# The project's default (trained on CIFAR-10 offline, shipped in the package) registers here as
-# "ofa-mbv3-cifar10" once its weights exist (issue 5), with packaged="<file>".
+#: The project's default: trained by ``ofa-edge train --recipe cifar10-default`` (issue 5) and
+#: shipped inside the package as fp16 weights. Same OFA layout at width 0.5, CIFAR resolutions.
+CIFAR10_SUPERNET = register_supernet(
+    SupernetInfo(
+        name="ofa-mbv3-cifar10",
+        description="ofa-edge's OFA-MobileNetV3 w0.5, CIFAR-10 (10 classes), r 24-40, shipped offline",
+        build=lambda: OFAMobileNetV3(n_classes=10, width_mult=0.5, resolutions=(24, 28, 32, 36, 40)),
+        packaged="ofa_mbv3_cifar10.fp16.pt",
+    )
+)
 
 
 def describe_supernet(name: str) -> dict[str, Any]:
