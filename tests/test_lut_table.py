@@ -87,7 +87,7 @@ def _sub(old: str, new: str):
     ("mangle", "message"),
     [
         (lambda text: text[: len(text) // 2], "is not valid JSON .*truncated"),
-        (_sub('"schema_version": 1', '"schema_version": 2'), "schema_version 2; .*reads up to 1"),
+        (_sub('"schema_version": 2', '"schema_version": 3'), "schema_version 3; .*reads up to 2"),
         (_sub('"kind": "ofa-edge/latency-table"', '"kind": "x"'), "is not an ofa-edge latency table"),
         (_sub('"precision": "fp32"', '"precision": "fp16"'), "precision 'fp16'"),
         (
@@ -104,3 +104,13 @@ def test_bad_tables_are_refused(tmp_path: Path, mangle, message: str, note10: La
     bad.write_text(mangle(good.read_text()))
     with pytest.raises(LutError, match=message):
         LatencyTable.load(bad)
+
+
+def test_schema_1_tables_still_load(tmp_path: Path, note10: LatencyTable) -> None:
+    data = note10.to_dict()
+    data["schema_version"] = 1
+    del data["reference"]
+    old = tmp_path / "v1.json"
+    old.write_text(json.dumps(data))
+    table = LatencyTable.load(old)
+    assert table.reference is None and table.entries == note10.entries

@@ -4,7 +4,9 @@ Ops are measured once each (an op shared by several resolutions is written under
 batches through the device's session. Every result is written to the table file as it arrives
 (atomically), so an interrupted build (device dropped, Ctrl-C, host killed) loses nothing, and
 running the same command again measures only what is missing. A batch during which the device
-throttled or changed clocks is measured again, and its entries say so (``remeasured``).
+throttled or changed clocks is measured again, and its entries say so (``remeasured``). Every
+few ops a reference model is timed again and entries are normalized by it (``timing``), so the
+device's drift during the build does not end up in the table.
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ofa_edge.devices.agent import BenchResult
 from ofa_edge.lut.keys import Op, enumerate_ops
 from ofa_edge.lut.micro import export_micro_models
 from ofa_edge.lut.table import Entry, LatencyTable, LutError, now
+from ofa_edge.lut.timing import Timed, reference_model, timed_round
 from ofa_edge.supernet.space import SearchSpace
 from ofa_edge.supernet.spec import MBv3Spec
 
@@ -103,13 +105,39 @@ def build_table(
     fmt = "tflite" if device.runtime == "tflite" else "onnx"
     paths = export_micro_models(spec, todo, fmt, precision)
     key_of = {paths[op.key].name: op.key for op in todo}
+    kwargs: dict[str, Any] = dict(threads=threads, min_runs=min_runs, min_seconds=min_seconds)
+    if todo and table.reference is None:
+        r_ref = min(table.resolutions)
+        reference, described = reference_model(spec, r_ref, fmt)
+        ref = session.bench([reference], **{**kwargs, "min_runs": 3 * min_runs}).results[0]
+        if ref.error is not None or ref.median_ms is None:
+            raise LutError(f"{device.name}: the reference model failed: {ref.error}")
+        table.reference = {
+            "model": described,
+            "resolution": r_ref,
+            "median_ms": ref.median_ms,
+            "measured": now(),
+        }
+        table.save(out)
+    elif todo:
+        assert table.reference is not None
+        reference, _ = reference_model(spec, table.reference["resolution"], fmt)
+    level = table.reference["median_ms"] if table.reference else 0.0
 
-    def record(result: BenchResult, remeasured: bool) -> None:
+    def record(item: Timed, remeasured: bool) -> None:
         nonlocal count
-        if result.error is not None:
-            raise LutError(f"{device.name}: measuring {key_of[result.name]} failed: {result.error}")
+        result = item.result
         assert result.median_ms is not None
-        entry = Entry(result.median_ms, result.p10_ms, result.p90_ms, result.runs, now(), remeasured)
+        scale = item.ratio * level / result.median_ms  # raw ms -> ms at the reference's speed
+        entry = Entry(
+            item.ratio * level,
+            None if result.p10_ms is None else result.p10_ms * scale,
+            None if result.p90_ms is None else result.p90_ms * scale,
+            result.runs,
+            now(),
+            remeasured,
+            result.median_ms,
+        )
         key = key_of[result.name]
         fresh_key = key not in table.entries[where[key][0]]
         for r in where[key]:
@@ -120,11 +148,12 @@ def build_table(
             if progress:
                 progress(count, total)
 
-    for start in range(0, len(todo), batch_size):
+    for i, start in enumerate(range(0, len(todo), batch_size)):
         batch = [paths[op.key] for op in todo[start : start + batch_size]]
-        kwargs = dict(threads=threads, min_runs=min_runs, min_seconds=min_seconds)
-        report = session.bench(batch, on_result=lambda r: record(r, False), **kwargs)
+        _, _, report = timed_round(
+            session, batch, reference, seed=i, on_timed=lambda t: record(t, False), **kwargs
+        )
         if disturbed(report.conditions_before, report.conditions_after):
-            session.bench(batch, on_result=lambda r: record(r, True), **kwargs)
+            timed_round(session, batch, reference, seed=i, on_timed=lambda t: record(t, True), **kwargs)
     table.save(out)
     return table

@@ -4,15 +4,22 @@ A table holds one device's measured latency of every op of a supernet, for ONE r
 precision, thread count and delegate (a table is only valid for the conditions it was measured
 under, so they are part of it). Prediction sums the subnet's ops, then applies the device's
 calibration ``e2e = a * sum + b`` when one was fitted against whole-network measurements.
-Format (``schema_version`` 1)::
+Format (``schema_version`` 2; version 1 files, which lack ``reference`` and ``raw_median_ms``,
+are still read)::
 
-    {"schema_version": 1, "kind": "ofa-edge/latency-table",
+    {"schema_version": 2, "kind": "ofa-edge/latency-table",
      "supernet": {"id", "width_mult", "n_classes", "space": {...}},
      "device": {"name", "fingerprint": {...}}, "runtime": {"name", "version"},
      "precision": "fp32" | "int8", "threads": N, "delegate": "cpu", "created": ISO-8601,
      "calibration": null | {"a", "b", "subnets", "fitted": ISO-8601},
+     "reference": null | {"model", "resolution", "median_ms", "measured": ISO-8601},
      "entries": {RESOLUTION: {KEY: {"median_ms", "p10_ms", "p90_ms", "samples",
-                                    "measured": ISO-8601, "remeasured": bool}}}}
+                                    "measured": ISO-8601, "remeasured": bool,
+                                    "raw_median_ms"}}}}
+
+``reference`` is the model timed between ops to cancel device drift (``ofa_edge.lut.timing``):
+each entry's times are its raw times scaled by ``reference.median_ms`` over the reference time
+measured just before it, so all entries are at the device speed of the reference's first timing.
 
 Entries are grouped by resolution as in MIT's per-resolution YAML files: an op shared by several
 resolutions (the classifier, say) appears under each (measured once by ``lut build``, but MIT's
@@ -35,7 +42,7 @@ from ofa_edge.lut.keys import subnet_ops
 from ofa_edge.supernet.space import ArchConfig, SearchSpace
 from ofa_edge.supernet.spec import MBv3Spec
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 KIND = "ofa-edge/latency-table"
 PRECISIONS = ("fp32", "int8")
 
@@ -58,6 +65,7 @@ class Entry:
     samples: int = 0
     measured: str = ""
     remeasured: bool = False
+    raw_median_ms: float | None = None  # before reference normalization
 
     def to_dict(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -75,6 +83,7 @@ class LatencyTable:
     delegate: str = "cpu"
     entries: dict[int, dict[str, Entry]] = field(default_factory=dict)
     calibration: dict[str, Any] | None = None
+    reference: dict[str, Any] | None = None
     created: str = field(default_factory=now)
 
     # --- the supernet it describes -----------------------------------------------------------
@@ -128,6 +137,7 @@ class LatencyTable:
             "delegate": self.delegate,
             "created": self.created,
             "calibration": self.calibration,
+            "reference": self.reference,
             "entries": {
                 str(r): {k: e.to_dict() for k, e in sorted(self.entries[r].items())} for r in self.resolutions
             },
@@ -171,6 +181,7 @@ class LatencyTable:
                 delegate=data.get("delegate", "cpu"),
                 entries=entries,
                 calibration=data.get("calibration"),
+                reference=data.get("reference"),
                 created=data.get("created", ""),
             )
             table.spec  # noqa: B018 - the supernet description must be usable

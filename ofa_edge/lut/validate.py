@@ -17,8 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from ofa_edge.lut.table import LatencyTable, now
+from ofa_edge.lut.table import LatencyTable, LutError, now
+from ofa_edge.lut.timing import reference_model, timed_rounds
 from ofa_edge.supernet.space import ArchConfig
+from ofa_edge.supernet.spec import MBv3Spec
 
 MAX_FIT = 20
 
@@ -72,14 +74,13 @@ def random_archs(table: LatencyTable, n: int, seed: int) -> list[ArchConfig]:
     return out
 
 
-def export_subnets(table: LatencyTable, archs: list[ArchConfig], folder: Path) -> list[Path]:
+def export_subnets(spec: MBv3Spec, archs: list[ArchConfig], folder: Path) -> list[Path]:
     """Whole subnets as ONNX files (random weights: latency does not depend on their values)."""
     import torch
 
     from ofa_edge.export.onnx import export_onnx
     from ofa_edge.supernet.ofa_mbv3 import OFAMobileNetV3
 
-    spec = table.spec
     torch.manual_seed(0)
     net = OFAMobileNetV3(
         n_classes=spec.n_classes,
@@ -96,6 +97,46 @@ def export_subnets(table: LatencyTable, archs: list[ArchConfig], folder: Path) -
     return paths
 
 
+def measure_subnets(
+    session: Any,
+    table: LatencyTable,
+    archs: list[ArchConfig],
+    *,
+    rounds: int = 3,
+    seed: int = 0,
+    work: Path | None = None,
+    progress: Any = None,
+) -> np.ndarray:
+    """Whole-subnet latencies (ms) on the table's device, at the table's reference speed.
+
+    Subnets are timed in ``rounds`` shuffled rounds against the table's reference model (see
+    ``ofa_edge.lut.timing``), so the device's drift since the table was built cancels out.
+    """
+    import tempfile
+
+    if table.reference is None:
+        raise LutError(
+            "the latency table has no reference timing (built by an older ofa-edge)",
+            hint="rebuild it with `ofa-edge lut build` into a new --out",
+        )
+    reference, _ = reference_model(table.spec, table.reference["resolution"])
+    with tempfile.TemporaryDirectory(dir=work) as tmp:
+        paths = export_subnets(table.spec, archs, Path(tmp))
+        ms, _ = timed_rounds(
+            session,
+            paths,
+            reference,
+            rounds=rounds,
+            ref_ms=table.reference["median_ms"],
+            seed=seed,
+            progress=progress,
+            threads=table.threads,
+            min_runs=20,
+            min_seconds=0.3,
+        )
+    return np.array([ms[p.name] for p in paths])
+
+
 def validate(
     session: Any,
     table_path: Path,
@@ -103,33 +144,29 @@ def validate(
     seed: int = 0,
     plot: Path | None = None,
     work: Path | None = None,
+    *,
+    rounds: int = 3,
+    fit: int = MAX_FIT,
+    progress: Any = None,
 ) -> dict[str, Any]:
-    """Measure ``samples`` random subnets whole, store a fitted calibration, report fidelity."""
-    import tempfile
-
+    """Measure ``samples`` random subnets whole, store a calibration fitted on the first
+    ``fit`` (at most half), and report fidelity on the others."""
     table = LatencyTable.load(table_path)
     archs = random_archs(table, samples, seed)
     op_sums = np.array([table.op_sum(a) for a in archs])
-    with tempfile.TemporaryDirectory(dir=work) as tmp:
-        paths = export_subnets(table, archs, Path(tmp))
-        report = session.bench(paths, threads=table.threads, min_runs=20, min_seconds=0.3)
-    failed = [r for r in report.results if r.error]
-    if failed:
-        from ofa_edge.lut.table import LutError
-
-        raise LutError(f"{len(failed)} subnet(s) failed on the device: {failed[0].error}")
-    measured = np.array([r.median_ms for r in report.results])
-    n_fit = min(MAX_FIT, max(2, samples // 2))
+    measured = measure_subnets(session, table, archs, rounds=rounds, seed=seed, work=work, progress=progress)
+    n_fit = min(fit, max(2, samples // 2))
     a, b = fit_calibration(op_sums[:n_fit], measured[:n_fit])
     held = slice(n_fit, None) if samples > n_fit else slice(None)
     before = fidelity(op_sums[held], measured[held])
     after = fidelity(a * op_sums[held] + b, measured[held])
-    table.calibration = {"a": a, "b": b, "subnets": n_fit, "fitted": now(), "seed": seed}
+    table.calibration = {"a": a, "b": b, "subnets": n_fit, "fitted": now(), "seed": seed, "rounds": rounds}
     table.save(table_path)
     result = {
         "subnets": samples,
         "fitted_on": n_fit,
         "held_out": len(measured[held]),
+        "rounds": rounds,
         "calibration": {"a": a, "b": b},
         "uncalibrated": before.to_dict(),
         "calibrated": after.to_dict(),

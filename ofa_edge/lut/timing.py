@@ -1,0 +1,152 @@
+"""Drift-resistant timing on a device: a reference model interleaved with the models measured.
+
+A shared or thermally limited device runs at a speed that drifts by tens of percent within
+minutes, more than the ±10 % a latency table aims for. Every ``ref_every`` models the same
+reference model is timed again, and each model's time is divided by the reference time just
+before it: that ratio is what the device's speed does not change. Ratios are multiplied by one
+reference level (the table's, so entries measured in different sessions agree) to give ms.
+Several rounds in different orders, reduced by their median, then remove one-off disturbances.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import statistics
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ofa_edge.devices.agent import BenchResult
+from ofa_edge.lut.table import LutError
+
+REF_PREFIX = "ofa-edge-reference-"
+
+
+@dataclass(frozen=True)
+class Timed:
+    """One model's normalized latency: the model's time over the reference time before it."""
+
+    name: str
+    ratio: float  # model time / preceding reference time
+    result: BenchResult  # the raw measurement
+
+
+def _schedule(models: Sequence[Path], ref_every: int, rng: random.Random) -> list[Path | None]:
+    """Models in a random order with ``None`` (the reference) first and after every ``ref_every``."""
+    order = list(models)
+    rng.shuffle(order)
+    plan: list[Path | None] = []
+    for i, model in enumerate(order):
+        if i % ref_every == 0:
+            plan.append(None)
+        plan.append(model)
+    return plan
+
+
+def timed_round(
+    session: Any,
+    models: Sequence[Path],
+    reference: Path,
+    *,
+    ref_every: int = 4,
+    seed: int = 0,
+    on_timed: Callable[[Timed], None] | None = None,
+    **bench_kwargs: Any,
+) -> tuple[list[Timed], list[float], Any]:
+    """Time ``models`` once each, in a shuffled order, against the interleaved reference.
+
+    Returns the normalized results (also streamed to ``on_timed`` as they arrive, so a caller
+    can save each at once), the reference's median times, and the session's bench report.
+    """
+    names = [Path(m).name for m in models]
+    if len(set(names)) != len(names) or any(n.startswith(REF_PREFIX) for n in names):
+        raise LutError("models to time need distinct file names (and not the reference's prefix)")
+    plan = _schedule(models, ref_every, random.Random(seed))
+    refs: list[float] = []
+    timed: list[Timed] = []
+    with tempfile.TemporaryDirectory(prefix="ofa-edge-ref-") as tmp:
+        paths = []
+        for i, model in enumerate(plan):
+            if model is None:  # a copy per slot: the agent reports results by file name
+                copy = Path(tmp) / f"{REF_PREFIX}{i:04d}{reference.suffix}"
+                shutil.copyfile(reference, copy)
+                paths.append(copy)
+            else:
+                paths.append(Path(model))
+
+        def arrived(result: BenchResult) -> None:
+            if result.error is not None:
+                raise LutError(f"{session.spec.name}: measuring {result.name} failed: {result.error}")
+            assert result.median_ms is not None
+            if result.name.startswith(REF_PREFIX):
+                refs.append(result.median_ms)
+                return
+            item = Timed(result.name, result.median_ms / refs[-1], result)
+            timed.append(item)
+            if on_timed is not None:
+                on_timed(item)
+
+        report = session.bench(paths, on_result=arrived, **bench_kwargs)
+    return timed, refs, report
+
+
+def timed_rounds(
+    session: Any,
+    models: Sequence[Path],
+    reference: Path,
+    *,
+    rounds: int = 3,
+    ref_ms: float | None = None,
+    ref_every: int = 4,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+    **bench_kwargs: Any,
+) -> tuple[dict[str, float], float]:
+    """Latency (ms) of each model: median over ``rounds`` of its ratio, times the reference level.
+
+    ``ref_ms`` is the reference level to express results in (a table's); by default the median
+    of this call's reference times. Returns (model name -> ms, reference level used).
+    """
+    ratios: dict[str, list[float]] = {Path(m).name: [] for m in models}
+    all_refs: list[float] = []
+    done = 0
+    for k in range(rounds):
+
+        def tick(item: Timed) -> None:
+            nonlocal done
+            ratios[item.name].append(item.ratio)
+            done += 1
+            if progress is not None:
+                progress(done, rounds * len(models))
+
+        _, refs, _ = timed_round(
+            session, models, reference, ref_every=ref_every, seed=seed + k, on_timed=tick, **bench_kwargs
+        )
+        all_refs += refs
+    level = ref_ms if ref_ms is not None else statistics.median(all_refs)
+    return {name: statistics.median(r) * level for name, r in ratios.items()}, level
+
+
+def reference_model(spec: Any, resolution: int, fmt: str = "onnx") -> tuple[Path, str]:
+    """The reference for a table of ``spec``: its smallest subnet at ``resolution``, cached.
+
+    Returns the file and a description to record in the table.
+    """
+    import hashlib
+
+    from ofa_edge.lut.validate import export_subnets
+    from ofa_edge.supernet.registry import cache_dir
+
+    arch = spec.space.min_arch(resolution)
+    describe = f"min subnet @ {resolution}px ({fmt})"
+    ident = f"reference|{spec.width_mult}|{spec.n_classes}|{spec.space.to_dict()}|{arch.to_json()}|{fmt}"
+    path = cache_dir() / "micro" / f"reference-{hashlib.sha256(ident.encode()).hexdigest()[:20]}.{fmt}"
+    if not path.is_file():
+        with tempfile.TemporaryDirectory() as tmp:
+            (made,) = export_subnets(spec, [arch], Path(tmp))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(made, path)
+    return path, describe

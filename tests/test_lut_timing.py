@@ -1,0 +1,78 @@
+"""Reference-normalized timing: device drift cancels, order is shuffled, every model is timed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from ofa_edge.devices.agent import BenchReport, BenchResult
+from ofa_edge.lut.table import LutError
+from ofa_edge.lut.timing import REF_PREFIX, timed_round, timed_rounds
+
+
+class DriftingDevice:
+    """A test double of a device session whose speed halves gradually while it measures.
+
+    Each model has a true cost; every measurement takes ``cost * slowdown``, and the slowdown
+    grows with each model measured, as on a device heating up or shared with other work.
+    """
+
+    def __init__(self, costs: dict[str, float], ref_cost: float) -> None:
+        self.costs, self.ref_cost = costs, ref_cost
+        self.spec = SimpleNamespace(name="drifting")
+        self.slowdown = 1.0
+        self.order: list[str] = []
+
+    def bench(self, paths: list[Path], on_result: Callable[[BenchResult], None], **_: Any) -> BenchReport:
+        results = []
+        for p in paths:
+            cost = self.ref_cost if p.name.startswith(REF_PREFIX) else self.costs[p.name]
+            assert p.is_file(), "every model handed to the device exists"
+            result = BenchResult(p.name, median_ms=cost * self.slowdown, runs=10)
+            self.order.append(p.name)
+            self.slowdown *= 1.05
+            on_result(result)
+            results.append(result)
+        return BenchReport(results)
+
+
+@pytest.fixture
+def models(tmp_path: Path) -> list[Path]:
+    paths = []
+    for i in range(10):
+        p = tmp_path / f"m{i}.onnx"
+        p.write_bytes(b"model %d" % i)
+        paths.append(p)
+    (tmp_path / "ref.onnx").write_bytes(b"reference")
+    return paths
+
+
+def test_drift_cancels_against_the_reference(models: list[Path], tmp_path: Path) -> None:
+    costs = {p.name: 1.0 + i for i, p in enumerate(models)}
+    device = DriftingDevice(costs, ref_cost=2.0)
+    ms, level = timed_rounds(device, models, tmp_path / "ref.onnx", rounds=2, ref_every=1, ref_ms=4.0)
+    assert level == 4.0
+    # ref_every=1: each model follows its own reference, so only one 5 % step separates them.
+    for name, cost in costs.items():
+        assert ms[name] == pytest.approx(cost * 4.0 / 2.0 * 1.05)
+    raw_spread = device.slowdown
+    assert raw_spread > 5, "the double really drifted a lot over the run"
+
+
+def test_rounds_are_shuffled_and_references_interleaved(models: list[Path], tmp_path: Path) -> None:
+    device = DriftingDevice({p.name: 1.0 for p in models}, ref_cost=1.0)
+    timed, refs, _ = timed_round(device, models, tmp_path / "ref.onnx", ref_every=4, seed=1)
+    assert len(timed) == 10 and len(refs) == 3  # before models 1, 5 and 9
+    assert device.order[0].startswith(REF_PREFIX)
+    names = [n for n in device.order if not n.startswith(REF_PREFIX)]
+    assert sorted(names) == sorted(p.name for p in models) and names != [p.name for p in models]
+
+
+def test_duplicate_names_are_refused(models: list[Path], tmp_path: Path) -> None:
+    device = DriftingDevice({p.name: 1.0 for p in models}, ref_cost=1.0)
+    with pytest.raises(LutError, match="distinct file names"):
+        timed_round(device, [models[0], models[0]], tmp_path / "ref.onnx")
