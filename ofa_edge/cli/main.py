@@ -18,7 +18,7 @@ from ofa_edge.errors import ConfigError, OfaEdgeError
 from ofa_edge.supernet.space import ArchConfig
 
 #: Modules under ofa_edge.cli that add their own subcommands with ``register(sub, common)``.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("accuracy", "search", "export")
 
 
 def _cmd_supernets(args: argparse.Namespace, out: Output) -> int:
@@ -258,6 +258,7 @@ def _cmd_bench(args: argparse.Namespace, out: Output) -> int:
 def _cmd_lut_build(args: argparse.Namespace, out: Output) -> int:
     from ofa_edge.devices.agent import open_session
     from ofa_edge.lut.build import build_table
+    from ofa_edge.lut.table import default_table_path
     from ofa_edge.supernet.registry import describe_supernet
 
     (spec,) = select_devices(args, [args.device])
@@ -267,7 +268,7 @@ def _cmd_lut_build(args: argparse.Namespace, out: Output) -> int:
         raise ConfigError(f"--resolutions {args.resolutions!r}: expected e.g. 160,176,192") from None
     supernet = describe_supernet(args.supernet)
     threads = args.threads or spec.threads
-    path = Path(args.out or f"{spec.name}_{args.supernet}_{args.precision}_t{threads}.json")
+    path = Path(args.out or default_table_path(spec.name, args.supernet, args.precision, threads))
     bar = None if out.json_mode else out.bar(desc=f"lut {spec.name}", unit="op")
 
     def progress(done: int, total: int) -> None:
@@ -300,9 +301,25 @@ def _cmd_lut_validate(args: argparse.Namespace, out: Output) -> int:
     if not path.is_file():
         raise ConfigError(f"no latency table at {path}", hint=f"build one: ofa-edge lut build {spec.name}")
     with open_session(spec) as session:
+        bar = None if out.json_mode else out.bar(desc=f"validate {spec.name}", unit="subnet")
+
+        def progress(done: int, total: int) -> None:
+            if bar is not None:
+                bar.total, bar.n = total, done
+                bar.refresh()
+
         report = validate(
-            session, path, samples=args.samples, seed=args.seed, plot=Path(args.plot) if args.plot else None
+            session,
+            path,
+            samples=args.samples,
+            seed=args.seed,
+            plot=Path(args.plot) if args.plot else None,
+            rounds=args.rounds,
+            fit=args.fit,
+            progress=progress,
         )
+        if bar is not None:
+            bar.close()
     before, after = report["uncalibrated"], report["calibrated"]
     text = (
         f"{spec.name}: {report['subnets']} subnets measured whole; calibration fitted on "
@@ -432,6 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--plot", help="write a predicted-vs-measured scatter plot (PNG)")
+    p.add_argument("--rounds", type=int, default=3, help="timing rounds per subnet (median taken)")
+    p.add_argument("--fit", type=int, default=20, help="subnets the calibration is fitted on")
     p.set_defaults(func=_cmd_lut_validate)
     p = lsub.add_parser("import-ofa", parents=[common], help="convert MIT's YAML tables")
     p.add_argument("folder", help="folder with <resolution>_lookup_table.yaml files")

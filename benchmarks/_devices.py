@@ -1,0 +1,34 @@
+"""What the benchmark scripts share: the device to measure on (``local`` or a test-bed sshd)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from ofa_edge.devices.inventory import DeviceSpec, local_device
+
+
+def add_device_args(parser: argparse.ArgumentParser) -> None:
+    """``--device local|sshd``: this machine, or a real OpenSSH sshd on 127.0.0.2 (the test bed)."""
+    parser.add_argument("--device", default="local", choices=["local", "sshd"])
+    parser.add_argument("--threads", type=int, default=1)
+
+
+@contextlib.contextmanager
+def device_spec(args: argparse.Namespace) -> Iterator[DeviceSpec]:
+    """The device spec to open sessions on; a test-bed sshd is started and torn down around it."""
+    with tempfile.TemporaryDirectory(prefix="ofa-edge-bench-") as tmp:
+        if args.device == "local":
+            yield dataclasses.replace(local_device(), workdir=str(Path(tmp) / "agent"), threads=args.threads)
+            return
+        from ofa_edge.testing.sshd import SshDevice, sshd_unavailable
+
+        reason = sshd_unavailable()
+        if reason:
+            raise SystemExit(f"cannot start the test-bed sshd: {reason}")
+        with SshDevice(host="127.0.0.2") as device:
+            yield device.device_spec("testbed-sshd", threads=args.threads)

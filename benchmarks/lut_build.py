@@ -1,0 +1,60 @@
+"""How long a full latency table takes to build, and how repeatable its entries are.
+
+Builds the table for a supernet at five resolutions twice on one device: first with an empty
+micro-model cache (export included), then again with the cache warm. Prints wall times, the
+number of micro-benchmarks, and the median absolute difference between the two builds' entries
+(target: full w1.0 space at 5 resolutions in <= 5 minutes on ``local``; difference <= 3 %).
+
+    python benchmarks/lut_build.py [--device local|sshd] [--supernet ID] [--resolutions ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from _devices import add_device_args, device_spec  # the script's folder is on sys.path
+
+from ofa_edge.devices.agent import open_session
+from ofa_edge.lut.build import build_table
+from ofa_edge.supernet.registry import describe_supernet
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_device_args(parser)
+    parser.add_argument("--supernet", default="ofa_mbv3_d234_e346_k357_w1.0")
+    parser.add_argument("--resolutions", default="160,176,192,208,224")
+    args = parser.parse_args()
+    resolutions = [int(r) for r in args.resolutions.split(",")]
+    supernet = describe_supernet(args.supernet)
+    with tempfile.TemporaryDirectory(prefix="ofa-edge-lutbench-") as tmp, device_spec(args) as spec:
+        os.environ["OFA_EDGE_CACHE"] = str(Path(tmp) / "cache")  # cold micro-model cache
+        tables, walls = [], []
+        for run in (1, 2):
+            out = Path(tmp) / f"build{run}.json"
+            began = time.perf_counter()
+            with open_session(spec) as session:
+                tables.append(build_table(session, supernet, resolutions, out, threads=args.threads))
+            walls.append(time.perf_counter() - began)
+            print(f"build {run} ({'cold' if run == 1 else 'warm'} micro-model cache): {walls[-1]:.1f} s")
+        first, second = ({k: e.median_ms for s in t.entries.values() for k, e in s.items()} for t in tables)
+        rel = np.array([abs(second[k] - v) / v for k, v in first.items()])
+        remeasured = sum(e.remeasured for s in tables[0].entries.values() for e in s.values())
+    print(f"device: {spec.name} ({spec.description}), runtime {tables[0].runtime}, threads {args.threads}")
+    print(f"supernet {args.supernet} at {resolutions}: {len(first)} micro-benchmarks (distinct ops)")
+    print(f"wall time, cold cache: {walls[0]:.1f} s ({walls[0] / 60:.2f} min); warm cache: {walls[1]:.1f} s")
+    print(f"reference timing: {tables[0].reference}")
+    print(
+        f"entry difference between the two builds: median {100 * np.median(rel):.2f} %, "
+        f"p90 {100 * np.percentile(rel, 90):.2f} %, max {100 * rel.max():.2f} %"
+    )
+    print(f"batches re-measured after throttling/clock changes (build 1 entries): {remeasured}")
+
+
+if __name__ == "__main__":
+    main()

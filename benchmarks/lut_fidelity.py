@@ -1,0 +1,78 @@
+"""How well a calibrated latency table predicts whole subnets measured on the device.
+
+Builds (or reuses) the device's table, measures ``--fit + --held-out`` random subnets whole
+(reference-normalized, ``--rounds`` shuffled rounds), fits ``e2e = a * sum + b`` on the first
+``--fit`` and reports, on the held-out ones, the share within ±10 % and the MAPE, uncalibrated
+and calibrated (target: >= 99 % within ±10 %, MAPE <= 3 %, calibrated on <= 20 subnets). The
+noise floor is the same figures between two independent measurements of the same subnets.
+
+    python benchmarks/lut_fidelity.py [--device local|sshd] [--supernet ID] [--plot FILE.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from _devices import add_device_args, device_spec  # the script's folder is on sys.path
+
+from ofa_edge.devices.agent import open_session
+from ofa_edge.lut.build import build_table
+from ofa_edge.lut.table import LatencyTable
+from ofa_edge.lut.validate import fidelity, measure_subnets, random_archs, validate
+from ofa_edge.supernet.registry import describe_supernet
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_device_args(parser)
+    parser.add_argument("--supernet", default="ofa_mbv3_d234_e346_k357_w1.0")
+    parser.add_argument("--resolutions", default="160,176,192,208,224")
+    parser.add_argument("--fit", type=int, default=20)
+    parser.add_argument("--held-out", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--noise-subnets", type=int, default=30, help="held-out subnets measured twice")
+    parser.add_argument("--plot", type=Path)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    supernet = describe_supernet(args.supernet)
+    resolutions = [int(r) for r in args.resolutions.split(",")]
+    with tempfile.TemporaryDirectory(prefix="ofa-edge-fidelity-") as tmp, device_spec(args) as spec:
+        path = Path(tmp) / "lut.json"
+        with open_session(spec) as session:
+            began = time.perf_counter()
+            build_table(session, supernet, resolutions, path, threads=args.threads)
+            built = time.perf_counter() - began
+            samples = args.fit + args.held_out
+            report = validate(session, path, samples, args.seed, args.plot, rounds=args.rounds, fit=args.fit)
+            validated = time.perf_counter() - began - built
+            table = LatencyTable.load(path)
+            held = random_archs(table, samples, args.seed)[args.fit : args.fit + args.noise_subnets]
+            first = np.array([p["measured_ms"] for p in report["points"][args.fit : args.fit + len(held)]])
+            again = measure_subnets(session, table, held, rounds=args.rounds, seed=args.seed + 1000)
+    noise = fidelity(again, first)
+    before, after = report["uncalibrated"], report["calibrated"]
+    print(f"device: {spec.name} ({spec.description}), threads {args.threads}, supernet {args.supernet}")
+    print(f"table ({len(resolutions)} resolutions) built in {built:.0f} s; subnets timed: {validated:.0f} s")
+    print(
+        f"calibration on {report['fitted_on']} subnets: a={report['calibration']['a']:.3f}, "
+        f"b={report['calibration']['b']:.3f} ms; {report['held_out']} held out, {args.rounds} rounds each"
+    )
+    for label, f in (("uncalibrated", before), ("calibrated", after)):
+        print(
+            f"{label:>13s}: {100 * f['within_10pct']:.1f} % within ±10 %, MAPE {f['mape_pct']:.2f} %, "
+            f"Spearman {f['spearman']:.3f}"
+        )
+    print(
+        f"  noise floor: {100 * noise.within_10pct:.1f} % within ±10 %, MAPE {noise.mape:.2f} % "
+        f"between two measurements of {len(held)} held-out subnets"
+    )
+    if args.plot:
+        print(f"plot: {args.plot}")
+
+
+if __name__ == "__main__":
+    main()
