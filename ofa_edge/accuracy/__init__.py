@@ -1,0 +1,1 @@
+"""Subnet accuracy: measurement on images and the predictor the search uses."""

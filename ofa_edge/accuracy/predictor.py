@@ -1,0 +1,338 @@
+"""Accuracy predictor: OFA's arch encoding and MLP, trained on measured subnets, run batched.
+
+The encoding and the network are MIT's (``ofa.nas.accuracy_predictor``), so their published
+predictor weights load with ``load_state_dict``: per block slot a one-hot kernel size and a
+one-hot expand ratio (all zeros for slots the depth skips), plus a one-hot resolution, laid out
+as ``[resolution | kernel per slot | expand per slot]``; an MLP of ``n_layers`` Linear+ReLU
+layers (400 wide) and a final Linear without bias, plus ``base_acc`` (the mean training target).
+Predictions are in the units of the training targets (ofa-edge's tables: top-1 %; MIT's
+predictors: a 0-1 fraction).
+
+Saved files (``torch.save`` of a dict, read with ``weights_only=True``)::
+
+    {"kind": "ofa-edge/accuracy-predictor", "schema_version": 1, "supernet": ID,
+     "encoder": {"ks_list", "expand_list", "max_depth", "n_stages", "resolutions"},
+     "hidden_size": 400, "n_layers": 3, "metrics": {...}, "state_dict": {...}}
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ofa_edge.errors import CheckpointError, ConfigError
+from ofa_edge.supernet.space import ArchConfig, SearchSpace
+
+KIND = "ofa-edge/accuracy-predictor"
+SCHEMA_VERSION = 1
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one thread: for these small matmuls extra threads only add synchronization,
+    and on a busy 2-core machine they made each call 20-40x slower (measured)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@dataclass(frozen=True)
+class ArchEncoder:
+    """MIT's MobileNetArchEncoder layout, vectorized: choice indices in, one-hot rows out."""
+
+    ks_list: tuple[int, ...]
+    expand_list: tuple[float, ...]
+    max_depth: int
+    n_stages: int
+    resolutions: tuple[int, ...]
+
+    @classmethod
+    def for_space(cls, space: SearchSpace, resolutions: Sequence[int] | None = None) -> ArchEncoder:
+        """The encoder of a search space (optionally over a subset of its resolutions)."""
+        return cls(
+            tuple(space.ks_list),
+            tuple(space.expand_ratio_list),
+            space.max_depth,
+            space.n_stages,
+            tuple(sorted(resolutions if resolutions is not None else space.resolutions)),
+        )
+
+    @property
+    def n_blocks(self) -> int:
+        return self.n_stages * self.max_depth
+
+    @property
+    def n_dim(self) -> int:
+        return len(self.resolutions) + self.n_blocks * (len(self.ks_list) + len(self.expand_list))
+
+    def encode_indices(self, k: np.ndarray, e: np.ndarray, d: np.ndarray, r: np.ndarray) -> np.ndarray:
+        """float32 [P, n_dim] features from index arrays: k, e [P, n_blocks] into ks_list /
+        expand_list, d [P, n_stages] depths (values), r [P] into ``resolutions``."""
+        n_r, n_k, n_b = len(self.resolutions), len(self.ks_list), self.n_blocks
+        rows = np.arange(len(r))[:, None]
+        active = (np.arange(self.max_depth)[None, None, :] < d[:, :, None]).reshape(len(r), n_b)
+        slots = np.arange(n_b)[None, :]
+        x = np.zeros((len(r), self.n_dim), dtype=np.float32)
+        x[rows[:, 0], r] = 1.0
+        x[rows, n_r + slots * n_k + k] = active
+        x[rows, n_r + n_b * n_k + slots * len(self.expand_list) + e] = active
+        return x
+
+    def indices(self, archs: Sequence[ArchConfig]) -> tuple[np.ndarray, ...]:
+        """(k, e, d, r) index arrays of ``archs``; a value outside the encoder's lists is an error."""
+        try:
+            k = np.array([[self.ks_list.index(v) for v in a.ks] for a in archs], dtype=np.int64)
+            e = np.array([[self.expand_list.index(v) for v in a.e] for a in archs], dtype=np.int64)
+            r = np.array([self.resolutions.index(a.r) for a in archs], dtype=np.int64)
+        except ValueError as err:
+            raise ConfigError(
+                f"arch outside the predictor's space: {err}",
+                hint=f"kernels {list(self.ks_list)}, expands {list(self.expand_list)}, "
+                f"resolutions {list(self.resolutions)}",
+            ) from None
+        d = np.array([list(a.d) for a in archs], dtype=np.int64).reshape(len(archs), self.n_stages)
+        return k.reshape(len(archs), self.n_blocks), e.reshape(len(archs), self.n_blocks), d, r
+
+    def encode(self, archs: Sequence[ArchConfig]) -> np.ndarray:
+        """float32 [len(archs), n_dim] features (MIT's ``arch2feature`` for each arch)."""
+        return self.encode_indices(*self.indices(archs))
+
+
+class AccuracyPredictor(nn.Module):
+    """MIT's accuracy-predictor MLP over :class:`ArchEncoder` features (same state-dict keys)."""
+
+    def __init__(self, encoder: ArchEncoder, hidden_size: int = 400, n_layers: int = 3) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.hidden_size = hidden_size
+        self.n_layers = n_layers
+        layers: list[nn.Module] = [
+            nn.Sequential(
+                nn.Linear(encoder.n_dim if i == 0 else hidden_size, hidden_size), nn.ReLU(inplace=True)
+            )
+            for i in range(n_layers)
+        ]
+        layers.append(nn.Linear(hidden_size, 1, bias=False))
+        self.layers = nn.Sequential(*layers)
+        self.register_buffer("base_acc", torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x).squeeze(-1) + self.base_acc
+
+    def compile(self) -> CompiledPredictor:
+        """A frozen copy for batched inference: the search calls it once per generation."""
+        mats = [
+            (seq[0].weight.detach().T.contiguous(), seq[0].bias.detach().clone()) for seq in self.layers[:-1]
+        ]
+        head = self.layers[-1].weight.detach().T.contiguous()
+        return CompiledPredictor(mats, head, float(self.base_acc.item()))
+
+    def predict(self, archs: Sequence[ArchConfig]) -> np.ndarray:
+        """Predicted accuracy of each arch (float32 numpy, the training targets' units)."""
+        return self.compile()(self.encoder.encode(archs))
+
+
+class CompiledPredictor:
+    """The predictor's MLP as bare float32 matmuls on one thread: numpy in, numpy out."""
+
+    def __init__(
+        self, layers: list[tuple[torch.Tensor, torch.Tensor]], head: torch.Tensor, base_acc: float
+    ) -> None:
+        self.layers = layers
+        self.head = head
+        self.base_acc = base_acc
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        with one_thread(), torch.inference_mode():
+            h = torch.from_numpy(features)
+            for w, b in self.layers:
+                h = torch.relu_(torch.addmm(b, h, w))
+            return (h @ self.head)[:, 0].add_(self.base_acc).numpy()
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """A trained predictor and how well it does on the held-out archs."""
+
+    predictor: AccuracyPredictor
+    rmse: float
+    spearman: float
+    n_train: int
+    n_val: int
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return {"rmse": self.rmse, "spearman": self.spearman, "n_train": self.n_train, "n_val": self.n_val}
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation (ties ranked by order; fine for continuous predictions)."""
+    ra = np.argsort(np.argsort(a)).astype(np.float64)
+    rb = np.argsort(np.argsort(b)).astype(np.float64)
+    ra -= ra.mean()
+    rb -= rb.mean()
+    denom = math.sqrt(float((ra**2).sum() * (rb**2).sum()))
+    return float((ra * rb).sum() / denom) if denom else 0.0
+
+
+def fit_predictor(
+    archs: Sequence[ArchConfig],
+    accs: Sequence[float],
+    encoder: ArchEncoder,
+    *,
+    hidden_size: int = 400,
+    n_layers: int = 3,
+    epochs: int = 200,
+    lr: float = 1e-3,
+    batch_size: int = 256,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+) -> FitResult:
+    """Train a predictor (Adam, MSE, base_acc = mean target) on a shuffled split of (arch, acc).
+
+    Returns it with the RMSE and Spearman rank correlation on the held-out ``val_fraction``.
+    """
+    if len(archs) != len(accs):
+        raise ConfigError(f"fit_predictor: {len(archs)} archs but {len(accs)} accuracies")
+    n_val = round(len(archs) * val_fraction)
+    if len(archs) - n_val < 2 or n_val < 2:
+        raise ConfigError(
+            f"fit_predictor: {len(archs)} archs are too few to train and hold out {val_fraction:.0%}",
+            hint="measure more subnets",
+        )
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.from_numpy(encoder.encode(archs))
+    y = torch.tensor(np.asarray(accs, dtype=np.float32))
+    order = torch.randperm(len(x), generator=gen)
+    val, train = order[:n_val], order[n_val:]
+    torch.manual_seed(seed)
+    model = AccuracyPredictor(encoder, hidden_size, n_layers)
+    model.base_acc.fill_(float(y[train].mean()))
+    model.train()
+    with one_thread():
+        _train(model, x, y, train, epochs, batch_size, lr, gen)
+    model.eval()
+    pred = model.compile()(x[val].numpy())
+    truth = y[val].numpy()
+    rmse = float(np.sqrt(np.mean((pred - truth) ** 2)))
+    return FitResult(model, rmse, spearman(pred, truth), len(train), n_val)
+
+
+def _train(
+    model: AccuracyPredictor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    train: torch.Tensor,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    gen: torch.Generator,
+) -> None:
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    for _ in range(epochs):
+        perm = train[torch.randperm(len(train), generator=gen)]
+        for start in range(0, len(perm), batch_size):
+            idx = perm[start : start + batch_size]
+            loss = nn.functional.mse_loss(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+
+def save_predictor(
+    predictor: AccuracyPredictor, path: str | Path, supernet: str, metrics: dict[str, Any] | None = None
+) -> Path:
+    """Write ``predictor`` with its encoder, supernet id and metrics (see the module docstring)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    enc = asdict(predictor.encoder)
+    doc = {
+        "kind": KIND,
+        "schema_version": SCHEMA_VERSION,
+        "supernet": supernet,
+        "encoder": {k: list(v) if isinstance(v, tuple) else v for k, v in enc.items()},
+        "hidden_size": predictor.hidden_size,
+        "n_layers": predictor.n_layers,
+        "metrics": dict(metrics or {}),
+        "state_dict": predictor.state_dict(),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(doc, tmp)
+    tmp.replace(path)
+    return path
+
+
+@dataclass(frozen=True)
+class LoadedPredictor:
+    """A predictor file's contents: the model and what it was trained for."""
+
+    predictor: AccuracyPredictor
+    supernet: str | None
+    metrics: dict[str, Any]
+
+
+def load_predictor(path: str | Path, space: SearchSpace | None = None) -> LoadedPredictor:
+    """Read a file from :func:`save_predictor`, or a bare MIT state dict given the ``space``.
+
+    A bare state dict's resolutions are inferred: its input width must match ``space``'s
+    blocks and resolution count (MIT's predictors are trained on the space's own list).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"predictor file {path} does not exist", hint="check --predictor")
+    try:
+        doc = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # any unreadable file gets the same one-line answer
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CheckpointError(f"cannot read predictor {path}: {first}") from None
+    if isinstance(doc, dict) and doc.get("kind") == KIND:
+        if doc.get("schema_version", 0) > SCHEMA_VERSION:
+            raise CheckpointError(
+                f"predictor {path} has schema_version {doc['schema_version']}; "
+                f"this ofa-edge reads up to {SCHEMA_VERSION}",
+                hint="upgrade ofa-edge",
+            )
+        enc = doc["encoder"]
+        encoder = ArchEncoder(
+            tuple(enc["ks_list"]),
+            tuple(enc["expand_list"]),
+            int(enc["max_depth"]),
+            int(enc["n_stages"]),
+            tuple(enc["resolutions"]),
+        )
+        model = AccuracyPredictor(encoder, int(doc["hidden_size"]), int(doc["n_layers"]))
+        state, supernet, metrics = doc["state_dict"], doc.get("supernet"), dict(doc.get("metrics", {}))
+    elif isinstance(doc, dict) and "layers.0.0.weight" in doc.get("state_dict", doc):
+        state = doc.get("state_dict", doc)
+        if space is None:
+            raise CheckpointError(f"{path} is a bare state dict", hint="name the supernet it was trained for")
+        base = ArchEncoder.for_space(space)
+        n_r = state["layers.0.0.weight"].shape[1] - (base.n_dim - len(base.resolutions))
+        if n_r != len(space.resolutions):
+            raise CheckpointError(
+                f"predictor {path} encodes {n_r} resolutions; the space has {len(space.resolutions)}",
+                hint="save it with ofa_edge.accuracy.predictor.save_predictor and its resolution list",
+            )
+        hidden = state["layers.0.0.weight"].shape[0]
+        n_layers = sum(1 for k in state if k.endswith(".0.weight"))
+        model, supernet, metrics = AccuracyPredictor(base, hidden, n_layers), None, {}
+    else:
+        raise CheckpointError(f"{path} is not an accuracy predictor", hint="pass a file from fit_predictor")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"predictor {path} does not fit its own shape: {str(err).splitlines()[0]}"
+        ) from None
+    return LoadedPredictor(model.eval(), supernet, metrics)

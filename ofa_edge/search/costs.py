@@ -1,0 +1,211 @@
+"""Subnet costs (latency per device, MACs, params, file size, peak activations) for whole populations.
+
+Every cost of an OFA-MBv3 subnet decomposes the same way: fixed ops (first conv and block,
+final layers) that depend on the resolution only, plus one term per block slot the depth runs,
+which depends on (resolution, slot, kernel, expand) only (a slot's input size and channels
+never depend on the other choices). So each cost is precomputed once as arrays
+``head [R, h]``, ``slots [R, n_blocks, n_k, n_e]`` and ``tail [R, t]``, and a population's cost is a
+gather plus a masked sum (peak memory: a masked max). Sums run in op order (``np.cumsum``), so
+latencies equal :meth:`LatencyTable.predict` bit for bit; counts equal
+:func:`ofa_edge.supernet.counting.count`.
+
+Definitions:
+
+- **file size** (fp32): 4 bytes per parameter. The ONNX export of 8 subnets (CIFAR-10 w0.5 and
+  w1.0 spaces) measured within 0.3 % of it (-51 KB .. +9 KB: BN folding removes a little, the
+  graph adds a little).
+- **peak activation memory** (fp32, batch 1): the largest, over layers, of the bytes of the
+  layer's input plus its output, plus, inside a residual block, the block input kept for the
+  add. Layers: first conv; per block the 1x1 expansion, the depthwise conv and the 1x1
+  projection (SE works on a pooled vector and is left out); the final 1x1 conv, the pooling,
+  the feature-mix conv and the classifier. It is the standard "largest live tensors" lower
+  bound of what an inference runtime must hold; runtimes add their own workspace on top.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ofa_edge.lut.keys import subnet_ops
+from ofa_edge.lut.table import LatencyTable, LutError
+from ofa_edge.search.population import Genome, Population
+from ofa_edge.supernet.counting import _block_counts, count
+from ofa_edge.supernet.space import ArchConfig
+from ofa_edge.supernet.spec import BlockSpec, MBv3Spec, conv_out_size
+
+FP32_BYTES = 4
+
+
+@dataclass
+class CostModel:
+    """One metric of a subnet as precomputed arrays (see the module docstring)."""
+
+    name: str  # "latency" | "macs" | "params" | "file_size" | "peak_memory"
+    unit: str
+    head: np.ndarray  # [R, h]
+    slots: np.ndarray  # [R, n_blocks, n_k, n_e]
+    tail: np.ndarray  # [R, t]
+    reduce: str = "sum"  # "sum" (in op order) or "max"
+    scale: float = 1.0  # value = scale * reduced + offset (a latency table's calibration)
+    offset: float = 0.0
+    device: str | None = None
+    _min: tuple[float, Population] | None = field(default=None, repr=False)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} on {self.device}" if self.device else self.name
+
+    def evaluate(self, pop: Population, active: np.ndarray) -> np.ndarray:
+        """The cost of every member; ``active`` [P, n_blocks] says which slots each runs."""
+        slot_ids = np.arange(self.slots.shape[1])[None, :]
+        per_slot = np.where(active, self.slots[pop.r[:, None], slot_ids, pop.k, pop.e], 0)
+        cols = np.concatenate([self.head[pop.r], per_slot, self.tail[pop.r]], axis=1)
+        total = np.cumsum(cols, axis=1)[:, -1] if self.reduce == "sum" else cols.max(axis=1)
+        if self.scale != 1.0 or self.offset != 0.0:
+            return self.scale * total + self.offset
+        return total
+
+    def minimum(self, genome: Genome) -> tuple[float, Population]:
+        """The exact smallest value any subnet reaches, and one subnet reaching it.
+
+        Per resolution and slot the cheapest (kernel, expand) is taken, and per stage the depth
+        whose running sum (or max) of those is smallest; the resolution is the best of all.
+        """
+        if self._min is None:
+            sign = 1.0 if self.scale >= 0 else -1.0  # a negative slope makes the largest sum the cheapest
+            n_r, n_b, n_k, n_e = self.slots.shape
+            flat = (sign * self.slots).reshape(n_r, n_b, n_k * n_e)
+            best = flat.argmin(axis=2)
+            slot_min = np.take_along_axis(flat, best[:, :, None], axis=2)[:, :, 0]
+            per_stage = slot_min.reshape(n_r, genome.n_stages, genome.max_depth)
+            running = (
+                np.cumsum(per_stage, axis=2)
+                if self.reduce == "sum"
+                else np.maximum.accumulate(per_stage, axis=2)
+            )
+            depths = np.asarray(genome.space.depth_list)
+            d = depths[running[:, :, depths - 1].argmin(axis=2)]
+            cands = Population(best // n_e, best % n_e, d, np.arange(n_r))
+            values = self.evaluate(cands, genome.active(d))
+            i = int(values.argmin())
+            self._min = (float(values[i]), cands.take(np.array([i])))
+        return self._min
+
+
+def _slot_grid(
+    spec: MBv3Spec, genome: Genome, per_op: Callable[[ArchConfig], np.ndarray]
+) -> tuple[np.ndarray, ...]:
+    """(head, slots, tail) arrays from ``per_op(arch)`` over every (resolution, kernel, expand).
+
+    ``per_op`` gets the max-depth subnet with uniform (k, e) at one resolution and returns one
+    value per op: [first conv, first block, slot 0 .. slot n-1, final ops...].
+    """
+    space, n_b = spec.space, genome.n_blocks
+    n_k, n_e = len(space.ks_list), len(space.expand_ratio_list)
+    heads, slots, tails = [], [], []
+    for r in genome.resolutions:
+        grid = None
+        for ki, k in enumerate(space.ks_list):
+            for ei, e in enumerate(space.expand_ratio_list):
+                arch = ArchConfig((k,) * n_b, (e,) * n_b, (space.max_depth,) * space.n_stages, r)
+                values = per_op(arch)
+                if grid is None:
+                    grid = np.zeros((n_b, n_k, n_e), dtype=values.dtype)
+                    heads.append(values[:2])
+                    tails.append(values[2 + n_b :])
+                grid[:, ki, ei] = values[2 : 2 + n_b]
+        slots.append(grid)
+    return np.stack(heads), np.stack(slots), np.stack(tails)
+
+
+def latency_cost(table: LatencyTable, genome: Genome) -> CostModel:
+    """A table's predicted latency (ms), calibration included, for the genome's resolutions."""
+    spec = table.spec
+
+    def per_op(arch: ArchConfig) -> np.ndarray:
+        section = table.entries.get(arch.r, {})
+        values = []
+        for op in subnet_ops(spec, arch):
+            entry = section.get(op.key)
+            if entry is None:
+                raise LutError(
+                    f"the latency table of {table.device.get('name')} has no entry for {op.key} "
+                    f"(needed at r={arch.r})",
+                    hint=f"resolutions in the table: {table.resolutions}; "
+                    "rebuild it with `ofa-edge lut build`",
+                )
+            values.append(entry.median_ms)
+        return np.asarray(values, dtype=np.float64)
+
+    head, slots, tail = _slot_grid(spec, genome, per_op)
+    cal = table.calibration or {}
+    return CostModel(
+        "latency",
+        "ms",
+        head,
+        slots,
+        tail,
+        scale=float(cal.get("a", 1.0)),
+        offset=float(cal.get("b", 0.0)),
+        device=str(table.device.get("name")),
+    )
+
+
+def count_costs(spec: MBv3Spec, genome: Genome) -> tuple[CostModel, CostModel]:
+    """MACs and params, equal to :func:`ofa_edge.supernet.counting.count` (the fixed part is
+    ``count`` minus the slots' block counts, so the two can never drift apart)."""
+
+    def per_op(arch: ArchConfig, field_: str) -> np.ndarray:
+        blocks = spec.blocks(arch)[1:]
+        per_slot = [getattr(_block_counts(b), field_) for b in blocks]
+        fixed = getattr(count(spec, arch), field_) - sum(per_slot)
+        return np.asarray([fixed, 0, *per_slot], dtype=np.int64)
+
+    macs = _slot_grid(spec, genome, lambda a: per_op(a, "macs"))
+    params = _slot_grid(spec, genome, lambda a: per_op(a, "params"))
+    return CostModel("macs", "MACs", *macs), CostModel("params", "params", *params)
+
+
+def file_size_cost(params: CostModel) -> CostModel:
+    """fp32 model file size in bytes: 4 bytes per parameter (see the module docstring)."""
+    return CostModel("file_size", "bytes", params.head, params.slots, params.tail, scale=float(FP32_BYTES))
+
+
+def _block_peak(b: BlockSpec) -> int:
+    """Peak live activation elements inside one inverted-residual block."""
+    hw_in, hw_out = b.in_size**2, b.out_size**2
+    keep = b.cin * hw_in if b.shortcut else 0
+    layers = [b.mid * hw_in + b.mid * hw_out + keep, b.mid * hw_out + b.cout * hw_out + keep]
+    if b.has_expand:
+        layers.append(b.cin * hw_in + b.mid * hw_in)
+    return max(layers)
+
+
+def _peak_per_op(spec: MBv3Spec, arch: ArchConfig) -> list[int]:
+    """Peak live elements per op, in op order: first conv, every block, then the four final ops."""
+    r, s0 = arch.r, conv_out_size(arch.r, 2)
+    blocks = spec.blocks(arch)
+    last = blocks[-1]
+    s, fe, lc = last.out_size, spec.final_expand_width, spec.last_channel
+    return [
+        3 * r * r + spec.first_conv_width * s0 * s0,
+        *(_block_peak(b) for b in blocks),
+        last.cout * s * s + fe * s * s,
+        fe * s * s + fe,
+        fe + lc,
+        lc + spec.n_classes,
+    ]
+
+
+def peak_activation_bytes(spec: MBv3Spec, arch: ArchConfig) -> int:
+    """fp32 peak activation memory of one subnet at batch 1 (the scalar reference)."""
+    return FP32_BYTES * max(_peak_per_op(spec, arch.validate(spec.space)))
+
+
+def peak_memory_cost(spec: MBv3Spec, genome: Genome) -> CostModel:
+    """Peak activation bytes for whole populations (a masked max over the ops)."""
+    grid = _slot_grid(spec, genome, lambda a: FP32_BYTES * np.asarray(_peak_per_op(spec, a), dtype=np.int64))
+    return CostModel("peak_memory", "bytes", *grid, reduce="max")

@@ -1,0 +1,64 @@
+"""A latency sweep's outputs: ``<prefix>.csv``, ``<prefix>.json`` and a Pareto plot ``<prefix>.png``."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from ofa_edge.search.searcher import ParetoPoint
+
+
+def pareto_rows(points: list[ParetoPoint], device: str) -> list[dict[str, Any]]:
+    """One flat row per budget: the best subnet's score and costs, or the reachable minimum."""
+    rows = []
+    for p in points:
+        row: dict[str, Any] = {"budget_ms": p.budget_ms, "device": device}
+        if p.outcome is not None:
+            best = p.outcome.best
+            row.update(feasible=True, score=best.score, **best.costs, arch=json.dumps(best.arch.to_dict()))
+        else:
+            first = (p.infeasible.fields.get("minimums") or [{}])[0]
+            row.update(
+                feasible=False,
+                minimum=first.get("minimum"),
+                binding=first.get("metric"),
+                message=str(p.infeasible),
+            )
+        rows.append(row)
+    return rows
+
+
+def write_pareto(points: list[ParetoPoint], device: str, prefix: Path, score_name: str) -> list[Path]:
+    """Write the table (CSV and JSON) and the plot of score vs predicted latency on ``device``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = pareto_rows(points, device)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    paths = [prefix.with_suffix(".csv"), prefix.with_suffix(".json"), prefix.with_suffix(".png")]
+    fields = sorted({k for r in rows for k in r}, key=lambda k: (k != "budget_ms", k == "arch", k))
+    with paths[0].open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    paths[1].write_text(json.dumps({"device": device, "score": score_name, "rows": rows}, indent=1) + "\n")
+    found = [r for r in rows if r["feasible"]]
+    lat_key = f"latency on {device}"
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([r[lat_key] for r in found], [r["score"] for r in found], "o-")
+    for r in found:
+        ax.annotate(
+            f"≤{r['budget_ms']:g} ms", (r[lat_key], r["score"]), textcoords="offset points", xytext=(4, -10)
+        )
+    ax.set_xlabel(f"predicted latency on {device} (ms)")
+    ax.set_ylabel(f"predicted {score_name}")
+    ax.set_title("best subnet per latency budget")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(paths[2], dpi=120)
+    plt.close(fig)
+    return paths

@@ -1,0 +1,171 @@
+"""The search's Python API: a supernet, its devices' tables and a predictor in; subnets out.
+
+``SubnetSearch(supernet, tables, predictor)`` precomputes every cost once, then ``search``
+answers one set of budgets (≈0.1-1 s) and ``pareto`` a list of latency budgets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ofa_edge.accuracy.predictor import AccuracyPredictor
+from ofa_edge.errors import ConfigError
+from ofa_edge.lut.table import LatencyTable, LutError
+from ofa_edge.search.costs import CostModel, count_costs, file_size_cost, latency_cost, peak_memory_cost
+from ofa_edge.search.evolution import Constraint, EvolutionSearch, InfeasibleError, Objective, SearchOutcome
+from ofa_edge.search.population import Genome, Population, random_population
+from ofa_edge.supernet.spec import MBv3Spec
+
+OBJECTIVES = ("accuracy", "macs")
+
+
+def predictor_objective(predictor: AccuracyPredictor, genome: Genome) -> Objective:
+    """Predicted accuracy of a population: one batched encode and numpy MLP pass."""
+    enc, space = predictor.encoder, genome.space
+    if tuple(enc.ks_list) != tuple(space.ks_list) or tuple(enc.expand_list) != tuple(space.expand_ratio_list):
+        raise ConfigError(
+            f"the predictor encodes kernels {list(enc.ks_list)} and expands {list(enc.expand_list)}, "
+            f"the supernet has {list(space.ks_list)} and {list(space.expand_ratio_list)}",
+            hint="use the predictor trained for this supernet",
+        )
+    if (enc.max_depth, enc.n_stages) != (space.max_depth, space.n_stages):
+        raise ConfigError(
+            "the predictor's block layout differs from the supernet's", hint="use its own predictor"
+        )
+    r_map = np.array([enc.resolutions.index(r) for r in genome.resolutions], dtype=np.int64)
+    mlp = predictor.compile()
+    return lambda pop, active: mlp(enc.encode_indices(pop.k, pop.e, pop.d, r_map[pop.r]))
+
+
+@dataclass
+class ParetoPoint:
+    """One budget of a sweep: the search's outcome, or why the budget is unreachable."""
+
+    budget_ms: float
+    outcome: SearchOutcome | None
+    infeasible: InfeasibleError | None = None
+
+
+class SubnetSearch:
+    """Constraint-aware search over one supernet for one or several devices."""
+
+    def __init__(
+        self,
+        supernet: str,
+        spec: MBv3Spec,
+        tables: Sequence[LatencyTable] = (),
+        predictor: AccuracyPredictor | None = None,
+        *,
+        objective: str = "accuracy",
+        **evolution: Any,
+    ) -> None:
+        """``spec`` is the supernet's layout (``get_supernet_info(id).build().spec``); every table
+        must describe it; ``evolution`` overrides :class:`EvolutionSearch`'s settings."""
+        if objective not in OBJECTIVES:
+            raise ConfigError(f"objective {objective!r} is not one of {list(OBJECTIVES)}")
+        if objective == "accuracy" and predictor is None:
+            raise ConfigError(
+                "the accuracy objective needs a predictor", hint="pass one, or objective='macs'"
+            )
+        names = [str(t.device.get("name")) for t in tables]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"two latency tables for the same device name: {names}")
+        for t in tables:
+            if t.supernet.get("id") != supernet or t.spec != spec:
+                raise LutError(
+                    f"the latency table of {t.device.get('name')} is for {t.supernet.get('id')!r}, "
+                    f"not {supernet!r}"
+                )
+        resolutions = set(spec.space.resolutions)
+        sources = [(f"the table of {n}", t.resolutions) for n, t in zip(names, tables)]
+        if objective == "accuracy":
+            sources.append(("the predictor", predictor.encoder.resolutions))
+        for _, res in sources:
+            resolutions &= set(res)
+        if not resolutions:
+            raise ConfigError(
+                "no resolution is shared by the supernet, "
+                + ", ".join(f"{what} ({sorted(res)})" for what, res in sources),
+                hint="build the tables at the predictor's resolutions (lut build --resolutions)",
+            )
+        self.supernet = supernet
+        self.genome = Genome(spec.space, tuple(sorted(resolutions)))
+        self.latency = {n: latency_cost(t, self.genome) for n, t in zip(names, tables)}
+        self.macs, self.params = count_costs(spec, self.genome)
+        self.file_size = file_size_cost(self.params)
+        self.peak_memory = peak_memory_cost(spec, self.genome)
+        self.objective = objective
+        if objective == "accuracy":
+            fitness = predictor_objective(predictor, self.genome)
+        else:
+            fitness = lambda pop, active: self.macs.evaluate(pop, active).astype(np.float64)  # noqa: E731
+        costs = [*self.latency.values(), self.macs, self.params, self.file_size, self.peak_memory]
+        self.engine = EvolutionSearch(self.genome, costs, fitness, **evolution)
+
+    def constraints(
+        self,
+        latency_ms: dict[str, float] | None = None,
+        *,
+        macs: float | None = None,
+        params: float | None = None,
+        file_bytes: float | None = None,
+        peak_bytes: float | None = None,
+    ) -> list[Constraint]:
+        """Budgets as constraints: latency (ms) per device name, MACs, params, bytes."""
+        out = []
+        for device, budget in (latency_ms or {}).items():
+            if device not in self.latency:
+                raise ConfigError(
+                    f"no latency table for device {device!r}", hint=f"tables: {list(self.latency)}"
+                )
+            out.append(Constraint(self.latency[device], float(budget)))
+        for cost, budget in (
+            (self.macs, macs),
+            (self.params, params),
+            (self.file_size, file_bytes),
+            (self.peak_memory, peak_bytes),
+        ):
+            if budget is not None:
+                out.append(Constraint(cost, float(budget)))
+        return out
+
+    def search(self, constraints: Sequence[Constraint], *, seed: int = 0, top: int = 1) -> SearchOutcome:
+        """The ``top`` best distinct subnets meeting every constraint (raises InfeasibleError)."""
+        return self.engine.run(constraints, seed=seed, top=top)
+
+    def pareto(
+        self, device: str, budgets_ms: Sequence[float], others: Sequence[Constraint] = (), *, seed: int = 0
+    ) -> list[ParetoPoint]:
+        """One search per latency budget on ``device`` (same seed), other constraints fixed."""
+        points = []
+        for budget in budgets_ms:
+            cons = [*self.constraints({device: budget}), *others]
+            try:
+                points.append(ParetoPoint(budget, self.search(cons, seed=seed)))
+            except InfeasibleError as err:
+                points.append(ParetoPoint(budget, None, err))
+        return points
+
+    def minimum(self, cost: CostModel) -> float:
+        """The exact smallest value of ``cost`` over the searchable subnets."""
+        return cost.minimum(self.genome)[0]
+
+    def random_feasible(
+        self, constraints: Sequence[Constraint], n: int, *, seed: int = 0, max_draws: int = 1_000_000
+    ) -> tuple[Population, np.ndarray]:
+        """``n`` uniformly random subnets meeting every constraint, and their scores (the
+        baseline the search must beat); fewer if ``max_draws`` uniform draws do not find them."""
+        rng = np.random.default_rng(seed)
+        found, total, drawn = [], 0, 0
+        while total < n and drawn < max_draws:
+            cand = random_population(self.genome, 10 * n, rng)
+            drawn += len(cand)
+            ok = np.flatnonzero(self.engine.feasible(cand, constraints))
+            found.append(cand.take(ok))
+            total += len(ok)
+        pop = Population.concat(found).take(np.arange(min(n, total)))
+        return pop, self.engine.objective(pop, self.genome.active(pop.d))
