@@ -95,3 +95,14 @@ def test_validate_fits_and_stores_calibration(tmp_path: Path) -> None:
     assert table.predict(arch) == pytest.approx(a * table.op_sum(arch) + b)
     assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)  # type: ignore[arg-type]
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)  # type: ignore[arg-type]
+
+
+def test_build_on_an_ssh_device(ssh_device, tmp_path: Path) -> None:
+    """The same build over real OpenSSH: the agent measures there, the table lands here."""
+    out = tmp_path / "lut.json"
+    with AgentSession(ssh_device.device_spec("jetson")) as session:
+        table = build_table(session, SUPERNET, [32], out, **FAST)
+    expected = {op.key for op in enumerate_ops(MBv3Spec(0.35, 10, SearchSpace(resolutions=(32, 40))), [32])}
+    assert set(LatencyTable.load(out).entries[32]) == expected
+    assert table.device["name"] == "jetson" and table.reference and table.reference["median_ms"] > 0
+    assert all(e.raw_median_ms and e.median_ms > 0 for e in table.entries[32].values())
