@@ -26,10 +26,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ofa_edge.accuracy.measure import subnet_top1
 from ofa_edge.data import ImageArray, batches, resize
 from ofa_edge.errors import CheckpointError, ConfigError
 from ofa_edge.supernet import ArchConfig, OFAMobileNetV3
-from ofa_edge.supernet.bn import recalibrate_bn
 
 CHECKPOINT_VERSION = 1
 
@@ -176,26 +176,6 @@ def _optimizer(net: torch.nn.Module, config: TrainConfig, lr: float) -> torch.op
         momentum=config.momentum,
         nesterov=True,
     )
-
-
-@torch.no_grad()
-def evaluate(
-    net: OFAMobileNetV3,
-    arch: ArchConfig,
-    calib: ImageArray,
-    val: ImageArray,
-    calib_images: int = 2000,
-    batch_size: int = 256,
-) -> float:
-    """Top-1 (%) of ``arch`` on ``val`` after BN recalibration on ``calib``."""
-    net.set_arch(arch)
-    subnet = net.get_active_subnet().to(memory_format=torch.channels_last)
-    recalibrate_bn(subnet, batches(calib, batch_size, resolution=arch.r), max_images=calib_images)
-    subnet.eval()
-    correct = 0
-    for x, y in batches(val, batch_size, resolution=arch.r):
-        correct += int((subnet(x.to(memory_format=torch.channels_last)).argmax(1) == y).sum())
-    return 100.0 * correct / len(val)
 
 
 class Trainer:
@@ -359,8 +339,8 @@ class Trainer:
         r = max(space.resolutions)
         val_subset = self.val.subset(1000)
         accs = {
-            "max": evaluate(self.net, space.max_arch(r), self.train, val_subset, 1000),
-            "min": evaluate(self.net, space.min_arch(r), self.train, val_subset, 1000),
+            "max": subnet_top1(self.net, space.max_arch(r), self.train, val_subset),
+            "min": subnet_top1(self.net, space.min_arch(r), self.train, val_subset),
         }
         self.net.set_max_net()
         entry = {

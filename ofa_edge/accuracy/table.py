@@ -1,0 +1,192 @@
+"""Accuracy tables: the measured top-1 of many random subnets, the accuracy predictor's data.
+
+A table is a JSON-lines file. Line 1 is the header::
+
+    {"schema": "ofa-edge/accuracy-table", "schema_version": 1, "supernet": ID,
+     "weights_sha256": ..., "seed": 0, "calib_count": 1000,
+     "calibration": {"source": ..., "images": 1000, "sha256": ...},
+     "validation": {"source": ..., "images": 5000, "sha256": ...}}
+
+and every later line one measured subnet, written (and flushed) as soon as it is measured::
+
+    {"index": 7, "arch": {"ks": [...], "e": [...], "d": [...], "r": 36}, "top1": 71.3, "seconds": 9.8}
+
+Subnet ``index`` is drawn from ``(seed, index)`` alone, uniformly over the space, and its
+resolution is ``resolutions[index % len(resolutions)]``, so every resolution is measured equally
+often. Re-running the same build resumes: indices already in the file are skipped, a line cut
+short by a kill is dropped. A file measured with other weights, data or settings is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ofa_edge.accuracy.measure import CALIB_IMAGES, subnet_top1
+from ofa_edge.data import ImageArray
+from ofa_edge.errors import ConfigError
+from ofa_edge.supernet.ofa_mbv3 import OFAMobileNetV3
+from ofa_edge.supernet.space import ArchConfig, SearchSpace
+
+SCHEMA = "ofa-edge/accuracy-table"
+SCHEMA_VERSION = 1
+#: Header fields that must match for a build to resume into an existing file.
+_IDENTITY = ("schema_version", "supernet", "weights_sha256", "seed", "calib_count")
+
+
+@dataclass(frozen=True)
+class AccuracyRecord:
+    """One measured subnet of a table."""
+
+    index: int
+    arch: ArchConfig
+    top1: float
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "arch": self.arch.to_dict(), "top1": self.top1, "seconds": self.seconds}
+
+
+@dataclass
+class AccuracyTable:
+    """A table file read back: its header and its records in file order."""
+
+    header: dict[str, Any]
+    records: list[AccuracyRecord]
+
+
+def weights_sha256(net: torch.nn.Module) -> str:
+    """A digest of a network's weights as loaded (names, dtypes, shapes and values)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(net.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def describe_images(data: ImageArray, source: str) -> dict[str, Any]:
+    """A header entry for an image set: where it came from, how many, and a digest of its content."""
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(data.images).tobytes())
+    digest.update(np.ascontiguousarray(data.labels, dtype=np.int64).tobytes())
+    return {"source": source, "images": len(data), "sha256": digest.hexdigest()}
+
+
+def sample_arch(space: SearchSpace, seed: int, index: int) -> ArchConfig:
+    """Subnet ``index`` of a table: uniform choices from ``(seed, index)``, resolution by rotation."""
+    arch = space.sample(random.Random(f"ofa-edge-accuracy-table:{seed}:{index}"))
+    return dataclasses.replace(arch, r=space.resolutions[index % len(space.resolutions)])
+
+
+def read_table(path: str | Path) -> AccuracyTable:
+    """Read a table file; a last line cut short by an interrupted write is ignored."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"cannot read accuracy table {path}: {err.strerror}") from None
+    lines = text.split("\n")[:-1]  # what follows the last newline is an unfinished write
+    try:
+        header = json.loads(lines[0]) if lines else None
+        if not isinstance(header, dict) or header.get("schema") != SCHEMA:
+            raise ValueError("no accuracy-table header")
+        if header.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(f"schema_version {header.get('schema_version')}, expected {SCHEMA_VERSION}")
+        records = []
+        for line in lines[1:]:
+            row = json.loads(line)
+            records.append(
+                AccuracyRecord(row["index"], ArchConfig.from_dict(row["arch"]), row["top1"], row["seconds"])
+            )
+    except (ValueError, KeyError, TypeError) as err:
+        raise ConfigError(
+            f"{path} is not an ofa-edge accuracy table: {err}",
+            hint="pass another --out, or move the file away",
+        ) from None
+    return AccuracyTable(header, records)
+
+
+def _check_same_settings(path: Path, old: dict[str, Any], new: dict[str, Any]) -> None:
+    for key in _IDENTITY:
+        if old.get(key) != new[key]:
+            raise ConfigError(
+                f"{path} was measured with another {key} ({old.get(key)!r}, now {new[key]!r})",
+                hint="resume with the same weights, data and --seed, or write a new --out file",
+            )
+    for key in ("calibration", "validation"):
+        if (old.get(key) or {}).get("sha256") != new[key]["sha256"]:
+            raise ConfigError(
+                f"{path} was measured on other {key} images ({(old.get(key) or {}).get('source')!r}, "
+                f"now {new[key]['source']!r})",
+                hint="resume with the same --data, or write a new --out file",
+            )
+
+
+def build_accuracy_table(
+    net: OFAMobileNetV3,
+    supernet_id: str,
+    out_path: str | Path,
+    n: int = 1000,
+    seed: int = 0,
+    *,
+    calib: ImageArray,
+    val: ImageArray,
+    calib_source: str = "calibration set",
+    val_source: str = "validation set",
+    calib_count: int = CALIB_IMAGES,
+    progress: Callable[[int, int], None] | None = None,
+) -> AccuracyTable:
+    """Measure subnets ``0..n-1`` into ``out_path``, resuming what an earlier build left.
+
+    Each subnet is BN-recalibrated on ``calib`` and evaluated on ``val``
+    (:func:`~ofa_edge.accuracy.measure.subnet_top1`); ``progress(done, n)`` follows every one.
+    """
+    path = Path(out_path)
+    header = {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "supernet": supernet_id,
+        "weights_sha256": weights_sha256(net),
+        "seed": seed,
+        "calib_count": min(calib_count, len(calib)),
+        "calibration": describe_images(calib, calib_source),
+        "validation": describe_images(val, val_source),
+    }
+    if path.is_file() and path.stat().st_size > 0:
+        table = read_table(path)
+        _check_same_settings(path, table.header, header)
+        with path.open("r+b") as f:  # drop an unfinished last line before appending
+            f.truncate(f.read().rfind(b"\n") + 1)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(header) + "\n")
+        table = AccuracyTable(header, [])
+    done = {r.index for r in table.records}
+    todo = [i for i in range(n) if i not in done]
+    if progress:
+        progress(n - len(todo), n)
+    with path.open("a") as f:
+        for finished, index in enumerate(todo, n - len(todo) + 1):
+            arch = sample_arch(net.space, seed, index)
+            started = time.perf_counter()
+            top1 = subnet_top1(net, arch, calib, val, calib_count=calib_count)
+            record = AccuracyRecord(index, arch, top1, round(time.perf_counter() - started, 3))
+            f.write(json.dumps(record.to_dict()) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+            table.records.append(record)
+            if progress:
+                progress(finished, n)
+    return table

@@ -1,0 +1,154 @@
+"""``ofa-edge eval`` and ``ofa-edge accuracy build``: measured top-1 of subnets, BN recalibrated first."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from ofa_edge.cli.output import Output
+from ofa_edge.supernet.space import ArchConfig
+
+
+def _load_net(supernet: str, checkpoint: str | None, threads: int | None) -> Any:
+    """The supernet with its registry weights, or those of ``checkpoint`` (release file or run)."""
+    import torch
+
+    from ofa_edge.supernet.registry import get_supernet_info, load_supernet
+    from ofa_edge.training.release import load_weights
+
+    if threads:
+        torch.set_num_threads(threads)
+    if checkpoint is None:
+        return load_supernet(supernet)
+    net = get_supernet_info(supernet).build()
+    net.load_state_dict(load_weights(checkpoint))
+    return net.eval()
+
+
+def _eval_calibration(data: str, test: Any) -> tuple[Any, str]:
+    """BN calibration images for ``eval``: from ``DATA/train`` if it exists, else the test split."""
+    from ofa_edge.accuracy.measure import CALIB_IMAGES
+    from ofa_edge.data import load_split
+    from ofa_edge.errors import ConfigError
+
+    path = Path(data)
+    if path.is_dir() and not (path / "train").is_dir():
+        train = None
+    else:
+        try:
+            train = load_split(path, "train")
+        except ConfigError:  # an archive without train/ (test/ was just read from it)
+            train = None
+    if train is None:
+        return test.subset(CALIB_IMAGES), "test"
+    return train.subset(CALIB_IMAGES), "train"
+
+
+def _cmd_eval(args: argparse.Namespace, out: Output) -> int:
+    from ofa_edge.accuracy.measure import subnet_top1
+    from ofa_edge.data import load_split
+
+    arch = ArchConfig.load(args.arch)
+    test = load_split(args.data, "test")
+    net = _load_net(args.supernet, args.checkpoint, args.threads)
+    arch = arch.validate(net.space)
+    calib, calib_split = _eval_calibration(args.data, test)
+    started = time.perf_counter()
+    top1 = subnet_top1(net, arch, calib, test)
+    seconds = time.perf_counter() - started
+    out.result(
+        "eval",
+        {
+            "supernet": args.supernet,
+            "checkpoint": args.checkpoint,
+            "arch": arch.to_dict(),
+            "top1": top1,
+            "images": len(test),
+            "calibration": {"split": calib_split, "images": len(calib)},
+            "seconds": round(seconds, 3),
+        },
+        f"top-1 {top1:.2f}% on {len(test)} test images at {arch.r}px "
+        f"(BN recalibrated on {len(calib)} {calib_split} images, {seconds:.1f} s)",
+    )
+    return 0
+
+
+def _cmd_accuracy_build(args: argparse.Namespace, out: Output) -> int:
+    from ofa_edge.accuracy.calibration import calibration_and_validation
+    from ofa_edge.accuracy.table import build_accuracy_table
+    from ofa_edge.data import load_split
+
+    calib, val = calibration_and_validation(load_split(args.data, "train"))
+    val = val.subset(args.val_images)
+    net = _load_net(args.supernet, args.checkpoint, args.threads)
+    bar: Any = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if out.json_mode:
+            return
+        if bar is None:
+            bar = out.bar(desc="accuracy", unit="subnet", total=total, initial=done)
+        else:
+            bar.update(done - bar.n)
+
+    name = Path(args.data).name
+    table = build_accuracy_table(
+        net,
+        args.supernet,
+        args.out,
+        n=args.samples,
+        seed=args.seed,
+        calib=calib,
+        val=val,
+        calib_source=f"{name} train: fixed calibration set (trained-on images)",
+        val_source=f"{name} train: held-out validation images",
+        progress=progress,
+    )
+    if bar is not None:
+        bar.close()
+    rows = [r for r in table.records if r.index < args.samples]
+    top1 = [r.top1 for r in rows]
+    seconds = sum(r.seconds for r in rows) / max(1, len(rows))
+    out.result(
+        "accuracy-build",
+        {
+            "out": str(args.out),
+            "supernet": args.supernet,
+            "subnets": len(rows),
+            "top1_min": min(top1),
+            "top1_max": max(top1),
+            "mean_seconds_per_subnet": seconds,
+        },
+        f"{len(rows)} subnets in {args.out}: top-1 {min(top1):.2f}-{max(top1):.2f}% on {len(val)} "
+        f"held-out images, {seconds:.1f} s per subnet",
+    )
+    return 0
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """Add ``eval`` and ``accuracy build`` to the ``ofa-edge`` parser."""
+
+    def weights(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--supernet", required=True, help="registry name, e.g. ofa-mbv3-cifar10")
+        p.add_argument("--checkpoint", help="weights file, or an ofa-edge train run (dir or checkpoint.pt)")
+        p.add_argument("--threads", type=int, help="torch threads (1 is fastest on a busy machine)")
+
+    p = sub.add_parser("eval", parents=[common], help="top-1 of one subnet on DATA/test")
+    weights(p)
+    p.add_argument("--arch", required=True, help="arch JSON file ({ks, e, d, r})")
+    p.add_argument("--data", required=True, help="ImageFolder dir or .tar.gz with test/<class>/")
+    p.set_defaults(func=_cmd_eval)
+
+    acc = sub.add_parser("accuracy", parents=[common], help="accuracy tables of random subnets")
+    asub = acc.add_subparsers(dest="accuracy_command", required=True)
+    p = asub.add_parser("build", parents=[common], help="measure random subnets (resumes)")
+    weights(p)
+    p.add_argument("--data", required=True, help="ImageFolder dir or .tar.gz with train/<class>/")
+    p.add_argument("--out", required=True, type=Path, help="table file, JSON lines (resumed if it exists)")
+    p.add_argument("--samples", type=int, default=1000, help="subnets in the table")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-images", type=int, default=5000, help="held-out images each subnet is evaluated on")
+    p.set_defaults(func=_cmd_accuracy_build)

@@ -1,0 +1,96 @@
+"""Releasing a trained supernet: a training run's weights as the fp16 file the package ships.
+
+``release_weights`` reads a run's Trainer checkpoint, checks it fits the registry's network and
+writes the bare state dict with every floating-point tensor in fp16 (half the size); loading it
+into the fp32 network converts back (``load_supernet`` does so for the packaged file).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ofa_edge.errors import CheckpointError
+from ofa_edge.supernet.registry import CIFAR10_SUPERNET, get_supernet_info, read_checkpoint
+from ofa_edge.training.progressive import CHECKPOINT_VERSION, TrainConfig
+
+
+@dataclass(frozen=True)
+class ReleasedWeights:
+    """What ``release_weights`` wrote: the file, its sha256 and its size in bytes."""
+
+    path: Path
+    sha256: str
+    size_bytes: int
+
+
+def read_run_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A training run's checkpoint (``run_dir`` or ``run_dir/checkpoint.pt``), loaded safely."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoint.pt"
+    if not path.is_file():
+        raise CheckpointError(f"no training checkpoint at {path}", hint="pass an ofa-edge train run folder")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"cannot read training checkpoint {path}: {first}") from None
+    if not is_run_checkpoint(ckpt) or ckpt.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{path} is not an ofa-edge training checkpoint (version {CHECKPOINT_VERSION})",
+            hint="pass the checkpoint.pt that ofa-edge train writes",
+        )
+    return ckpt
+
+
+def is_run_checkpoint(data: Any) -> bool:
+    """Whether a loaded file has the Trainer's checkpoint layout."""
+    return isinstance(data, dict) and isinstance(data.get("model"), dict) and "config" in data
+
+
+def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The supernet state dict in a released weights file, or in a training run (folder or checkpoint)."""
+    path = Path(path)
+    if path.is_dir():
+        return read_run_checkpoint(path)["model"]
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
+    except Exception:
+        data = None  # read_checkpoint below names the problem
+    return read_run_checkpoint(path)["model"] if is_run_checkpoint(data) else read_checkpoint(path)
+
+
+def release_weights(
+    run_dir: str | Path,
+    out_path: str | Path,
+    *,
+    supernet: str = CIFAR10_SUPERNET.name,
+    allow_unfinished: bool = False,
+) -> ReleasedWeights:
+    """Write the run's supernet weights as an fp16 state dict to ``out_path``; a run still training
+    is refused unless ``allow_unfinished``."""
+    ckpt = read_run_checkpoint(run_dir)
+    config = TrainConfig.from_dict(ckpt["config"])
+    phase = ckpt["state"]["phase"]
+    if phase < len(config.phases) and not allow_unfinished:
+        raise CheckpointError(
+            f"the run in {run_dir} has not finished training (phase {phase + 1}/{len(config.phases)} "
+            f"{config.phases[phase].name!r}, epoch {ckpt['state']['epoch'] + 1})",
+            hint="release it when ofa-edge train reports finished (or pass allow_unfinished=True)",
+        )
+    get_supernet_info(supernet).build().load_state_dict(ckpt["model"])  # fits, or says what does not
+    half = {
+        name: (t.half() if t.is_floating_point() else t).contiguous() for name, t in ckpt["model"].items()
+    }
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    torch.save(half, tmp)
+    tmp.replace(out)
+    data = out.read_bytes()
+    return ReleasedWeights(out, hashlib.sha256(data).hexdigest(), len(data))

@@ -1,0 +1,246 @@
+"""Accuracy measurement: resumable tables, the eval CLI, the weights release and calibration set."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ofa_edge.accuracy.calibration import (
+    calibration_and_validation,
+    load_calibration_set,
+    packaged_calibration_path,
+)
+from ofa_edge.accuracy.measure import CALIB_IMAGES, subnet_top1
+from ofa_edge.accuracy.table import build_accuracy_table, read_table, sample_arch
+from ofa_edge.data import ImageArray
+from ofa_edge.errors import CheckpointError, ConfigError
+from ofa_edge.supernet.registry import get_supernet_info, load_supernet
+from ofa_edge.supernet.space import ArchConfig
+from ofa_edge.training.progressive import RECIPES, Trainer
+from ofa_edge.training.release import load_weights, release_weights
+from tests.conftest import SHARED
+
+CIFAR = SHARED / "data" / "cifar10-jpg.tar.gz"
+SUPERNET = "ofa-mbv3-cifar10"
+
+
+def _images(n: int, seed: int = 0) -> ImageArray:
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    return ImageArray(images, rng.integers(0, 10, n).astype(np.int64), tuple(str(i) for i in range(10)))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Small nets on a busy machine run several times faster on one thread than on two."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return get_supernet_info(SUPERNET).build().eval()
+
+
+def _build(net, path: Path, n: int, seed: int = 0, val: ImageArray | None = None, progress=None):
+    calib, val = _images(16, 1), _images(16, 2) if val is None else val
+    return build_accuracy_table(net, SUPERNET, path, n, seed, calib=calib, val=val, progress=progress)
+
+
+def test_subnet_top1_leaves_the_supernet_untouched(net) -> None:
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    arch = net.space.min_arch(24)
+    first = subnet_top1(net, arch, _images(16, 1), _images(20, 2), calib_count=8)
+    assert first == subnet_top1(net, arch, _images(16, 1), _images(20, 2), calib_count=8)
+    assert 0 <= first <= 100 and (first * 20 / 100).is_integer()  # a count of 20 images
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+def test_table_resumes_without_losing_or_repeating(net, tmp_path: Path) -> None:
+    path = tmp_path / "table.jsonl"
+    seen: list[int] = []
+
+    def interrupt_after_two(done: int, total: int) -> None:
+        seen.append(done)
+        if done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _build(net, path, 5, progress=interrupt_after_two)
+    assert seen == [0, 1, 2] and len(read_table(path).records) == 2
+    first_lines = path.read_text().splitlines()
+    with path.open("a") as f:
+        f.write('{"index": 2, "arch": {"ks"')  # a write cut short by a kill
+    assert len(read_table(path).records) == 2
+    seen.clear()
+    table = _build(net, path, 5, progress=lambda done, total: seen.append(done))
+    assert seen == [2, 3, 4, 5]
+    assert sorted(r.index for r in table.records) == [0, 1, 2, 3, 4]
+    lines = path.read_text().splitlines()
+    assert lines[:3] == first_lines and len(lines) == 6  # header + 5, old results kept as they were
+    again = read_table(path)
+    assert [r.to_dict() for r in again.records] == [r.to_dict() for r in table.records]
+    space = net.space
+    for r in again.records:
+        assert r.arch == sample_arch(space, 0, r.index)
+        assert r.arch.r == space.resolutions[r.index % len(space.resolutions)]
+    assert len({r.arch for r in again.records}) == 5
+    assert _build(net, path, 5).records == again.records  # complete: nothing measured again
+
+
+def test_mismatched_table_is_refused(net, tmp_path: Path) -> None:
+    path = tmp_path / "table.jsonl"
+    _build(net, path, 1)
+    with pytest.raises(ConfigError, match="measured with another seed"):
+        _build(net, path, 2, seed=1)
+    with pytest.raises(ConfigError, match="measured on other validation images"):
+        _build(net, path, 2, val=_images(16, 3))
+    other = get_supernet_info(SUPERNET).build().eval()  # other random weights
+    with pytest.raises(ConfigError, match="measured with another weights_sha256"):
+        _build(other, path, 2)
+    assert len(read_table(path).records) == 1
+    junk = tmp_path / "junk.jsonl"
+    junk.write_text('{"hello": 1}\n')
+    with pytest.raises(ConfigError, match="is not an ofa-edge accuracy table"):
+        _build(net, junk, 1)
+
+
+def test_calibration_and_validation_split() -> None:
+    train = _images(5000 + CALIB_IMAGES + 200)
+    calib, val = calibration_and_validation(train)
+    assert len(calib) == CALIB_IMAGES and len(val) == 5000
+    again, _ = calibration_and_validation(train)
+    assert np.array_equal(calib.images, again.images)
+    as_rows = lambda a: {bytes(x) for x in a.images.reshape(len(a), -1)}  # noqa: E731
+    assert not as_rows(calib) & as_rows(val)  # never calibrate on held-out images
+    with pytest.raises(ConfigError, match="training split has 100 images"):
+        calibration_and_validation(_images(100))
+
+
+def test_packaged_calibration_set() -> None:
+    path = packaged_calibration_path()
+    assert path.stat().st_size <= 3_000_000
+    calib = load_calibration_set()
+    assert calib.images.shape == (CALIB_IMAGES, 32, 32, 3) and calib.images.dtype == np.uint8
+    assert len(calib.classes) == 10 and set(calib.labels.tolist()) == set(range(10))
+    assert 30 < calib.images.mean() < 220  # real photos, not an empty or constant array
+
+
+def _image_folder(root: Path, splits: dict[str, int]) -> Path:
+    """A small ImageFolder copied from the CIFAR-10 archive: ``splits[name]`` images per class."""
+    want = {(s, c): n for s in splits for c in ("cat", "dog", "ship") for n in [splits[s]]}
+    with tarfile.open(CIFAR) as tar:
+        for member in tar:
+            parts = Path(member.name).parts
+            if len(parts) == 3 and want.get((parts[0], parts[1]), 0) > 0:
+                want[parts[0], parts[1]] -= 1
+                out = root / member.name
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_bytes(tar.extractfile(member).read())
+                if not any(want.values()):
+                    break
+    return root
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ofa_edge.cli.main", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.mark.skipif(not CIFAR.exists(), reason="needs ../shared/data/cifar10-jpg.tar.gz")
+def test_eval_cli(net, tmp_path: Path) -> None:
+    data = _image_folder(tmp_path / "ds", {"train": 4, "test": 3})
+    weights = tmp_path / "w.pt"
+    torch.save(net.state_dict(), weights)
+    arch = ArchConfig(ks=(3, 5, 7, 3) * 5, e=(3, 4, 6, 4) * 5, d=(2, 3, 4, 2, 3), r=28)
+    arch.save(tmp_path / "arch.json")
+    common = ["--supernet", SUPERNET, "--checkpoint", str(weights), "--threads", "1"]
+    common += ["--arch", str(tmp_path / "arch.json")]
+    res = _cli("--json", "eval", *common, "--data", str(data))
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["schema"] == "ofa-edge/eval/1" and doc["images"] == 9
+    assert doc["calibration"] == {"split": "train", "images": 12}
+    from ofa_edge.data import load_split
+
+    expected = subnet_top1(net, arch, load_split(data, "train"), load_split(data, "test"))
+    assert doc["top1"] == pytest.approx(expected)
+
+    only_test = tmp_path / "only-test"
+    shutil.copytree(data / "test", only_test / "test")
+    res = _cli("--json", "eval", *common, "--data", str(only_test))
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["calibration"] == {"split": "test", "images": 9} and doc["images"] == 9
+
+    res = _cli("eval", *common, "--data", str(tmp_path / "missing"))
+    assert res.returncode == 1 and len(res.stderr.strip().splitlines()) == 1
+    assert "does not exist" in res.stderr and "Traceback" not in res.stderr
+    (tmp_path / "bad.json").write_text(json.dumps({**arch.to_dict(), "d": [2, 2, 5, 2, 2]}))
+    bad = [*common[:-1], str(tmp_path / "bad.json")]
+    res = _cli("eval", *bad, "--data", str(data))
+    assert res.returncode == 1 and len(res.stderr.strip().splitlines()) == 1
+    assert "d[2]=5 is not in [2, 3, 4]" in res.stderr
+
+
+def test_accuracy_build_cli_needs_a_full_training_split(tmp_path: Path) -> None:
+    data = tmp_path / "ds"
+    for cls in ("a", "b"):
+        (data / "train" / cls).mkdir(parents=True)
+        from PIL import Image
+
+        Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(data / "train" / cls / "0.png")
+    res = _cli("accuracy", "build", "--supernet", SUPERNET, "--data", str(data), "--out", str(tmp_path / "t"))
+    assert res.returncode == 1 and len(res.stderr.strip().splitlines()) == 1
+    assert "the training split has 2 images" in res.stderr
+
+
+def test_release_weights_round_trip(tmp_path: Path) -> None:
+    config = RECIPES["smoke"]()
+    data = _images(config.train_images + config.val_images)
+    trainer = Trainer(config, data, tmp_path / "run", log=lambda _: None)
+    trainer.run(stop_after_seconds=0)  # one training step, checkpointed: a run that has not finished
+    with pytest.raises(CheckpointError, match="has not finished training"):
+        release_weights(tmp_path / "run", tmp_path / "w.fp16.pt")
+    release = release_weights(tmp_path / "run", tmp_path / "w.fp16.pt", allow_unfinished=True)
+    import hashlib
+
+    assert release.sha256 == hashlib.sha256(release.path.read_bytes()).hexdigest()
+    assert release.size_bytes == release.path.stat().st_size
+    saved = torch.load(release.path, weights_only=True)
+    assert {t.dtype for t in saved.values() if t.is_floating_point()} == {torch.float16}
+
+    fp32 = get_supernet_info(SUPERNET).build()
+    fp32.load_state_dict(load_weights(tmp_path / "run"))
+    fp16 = load_supernet(SUPERNET, checkpoint=release.path)
+    assert next(fp16.parameters()).dtype == torch.float32
+    for p32, p16 in zip(fp32.state_dict().values(), fp16.state_dict().values()):
+        assert torch.equal(p32.half().to(p32.dtype), p16)
+    fp32.eval()
+    x = torch.randn(8, 3, 32, 32)
+    for arch in (fp32.space.max_arch(32), fp32.space.min_arch(24)):
+        fp32.set_arch(arch)
+        fp16.set_arch(arch)
+        a, b = fp32(x), fp16(x)
+        assert (a - b).abs().max() <= 1e-2 * a.abs().max()
+    with pytest.raises(CheckpointError, match="no training checkpoint"):
+        release_weights(tmp_path / "nowhere", tmp_path / "x.pt")
+    buf = io.BytesIO()
+    torch.save({"just": "a dict"}, buf)
+    (tmp_path / "junk.pt").write_bytes(buf.getvalue())
+    with pytest.raises(CheckpointError, match="not an ofa-edge training checkpoint"):
+        release_weights(tmp_path / "junk.pt", tmp_path / "x.pt")
