@@ -79,7 +79,10 @@ def _cmd_accuracy_build(args: argparse.Namespace, out: Output) -> int:
     from ofa_edge.accuracy.calibration import calibration_and_validation
     from ofa_edge.accuracy.table import build_accuracy_table
     from ofa_edge.data import load_split
+    from ofa_edge.errors import ConfigError
 
+    if args.samples < 1 or args.val_images < 1:
+        raise ConfigError("--samples and --val-images must be at least 1")
     calib, val = calibration_and_validation(load_split(args.data, "train"))
     val = val.subset(args.val_images)
     net = _load_net(args.supernet, args.checkpoint, args.threads)
