@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ofa_edge.devices.inventory import DeviceSpec
 from ofa_edge.devices.transport import (
@@ -298,7 +298,35 @@ class AgentSession:
         self.request("cleanup", path=posixpath.join(self.workdir, "models"))
 
 
-def open_session(spec: DeviceSpec) -> Any:
+class MeasuringSession(Protocol):
+    """What the rest of ofa-edge needs of a device: the Python agent and phones without Python
+    (``BenchmarkModelSession``) both provide it."""
+
+    spec: DeviceSpec
+
+    def fingerprint(self) -> dict[str, Any]: ...
+
+    def push_model(self, local: Path) -> str: ...
+
+    def bench(
+        self,
+        models: Sequence[Path],
+        *,
+        runtime: str | None = None,
+        threads: int | None = None,
+        warmup: int = 5,
+        min_runs: int = 20,
+        min_seconds: float = 0.5,
+        model_timeout: float = 60.0,
+        on_result: Callable[[BenchResult], None] | None = None,
+    ) -> BenchReport: ...
+
+    def __enter__(self) -> MeasuringSession: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+def open_session(spec: DeviceSpec) -> MeasuringSession:
     """The measuring session for a device: the Python agent, or for an ADB device that names
     a ``benchmark_model`` binary, TFLite's own tool (phones without Python)."""
     if spec.adb is not None and spec.adb.benchmark_model is not None:

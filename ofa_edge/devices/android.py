@@ -46,6 +46,10 @@ class BenchmarkModelSession:
     def workdir(self) -> str:
         return self._files.workdir
 
+    def push_model(self, local: Path) -> str:
+        """Copy a model to the phone (named by content, sha256 checked), as the agent does."""
+        return self._files.push_model(local)
+
     def start(self) -> dict[str, Any]:
         """Push the binary if the phone's copy differs; returns its path and sha256."""
         if self.hello:

@@ -235,6 +235,9 @@ class FakeAdbd:
         host: the loopback address to listen on; the port is ephemeral (never 5555-5585, which
             the adb server would attach on its own as emulators).
         command_timeout: a shell command still running after this many seconds is killed.
+
+    Fault injection: set ``corrupt_pushes = N`` and the next N files pushed are stored with
+    their first byte flipped, as a flaky cable or storage would; adb itself reports success.
     """
 
     def __init__(
@@ -256,6 +259,7 @@ class FakeAdbd:
             "ro.build.version.sdk": "33",
         }
         self.events: list[str] = []  #: services opened and sync requests seen, in order
+        self.corrupt_pushes = 0
         self.port = 0
         self._listener: socket.socket | None = None
         self._lock = threading.Lock()
@@ -501,6 +505,9 @@ class FakeAdbd:
                     return False
                 chunk = stream.read_exact(length)
                 if handle is not None:
+                    if handle.tell() == 0 and chunk and self.corrupt_pushes > 0:
+                        self.corrupt_pushes -= 1
+                        chunk = bytes([chunk[0] ^ 0xFF]) + chunk[1:]
                     handle.write(chunk)
         finally:
             if handle is not None:

@@ -1,0 +1,1 @@
+"""Deployment: models pushed to devices, verified there, recorded in manifests."""
