@@ -18,7 +18,7 @@ from ofa_edge.errors import ConfigError, OfaEdgeError
 from ofa_edge.supernet.space import ArchConfig
 
 #: Modules under ofa_edge.cli that add their own subcommands with ``register(sub, common)``.
-COMMAND_MODULES: tuple[str, ...] = ("accuracy", "search", "export")
+COMMAND_MODULES: tuple[str, ...] = ("accuracy", "search", "export", "deploy")
 
 
 def _cmd_supernets(args: argparse.Namespace, out: Output) -> int:
