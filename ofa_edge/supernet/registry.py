@@ -111,7 +111,7 @@ def checkpoint_path(info: SupernetInfo, progress: ByteProgress | None = None) ->
         if not path.is_file():
             raise CheckpointError(
                 f"the weights of {info.name!r} are missing from the installed package ({path})",
-                hint="reinstall ofa-edge",
+                hint="reinstall ofa-edge, or pass --checkpoint PATH (weights file or training run)",
             )
         return path
     if info.url is None:
