@@ -2,7 +2,9 @@
 
 The op's module is built from the same layer classes the extracted subnets use, so a table
 entry times exactly what a whole subnet runs. Files are keyed by (op, format, precision,
-exporter versions) so rebuilds and other devices with the same runtime reuse them.
+exporter versions) so rebuilds and other devices with the same runtime reuse them. Formats:
+ONNX and TFLite (channels-last I/O, as whole exported subnets run), each fp32 or int8; int8
+micro-models are calibrated on random normal inputs, which is enough for timing.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import TypeVar
 import torch
 from torch import nn
 
+from ofa_edge.errors import ConfigError
 from ofa_edge.export.onnx import OPSET, export_onnx
 from ofa_edge.lut.keys import Op
 from ofa_edge.supernet.layers import ConvBNAct, LinearLayer, MBConv, ResidualBlock
@@ -23,6 +26,10 @@ from ofa_edge.supernet.spec import MBv3Spec
 
 T = TypeVar("T")
 MICRO_VERSION = 1
+FORMATS = ("onnx", "tflite")
+PRECISIONS = ("fp32", "int8")
+#: Random normal samples that calibrate an int8 micro-model's activation ranges.
+CALIB_SAMPLES = 8
 
 
 class GlobalAvgPool(nn.Module):
@@ -65,10 +72,57 @@ def input_shape(op: Op) -> tuple[int, int, int, int]:
     return (1, c, h, w)
 
 
+def _tool_versions(fmt: str, precision: str) -> str:
+    """The converter versions a micro-model file depends on (beyond torch and the opset)."""
+    if fmt == "tflite":
+        from ofa_edge.export.tflite import converter_versions
+
+        return "|".join(f"{k}={v}" for k, v in sorted(converter_versions().items()))
+    if precision == "int8":
+        import onnxruntime
+
+        return f"onnxruntime={onnxruntime.__version__}"
+    return ""
+
+
 def micro_path(op: Op, fmt: str, precision: str) -> Path:
+    """Where ``op``'s model file is cached, keyed by content and the tools that make it."""
     ident = f"{MICRO_VERSION}|{op.key}|{fmt}|{precision}|{torch.__version__}|opset{OPSET}"
+    tools = _tool_versions(fmt, precision)
+    if tools:
+        ident += "|" + tools
     digest = hashlib.sha256(ident.encode()).hexdigest()[:20]
-    return cache_dir() / "micro" / f"{digest}.{'onnx' if fmt == 'onnx' else 'tflite'}"
+    return cache_dir() / "micro" / f"{digest}.{fmt}"
+
+
+def export_micro_model(spec: MBv3Spec, op: Op, fmt: str, precision: str, path: Path) -> Path:
+    """Write ``op`` as a standalone model file (atomically: a temp name renamed when complete).
+
+    Weights are drawn with seed 0 for every op, so a file depends only on its cache key.
+    """
+    torch.manual_seed(0)
+    module = op_module(spec, op).eval()
+    shape = input_shape(op)
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    fp32 = tmp if precision == "fp32" else path.with_name(path.stem + ".fp32.tmp" + path.suffix)
+    if fmt == "onnx":
+        export_onnx(module, shape, fp32)
+    else:
+        from ofa_edge.export.tflite import export_tflite
+
+        export_tflite(module, shape, fp32)
+    if precision == "int8":
+        calib = torch.randn((CALIB_SAMPLES, *shape[1:]), generator=torch.Generator().manual_seed(0)).numpy()
+        if fmt == "onnx":
+            from ofa_edge.export.quantize import quantize_onnx
+
+            quantize_onnx(fp32, tmp, calib)
+        else:
+            from ofa_edge.export.tflite import quantize_tflite
+
+            quantize_tflite(fp32, tmp, calib)
+        fp32.unlink()
+    return tmp.replace(path)
 
 
 def export_micro_models(
@@ -79,12 +133,10 @@ def export_micro_models(
     progress: Callable[[Iterable[T]], Iterator[T]] = iter,
 ) -> dict[str, Path]:
     """Model files for ``ops`` (op key -> path), exporting only those not cached yet."""
-    if fmt != "onnx" or precision != "fp32":
-        from ofa_edge.errors import ConfigError
-
+    if fmt not in FORMATS or precision not in PRECISIONS:
         raise ConfigError(
-            f"latency tables in {fmt}/{precision} cannot be built yet",
-            hint="use an onnxruntime device and --precision fp32 for now",
+            f"latency tables in {fmt}/{precision} cannot be built",
+            hint=f"formats: {', '.join(FORMATS)}; precisions: {', '.join(PRECISIONS)}",
         )
     paths = {}
     todo = []
@@ -92,11 +144,8 @@ def export_micro_models(
         paths[op.key] = micro_path(op, fmt, precision)
         if not paths[op.key].is_file():
             todo.append(op)
-    torch.manual_seed(0)
+    if todo:
+        paths[todo[0].key].parent.mkdir(parents=True, exist_ok=True)
     for op in progress(todo):
-        module = op_module(spec, op).eval()
-        path = paths[op.key]
-        tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-        export_onnx(module, input_shape(op), tmp)
-        tmp.replace(path)
+        export_micro_model(spec, op, fmt, precision, paths[op.key])
     return paths

@@ -1,0 +1,94 @@
+"""``ofa-edge export``: one subnet to a checked ONNX or TFLite file, fp32 or int8."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ofa_edge.cli.common import DEFAULT_SUPERNET
+from ofa_edge.cli.output import Output
+
+
+def _cmd_export(args: argparse.Namespace, out: Output) -> int:
+    from ofa_edge.export.check import export_subnet
+    from ofa_edge.export.images import default_calibration, load_images
+    from ofa_edge.supernet.registry import get_supernet_info, load_supernet
+    from ofa_edge.supernet.space import ArchConfig
+
+    arch = ArchConfig.load(args.arch)
+    if args.random_weights:
+        supernet = get_supernet_info(args.supernet).build().eval()
+    else:
+        supernet = load_supernet(args.supernet, checkpoint=args.checkpoint)
+    arch = arch.validate(supernet.space)
+    calib_path = default_calibration() if args.calib_default or not args.calib else Path(args.calib)
+    calib, _ = load_images(calib_path, args.calib_images, "train", arch.r)
+    val = labels = None
+    if args.val:
+        val, labels = load_images(args.val, args.val_images, "test", arch.r)
+        if args.random_weights:
+            labels = None  # untrained accuracy means nothing: agreement is reported instead
+    report = export_subnet(
+        supernet,
+        args.supernet,
+        arch,
+        args.format,
+        args.int8,
+        calib,
+        args.out,
+        val_images=val,
+        val_labels=labels,
+        **({} if args.fp32_tolerance is None else {"fp32_tolerance": args.fp32_tolerance}),
+        max_top1_drop=args.max_drop,
+        min_agreement=None if args.min_agreement is None else args.min_agreement / 100,
+    )
+    lines = [
+        f"{report.path}: {report.format} {report.precision}, {report.size_bytes / 1e6:.2f} MB, "
+        f"input {'x'.join(map(str, report.input_shape))}, sha256 {report.sha256[:16]}...",
+        f"  fp32 vs torch: max |diff| {report.fp32_max_abs_diff:.2e} (tolerance {report.fp32_tolerance:g})",
+    ]
+    if report.int8_agreement is not None:
+        line = (
+            f"  int8 vs fp32 on {report.check_images} images: top-1 agreement "
+            f"{100 * report.int8_agreement:.1f}%, logit SNR {report.int8_logit_snr_db:.1f} dB"
+        )
+        if report.int8_top1_drop is not None:
+            line += (
+                f"; top-1 {report.int8_top1:.2f}% vs fp32 {report.fp32_top1:.2f}% "
+                f"(drop {report.int8_top1_drop:.2f} points)"
+            )
+        lines.append(line)
+    lines.append("  " + ", ".join(f"{k[:-2]} {v:.1f} s" for k, v in report.timings.items()))
+    out.result("export", report.to_dict(), "\n".join(lines))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """Add ``ofa-edge export``."""
+    p = sub.add_parser(
+        "export",
+        parents=[common],
+        help="export a subnet to ONNX or TFLite (fp32/int8), checked before it is written",
+    )
+    p.add_argument("arch", help="arch JSON file ({ks, e, d, r})")
+    p.add_argument("--supernet", default=DEFAULT_SUPERNET)
+    p.add_argument("--format", required=True, choices=["onnx", "tflite"])
+    p.add_argument("--int8", action="store_true", help="static int8 (ONNX QDQ / full-integer TFLite)")
+    calib = p.add_mutually_exclusive_group()
+    calib.add_argument(
+        "--calib", help="calibration images: .npz, ImageFolder (folder or .tar.gz, train/) or image folder"
+    )
+    calib.add_argument("--calib-default", action="store_true", help="the calibration images shipped")
+    p.add_argument("--calib-images", type=int, default=256, help="at most this many calibration images")
+    p.add_argument("--val", help="labelled validation images (.npz with labels, or ImageFolder with test/)")
+    p.add_argument("--val-images", type=int, default=500)
+    p.add_argument("--max-drop", type=float, default=1.0, help="allowed int8 top-1 drop (points)")
+    p.add_argument("--min-agreement", type=float, help="required int8/fp32 top-1 agreement (%%)")
+    p.add_argument("--fp32-tolerance", type=float, help="max |model - torch| on logits (default 1e-3)")
+    weights = p.add_mutually_exclusive_group()
+    weights.add_argument("--checkpoint", help="supernet weights file (default: the registry's)")
+    weights.add_argument(
+        "--random-weights", action="store_true", help="untrained weights (latency previews; int8 not judged)"
+    )
+    p.add_argument("--out", required=True, help="output file (.onnx or .tflite)")
+    p.set_defaults(func=_cmd_export)

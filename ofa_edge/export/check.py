@@ -1,0 +1,260 @@
+"""One checked export: extract a subnet, recalibrate BN, convert, quantize, verify, then write.
+
+Nothing is written under the requested name until every check passed: the fp32 model must
+compute what torch computes (max |difference| of the logits on real images), and an int8 model
+must keep top-1 accuracy on labelled validation images within ``max_top1_drop`` points of fp32.
+Without labels (e.g. random-weight supernets, whose accuracy means nothing) the int8 model's
+top-1 agreement with fp32 and its logit SNR are measured and reported; ``min_agreement``
+turns agreement into a check. A failed check is an ``ExportCheckError`` carrying the numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ofa_edge.errors import ConfigError, OfaEdgeError
+from ofa_edge.supernet.space import ArchConfig
+
+FORMATS = ("onnx", "tflite")
+#: Max |exported - torch| allowed on fp32 logits: 40x the largest difference measured here
+#: (2.3e-5; ofa-mbv3-cifar10 subnets @24-32 and MIT's w1.0 min @160 / max @224 with random
+#: weights and recalibrated BN, a trained subnet: 1.4e-6 to 2.3e-5, ONNX and TFLite alike).
+FP32_TOLERANCE = 1e-3
+#: Images per forward pass for BN recalibration and the torch reference.
+BATCH = 64
+#: Images used for the fp32 comparison (the int8 checks use every validation image).
+FP32_CHECK_IMAGES = 16
+
+
+class ExportCheckError(OfaEdgeError, RuntimeError):
+    """An exported model that failed its check; nothing was written under the requested name."""
+
+    reference = "export-check-failed"
+
+
+@dataclass
+class ExportReport:
+    """What was written and how it was checked (times in seconds, sizes in bytes)."""
+
+    path: str
+    format: str
+    precision: str
+    supernet: str | None
+    arch: dict[str, Any] | None
+    input_shape: list[int]
+    sha256: str
+    size_bytes: int
+    fp32_max_abs_diff: float
+    fp32_tolerance: float
+    check_images: int
+    int8_agreement: float | None = None
+    int8_logit_snr_db: float | None = None
+    fp32_top1: float | None = None
+    int8_top1: float | None = None
+    int8_top1_drop: float | None = None
+    int8_check: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (the CLI's ``--json`` document)."""
+        return asdict(self)
+
+
+def run_model(path: Path, x: np.ndarray) -> np.ndarray:
+    """Outputs of an .onnx or .tflite file on a channels-first float batch."""
+    if path.suffix == ".onnx":
+        from ofa_edge.export.onnx import run_onnx
+
+        return run_onnx(path, x)
+    from ofa_edge.export.tflite import run_tflite
+
+    return run_tflite(path, x)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _snr_db(reference: np.ndarray, got: np.ndarray) -> float:
+    noise = float(((got - reference) ** 2).sum())
+    return float("inf") if noise == 0 else 10 * float(np.log10(float((reference**2).sum()) / noise))
+
+
+def export_subnet(
+    supernet: Any,
+    supernet_id: str,
+    arch: ArchConfig,
+    fmt: str,
+    int8: bool,
+    calib_images: np.ndarray,
+    out: str | Path,
+    **checks: Any,
+) -> ExportReport:
+    """Extract ``arch`` from ``supernet``, recalibrate its BN on ``calib_images``, export and check.
+
+    ``calib_images`` are uint8 N x H x W x 3; ``checks`` are ``export_model``'s keywords
+    (validation images and labels, tolerances). Returns the report of the file written at ``out``.
+    """
+    from ofa_edge.export.images import prepare_images
+    from ofa_edge.supernet.bn import recalibrate_bn
+
+    start = time.perf_counter()
+    arch = arch.validate(supernet.space)
+    _check_target(fmt, Path(out), calib_images)
+    supernet.set_arch(arch)
+    subnet = supernet.get_active_subnet(preserve_weight=True)
+    calib = torch.from_numpy(prepare_images(calib_images, arch.r))
+    recalibrate_bn(subnet, calib.split(BATCH), max_images=len(calib))
+    extract_s = time.perf_counter() - start
+    meta = {"supernet": supernet_id, "arch": arch.to_dict()}
+    report = export_model(subnet.eval(), arch.r, fmt, int8, calib_images, out, **meta, **checks)
+    report.timings = {"extract_s": extract_s, **report.timings}
+    return report
+
+
+def _check_target(fmt: str, out: Path, calib_images: np.ndarray) -> None:
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown export format {fmt!r}", hint=f"use one of {', '.join(FORMATS)}")
+    if out.suffix != f".{fmt}":
+        raise ConfigError(f"{out}: a {fmt} model's file name must end in .{fmt}", hint=f"e.g. model.{fmt}")
+    if len(calib_images) == 0:
+        raise ConfigError("no calibration images", hint="BN recalibration and int8 need a few hundred")
+
+
+def export_model(
+    model: torch.nn.Module,
+    resolution: int,
+    fmt: str,
+    int8: bool,
+    calib_images: np.ndarray,
+    out: str | Path,
+    *,
+    val_images: np.ndarray | None = None,
+    val_labels: np.ndarray | None = None,
+    fp32_tolerance: float = FP32_TOLERANCE,
+    max_top1_drop: float = 1.0,
+    min_agreement: float | None = None,
+    supernet: str | None = None,
+    arch: dict[str, Any] | None = None,
+) -> ExportReport:
+    """Export a static image classifier (eval mode, BN ready) to ``out`` and check it first.
+
+    ``calib_images`` calibrate int8; ``val_images`` (optionally with ``val_labels``) check the
+    result, else the calibration images do (all uint8 N x H x W x 3). Raises ``ExportCheckError``
+    with the numbers, leaving nothing at ``out``, when a check fails.
+    """
+    from ofa_edge.export.images import prepare_images
+
+    out = Path(out)
+    _check_target(fmt, out, calib_images)
+    if val_labels is not None and (val_images is None or len(val_labels) != len(val_images)):
+        raise ConfigError("val_labels must label every validation image", hint="pass val_images too")
+    timings: dict[str, float] = {}
+    calib = prepare_images(calib_images, resolution)
+    check = prepare_images(val_images, resolution) if val_images is not None else calib
+    with torch.no_grad():
+        expected = torch.cat([model(b) for b in torch.from_numpy(check).split(BATCH)]).numpy()
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
+        fp32_path = Path(tmp) / f"fp32.{fmt}"
+        start = time.perf_counter()
+        if fmt == "onnx":
+            from ofa_edge.export.onnx import export_onnx
+
+            export_onnx(model, resolution, fp32_path)
+        else:
+            from ofa_edge.export.tflite import export_tflite
+
+            export_tflite(model, resolution, fp32_path)
+        timings["convert_s"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        n = min(FP32_CHECK_IMAGES, len(check))
+        diff = float(np.abs(run_model(fp32_path, check[:n]) - expected[:n]).max())
+        if not diff <= fp32_tolerance:
+            raise ExportCheckError(
+                f"{fmt} fp32 model{f' of {arch}' if arch else ''} differs from torch by up to {diff:.3g} "
+                f"(tolerance {fp32_tolerance:g}) on {n} images; not written to {out}",
+                hint="report this with the arch and the converter versions",
+            )
+        timings["check_fp32_s"] = time.perf_counter() - start
+        report = ExportReport(
+            path=str(out),
+            format=fmt,
+            precision="int8" if int8 else "fp32",
+            supernet=supernet,
+            arch=arch,
+            input_shape=[1, 3, resolution, resolution] if fmt == "onnx" else [1, resolution, resolution, 3],
+            sha256="",
+            size_bytes=0,
+            fp32_max_abs_diff=diff,
+            fp32_tolerance=fp32_tolerance,
+            check_images=n,
+            timings=timings,
+        )
+        final = fp32_path
+        if int8:
+            final = Path(tmp) / f"int8.{fmt}"
+            start = time.perf_counter()
+            if fmt == "onnx":
+                from ofa_edge.export.quantize import quantize_onnx
+
+                quantize_onnx(fp32_path, final, calib)
+            else:
+                from ofa_edge.export.tflite import quantize_tflite
+
+                quantize_tflite(fp32_path, final, calib)
+            timings["quantize_s"] = time.perf_counter() - start
+            start = time.perf_counter()
+            _check_int8(report, run_model(final, check), expected, val_labels, max_top1_drop, min_agreement)
+            timings["check_int8_s"] = time.perf_counter() - start
+        report.sha256 = _sha256(final)
+        report.size_bytes = final.stat().st_size
+        shutil.move(final, out)
+    return report
+
+
+def _check_int8(
+    report: ExportReport,
+    got: np.ndarray,
+    expected: np.ndarray,
+    labels: np.ndarray | None,
+    max_top1_drop: float,
+    min_agreement: float | None,
+) -> None:
+    """Fill the int8 fields of ``report``; raise if accuracy drops or agreement is too low."""
+    report.check_images = len(got)
+    report.int8_agreement = float((got.argmax(1) == expected.argmax(1)).mean())
+    report.int8_logit_snr_db = _snr_db(expected, got)
+    where = f"on {len(got)} images; not written to {report.path}"
+    if labels is not None:
+        report.fp32_top1 = 100 * float((expected.argmax(1) == labels).mean())
+        report.int8_top1 = 100 * float((got.argmax(1) == labels).mean())
+        report.int8_top1_drop = report.fp32_top1 - report.int8_top1
+        if report.int8_top1_drop > max_top1_drop:
+            raise ExportCheckError(
+                f"int8 top-1 {report.int8_top1:.2f}% is {report.int8_top1_drop:.2f} points below "
+                f"fp32 {report.fp32_top1:.2f}% (allowed {max_top1_drop:g}) {where}",
+                hint="calibrate on more (and more typical) images, or ship the fp32 model",
+            )
+    if min_agreement is not None and report.int8_agreement < min_agreement:
+        raise ExportCheckError(
+            f"int8 top-1 agrees with fp32 on {100 * report.int8_agreement:.1f}% of images "
+            f"(required {100 * min_agreement:.1f}%) {where}",
+            hint="calibrate on more (and more typical) images, or ship the fp32 model",
+        )
+    report.int8_check = (
+        f"top-1 drop ≤ {max_top1_drop:g} points" if labels is not None else "agreement reported, no labels"
+    )
+    if min_agreement is not None:
+        report.int8_check += f"; agreement ≥ {100 * min_agreement:g}%"

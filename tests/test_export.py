@@ -1,0 +1,229 @@
+"""Checked export: subnets round-trip through ONNX and TFLite (fp32, int8) in the real runtimes,
+failed checks write nothing, micro-models compute their torch op, and the CLI fails in one line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from ofa_edge.data import ImageArray
+from ofa_edge.errors import ConfigError
+from ofa_edge.export.check import BATCH, ExportCheckError, export_subnet, run_model
+from ofa_edge.export.images import prepare_images
+from ofa_edge.lut.keys import subnet_ops
+from ofa_edge.lut.micro import export_micro_models, input_shape, micro_path, op_module
+from ofa_edge.supernet.bn import recalibrate_bn
+from ofa_edge.supernet.counting import count
+from ofa_edge.supernet.registry import get_supernet_info
+from ofa_edge.supernet.space import ArchConfig
+from ofa_edge.supernet.spec import MBv3Spec
+
+SUPERNET = "ofa-mbv3-cifar10"
+
+
+@pytest.fixture(scope="module")
+def images() -> ImageArray:
+    """The shipped calibration set (CIFAR-10 training images with labels): 64 to calibrate on,
+    100 to validate on."""
+    from ofa_edge.export.images import default_calibration
+
+    with np.load(default_calibration()) as z:
+        return ImageArray(z["images"][:164], z["labels"][:164], tuple(z["classes"]))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> object:
+    """Torch on one thread: faster than two on this shared, loaded machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def supernet() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return get_supernet_info(SUPERNET).build().eval()
+
+
+def reference(arch: ArchConfig, calib: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Torch logits of the subnet, extracted and recalibrated here independently of the export."""
+    net = supernet()
+    net.set_arch(arch)
+    sub = net.get_active_subnet()
+    recalibrate_bn(sub, torch.from_numpy(prepare_images(calib, arch.r)).split(BATCH))
+    with torch.no_grad():
+        return sub.eval()(torch.from_numpy(x)).numpy()
+
+
+SUBNETS = [
+    ArchConfig((3,) * 20, (3,) * 20, (2,) * 5, 24),
+    ArchConfig((5, 7, 3, 5) * 5, (4, 6, 3, 6) * 5, (3, 2, 4, 2, 3), 32),
+]
+
+
+@pytest.mark.parametrize("int8", [False, True], ids=["fp32", "int8"])
+@pytest.mark.parametrize("arch", SUBNETS, ids=["min24", "mixed32"])
+def test_onnx_round_trip(tmp_path: Path, images: ImageArray, arch: ArchConfig, int8: bool) -> None:
+    calib, val = images.images[:64], images.images[64:]
+    out = tmp_path / "model.onnx"
+    report = export_subnet(
+        supernet(), SUPERNET, arch, "onnx", int8, calib, out, val_images=val, val_labels=images.labels[64:],
+        max_top1_drop=100,  # random weights: accuracy means nothing, the fields are what is tested
+    )  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"], "no temp files left"
+    assert report.size_bytes == out.stat().st_size and len(report.sha256) == 64
+    assert report.fp32_max_abs_diff < 1e-4 and report.input_shape == [1, 3, arch.r, arch.r]
+    x = prepare_images(val[:8], arch.r)
+    got, expected = run_model(out, x), reference(arch, calib, x)
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    if int8:
+        assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+        assert report.size_bytes < 4 * count(supernet().spec, arch).params / 2.5
+        assert report.check_images == 100 and 0 <= report.int8_agreement <= 1
+        assert report.int8_top1_drop == pytest.approx(report.fp32_top1 - report.int8_top1)
+        assert np.isfinite(report.int8_logit_snr_db)
+        assert np.abs(got - expected).max() > 1e-4, "quantized, so not bit-equal to fp32"
+    else:
+        assert "QuantizeLinear" not in ops and report.int8_agreement is None
+        np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("int8", [False, True], ids=["fp32", "int8"])
+def test_tflite_round_trip(tmp_path: Path, images: ImageArray, int8: bool) -> None:
+    from ai_edge_litert.interpreter import Interpreter
+
+    arch, calib, val = SUBNETS[0], images.images[:64], images.images[64:]
+    out = tmp_path / "model.tflite"
+    report = export_subnet(
+        supernet(), SUPERNET, arch, "tflite", int8, calib, out,
+        val_images=val, val_labels=images.labels[64:], max_top1_drop=100,  # random weights
+    )  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.tflite"]
+    assert report.fp32_max_abs_diff < 1e-4 and report.input_shape == [1, 24, 24, 3]
+    detail = Interpreter(model_path=str(out)).get_input_details()[0]
+    assert list(detail["shape"]) == [1, 24, 24, 3], "channels-last input"
+    assert detail["dtype"] == (np.int8 if int8 else np.float32)
+    x = prepare_images(val[:8], arch.r)
+    got, expected = run_model(out, x), reference(arch, calib, x)
+    fp32_bytes = 4 * count(supernet().spec, arch).params
+    if int8:
+        assert report.size_bytes < fp32_bytes / 2.5
+        assert report.int8_top1 is not None and 0 <= report.int8_agreement <= 1
+        assert got.shape == expected.shape
+    else:
+        assert report.size_bytes > fp32_bytes
+        np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_failed_checks_write_nothing(tmp_path: Path, images: ImageArray) -> None:
+    arch, calib = SUBNETS[0], images.images[:50]
+    out = tmp_path / "model.onnx"
+    with pytest.raises(ExportCheckError, match=r"differs from torch by up to [0-9.e-]+ \(tolerance 0\)"):
+        export_subnet(supernet(), SUPERNET, arch, "onnx", False, calib, out, fp32_tolerance=0.0)
+    with pytest.raises(ExportCheckError, match=r"points below fp32"):
+        export_subnet(
+            supernet(), SUPERNET, arch, "onnx", True, calib, out,
+            val_images=images.images[64:], val_labels=images.labels[64:], max_top1_drop=-101,
+        )  # fmt: skip
+    with pytest.raises(ConfigError, match=r"must end in \.onnx"):
+        export_subnet(supernet(), SUPERNET, arch, "onnx", False, calib, tmp_path / "model.tflite")
+    assert list(tmp_path.iterdir()) == []
+    report = export_subnet(supernet(), SUPERNET, arch, "onnx", True, calib, out, min_agreement=0.0)
+    assert report.check_images == len(calib) and report.fp32_top1 is None, "no labels: agreement only"
+    assert report.int8_check == "agreement reported, no labels; agreement ≥ 0%"
+
+
+def micro_ops() -> tuple[MBv3Spec, list]:
+    """The first conv, a stride-2 SE block, a stride-1 residual block and the classifier."""
+    spec = MBv3Spec(width_mult=0.5, n_classes=10)
+    ops = subnet_ops(spec, ArchConfig((3,) * 20, (3,) * 20, (2,) * 5, 128))
+    picks = [ops[0], next(o for o in ops if o.block and o.block.se and o.block.stride == 2)]
+    picks += [next(o for o in ops if o.block and o.block.shortcut), ops[-1]]
+    return spec, picks
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_micro_models_compute_their_op(fmt: str) -> None:
+    spec, ops = micro_ops()
+    paths = export_micro_models(spec, ops, fmt, "fp32")
+    for op in ops:
+        assert paths[op.key] == micro_path(op, fmt, "fp32") and paths[op.key].suffix == f".{fmt}"
+        torch.manual_seed(0)
+        module = op_module(spec, op).eval()
+        x = torch.randn(input_shape(op), generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            expected = module(x).numpy()
+        np.testing.assert_allclose(run_model(paths[op.key], x.numpy()), expected, atol=1e-4, err_msg=op.key)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_int8_micro_models(fmt: str) -> None:
+    spec, ops = micro_ops()
+    op = ops[1]
+    (path,) = export_micro_models(spec, [op], fmt, "int8").values()
+    assert path != micro_path(op, fmt, "fp32"), "precision is part of the cache key"
+    x = np.random.default_rng(0).standard_normal(input_shape(op)).astype(np.float32)
+    assert run_model(path, x).shape == (1, op.output[-1], *op.output[:2])
+    if fmt == "onnx":
+        assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(path)).graph.node}
+    else:
+        from ai_edge_litert.interpreter import Interpreter
+
+        assert Interpreter(model_path=str(path)).get_input_details()[0]["dtype"] == np.int8
+    mtime = path.stat().st_mtime_ns
+    assert export_micro_models(spec, [op], fmt, "int8")[op.key].stat().st_mtime_ns == mtime, "cached"
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Run the ofa-edge command in this process: (exit code, stdout, stderr)."""
+    from ofa_edge.cli.main import main
+
+    try:
+        code = main(list(args))
+    except SystemExit as exc:  # argparse usage errors
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(code: int, err: str, needle: str) -> None:
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and needle in lines[0] and "Traceback" not in err, err
+
+
+def test_cli_exports_with_shipped_calibration(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    arch = tmp_path / "arch.json"
+    SUBNETS[0].save(arch)
+    out = tmp_path / "m.onnx"
+    code, stdout, err = cli(capsys, "export", str(arch), "--supernet", SUPERNET, "--format", "onnx",
+                            "--random-weights", "--calib-default", "--calib-images", "64", "--out", str(out),
+                            "--json")  # fmt: skip
+    assert code == 0, err
+    doc = json.loads(stdout)
+    assert doc["schema"] == "ofa-edge/export/1" and doc["precision"] == "fp32"
+    assert doc["size_bytes"] == out.stat().st_size and doc["fp32_max_abs_diff"] < 1e-4
+
+
+def test_cli_errors_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    arch = tmp_path / "arch.json"
+    SUBNETS[0].save(arch)
+    base = ["export", "--supernet", SUPERNET, "--random-weights", "--calib-default"]
+    code, _, err = cli(
+        capsys, *base, str(tmp_path / "no.json"), "--format", "onnx", "--out", str(tmp_path / "m.onnx")
+    )
+    one_line_error(code, err, "cannot read arch file")
+    code, _, err = cli(capsys, *base, str(arch), "--format", "coreml", "--out", str(tmp_path / "m.onnx"))
+    assert code == 2 and "invalid choice: 'coreml'" in err
+    # A Python without the converter: importing it fails as a missing package's import does.
+    monkeypatch.setitem(sys.modules, "litert_torch", None)
+    code, _, err = cli(capsys, *base, str(arch), "--format", "tflite", "--out", str(tmp_path / "m.tflite"))
+    one_line_error(code, err, "needs litert-torch, which is not installed")
+    assert "pip install" in err and list(tmp_path.iterdir()) == [arch]
