@@ -14,7 +14,7 @@ import torch
 
 from ofa_edge.data import ImageArray
 from ofa_edge.errors import ConfigError
-from ofa_edge.export.check import BATCH, ExportCheckError, export_subnet, run_model
+from ofa_edge.export.check import BATCH, ExportCheckError, export_subnet, record_path, run_model
 from ofa_edge.export.images import prepare_images
 from ofa_edge.lut.keys import subnet_ops
 from ofa_edge.lut.micro import export_micro_models, input_shape, micro_path, op_module
@@ -76,7 +76,7 @@ def test_onnx_round_trip(tmp_path: Path, images: ImageArray, arch: ArchConfig, i
         supernet(), SUPERNET, arch, "onnx", int8, calib, out, val_images=val, val_labels=images.labels[64:],
         max_top1_drop=100,  # random weights: accuracy means nothing, the fields are what is tested
     )  # fmt: skip
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"], "no temp files left"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.onnx.export.json"]
     assert report.size_bytes == out.stat().st_size and len(report.sha256) == 64
     assert report.fp32_max_abs_diff < 1e-4 and report.input_shape == [1, 3, arch.r, arch.r]
     x = prepare_images(val[:8], arch.r)
@@ -104,7 +104,7 @@ def test_tflite_round_trip(tmp_path: Path, images: ImageArray, int8: bool) -> No
         supernet(), SUPERNET, arch, "tflite", int8, calib, out,
         val_images=val, val_labels=images.labels[64:], max_top1_drop=100,  # random weights
     )  # fmt: skip
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.tflite"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.tflite", "model.tflite.export.json"]
     assert report.fp32_max_abs_diff < 1e-4 and report.input_shape == [1, 24, 24, 3]
     detail = Interpreter(model_path=str(out)).get_input_details()[0]
     assert list(detail["shape"]) == [1, 24, 24, 3], "channels-last input"
@@ -207,7 +207,14 @@ def test_cli_exports_with_shipped_calibration(tmp_path: Path, capsys: pytest.Cap
     assert code == 0, err
     doc = json.loads(stdout)
     assert doc["schema"] == "ofa-edge/export/1" and doc["precision"] == "fp32"
-    assert doc["size_bytes"] == out.stat().st_size and doc["fp32_max_abs_diff"] < 1e-4
+    assert doc["size_bytes"] == out.stat().st_size and doc["checks"]["fp32_max_abs_diff"] < 1e-4
+    record = json.loads(record_path(out).read_text())
+    assert {k: record[k] for k in ("supernet", "arch", "precision", "sha256")} == {
+        "supernet": SUPERNET,
+        "arch": SUBNETS[0].to_dict(),
+        "precision": "fp32",
+        "sha256": doc["sha256"],
+    }
 
 
 def test_cli_errors_are_one_line(

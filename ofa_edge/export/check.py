@@ -6,11 +6,14 @@ must keep top-1 accuracy on labelled validation images within ``max_top1_drop`` 
 Without labels (e.g. random-weight supernets, whose accuracy means nothing) the int8 model's
 top-1 agreement with fp32 and its logit SNR are measured and reported; ``min_agreement``
 turns agreement into a check. A failed check is an ``ExportCheckError`` carrying the numbers.
+Beside the model goes its export record ``MODEL.export.json`` (supernet, arch, precision,
+sha256, checks), which ``ofa-edge push`` reads.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import tempfile
 import time
@@ -33,6 +36,21 @@ FP32_TOLERANCE = 1e-3
 BATCH = 64
 #: Images used for the fp32 comparison (the int8 checks use every validation image).
 FP32_CHECK_IMAGES = 16
+
+
+#: ``ExportReport`` fields grouped under "checks" in the export record.
+CHECK_FIELDS = (
+    "fp32_max_abs_diff",
+    "fp32_tolerance",
+    "check_images",
+    "int8_agreement",
+    "int8_logit_snr_db",
+    "fp32_top1",
+    "int8_top1",
+    "int8_top1_drop",
+    "int8_check",
+)
+RECORD_VERSION = 1
 
 
 class ExportCheckError(OfaEdgeError, RuntimeError):
@@ -65,8 +83,10 @@ class ExportReport:
     timings: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able form (the CLI's ``--json`` document)."""
-        return asdict(self)
+        """The export record (also the CLI's ``--json`` document): what the file is, and its checks."""
+        doc = asdict(self)
+        checks = {k: doc.pop(k) for k in CHECK_FIELDS}
+        return {"schema_version": RECORD_VERSION, "kind": "ofa-edge/export", **doc, "checks": checks}
 
 
 def run_model(path: Path, x: np.ndarray) -> np.ndarray:
@@ -220,8 +240,19 @@ def export_model(
             timings["check_int8_s"] = time.perf_counter() - start
         report.sha256 = _sha256(final)
         report.size_bytes = final.stat().st_size
+        record = Path(tmp) / "record.json"
+        record.write_text(json.dumps(report.to_dict(), indent=1) + "\n")
         shutil.move(final, out)
+        shutil.move(record, record_path(out))
     return report
+
+
+def record_path(model: str | Path) -> Path:
+    """The export record written beside a model file (``ofa-edge push`` reads it)."""
+    from ofa_edge.deploy.push import EXPORT_RECORD_SUFFIX
+
+    model = Path(model)
+    return model.with_name(model.name + EXPORT_RECORD_SUFFIX)
 
 
 def _check_int8(
