@@ -81,7 +81,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     calib.add_argument("--calib-default", action="store_true", help="the calibration images shipped")
     p.add_argument("--calib-images", type=int, default=256, help="at most this many calibration images")
     p.add_argument("--val", help="labelled validation images (.npz with labels, or ImageFolder with test/)")
-    p.add_argument("--val-images", type=int, default=500)
+    p.add_argument("--val-images", type=int, default=1000, help="at most this many validation images")
     p.add_argument("--max-drop", type=float, default=1.0, help="allowed int8 top-1 drop (points)")
     p.add_argument("--min-agreement", type=float, help="required int8/fp32 top-1 agreement (%%)")
     p.add_argument("--fp32-tolerance", type=float, help="max |model - torch| on logits (default 1e-3)")

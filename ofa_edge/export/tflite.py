@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import os
+import sys
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
@@ -64,9 +66,18 @@ def converter_versions() -> dict[str, str | None]:
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """Hide the converters' progress bars and reports (they write to Python's stderr/stdout)."""
-    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
-        yield
+    """Hide the converters' chatter: Python progress bars and reports, and the C++ INFO log
+    lines the MLIR converter writes straight to file descriptor 2."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _channels_last(shape: tuple[int, ...]) -> tuple[int, ...]:

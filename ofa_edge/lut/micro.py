@@ -100,29 +100,33 @@ def export_micro_model(spec: MBv3Spec, op: Op, fmt: str, precision: str, path: P
 
     Weights are drawn with seed 0 for every op, so a file depends only on its cache key.
     """
-    torch.manual_seed(0)
-    module = op_module(spec, op).eval()
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        module = op_module(spec, op).eval()
     shape = input_shape(op)
     tmp = path.with_name(path.stem + ".tmp" + path.suffix)
     fp32 = tmp if precision == "fp32" else path.with_name(path.stem + ".fp32.tmp" + path.suffix)
-    if fmt == "onnx":
-        export_onnx(module, shape, fp32)
-    else:
-        from ofa_edge.export.tflite import export_tflite
-
-        export_tflite(module, shape, fp32)
-    if precision == "int8":
-        calib = torch.randn((CALIB_SAMPLES, *shape[1:]), generator=torch.Generator().manual_seed(0)).numpy()
+    try:
         if fmt == "onnx":
-            from ofa_edge.export.quantize import quantize_onnx
-
-            quantize_onnx(fp32, tmp, calib)
+            export_onnx(module, shape, fp32)
         else:
-            from ofa_edge.export.tflite import quantize_tflite
+            from ofa_edge.export.tflite import export_tflite
 
-            quantize_tflite(fp32, tmp, calib)
-        fp32.unlink()
-    return tmp.replace(path)
+            export_tflite(module, shape, fp32)
+        if precision == "int8":
+            calib = torch.randn((CALIB_SAMPLES, *shape[1:]), generator=torch.Generator().manual_seed(0))
+            if fmt == "onnx":
+                from ofa_edge.export.quantize import quantize_onnx
+
+                quantize_onnx(fp32, tmp, calib.numpy())
+            else:
+                from ofa_edge.export.tflite import quantize_tflite
+
+                quantize_tflite(fp32, tmp, calib.numpy())
+        return tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        fp32.unlink(missing_ok=True)
 
 
 def export_micro_models(
