@@ -6,15 +6,12 @@ normalized and resized exactly as in training when a subnet needs them.
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from ofa_edge.errors import ConfigError
 
-#: Calibration images shipped with the package (uint8 N x H x W x 3 under "images").
-DEFAULT_CALIB = "cifar10_calib.npz"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
@@ -58,7 +55,9 @@ def load_images(path: str | Path, n: int, split: str, size: int) -> tuple[np.nda
 
 def default_calibration() -> Path:
     """The calibration set shipped in the package (``--calib-default``)."""
-    path = Path(str(resources.files("ofa_edge") / "weights" / DEFAULT_CALIB))
+    from ofa_edge.accuracy.calibration import packaged_calibration_path
+
+    path = packaged_calibration_path()
     if not path.is_file():
         raise ConfigError(
             f"this ofa-edge has no shipped calibration images ({path})",
