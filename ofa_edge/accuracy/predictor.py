@@ -336,3 +336,24 @@ def load_predictor(path: str | Path, space: SearchSpace | None = None) -> Loaded
             f"predictor {path} does not fit its own shape: {str(err).splitlines()[0]}"
         ) from None
     return LoadedPredictor(model.eval(), supernet, metrics)
+
+
+def predictor_for(supernet: str, space: SearchSpace, path: Path | None = None) -> AccuracyPredictor:
+    """The predictor at ``path``, else the one shipped for ``supernet``; refused if it was
+    trained for another supernet."""
+    from importlib import resources
+
+    if path is None:
+        path = Path(str(resources.files("ofa_edge") / "weights" / f"{supernet}.predictor.pt"))
+        if not path.is_file():
+            raise CheckpointError(
+                f"no accuracy predictor is shipped for {supernet} (expected {path})",
+                hint="pass --predictor PATH, or --objective macs to maximize MACs instead",
+            )
+    loaded = load_predictor(path, space)
+    if loaded.supernet not in (None, supernet):
+        raise CheckpointError(
+            f"predictor {path} was trained for {loaded.supernet}, not {supernet}",
+            hint="pass the predictor of this supernet",
+        )
+    return loaded.predictor

@@ -8,6 +8,18 @@ from ofa_edge.errors import ConfigError
 
 #: What commands use when --supernet is not given.
 DEFAULT_SUPERNET = "ofa_mbv3_d234_e346_k357_w1.0"
+#: The supernet ``specialize`` and ``demo`` use: the project's own, shipped with its predictor.
+SPECIALIZE_SUPERNET = "ofa-mbv3-cifar10"
+
+
+def parse_resolutions(text: str | None) -> list[int] | None:
+    """``--resolutions 24,32,40`` as a list (None when not given)."""
+    if not text:
+        return None
+    try:
+        return [int(r) for r in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--resolutions {text!r}: expected e.g. 160,176,192") from None
 
 
 def select_devices(args: argparse.Namespace, names: list[str]) -> list:

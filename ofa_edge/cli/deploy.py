@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import sys
 from pathlib import Path
 
-from ofa_edge.cli.common import select_devices
+from ofa_edge.cli.common import SPECIALIZE_SUPERNET, parse_resolutions, select_devices
 from ofa_edge.cli.output import Output
 
 
@@ -52,8 +54,99 @@ def _cmd_push(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+def stage_printer(out: Output) -> tuple:
+    """``stage(name, message)`` lines and per-stage progress bars with ETA (quiet under --json)."""
+    bars: dict[str, object] = {}
+
+    def stage(name: str, message: str) -> None:
+        if not out.json_mode:
+            print(f"[{name}] {message}", file=sys.stderr, flush=True)
+
+    def progress(name: str):
+        def update(done: int, total: int) -> None:
+            bar = bars.get(name) or bars.setdefault(name, out.bar(desc=f"  {name}", unit="model"))
+            if bar is not None:
+                bar.total, bar.n = total, done  # type: ignore[attr-defined]
+                bar.refresh()  # type: ignore[attr-defined]
+                if done >= total:
+                    bar.close()  # type: ignore[attr-defined]
+
+        return update
+
+    return stage, progress
+
+
+def specialize_text(doc: dict) -> str:
+    """The end of a specialize run, for people: what was chosen, how it ran, where it is."""
+    search, dep, cost = doc["search"], doc["deployment"], doc["cost"]
+    out_dir = Path(doc["summary_file"]).parent
+    lines = [
+        f"{doc['device']}: {doc['supernet']} subnet for a {search['budget_ms']:.2f} ms budget "
+        f"(reachable {search['reachable_ms'][0]:.2f}-{search['reachable_ms'][1]:.2f} ms)",
+        f"  predicted top-1 {search['predicted_top1']:.4g}, r={search['arch']['r']}",
+        f"  measured there {dep['measured_ms']:.2f} ms vs predicted {dep['predicted_ms']:.2f} ms "
+        f"({dep['miss_pct']:+.1f} %{', MISSED by more than 10 %' if dep['flagged'] else ''})",
+        f"  cost: {cost['device_seconds']:.0f} device-s, {cost['host_cpu_seconds']:.0f} host CPU-s, "
+        f"~{cost['energy_wh']:.3f} Wh (assumptions in the summary)",
+        f"model:    {dep['file']['local']}",
+        f"manifest: {dep['manifest']}",
+        f"plots:    {out_dir / 'pareto.png'}"
+        + (f", {out_dir / 'latency_fit.png'}" if (out_dir / "latency_fit.png").is_file() else ""),
+        f"summary:  {doc['summary_file']}",
+    ]
+    return "\n".join(lines)
+
+
+def _cmd_specialize(args: argparse.Namespace, out: Output) -> int:
+    from ofa_edge.deploy.specialize import specialize
+
+    (spec,) = select_devices(args, [args.device])
+    if args.threads:
+        spec = dataclasses.replace(spec, threads=args.threads)
+    stage, progress = stage_printer(out)
+    doc = specialize(
+        spec,
+        Path(args.out),
+        supernet=args.supernet,
+        latency_ms=args.latency_ms,
+        fmt=args.format,
+        int8=args.int8,
+        resolutions=parse_resolutions(args.resolutions),
+        checkpoint=Path(args.checkpoint) if args.checkpoint else None,
+        predictor=Path(args.predictor) if args.predictor else None,
+        calib=Path(args.calib) if args.calib else None,
+        seed=args.seed,
+        stage=stage,
+        progress=progress,
+    )
+    out.result("specialize", doc, specialize_text(doc))
+    return 0
+
+
+def add_specialize_args(p: argparse.ArgumentParser, supernet: str) -> None:
+    """Options shared by ``specialize`` and ``demo``."""
+    p.add_argument("--latency-ms", type=float, help="budget (default: the middle of the reachable range)")
+    p.add_argument("--supernet", default=supernet)
+    p.add_argument("--format", default="onnx", choices=["onnx", "tflite"])
+    p.add_argument("--int8", action="store_true", help="int8 model and int8 latency table")
+    p.add_argument("--resolutions", help="table resolutions, e.g. 24,32,40 (default: all of the supernet's)")
+    p.add_argument("--threads", type=int, help="override the device's thread count")
+    p.add_argument("--checkpoint", help="supernet weights (default: the registry's)")
+    p.add_argument("--predictor", help="accuracy predictor (default: the one shipped for the supernet)")
+    p.add_argument("--calib", help="calibration images (default: the shipped CIFAR-10 set)")
+    p.add_argument("--seed", type=int, default=0)
+
+
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    """Add ``push`` to the CLI."""
+    """Add ``push`` and ``specialize`` to the CLI."""
+    p = sub.add_parser(
+        "specialize", parents=[common], help="table, search, export, push and verify for a device"
+    )
+    p.add_argument("device")
+    p.add_argument("--out", default="ofa-edge-out", help="folder for the table, model, manifest and plots")
+    add_specialize_args(p, SPECIALIZE_SUPERNET)
+    p.set_defaults(func=_cmd_specialize)
+
     p = sub.add_parser("push", parents=[common], help="push a model to a device, check and measure it")
     p.add_argument("device")
     p.add_argument("model", help="MODEL.onnx or MODEL.tflite (its export record is read if beside it)")

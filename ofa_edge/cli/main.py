@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from ofa_edge import __version__
-from ofa_edge.cli.common import DEFAULT_SUPERNET, select_devices
+from ofa_edge.cli.common import DEFAULT_SUPERNET, parse_resolutions, select_devices
 from ofa_edge.cli.output import Output
 from ofa_edge.errors import ConfigError, OfaEdgeError
 from ofa_edge.supernet.space import ArchConfig
@@ -262,10 +262,7 @@ def _cmd_lut_build(args: argparse.Namespace, out: Output) -> int:
     from ofa_edge.supernet.registry import describe_supernet
 
     (spec,) = select_devices(args, [args.device])
-    try:
-        resolutions = [int(r) for r in args.resolutions.split(",")]
-    except ValueError:
-        raise ConfigError(f"--resolutions {args.resolutions!r}: expected e.g. 160,176,192") from None
+    resolutions = parse_resolutions(args.resolutions) or []
     supernet = describe_supernet(args.supernet)
     threads = args.threads or spec.threads
     path = Path(args.out or default_table_path(spec.name, args.supernet, args.precision, threads))

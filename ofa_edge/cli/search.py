@@ -8,7 +8,7 @@ from typing import Any
 
 from ofa_edge.cli.common import DEFAULT_SUPERNET
 from ofa_edge.cli.output import Output
-from ofa_edge.errors import CheckpointError, ConfigError
+from ofa_edge.errors import ConfigError
 
 
 def _floats(text: str) -> list[float]:
@@ -20,28 +20,11 @@ def _floats(text: str) -> list[float]:
 
 def _predictor(args: argparse.Namespace, space: Any) -> Any:
     """The --predictor file, else the one shipped for the supernet; None for --objective macs."""
-    from importlib import resources
-
-    from ofa_edge.accuracy.predictor import load_predictor
+    from ofa_edge.accuracy.predictor import predictor_for
 
     if args.objective == "macs":
         return None
-    if args.predictor:
-        path = Path(args.predictor)
-    else:
-        path = Path(str(resources.files("ofa_edge") / "weights" / f"{args.supernet}.predictor.pt"))
-        if not path.is_file():
-            raise CheckpointError(
-                f"no accuracy predictor is shipped for {args.supernet} (expected {path})",
-                hint="pass --predictor PATH, or --objective macs to maximize MACs instead",
-            )
-    loaded = load_predictor(path, space)
-    if loaded.supernet not in (None, args.supernet):
-        raise CheckpointError(
-            f"predictor {path} was trained for {loaded.supernet}, not {args.supernet}",
-            hint="pass the predictor of this supernet",
-        )
-    return loaded.predictor
+    return predictor_for(args.supernet, space, Path(args.predictor) if args.predictor else None)
 
 
 def _tables(args: argparse.Namespace, spec: Any) -> list[Any]:

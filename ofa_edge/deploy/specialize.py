@@ -1,0 +1,247 @@
+"""The whole job for one device: agent check → latency table → search → export → push → verify.
+
+A table already in the output folder is reused while it still describes the device (same CPU,
+cores, architecture, runtime version) and is calibrated; a stale one is kept aside, never
+overwritten. At the end the run states what it cost: device-seconds (wall time the device spent
+measuring), host CPU-seconds, and an energy estimate from the documented power assumptions.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ofa_edge.devices.inventory import DeviceSpec
+from ofa_edge.errors import ConfigError
+from ofa_edge.lut.table import LatencyTable, default_table_path
+
+#: Energy assumptions (W): a busy x86 host core, and a small board (Pi / Jetson / phone) under
+#: load. Rough figures for an order of magnitude; override with ``host_watts`` / ``device_watts``.
+HOST_WATTS_PER_CORE = 15.0
+DEVICE_WATTS = 5.0
+#: Fingerprint fields that must be unchanged for a table to be reused.
+TABLE_IDENTITY = ("arch", "cpu_model", "cores", "board", "jetson")
+
+Stage = Callable[[str, str], None]  # (stage name, message)
+Progress = Callable[[str], Callable[[int, int], None]]  # stage -> progress(done, total)
+
+
+@dataclass
+class Ledger:
+    """Device wall time and host CPU time spent, per stage."""
+
+    device_s: dict[str, float] = field(default_factory=dict)
+    host_cpu_s: dict[str, float] = field(default_factory=dict)
+
+    def timed(self, stage: str, on_device: bool, work: Callable[[], Any]) -> Any:
+        cpu0, wall0 = _cpu_seconds(), time.perf_counter()
+        try:
+            return work()
+        finally:
+            self.host_cpu_s[stage] = self.host_cpu_s.get(stage, 0.0) + _cpu_seconds() - cpu0
+            if on_device:
+                self.device_s[stage] = self.device_s.get(stage, 0.0) + time.perf_counter() - wall0
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (a local agent runs as a child)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def stale_reasons(table: LatencyTable, fingerprint: dict[str, Any], runtime_version: str | None) -> list[str]:
+    """Why ``table`` no longer describes the device with ``fingerprint`` (empty: reusable)."""
+    then = table.device.get("fingerprint", {})
+    reasons = [
+        f"{key} was {then.get(key)!r}, now {fingerprint.get(key)!r}"
+        for key in TABLE_IDENTITY
+        if then.get(key) != fingerprint.get(key)
+    ]
+    if table.runtime.get("version") != runtime_version:
+        reasons.append(f"runtime version was {table.runtime.get('version')}, now {runtime_version}")
+    if table.reference is None:
+        reasons.append("the table has no reference timing (older format)")
+    return reasons
+
+
+def runtime_version(fingerprint: dict[str, Any], runtime: str) -> str | None:
+    """The version of ``runtime`` ("onnxruntime" or "tflite") in an agent fingerprint."""
+    found = fingerprint.get("runtimes", {})
+    names = ("ai_edge_litert", "tflite_runtime", "tflite") if runtime == "tflite" else (runtime,)
+    for name in names:
+        if (found.get(name) or {}).get("version"):
+            return found[name]["version"]
+    return None
+
+
+def specialize(
+    device: DeviceSpec,
+    out_dir: Path,
+    *,
+    supernet: str,
+    latency_ms: float | None = None,
+    fmt: str = "onnx",
+    int8: bool = False,
+    resolutions: list[int] | None = None,
+    checkpoint: Path | None = None,
+    predictor: Path | None = None,
+    calib: Path | None = None,
+    validate_samples: int = 30,
+    generations: int = 500,
+    seed: int = 0,
+    host_watts_per_core: float = HOST_WATTS_PER_CORE,
+    device_watts: float = DEVICE_WATTS,
+    stage: Stage = lambda name, message: None,
+    progress: Progress = lambda name: lambda done, total: None,
+) -> dict[str, Any]:
+    """Specialize ``supernet`` for ``device`` under ``latency_ms`` (default: the middle of the
+    reachable range) and return the run's summary (also written to ``out_dir/specialize.json``)."""
+    from ofa_edge.accuracy.predictor import predictor_for
+    from ofa_edge.deploy.push import push
+    from ofa_edge.devices.agent import open_session
+    from ofa_edge.export.check import export_subnet
+    from ofa_edge.export.images import default_calibration, load_images
+    from ofa_edge.lut.build import build_table
+    from ofa_edge.lut.validate import validate
+    from ofa_edge.search import SubnetSearch
+    from ofa_edge.search.pareto import write_pareto
+    from ofa_edge.supernet.registry import describe_supernet, get_supernet_info, load_supernet
+
+    if fmt not in ("onnx", "tflite"):
+        raise ConfigError(f"unknown format {fmt!r}", hint="use onnx or tflite")
+    wanted_runtime = "tflite" if fmt == "tflite" else "onnxruntime"
+    if device.runtime != wanted_runtime:
+        raise ConfigError(
+            f"device {device.name!r} runs {device.runtime}, which cannot run {fmt} models",
+            hint=f"use --format {'tflite' if device.runtime == 'tflite' else 'onnx'}",
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    precision = "int8" if int8 else "fp32"
+    spec = get_supernet_info(supernet).build().spec
+    resolutions = resolutions or list(spec.space.resolutions)
+    ledger = Ledger()
+    summary: dict[str, Any] = {
+        "device": device.name,
+        "supernet": supernet,
+        "format": fmt,
+        "precision": precision,
+    }
+    with open_session(device) as session:
+        stage("device", f"connecting to {device.name}")
+        fingerprint = ledger.timed("device", True, session.fingerprint)
+        stage(
+            "device", f"{fingerprint.get('cpu_model')} x{fingerprint.get('cores')}, {fingerprint.get('os')}"
+        )
+
+        table_path = out_dir / default_table_path(device.name, supernet, precision, device.threads).name
+        table = LatencyTable.load(table_path) if table_path.is_file() else None
+        if table is not None:
+            reasons = stale_reasons(table, fingerprint, runtime_version(fingerprint, device.runtime))
+            if set(table.resolutions) < set(resolutions):
+                reasons.append(f"resolutions {table.resolutions} lack some of {resolutions}")
+            if reasons:
+                aside = table_path.with_name(f"{table_path.stem}.stale-{int(time.time())}.json")
+                table_path.rename(aside)
+                stage("table", f"existing table kept aside as {aside.name}: {'; '.join(reasons)}")
+                table = None
+        reused = table is not None and table.calibration is not None
+        if not reused:
+            stage("table", f"measuring every op at {resolutions} px ({precision}) on {device.name}")
+            ledger.timed(
+                "table",
+                True,
+                lambda: build_table(
+                    session,
+                    describe_supernet(supernet),
+                    resolutions,
+                    table_path,
+                    precision=precision,
+                    threads=device.threads,
+                    progress=progress("table"),
+                ),
+            )
+            stage("table", f"calibrating on {validate_samples} subnets measured whole")
+            report = ledger.timed(
+                "calibrate",
+                True,
+                lambda: validate(
+                    session,
+                    table_path,
+                    samples=validate_samples,
+                    seed=seed,
+                    plot=out_dir / "latency_fit.png",
+                    rounds=2,
+                    progress=progress("calibrate"),
+                ),
+            )
+            summary["table_fidelity"] = {k: report[k] for k in ("calibration", "uncalibrated", "calibrated")}
+        else:
+            stage("table", f"reusing {table_path.name} (same device and runtime, calibrated)")
+        table = LatencyTable.load(table_path)
+        summary["table"] = {"path": str(table_path), "reused": reused}
+
+        def search() -> Any:
+            model = predictor_for(supernet, spec.space, predictor)
+            searcher = SubnetSearch(supernet, spec, [table], model, generations=generations)
+            cost = searcher.latency[device.name]
+            low = searcher.minimum(cost)
+            high = max(table.predict(spec.space.max_arch(r)) for r in resolutions)
+            budget = latency_ms if latency_ms is not None else (low + high) / 2
+            stage("search", f"reachable {low:.2f}-{high:.2f} ms; budget {budget:.2f} ms")
+            outcome = searcher.search(searcher.constraints({device.name: budget}), seed=seed)
+            sweep = [low + (high - low) * q for q in (0.1, 0.3, 0.5, 0.7, 0.9)]
+            points = searcher.pareto(device.name, sweep, seed=seed)
+            write_pareto(points, device.name, out_dir / "pareto", "predicted top-1")
+            return budget, low, high, outcome
+
+        budget, low, high, outcome = ledger.timed("search", False, search)
+        best = outcome.best
+        summary["search"] = {
+            "budget_ms": budget,
+            "reachable_ms": [low, high],
+            "arch": best.arch.to_dict(),
+            "predicted_top1": best.score,
+            "costs": best.costs,
+            "seconds": outcome.seconds,
+        }
+        best.arch.save(out_dir / "subnet.json")
+        costs = ", ".join(f"{k} {v:.4g}" for k, v in best.costs.items())
+        stage("search", f"predicted top-1 {best.score:.4g}; {costs}")
+
+        def export() -> Any:
+            net = load_supernet(supernet, checkpoint=checkpoint)
+            images, _ = load_images(calib or default_calibration(), 256, "train", best.arch.r)
+            return export_subnet(net, supernet, best.arch, fmt, int8, images, out_dir / f"subnet.{fmt}")
+
+        stage("export", f"extracting, recalibrating BN and exporting {fmt} {precision}")
+        exported = ledger.timed("export", False, export)
+        summary["export"] = exported.to_dict()
+        stage("push", f"pushing {Path(exported.path).name} to {device.name} and measuring it there")
+        model = Path(exported.path)
+        deployment = ledger.timed(
+            "push",
+            True,
+            lambda: push(session, model, table=table, table_path=table_path, record=exported.to_dict()),
+        )
+        summary["deployment"] = deployment
+    device_s, host_s = sum(ledger.device_s.values()), sum(ledger.host_cpu_s.values())
+    local = device.transport == "local"
+    summary["cost"] = {
+        "device_seconds": device_s,
+        "host_cpu_seconds": host_s,
+        "per_stage": {"device_s": ledger.device_s, "host_cpu_s": ledger.host_cpu_s},
+        "energy_wh": (host_s * host_watts_per_core + (0 if local else device_s * device_watts)) / 3600,
+        "assumptions": {
+            "host_watts_per_busy_core": host_watts_per_core,
+            "device_watts": 0 if local else device_watts,
+            "note": "local device: its measuring is host CPU time, counted once",
+        },
+    }
+    (out_dir / "specialize.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    summary["summary_file"] = str(out_dir / "specialize.json")
+    return summary
