@@ -82,7 +82,7 @@ def push(
     ``record`` is the model's export record (arch, supernet, precision, checks). Returns the
     deployment manifest, also written to ``manifest`` (default: ``<model>.deployment.json``).
     """
-    from ofa_edge.lut.timing import reference_model, timed_rounds
+    from ofa_edge.lut.timing import table_reference, timed_rounds
 
     model = Path(model)
     if not model.is_file():
@@ -112,7 +112,7 @@ def push(
         pass
     elif usable:
         assert table is not None and table.reference is not None and arch is not None
-        reference, _ = reference_model(table.spec, table.reference["resolution"])
+        reference = table_reference(table)
         ms, _ = timed_rounds(
             session,
             [model],

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ofa_edge.devices.agent import runtime_version
 from ofa_edge.devices.inventory import DeviceSpec
 from ofa_edge.errors import ConfigError
 from ofa_edge.lut.table import LatencyTable, default_table_path
@@ -67,16 +68,6 @@ def stale_reasons(table: LatencyTable, fingerprint: dict[str, Any], runtime_vers
     if table.reference is None:
         reasons.append("the table has no reference timing (older format)")
     return reasons
-
-
-def runtime_version(fingerprint: dict[str, Any], runtime: str) -> str | None:
-    """The version of ``runtime`` ("onnxruntime" or "tflite") in an agent fingerprint."""
-    found = fingerprint.get("runtimes", {})
-    names = ("ai_edge_litert", "tflite_runtime", "tflite") if runtime == "tflite" else (runtime,)
-    for name in names:
-        if (found.get(name) or {}).get("version"):
-            return found[name]["version"]
-    return None
 
 
 def specialize(

@@ -298,6 +298,16 @@ class AgentSession:
         self.request("cleanup", path=posixpath.join(self.workdir, "models"))
 
 
+def runtime_version(fingerprint: dict[str, Any], runtime: str) -> str | None:
+    """The version of ``runtime`` ("onnxruntime" or "tflite") in an agent fingerprint."""
+    found = fingerprint.get("runtimes", {})
+    names = ("ai_edge_litert", "tflite_runtime", "tflite") if runtime == "tflite" else (runtime,)
+    for name in names:
+        if (found.get(name) or {}).get("version"):
+            return found[name]["version"]
+    return None
+
+
 class MeasuringSession(Protocol):
     """What the rest of ofa-edge needs of a device: the Python agent and phones without Python
     (``BenchmarkModelSession``) both provide it."""

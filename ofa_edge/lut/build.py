@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ofa_edge.devices.agent import runtime_version
 from ofa_edge.lut.keys import Op, enumerate_ops
 from ofa_edge.lut.micro import export_micro_models
 from ofa_edge.lut.table import Entry, LatencyTable, LutError, now
@@ -71,11 +72,10 @@ def build_table(
     device = session.spec
     threads = threads or device.threads
     fingerprint = session.fingerprint()
-    runtime_info = fingerprint.get("runtimes", {}).get(device.runtime, {})
     fresh = LatencyTable(
         supernet=supernet,
         device={"name": device.name, "fingerprint": fingerprint},
-        runtime={"name": device.runtime, "version": runtime_info.get("version")},
+        runtime={"name": device.runtime, "version": runtime_version(fingerprint, device.runtime)},
         precision=precision,
         threads=threads,
     )
@@ -108,7 +108,7 @@ def build_table(
     kwargs: dict[str, Any] = dict(threads=threads, min_runs=min_runs, min_seconds=min_seconds)
     if todo and table.reference is None:
         r_ref = min(table.resolutions)
-        reference, described = reference_model(spec, r_ref, fmt)
+        reference, described = reference_model(spec, r_ref, fmt, precision)
         ref = session.bench([reference], **{**kwargs, "min_runs": 3 * min_runs}).results[0]
         if ref.error is not None or ref.median_ms is None:
             raise LutError(f"{device.name}: the reference model failed: {ref.error}")
@@ -121,7 +121,7 @@ def build_table(
         table.save(out)
     elif todo:
         assert table.reference is not None
-        reference, _ = reference_model(spec, table.reference["resolution"], fmt)
+        reference, _ = reference_model(spec, table.reference["resolution"], fmt, precision)
     level = table.reference["median_ms"] if table.reference else 0.0
 
     def record(item: Timed, remeasured: bool) -> None:

@@ -72,7 +72,7 @@ def input_shape(op: Op) -> tuple[int, int, int, int]:
     return (1, c, h, w)
 
 
-def _tool_versions(fmt: str, precision: str) -> str:
+def tool_versions(fmt: str, precision: str) -> str:
     """The converter versions a micro-model file depends on (beyond torch and the opset)."""
     if fmt == "tflite":
         from ofa_edge.export.tflite import converter_versions
@@ -88,7 +88,7 @@ def _tool_versions(fmt: str, precision: str) -> str:
 def micro_path(op: Op, fmt: str, precision: str) -> Path:
     """Where ``op``'s model file is cached, keyed by content and the tools that make it."""
     ident = f"{MICRO_VERSION}|{op.key}|{fmt}|{precision}|{torch.__version__}|opset{OPSET}"
-    tools = _tool_versions(fmt, precision)
+    tools = tool_versions(fmt, precision)
     if tools:
         ident += "|" + tools
     digest = hashlib.sha256(ident.encode()).hexdigest()[:20]
@@ -103,7 +103,14 @@ def export_micro_model(spec: MBv3Spec, op: Op, fmt: str, precision: str, path: P
     with torch.random.fork_rng():
         torch.manual_seed(0)
         module = op_module(spec, op).eval()
-    shape = input_shape(op)
+    return export_for_timing(module, input_shape(op), fmt, precision, path)
+
+
+def export_for_timing(
+    module: torch.nn.Module, shape: tuple[int, ...], fmt: str, precision: str, path: Path
+) -> Path:
+    """Write ``module`` in the device's format and precision, for timing only (int8 calibrates on
+    random inputs: latency does not depend on the values); atomically, via a temp name."""
     tmp = path.with_name(path.stem + ".tmp" + path.suffix)
     fp32 = tmp if precision == "fp32" else path.with_name(path.stem + ".fp32.tmp" + path.suffix)
     try:

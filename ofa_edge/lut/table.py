@@ -102,6 +102,11 @@ class LatencyTable:
         return MBv3Spec(sup["width_mult"], sup["n_classes"], SearchSpace(**sup["space"]))
 
     @property
+    def model_format(self) -> str:
+        """The model file format the table's runtime runs ("onnx" or "tflite")."""
+        return "tflite" if self.runtime.get("name") == "tflite" else "onnx"
+
+    @property
     def resolutions(self) -> list[int]:
         return sorted(self.entries)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ofa_edge.devices.agent import BenchResult
-from ofa_edge.lut.table import LutError
+from ofa_edge.lut.table import LatencyTable, LutError
 
 REF_PREFIX = "ofa-edge-reference-"
 
@@ -130,23 +130,38 @@ def timed_rounds(
     return {name: statistics.median(r) * level for name, r in ratios.items()}, level
 
 
-def reference_model(spec: Any, resolution: int, fmt: str = "onnx") -> tuple[Path, str]:
+def reference_model(
+    spec: Any, resolution: int, fmt: str = "onnx", precision: str = "fp32"
+) -> tuple[Path, str]:
     """The reference for a table of ``spec``: its smallest subnet at ``resolution``, cached.
 
     Returns the file and a description to record in the table.
     """
     import hashlib
 
+    from ofa_edge.lut.micro import tool_versions
     from ofa_edge.lut.validate import export_subnets
     from ofa_edge.supernet.registry import cache_dir
 
     arch = spec.space.min_arch(resolution)
-    describe = f"min subnet @ {resolution}px ({fmt})"
-    ident = f"reference|{spec.width_mult}|{spec.n_classes}|{spec.space.to_dict()}|{arch.to_json()}|{fmt}"
+    describe = f"min subnet @ {resolution}px ({fmt} {precision})"
+    ident = f"reference|{spec.width_mult}|{spec.n_classes}|{spec.space.to_dict()}|{arch.to_json()}"
+    ident += f"|{fmt}|{precision}|{tool_versions(fmt, precision)}"
     path = cache_dir() / "micro" / f"reference-{hashlib.sha256(ident.encode()).hexdigest()[:20]}.{fmt}"
     if not path.is_file():
         with tempfile.TemporaryDirectory() as tmp:
-            (made,) = export_subnets(spec, [arch], Path(tmp))
+            (made,) = export_subnets(spec, [arch], Path(tmp), fmt, precision)
             path.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(made, path)
     return path, describe
+
+
+def table_reference(table: LatencyTable) -> Path:
+    """The reference model file of a table built with one (see ``LatencyTable.reference``)."""
+    if table.reference is None:
+        raise LutError(
+            "the latency table has no reference timing (built by an older ofa-edge)",
+            hint="rebuild it with `ofa-edge lut build` into a new --out",
+        )
+    resolution = table.reference["resolution"]
+    return reference_model(table.spec, resolution, table.model_format, table.precision)[0]

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from ofa_edge.lut.table import LatencyTable, LutError, now
-from ofa_edge.lut.timing import reference_model, timed_rounds
+from ofa_edge.lut.table import LatencyTable, now
+from ofa_edge.lut.timing import table_reference, timed_rounds
 from ofa_edge.supernet.space import ArchConfig
 from ofa_edge.supernet.spec import MBv3Spec
 
@@ -74,11 +74,13 @@ def random_archs(table: LatencyTable, n: int, seed: int) -> list[ArchConfig]:
     return out
 
 
-def export_subnets(spec: MBv3Spec, archs: list[ArchConfig], folder: Path) -> list[Path]:
-    """Whole subnets as ONNX files (random weights: latency does not depend on their values)."""
+def export_subnets(
+    spec: MBv3Spec, archs: list[ArchConfig], folder: Path, fmt: str = "onnx", precision: str = "fp32"
+) -> list[Path]:
+    """Whole subnets as model files to time (random weights: latency does not depend on them)."""
     import torch
 
-    from ofa_edge.export.onnx import export_onnx
+    from ofa_edge.lut.micro import export_for_timing
     from ofa_edge.supernet.ofa_mbv3 import OFAMobileNetV3
 
     torch.manual_seed(0)
@@ -93,7 +95,9 @@ def export_subnets(spec: MBv3Spec, archs: list[ArchConfig], folder: Path) -> lis
     paths = []
     for i, arch in enumerate(archs):
         net.set_arch(arch)
-        paths.append(export_onnx(net.get_active_subnet(), arch.r, folder / f"subnet{i:03d}.onnx"))
+        shape = (1, 3, arch.r, arch.r)
+        path = folder / f"subnet{i:03d}.{fmt}"
+        paths.append(export_for_timing(net.get_active_subnet(), shape, fmt, precision, path))
     return paths
 
 
@@ -114,14 +118,9 @@ def measure_subnets(
     """
     import tempfile
 
-    if table.reference is None:
-        raise LutError(
-            "the latency table has no reference timing (built by an older ofa-edge)",
-            hint="rebuild it with `ofa-edge lut build` into a new --out",
-        )
-    reference, _ = reference_model(table.spec, table.reference["resolution"])
+    reference = table_reference(table)
     with tempfile.TemporaryDirectory(dir=work) as tmp:
-        paths = export_subnets(table.spec, archs, Path(tmp))
+        paths = export_subnets(table.spec, archs, Path(tmp), table.model_format, table.precision)
         ms, _ = timed_rounds(
             session,
             paths,
