@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ import torch
 
 from ofa_edge.accuracy.predictor import AccuracyPredictor, ArchEncoder, save_predictor
 from ofa_edge.deploy.specialize import specialize, stale_reasons
+from ofa_edge.devices.inventory import DeviceSpec
 from ofa_edge.lut.table import LatencyTable
 from ofa_edge.search.evolution import InfeasibleError
 from ofa_edge.supernet.registry import get_supernet_info
@@ -29,10 +32,10 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return folder / "supernet.pt", save_predictor(predictor, folder / "predictor.pt", SUPERNET)
 
 
-def _run(ssh_device, out: Path, weights: tuple[Path, Path], **kwargs) -> dict:
+def _run(device: DeviceSpec, out: Path, weights: tuple[Path, Path], **kwargs) -> dict:
     stages: list[str] = []
     summary = specialize(
-        ssh_device.device_spec("jetson"),
+        device,
         out,
         supernet=SUPERNET,
         resolutions=[24],
@@ -48,7 +51,8 @@ def _run(ssh_device, out: Path, weights: tuple[Path, Path], **kwargs) -> dict:
 
 
 def test_specialize_on_an_ssh_device_then_reuse_the_table(ssh_device, weights, tmp_path: Path) -> None:
-    first = _run(ssh_device, tmp_path, weights)
+    jetson = ssh_device.device_spec("jetson")
+    first = _run(jetson, tmp_path, weights)
     assert first["stages"][0] == "device" and first["stages"][-1] == "push"
     assert {"table", "search", "export"} <= set(first["stages"])
     low, high = first["search"]["reachable_ms"]
@@ -61,13 +65,23 @@ def test_specialize_on_an_ssh_device_then_reuse_the_table(ssh_device, weights, t
     assert json.loads((tmp_path / "specialize.json").read_text())["cost"]["device_seconds"] > 0
     assert not first["table"]["reused"] and first["cost"]["energy_wh"] > 0
 
-    second = _run(ssh_device, tmp_path, weights, latency_ms=high)
+    second = _run(jetson, tmp_path, weights, latency_ms=high)
     assert second["table"]["reused"], "a calibrated table of the same device is measured once"
     assert second["cost"]["per_stage"]["device_s"].get("table") is None
     assert second["search"]["budget_ms"] == high
 
     with pytest.raises(InfeasibleError, match="below the smallest reachable"):
-        _run(ssh_device, tmp_path, weights, latency_ms=low / 2)
+        _run(jetson, tmp_path, weights, latency_ms=low / 2)
+
+
+def test_specialize_on_the_adb_phone(adb_spec: DeviceSpec, phone, weights, tmp_path: Path) -> None:
+    # A phone with Python and onnxruntime (e.g. Termux); the double's shell runs our interpreter.
+    spec = dataclasses.replace(adb_spec, python=sys.executable)
+    summary = _run(spec, tmp_path, weights)
+    remote = summary["deployment"]["file"]["remote"]
+    assert remote.startswith(str(phone.sandbox)) and Path(remote).is_file(), "the model is on the phone"
+    assert summary["deployment"]["measured_ms"] > 0
+    assert summary["table"]["path"].endswith("fakephone_ofa-mbv3-cifar10_fp32_t1.json")
 
 
 def test_a_table_of_another_cpu_is_stale(tmp_path: Path) -> None:
