@@ -19,7 +19,6 @@ without one it is the plain median.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 
 from ofa_edge.devices.agent import MeasuringSession
 from ofa_edge.errors import ConfigError, OfaEdgeError
+from ofa_edge.files import sha256_file
 from ofa_edge.lut.table import LatencyTable, now
 from ofa_edge.supernet.space import ArchConfig
 
@@ -57,14 +57,6 @@ def export_record(model: Path) -> dict[str, Any] | None:
         ) from None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def push(
     session: MeasuringSession,
     model: Path,
@@ -92,7 +84,7 @@ def push(
         raise ConfigError(f"{model}: unknown model format", hint="push a .onnx or .tflite file")
     record = record or {}
     precision = record.get("precision", "fp32")
-    digest = _sha256(model)
+    digest = sha256_file(model)
     try:
         remote = session.push_model(model)  # puts, then compares the device's sha256 with ours
     except OfaEdgeError as err:

@@ -10,7 +10,6 @@ which model it was measuring and the next call starts a fresh agent.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import itertools
 import json
 import posixpath
@@ -28,6 +27,7 @@ from ofa_edge.devices.transport import (
     DeviceUnreachable,
     Transport,
 )
+from ofa_edge.files import sha256_file
 
 PROTOCOL = 1
 AGENT_FILE = "ofa_edge_agent.py"
@@ -43,10 +43,6 @@ class AgentError(DeviceError):
 def agent_source() -> Path:
     """The agent file, installed with ofa-edge as the ``device_agents`` package's data."""
     return Path(str(resources.files("device_agents") / AGENT_FILE))
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def open_transport(spec: DeviceSpec) -> Transport:
@@ -133,7 +129,7 @@ class AgentSession:
         """Copy the agent into the workdir unless the same file is there; verify its sha256."""
         source = agent_source()
         remote = posixpath.join(self.workdir, AGENT_FILE)
-        want = _sha256(source)
+        want = sha256_file(source)
         if self.transport.sha256(remote) != want:
             self.transport.put(source, remote)
             got = self.transport.sha256(remote)
@@ -234,7 +230,7 @@ class AgentSession:
 
     def push_model(self, local: Path) -> str:
         """Copy a model into the workdir's models/ (named by content, skipped if present)."""
-        digest = _sha256(local)
+        digest = sha256_file(local)
         remote = posixpath.join(self.workdir, "models", f"{digest[:16]}{local.suffix}")
         if self.transport.sha256(remote) != digest:
             self.transport.put(local, remote)

@@ -9,7 +9,6 @@ output (stdout and stderr together, where the tool logs) is parsed tolerantly.
 
 from __future__ import annotations
 
-import hashlib
 import posixpath
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,6 +23,7 @@ from ofa_edge.devices.benchmark_model import (
 from ofa_edge.devices.inventory import DeviceSpec
 from ofa_edge.devices.transport import DeviceError, Transport
 from ofa_edge.errors import ConfigError
+from ofa_edge.files import sha256_file
 
 _PROPS = ("ro.product.manufacturer", "ro.product.model", "ro.board.platform", "ro.build.version.release")
 
@@ -59,7 +59,7 @@ class BenchmarkModelSession:
                 f"device {self.spec.name!r}: benchmark_model {self.binary} does not exist",
                 hint="build or download TFLite's benchmark_model for the phone's ABI and set its path",
             )
-        digest = hashlib.sha256(self.binary.read_bytes()).hexdigest()
+        digest = sha256_file(self.binary)
         remote = posixpath.join(self.workdir, "benchmark_model")
         if self.transport.sha256(remote) != digest:
             self.transport.put(self.binary, remote)

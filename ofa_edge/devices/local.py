@@ -202,12 +202,10 @@ class LocalTransport(Transport):
         shutil.copyfile(_local_path(remote), local)
 
     def sha256(self, remote: str) -> str | None:
-        import hashlib
+        from ofa_edge.files import sha256_file
 
         path = _local_path(remote)
-        if not path.is_file():
-            return None
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return sha256_file(path) if path.is_file() else None
 
     def close(self) -> None:
         for channel in self._channels:

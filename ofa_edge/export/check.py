@@ -12,7 +12,6 @@ sha256, checks), which ``ofa-edge push`` reads.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -25,9 +24,10 @@ import numpy as np
 import torch
 
 from ofa_edge.errors import ConfigError, OfaEdgeError
+from ofa_edge.export.formats import FORMATS, convert, quantize
+from ofa_edge.files import sha256_file
 from ofa_edge.supernet.space import ArchConfig
 
-FORMATS = ("onnx", "tflite")
 #: Max |exported - torch| allowed on fp32 logits: 40x the largest difference measured here
 #: (2.3e-5; ofa-mbv3-cifar10 subnets @24-32 and MIT's w1.0 min @160 / max @224 with random
 #: weights and recalibrated BN, a trained subnet: 1.4e-6 to 2.3e-5, ONNX and TFLite alike).
@@ -98,10 +98,6 @@ def run_model(path: Path, x: np.ndarray) -> np.ndarray:
     from ofa_edge.export.tflite import run_tflite
 
     return run_tflite(path, x)
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _snr_db(reference: np.ndarray, got: np.ndarray) -> float:
@@ -188,14 +184,7 @@ def export_model(
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
         fp32_path = Path(tmp) / f"fp32.{fmt}"
         start = time.perf_counter()
-        if fmt == "onnx":
-            from ofa_edge.export.onnx import export_onnx
-
-            export_onnx(model, resolution, fp32_path)
-        else:
-            from ofa_edge.export.tflite import export_tflite
-
-            export_tflite(model, resolution, fp32_path)
+        convert(model, resolution, fmt, fp32_path)
         timings["convert_s"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -226,19 +215,12 @@ def export_model(
         if int8:
             final = Path(tmp) / f"int8.{fmt}"
             start = time.perf_counter()
-            if fmt == "onnx":
-                from ofa_edge.export.quantize import quantize_onnx
-
-                quantize_onnx(fp32_path, final, calib)
-            else:
-                from ofa_edge.export.tflite import quantize_tflite
-
-                quantize_tflite(fp32_path, final, calib)
+            quantize(fp32_path, final, fmt, calib)
             timings["quantize_s"] = time.perf_counter() - start
             start = time.perf_counter()
             _check_int8(report, run_model(final, check), expected, val_labels, max_top1_drop, min_agreement)
             timings["check_int8_s"] = time.perf_counter() - start
-        report.sha256 = _sha256(final)
+        report.sha256 = sha256_file(final)
         report.size_bytes = final.stat().st_size
         record = Path(tmp) / "record.json"
         record.write_text(json.dumps(report.to_dict(), indent=1) + "\n")

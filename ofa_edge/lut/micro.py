@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from ofa_edge.errors import ConfigError
-from ofa_edge.export.onnx import OPSET, export_onnx
+from ofa_edge.export.formats import FORMATS, convert, quantize
+from ofa_edge.export.onnx import OPSET
 from ofa_edge.lut.keys import Op
 from ofa_edge.supernet.layers import ConvBNAct, LinearLayer, MBConv, ResidualBlock
 from ofa_edge.supernet.registry import cache_dir
@@ -26,7 +27,6 @@ from ofa_edge.supernet.spec import MBv3Spec
 
 T = TypeVar("T")
 MICRO_VERSION = 1
-FORMATS = ("onnx", "tflite")
 PRECISIONS = ("fp32", "int8")
 #: Random normal samples that calibrate an int8 micro-model's activation ranges.
 CALIB_SAMPLES = 8
@@ -114,22 +114,10 @@ def export_for_timing(
     tmp = path.with_name(path.stem + ".tmp" + path.suffix)
     fp32 = tmp if precision == "fp32" else path.with_name(path.stem + ".fp32.tmp" + path.suffix)
     try:
-        if fmt == "onnx":
-            export_onnx(module, shape, fp32)
-        else:
-            from ofa_edge.export.tflite import export_tflite
-
-            export_tflite(module, shape, fp32)
+        convert(module, shape, fmt, fp32)
         if precision == "int8":
             calib = torch.randn((CALIB_SAMPLES, *shape[1:]), generator=torch.Generator().manual_seed(0))
-            if fmt == "onnx":
-                from ofa_edge.export.quantize import quantize_onnx
-
-                quantize_onnx(fp32, tmp, calib.numpy())
-            else:
-                from ofa_edge.export.tflite import quantize_tflite
-
-                quantize_tflite(fp32, tmp, calib.numpy())
+            quantize(fp32, tmp, fmt, calib.numpy())
         return tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)

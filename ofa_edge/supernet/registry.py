@@ -9,7 +9,6 @@ inside the package and loads offline.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import urllib.error
 import urllib.request
@@ -23,6 +22,7 @@ import platformdirs
 import torch
 
 from ofa_edge.errors import CheckpointError, DownloadError, RegistryError, UnknownName
+from ofa_edge.files import sha256_file
 from ofa_edge.supernet.ofa_mbv3 import OFAMobileNetV3
 
 OFA_BASE_URL = "https://raw.githubusercontent.com/han-cai/files/master/ofa/ofa_nets"
@@ -74,14 +74,6 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def download(url: str, dest: Path, progress: ByteProgress | None = None) -> None:
     """Fetch ``url`` to ``dest`` atomically (a ``.part`` file renamed when complete)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -129,7 +121,7 @@ def checkpoint_path(info: SupernetInfo, progress: ByteProgress | None = None) ->
                 url=info.url,
             ) from None
         record.unlink(missing_ok=True)
-    digest = _sha256(path)
+    digest = sha256_file(path)
     if not record.is_file():
         record.write_text(digest + "\n")
     elif record.read_text().strip() != digest:
