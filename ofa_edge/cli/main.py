@@ -294,9 +294,12 @@ def _cmd_lut_validate(args: argparse.Namespace, out: Output) -> int:
     from ofa_edge.lut.validate import validate
 
     (spec,) = select_devices(args, [args.device])
-    path = Path(args.lut or f"{spec.name}_{DEFAULT_SUPERNET}_fp32_t{spec.threads}.json")
+    from ofa_edge.lut.table import default_table_path
+
+    path = Path(args.lut or default_table_path(spec.name, args.supernet, args.precision, spec.threads))
     if not path.is_file():
-        raise ConfigError(f"no latency table at {path}", hint=f"build one: ofa-edge lut build {spec.name}")
+        build = f"ofa-edge lut build {spec.name} --supernet {args.supernet} --precision {args.precision}"
+        raise ConfigError(f"no latency table at {path}", hint=f"build one: {build}")
     with open_session(spec) as session:
         bar = None if out.json_mode else out.bar(desc=f"validate {spec.name}", unit="subnet")
 
@@ -443,6 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = lsub.add_parser("validate", parents=[common], help="calibrate a table on whole subnets")
     p.add_argument("device")
     p.add_argument("--lut", help="table file (default: lut build's default name)")
+    p.add_argument("--supernet", default=DEFAULT_SUPERNET, help="names the default table file")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "int8"], help="names the default table")
     p.add_argument("--samples", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--plot", help="write a predicted-vs-measured scatter plot (PNG)")
