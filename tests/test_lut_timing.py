@@ -7,6 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 
 from ofa_edge.devices.agent import BenchReport, BenchResult
@@ -76,3 +77,16 @@ def test_duplicate_names_are_refused(models: list[Path], tmp_path: Path) -> None
     device = DriftingDevice({p.name: 1.0 for p in models}, ref_cost=1.0)
     with pytest.raises(LutError, match="distinct file names"):
         timed_round(device, [models[0], models[0]], tmp_path / "ref.onnx")
+
+
+def test_calibration_falls_back_to_a_scale_when_the_line_is_unsafe() -> None:
+    from ofa_edge.lut.validate import fit_calibration
+
+    sums = np.linspace(1.0, 10.0, 10)
+    assert fit_calibration(sums, 1.1 * sums + 0.5) == pytest.approx((1.1, 0.5))
+    # Three noisy points: too few for a line; the scale is the median ratio.
+    assert fit_calibration(sums[:3], np.array([1.0, 2.2, 3.3])) == pytest.approx((1.1, 0.0))
+    # Enough points, but a line that would predict negative latencies for small subnets.
+    steep = np.where(sums < 5, 0.1, 20.0) * sums
+    a, b = fit_calibration(sums, steep)
+    assert b == 0.0 and a == pytest.approx(float(np.median(steep / sums)))

@@ -59,10 +59,19 @@ def fidelity(predicted: np.ndarray, measured: np.ndarray) -> Fidelity:
     return Fidelity(float(np.mean(err <= 0.10)), float(100 * err.mean()), spearman(predicted, measured))
 
 
+MIN_LINEAR_FIT = 8
+
+
 def fit_calibration(op_sums: np.ndarray, measured: np.ndarray) -> tuple[float, float]:
-    """Least-squares ``measured = a * op_sum + b`` (needs two subnets or more)."""
-    a, b = np.polyfit(op_sums, measured, 1)
-    return float(a), float(b)
+    """Least-squares ``measured = a * op_sum + b``; a scale-only fit (``b = 0``) instead when
+    fewer than ``MIN_LINEAR_FIT`` subnets were measured or the line would predict a non-positive
+    latency for half the smallest op sum: a few noisy points must not yield a nonsense line."""
+    op_sums, measured = np.asarray(op_sums, float), np.asarray(measured, float)
+    if len(op_sums) >= MIN_LINEAR_FIT:
+        a, b = np.polyfit(op_sums, measured, 1)
+        if a > 0 and a * 0.5 * op_sums.min() + b > 0:
+            return float(a), float(b)
+    return float(np.median(measured / op_sums)), 0.0
 
 
 def random_archs(table: LatencyTable, n: int, seed: int) -> list[ArchConfig]:
