@@ -187,7 +187,7 @@ def specialize(
             outcome = searcher.search(searcher.constraints({device.name: budget}), seed=seed)
             sweep = [low + (high - low) * q for q in (0.1, 0.3, 0.5, 0.7, 0.9)]
             points = searcher.pareto(device.name, sweep, seed=seed)
-            write_pareto(points, device.name, out_dir / "pareto", "predicted top-1")
+            write_pareto(points, device.name, out_dir / "pareto", "accuracy")
             return budget, low, high, outcome
 
         budget, low, high, outcome = ledger.timed("search", False, search)

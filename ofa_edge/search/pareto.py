@@ -52,7 +52,7 @@ def write_pareto(points: list[ParetoPoint], device: str, prefix: Path, score_nam
     ax.plot([r[lat_key] for r in found], [r["score"] for r in found], "o-")
     for r in found:
         ax.annotate(
-            f"≤{r['budget_ms']:g} ms", (r[lat_key], r["score"]), textcoords="offset points", xytext=(4, -10)
+            f"≤{r['budget_ms']:.3g} ms", (r[lat_key], r["score"]), textcoords="offset points", xytext=(4, -10)
         )
     ax.set_xlabel(f"predicted latency on {device} (ms)")
     ax.set_ylabel(f"predicted {score_name}")
