@@ -3,9 +3,10 @@
 Each generation keeps the ``parents`` best members, then makes ``mutation_ratio`` of the new
 population by mutating random parents and the rest by crossing two (OFA: population 100,
 500 generations, 25 parents, half mutations). A child that breaks a budget is redrawn, all
-failed children of a generation together, up to ``RETRIES`` times, then replaced by its
-parent (OFA redraws forever, which hangs on tight budgets). Budgets below what any subnet can
-reach are refused at once with the exact minimum (:class:`InfeasibleError`).
+failed children of a generation together and ``DRAWS`` candidates each per round, for up to
+``RETRIES`` rounds, then replaced by its parent (OFA redraws forever, which hangs on tight
+budgets). Budgets below what any subnet can reach are refused at once with the exact minimum
+(:class:`InfeasibleError`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ofa_edge.search.population import Genome, Population, crossover, mutate, ra
 from ofa_edge.supernet.space import ArchConfig
 
 RETRIES = 10
+DRAWS = 4
 SEED_ROUNDS = 20
 
 #: Fitness of a population (higher is better), given its active-slot mask.
@@ -186,15 +188,24 @@ class EvolutionSearch:
         fallback: Population,
         constraints: Sequence[Constraint],
     ) -> Population:
+        """Children ``make(i)`` for every slot i, each redrawn until it meets the budgets.
+
+        A failed slot gets ``DRAWS`` candidates per round and keeps its first feasible one: the
+        same outcome as redrawing one at a time (OFA), in a few vectorized rounds. A slot still
+        failing after ``RETRIES`` rounds keeps its parent.
+        """
         kids = make(np.arange(len(fallback)))
         ok = self.feasible(kids, constraints)
         for _ in range(RETRIES):
             bad = np.flatnonzero(~ok)
             if not bad.size:
                 return kids
-            redo = make(bad)
-            kids.put(bad, redo)
-            ok[bad] = self.feasible(redo, constraints)
+            redo = make(np.repeat(bad, DRAWS))
+            good = self.feasible(redo, constraints).reshape(len(bad), DRAWS)
+            hit = good.any(axis=1)
+            first = np.arange(len(bad)) * DRAWS + good.argmax(axis=1)
+            kids.put(bad[hit], redo.take(first[hit]))
+            ok[bad[hit]] = True
         bad = np.flatnonzero(~ok)
         kids.put(bad, fallback.take(bad))
         return kids
