@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from tests.adb_testbed import AdbServer
 
 
-
 def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
     """Poll ``condition`` every 50 ms for at most ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
