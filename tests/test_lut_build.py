@@ -4,6 +4,7 @@ losing or re-measuring anything."""
 from __future__ import annotations
 
 import dataclasses
+import statistics
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,8 @@ def test_interrupted_build_resumes_without_remeasuring(tmp_path: Path) -> None:
     with AgentSession(spec) as session:
         with pytest.raises(KeyboardInterrupt):
             build_table(session, SUPERNET, [32, 40], out, progress=stop_after_ten, **FAST)
-        partial = _keys(LatencyTable.load(out))
+        partial_table = LatencyTable.load(out)
+        partial = _keys(partial_table)
         assert len(partial) >= 10
         calls: list[int] = []
         table = build_table(
@@ -55,7 +57,13 @@ def test_interrupted_build_resumes_without_remeasuring(tmp_path: Path) -> None:
     assert calls[0] == len(partial) and calls[-1] == len(unique)
     assert len(calls) == 1 + len(unique) - len(partial), "only the missing ops were measured"
     final = _keys(table)
-    assert all(final[k] == e for k, e in partial.items()), "earlier measurements were kept as they were"
+    # Earlier measurements are kept, moved only by the common factor of the table's new level.
+    assert partial_table.reference is not None and table.reference is not None
+    factor = table.reference["median_ms"] / partial_table.reference["median_ms"]
+    assert table.reference["median_ms"] == statistics.median(table.reference["timings_ms"])
+    for key, entry in partial.items():
+        assert final[key].raw_median_ms == entry.raw_median_ms and final[key].measured == entry.measured
+        assert final[key].median_ms == pytest.approx(entry.median_ms * factor, rel=1e-12)
     assert all(e.median_ms > 0 and e.samples >= 3 for e in final.values())
     assert table.device["fingerprint"]["cores"] and table.runtime["version"]
 

@@ -96,6 +96,20 @@ class BenchReport:
     conditions_after: dict[str, Any] = field(default_factory=dict)
 
 
+def pushed(session: MeasuringSession, models: Sequence[Path]) -> list[str]:
+    """Each model's path on the device, pushing each file once: the interleaved reference model
+    is listed many times per batch as hard links of one file."""
+    remote: dict[tuple[int, int], str] = {}
+    out = []
+    for p in models:
+        st = Path(p).stat()
+        key = (st.st_dev, st.st_ino)
+        if key not in remote:
+            remote[key] = session.push_model(Path(p))
+        out.append(remote[key])
+    return out
+
+
 class AgentSession:
     """A running agent on one device. Use as a context manager; calls restart a dead agent."""
 
@@ -251,7 +265,7 @@ class AgentSession:
         on_result: Callable[[BenchResult], None] | None = None,
     ) -> BenchReport:
         """Push and measure models; ``on_result`` sees each as soon as it is measured."""
-        entries = [{"name": Path(p).name, "path": self.push_model(Path(p))} for p in models]
+        entries = [{"name": Path(p).name, "path": remote} for p, remote in zip(models, pushed(self, models))]
         current: list[str] = [entries[0]["name"]] if entries else []
 
         def event(msg: dict[str, Any]) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ofa_edge.devices.agent import AgentError, BenchReport, BenchResult
+from ofa_edge.devices.agent import AgentError, BenchReport, BenchResult, pushed
 from ofa_edge.devices.benchmark_model import (
     BenchmarkOutputError,
     benchmark_model_argv,
@@ -110,6 +110,8 @@ class BenchmarkModelSession:
         if runtime not in (None, "tflite"):
             raise ConfigError(f"{self.spec.name}: benchmark_model measures TFLite models, not {runtime}")
         start = self.start()
+        tflite = [Path(p) for p in models if Path(p).suffix == ".tflite"]
+        graph_of = dict(zip((p.name for p in tflite), pushed(self, tflite)))
         results = []
         for path in models:
             path = Path(path)
@@ -118,7 +120,8 @@ class BenchmarkModelSession:
             else:
                 result = self._one(
                     start["binary"],
-                    path,
+                    path.name,
+                    graph_of[path.name],
                     threads or self.spec.threads,
                     warmup,
                     min_runs,
@@ -133,26 +136,26 @@ class BenchmarkModelSession:
     def _one(
         self,
         binary: str,
-        path: Path,
+        name: str,
+        graph: str,
         threads: int,
         warmup: int,
         runs: int,
         min_secs: float,
         timeout: float,
     ) -> BenchResult:
-        graph = self._files.push_model(path)
         argv = benchmark_model_argv(binary, graph, threads, runs, warmup, min_secs, True, self.spec.cpus)
         try:
             res = self.transport.run(argv, timeout=timeout, check=False)
         except DeviceError as err:
-            return BenchResult(path.name, error=err.message)
+            return BenchResult(name, error=err.message)
         try:
             parsed = parse_benchmark_model(res.stdout + "\n" + res.stderr)
         except BenchmarkOutputError as err:
-            return BenchResult(path.name, error=f"exit {res.exit_code}: {err.message}")
+            return BenchResult(name, error=f"exit {res.exit_code}: {err.message}")
         pct = parsed.percentiles_ms
         return BenchResult(
-            path.name,
+            name,
             median_ms=pct.get("median", pct.get("p50", parsed.avg_ms)),
             p10_ms=pct.get("p10"),
             p90_ms=pct.get("p90"),

@@ -6,11 +6,13 @@ batches through the device's session. Every result is written to the table file 
 running the same command again measures only what is missing. A batch during which the device
 throttled or changed clocks is measured again, and its entries say so (``remeasured``). Every
 few ops a reference model is timed again and entries are normalized by it (``timing``), so the
-device's drift during the build does not end up in the table.
+device's drift during the build does not end up in the table. The table's reference level is
+the median of all its reference timings, so one unlucky timing cannot shift every entry.
 """
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -117,6 +119,7 @@ def build_table(
             "resolution": r_ref,
             "median_ms": ref.median_ms,
             "measured": now(),
+            "timings_ms": [ref.median_ms],
         }
         table.save(out)
     elif todo:
@@ -148,12 +151,41 @@ def build_table(
             if progress:
                 progress(count, total)
 
+    timings: list[float] = []
     for i, start in enumerate(range(0, len(todo), batch_size)):
         batch = [paths[op.key] for op in todo[start : start + batch_size]]
-        _, _, report = timed_round(
+        _, refs, report = timed_round(
             session, batch, reference, seed=i, on_timed=lambda t: record(t, False), **kwargs
         )
+        timings += refs
         if disturbed(report.conditions_before, report.conditions_after):
             timed_round(session, batch, reference, seed=i, on_timed=lambda t: record(t, True), **kwargs)
+    if timings:
+        relevel(table, timings)
     table.save(out)
     return table
+
+
+def relevel(table: LatencyTable, timings: Sequence[float]) -> None:
+    """Add ``timings`` of the reference and move the table to the median of all its timings.
+
+    Every entry is a ratio to the reference times the level, so scaling all entries (and the
+    calibration's intercept) by new level / old level keeps the table self-consistent.
+    """
+    assert table.reference is not None
+    ref = table.reference
+    ref["timings_ms"] = [*ref.get("timings_ms", [ref["median_ms"]]), *timings]
+    level = statistics.median(ref["timings_ms"])
+    factor = level / ref["median_ms"]
+    seen: set[int] = set()
+    for section in table.entries.values():
+        for entry in section.values():
+            if id(entry) in seen:
+                continue
+            seen.add(id(entry))
+            entry.median_ms *= factor
+            entry.p10_ms = None if entry.p10_ms is None else entry.p10_ms * factor
+            entry.p90_ms = None if entry.p90_ms is None else entry.p90_ms * factor
+    if table.calibration is not None:
+        table.calibration["b"] = table.calibration["b"] * factor
+    ref["median_ms"] = level

@@ -12,14 +12,17 @@ are still read)::
      "device": {"name", "fingerprint": {...}}, "runtime": {"name", "version"},
      "precision": "fp32" | "int8", "threads": N, "delegate": "cpu", "created": ISO-8601,
      "calibration": null | {"a", "b", "subnets", "fitted": ISO-8601},
-     "reference": null | {"model", "resolution", "median_ms", "measured": ISO-8601},
+     "reference": null | {"model", "resolution", "median_ms", "measured": ISO-8601,
+                          "timings_ms": [...]},
      "entries": {RESOLUTION: {KEY: {"median_ms", "p10_ms", "p90_ms", "samples",
                                     "measured": ISO-8601, "remeasured": bool,
                                     "raw_median_ms"}}}}
 
 ``reference`` is the model timed between ops to cancel device drift (``ofa_edge.lut.timing``):
-each entry's times are its raw times scaled by ``reference.median_ms`` over the reference time
-measured just before it, so all entries are at the device speed of the reference's first timing.
+each entry's times are its raw times scaled by ``reference.median_ms`` over the reference times
+measured around it, so all entries are at one device speed. ``timings_ms`` lists every reference
+timing of the builds and ``median_ms`` is their median (an optional field: tables without it
+count their ``median_ms`` as their one timing).
 
 Entries are grouped by resolution as in MIT's per-resolution YAML files: an op shared by several
 resolutions (the classifier, say) appears under each (measured once by ``lut build``, but MIT's

@@ -2,14 +2,18 @@
 
 A shared or thermally limited device runs at a speed that drifts by tens of percent within
 minutes, more than the ±10 % a latency table aims for. Every ``ref_every`` models the same
-reference model is timed again, and each model's time is divided by the reference time just
-before it: that ratio is what the device's speed does not change. Ratios are multiplied by one
-reference level (the table's, so entries measured in different sessions agree) to give ms.
+reference model is timed again (and once more at the end), and each model's time is divided by
+the geometric mean of the reference times just before and just after it: that ratio is what the
+device's speed does not change, and a speed that moves steadily between the two cancels out.
+Ratios are multiplied by one reference level (the table's, so entries measured in different
+sessions agree) to give ms.
 Several rounds in different orders, reduced by their median, then remove one-off disturbances.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import random
 import shutil
 import statistics
@@ -30,12 +34,13 @@ class Timed:
     """One model's normalized latency: the model's time over the reference time before it."""
 
     name: str
-    ratio: float  # model time / preceding reference time
+    ratio: float  # model time / geometric mean of the reference times around it
     result: BenchResult  # the raw measurement
 
 
 def _schedule(models: Sequence[Path], ref_every: int, rng: random.Random) -> list[Path | None]:
-    """Models in a random order with ``None`` (the reference) first and after every ``ref_every``."""
+    """Models in a random order with ``None`` (the reference) first, after every ``ref_every``
+    and last, so that every model sits between two reference timings."""
     order = list(models)
     rng.shuffle(order)
     plan: list[Path | None] = []
@@ -43,6 +48,7 @@ def _schedule(models: Sequence[Path], ref_every: int, rng: random.Random) -> lis
         if i % ref_every == 0:
             plan.append(None)
         plan.append(model)
+    plan.append(None)
     return plan
 
 
@@ -58,8 +64,9 @@ def timed_round(
 ) -> tuple[list[Timed], list[float], Any]:
     """Time ``models`` once each, in a shuffled order, against the interleaved reference.
 
-    Returns the normalized results (also streamed to ``on_timed`` as they arrive, so a caller
-    can save each at once), the reference's median times, and the session's bench report.
+    Returns the normalized results (also streamed to ``on_timed`` as soon as the reference after
+    them is timed, so a caller can save each at once), the reference's median times, and the
+    session's bench report.
     """
     names = [Path(m).name for m in models]
     if len(set(names)) != len(names) or any(n.startswith(REF_PREFIX) for n in names):
@@ -67,13 +74,14 @@ def timed_round(
     plan = _schedule(models, ref_every, random.Random(seed))
     refs: list[float] = []
     timed: list[Timed] = []
+    waiting: list[BenchResult] = []  # models timed since the last reference
     with tempfile.TemporaryDirectory(prefix="ofa-edge-ref-") as tmp:
         paths = []
         for i, model in enumerate(plan):
-            if model is None:  # a copy per slot: the agent reports results by file name
-                copy = Path(tmp) / f"{REF_PREFIX}{i:04d}{reference.suffix}"
-                shutil.copyfile(reference, copy)
-                paths.append(copy)
+            if model is None:  # a name per slot (the agent reports results by file name), one file
+                slot = Path(tmp) / f"{REF_PREFIX}{i:04d}{reference.suffix}"
+                _link_or_copy(reference, slot)
+                paths.append(slot)
             else:
                 paths.append(Path(model))
 
@@ -81,16 +89,31 @@ def timed_round(
             if result.error is not None:
                 raise LutError(f"{session.spec.name}: measuring {result.name} failed: {result.error}")
             assert result.median_ms is not None
-            if result.name.startswith(REF_PREFIX):
-                refs.append(result.median_ms)
+            if not result.name.startswith(REF_PREFIX):
+                waiting.append(result)
                 return
-            item = Timed(result.name, result.median_ms / refs[-1], result)
-            timed.append(item)
-            if on_timed is not None:
-                on_timed(item)
+            refs.append(result.median_ms)
+            if len(refs) < 2:
+                return
+            around = math.sqrt(refs[-2] * refs[-1])
+            for held in waiting:
+                assert held.median_ms is not None
+                item = Timed(held.name, held.median_ms / around, held)
+                timed.append(item)
+                if on_timed is not None:
+                    on_timed(item)
+            waiting.clear()
 
         report = session.bench(paths, on_result=arrived, **bench_kwargs)
     return timed, refs, report
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """``target`` as a hard link to ``source`` (a copy where links cannot be made)."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 def timed_rounds(
