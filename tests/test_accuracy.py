@@ -237,6 +237,18 @@ def test_release_weights_round_trip(tmp_path: Path) -> None:
         fp16.set_arch(arch)
         a, b = fp32(x), fp16(x)
         assert (a - b).abs().max() <= 1e-2 * a.abs().max()
+    # The CLI: refuses the unfinished run in one line, writes what the API writes when allowed.
+    res = _cli("release", str(tmp_path / "run"), "--out", str(tmp_path / "cli.pt"))
+    assert res.returncode == 1 and len(res.stderr.strip().splitlines()) == 1
+    assert "has not finished training" in res.stderr and not (tmp_path / "cli.pt").exists()
+    res = _cli(
+        "--json", "release", str(tmp_path / "run"), "--out", str(tmp_path / "cli.pt"), "--allow-unfinished"
+    )
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["sha256"] == hashlib.sha256((tmp_path / "cli.pt").read_bytes()).hexdigest()
+    by_cli = torch.load(tmp_path / "cli.pt", weights_only=True)
+    assert by_cli.keys() == saved.keys() and all(torch.equal(by_cli[k], saved[k]) for k in saved)
     with pytest.raises(CheckpointError, match="no training checkpoint"):
         release_weights(tmp_path / "nowhere", tmp_path / "x.pt")
     buf = io.BytesIO()

@@ -93,3 +93,47 @@ def test_save_load_round_trip_and_bad_files(tmp_path: Path) -> None:
         load_predictor(tmp_path / "junk.pt")
     with pytest.raises(CheckpointError, match="does not exist"):
         load_predictor(tmp_path / "missing.pt")
+
+
+def test_fit_cli_trains_saves_and_plots(tmp_path: Path) -> None:
+    """``accuracy fit`` on a table whose top-1 is a known function of the encoding."""
+    import json
+    import subprocess
+    import sys
+
+    from ofa_edge.accuracy.table import SCHEMA, SCHEMA_VERSION, sample_arch
+    from ofa_edge.supernet.registry import get_supernet_info
+
+    space = get_supernet_info("ofa-mbv3-cifar10").build().space
+    enc = ArchEncoder.for_space(space)
+    archs = [sample_arch(space, 0, i) for i in range(300)]
+    w_true = np.random.default_rng(0).normal(0.0, 1.0, enc.n_dim)
+    top1 = enc.encode(archs) @ w_true + 70.0
+    header = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "supernet": "ofa-mbv3-cifar10"}
+    lines = [json.dumps(header)] + [
+        json.dumps({"index": i, "arch": a.to_dict(), "top1": float(t), "seconds": 1.0})
+        for i, (a, t) in enumerate(zip(archs, top1))
+    ]
+    table = tmp_path / "acc.jsonl"
+    table.write_text("\n".join(lines) + "\n")
+    out, plot = tmp_path / "pred.pt", tmp_path / "fit.png"
+    cmd = [sys.executable, "-m", "ofa_edge.cli.main", "--json", "accuracy", "fit", str(table)]
+    res = subprocess.run(
+        [*cmd, "--out", str(out), "--plot", str(plot), "--epochs", "60"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["n_train"] == 240 and doc["n_val"] == 60 and doc["spearman"] > 0.9
+    assert plot.stat().st_size > 10_000
+    loaded = load_predictor(out)
+    assert loaded.supernet == "ofa-mbv3-cifar10" and loaded.metrics["spearman"] == doc["spearman"]
+    got = loaded.predictor.predict(archs[:20])
+    assert np.allclose(got, top1[:20] / 100, atol=0.1 * np.std(top1) / 100 + 0.01)  # fractions, as MIT's
+
+    table.write_text("not a table\n")
+    res = subprocess.run([*cmd, "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 1 and len(res.stderr.strip().splitlines()) == 1
+    assert "is not an ofa-edge accuracy table" in res.stderr

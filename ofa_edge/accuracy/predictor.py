@@ -170,6 +170,7 @@ class FitResult:
     spearman: float
     n_train: int
     n_val: int
+    held_out: tuple[np.ndarray, np.ndarray]  # (predicted, measured) on the held-out archs
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -226,7 +227,30 @@ def fit_predictor(
     pred = model.compile()(x[val].numpy())
     truth = y[val].numpy()
     rmse = float(np.sqrt(np.mean((pred - truth) ** 2)))
-    return FitResult(model, rmse, spearman(pred, truth), len(train), n_val)
+    return FitResult(model, rmse, spearman(pred, truth), len(train), n_val, (pred, truth))
+
+
+def fit_plot(fit: FitResult, title: str, path: Path) -> None:
+    """Predicted vs measured top-1 of the held-out subnets, with RMSE and Spearman."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pred, truth = fit.held_out
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    lo, hi = float(min(pred.min(), truth.min())), float(max(pred.max(), truth.max()))
+    pad = 0.03 * (hi - lo)
+    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "k-", lw=1, label="predicted = measured")
+    ax.scatter(truth, pred, s=12, c="tab:blue", label=f"{fit.n_val} held-out subnets")
+    ax.set_xlabel("measured top-1")
+    ax.set_ylabel("predicted top-1")
+    ax.set_title(f"{title}\nRMSE {fit.rmse:.4f}, Spearman {fit.spearman:.3f}")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def _train(

@@ -1,4 +1,5 @@
-"""``ofa-edge eval`` and ``ofa-edge accuracy build``: measured top-1 of subnets, BN recalibrated first."""
+"""``ofa-edge eval``, ``accuracy build`` and ``accuracy fit``: measured top-1 of subnets (BN
+recalibrated first), and the accuracy predictor trained on them."""
 
 from __future__ import annotations
 
@@ -131,6 +132,36 @@ def _cmd_accuracy_build(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+def _cmd_accuracy_fit(args: argparse.Namespace, out: Output) -> int:
+    from ofa_edge.accuracy.predictor import ArchEncoder, fit_plot, fit_predictor, save_predictor
+    from ofa_edge.accuracy.table import read_table
+    from ofa_edge.files import sha256_file
+    from ofa_edge.supernet.registry import get_supernet_info
+
+    table = read_table(args.table)
+    supernet = table.header["supernet"]
+    space = get_supernet_info(supernet).build().space
+    fit = fit_predictor(  # a fraction, as MIT's predictors give (the table stores percent)
+        [r.arch for r in table.records],
+        [r.top1 / 100 for r in table.records],
+        ArchEncoder.for_space(space),
+        epochs=args.epochs,
+        seed=args.seed,
+    )
+    metrics = {**fit.metrics, "table_sha256": sha256_file(args.table), "target": "top-1 as a fraction"}
+    save_predictor(fit.predictor, args.out, supernet, metrics)
+    if args.plot:
+        fit_plot(fit, f"{supernet}: accuracy predictor", Path(args.plot))
+    out.result(
+        "accuracy-fit",
+        {"out": str(args.out), "supernet": supernet, "plot": args.plot, **metrics},
+        f"{args.out}: trained on {fit.n_train} subnets; on {fit.n_val} held out RMSE {fit.rmse:.4f} "
+        f"({100 * fit.rmse:.2f} points), "
+        f"Spearman {fit.spearman:.3f}" + (f"; plot {args.plot}" if args.plot else ""),
+    )
+    return 0
+
+
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Add ``eval`` and ``accuracy build`` to the ``ofa-edge`` parser."""
 
@@ -155,3 +186,11 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-images", type=int, default=5000, help="held-out images each subnet is evaluated on")
     p.set_defaults(func=_cmd_accuracy_build)
+
+    p = asub.add_parser("fit", parents=[common], help="train the accuracy predictor on a table")
+    p.add_argument("table", type=Path, help="accuracy table (from accuracy build)")
+    p.add_argument("--out", required=True, type=Path, help="predictor file to write")
+    p.add_argument("--epochs", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--plot", help="PNG of predicted vs measured top-1 on the held-out subnets")
+    p.set_defaults(func=_cmd_accuracy_fit)

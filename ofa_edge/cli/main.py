@@ -127,6 +127,18 @@ def _cmd_train(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+def _cmd_release(args: argparse.Namespace, out: Output) -> int:
+    from ofa_edge.training.release import release_weights
+
+    made = release_weights(args.run, args.out, supernet=args.supernet, allow_unfinished=args.allow_unfinished)
+    out.result(
+        "release",
+        {"path": str(made.path), "sha256": made.sha256, "bytes": made.size_bytes, "supernet": args.supernet},
+        f"{made.path}: {made.size_bytes / 1e6:.2f} MB fp16, sha256 {made.sha256}",
+    )
+    return 0
+
+
 def _cmd_devices_list(args: argparse.Namespace, out: Output) -> int:
     from ofa_edge.devices.inventory import load_inventory
 
@@ -472,6 +484,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hours", type=float, help="pause (checkpointed) after this long")
     p.add_argument("--checkpoint-minutes", type=float, default=5.0)
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("release", parents=[common], help="a finished training run's weights as fp16")
+    p.add_argument("run", help="the run folder of ofa-edge train (or its checkpoint.pt)")
+    p.add_argument("--out", required=True, help="weights file to write")
+    p.add_argument("--supernet", default="ofa-mbv3-cifar10", help="registry entry the weights are for")
+    p.add_argument("--allow-unfinished", action="store_true", help="release a run still training")
+    p.set_defaults(func=_cmd_release)
 
     import importlib
 
