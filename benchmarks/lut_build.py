@@ -44,15 +44,19 @@ def main() -> None:
             print(f"build {run} ({'cold' if run == 1 else 'warm'} micro-model cache): {walls[-1]:.1f} s")
         first, second = ({k: e.median_ms for s in t.entries.values() for k, e in s.items()} for t in tables)
         rel = np.array([abs(second[k] - v) / v for k, v in first.items()])
-        # Each build expresses entries at its own first reference timing; a different level
-        # scales all entries alike (the calibration absorbs it). Without that one factor:
+        # Each build expresses entries at the median of its own reference timings; a different
+        # level scales all entries alike (the calibration absorbs it). Without that one factor:
         scale = np.median([second[k] / v for k, v in first.items()])
         shape = np.array([abs(second[k] / scale - v) / v for k, v in first.items()])
         remeasured = sum(e.remeasured for s in tables[0].entries.values() for e in s.values())
     print(f"device: {spec.name} ({spec.description}), runtime {tables[0].runtime}, threads {args.threads}")
     print(f"supernet {args.supernet} at {resolutions}: {len(first)} micro-benchmarks (distinct ops)")
     print(f"wall time, cold cache: {walls[0]:.1f} s ({walls[0] / 60:.2f} min); warm cache: {walls[1]:.1f} s")
-    print(f"reference timing: {tables[0].reference}")
+    ref = tables[0].reference
+    print(
+        f"reference: {ref['model']}, level {ref['median_ms']:.4f} ms "
+        f"(median of {len(ref['timings_ms'])} timings)"
+    )
     print(
         f"entry difference between the two builds: median {100 * np.median(rel):.2f} %, "
         f"p90 {100 * np.percentile(rel, 90):.2f} %, max {100 * rel.max():.2f} %"

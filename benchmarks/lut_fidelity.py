@@ -59,7 +59,8 @@ def main() -> None:
     print(f"table ({len(resolutions)} resolutions) built in {built:.0f} s; subnets timed: {validated:.0f} s")
     print(
         f"calibration on {report['fitted_on']} subnets: a={report['calibration']['a']:.3f}, "
-        f"b={report['calibration']['b']:.3f} ms; {report['held_out']} held out, {args.rounds} rounds each"
+        f"c={1e3 * report['calibration']['c']:.1f} µs per op, b={report['calibration']['b']:.3f} ms; "
+        f"{report['held_out']} held out, {args.rounds} rounds each"
     )
     for label, f in (("uncalibrated", before), ("calibrated", after)):
         print(

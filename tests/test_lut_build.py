@@ -99,8 +99,11 @@ def test_validate_fits_and_stores_calibration(tmp_path: Path) -> None:
     assert set(report["calibrated"]) == {"within_10pct", "mape_pct", "spearman"}
     assert (tmp_path / "fit.png").read_bytes()[:4] == b"\x89PNG"
     arch = table.spec.space.min_arch(32)
-    a, b = table.calibration["a"], table.calibration["b"]
-    assert table.predict(arch) == pytest.approx(a * table.op_sum(arch) + b)
+    cal = table.calibration
+    assert table.predict(arch) == pytest.approx(
+        cal["a"] * table.op_sum(arch) + cal["c"] * table.op_count(arch) + cal["b"]
+    )
+    assert cal["c"] == 0.0, "4 subnets are too few for the per-op term"
     assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)  # type: ignore[arg-type]
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)  # type: ignore[arg-type]
 

@@ -80,17 +80,25 @@ def test_duplicate_names_are_refused(models: list[Path], tmp_path: Path) -> None
         timed_round(device, [models[0], models[0]], tmp_path / "ref.onnx")
 
 
-def test_calibration_falls_back_to_a_scale_when_the_line_is_unsafe() -> None:
+def test_calibration_fits_the_per_op_overhead_and_falls_back_when_unsafe() -> None:
     from ofa_edge.lut.validate import fit_calibration
 
-    sums = np.linspace(1.0, 10.0, 10)
-    assert fit_calibration(sums, 1.1 * sums + 0.5) == pytest.approx((1.1, 0.5))
-    # Three noisy points: too few for a line; the scale is the median ratio.
-    assert fit_calibration(sums[:3], np.array([1.0, 2.2, 3.3])) == pytest.approx((1.1, 0.0))
-    # Enough points, but a line that would predict negative latencies for small subnets.
-    steep = np.where(sums < 5, 0.1, 20.0) * sums
-    a, b = fit_calibration(sums, steep)
-    assert b == 0.0 and a == pytest.approx(float(np.median(steep / sums)))
+    rng = np.random.default_rng(0)
+    n_ops = rng.integers(14, 27, 30).astype(float)
+    sums = rng.uniform(0.2, 0.7, 30) + 0.012 * n_ops  # each op's measurement paid 12 µs of overhead
+    measured = 0.98 * sums - 0.012 * n_ops + 0.02
+    assert fit_calibration(sums, n_ops, measured) == pytest.approx({"a": 0.98, "b": 0.02, "c": -0.012})
+    # Too few subnets for the op-count term (or all with the same count): the line.
+    line = 1.1 * sums + 0.5
+    assert fit_calibration(sums[:10], n_ops[:10], line[:10]) == pytest.approx({"a": 1.1, "b": 0.5, "c": 0.0})
+    assert fit_calibration(sums, 0 * n_ops + 20, line) == pytest.approx({"a": 1.1, "b": 0.5, "c": 0.0})
+    # Three noisy points: the scale alone, the median ratio.
+    few = fit_calibration(sums[:3], n_ops[:3], sums[:3] * np.array([1.0, 1.1, 1.2]))
+    assert few == pytest.approx({"a": 1.1, "b": 0.0, "c": 0.0})
+    # A fit that would predict a negative latency for the smallest subnets is not used.
+    floor = np.array([[0.05, 10.0]])
+    safe = fit_calibration(sums, n_ops, measured, floor)
+    assert safe["c"] == 0.0 and safe["a"] * 0.05 + safe["b"] > 0
 
 
 def test_reference_slots_share_one_file(models: list[Path], tmp_path: Path) -> None:

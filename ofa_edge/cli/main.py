@@ -332,10 +332,10 @@ def _cmd_lut_validate(args: argparse.Namespace, out: Output) -> int:
         )
         if bar is not None:
             bar.close()
-    before, after = report["uncalibrated"], report["calibrated"]
+    before, after, cal = report["uncalibrated"], report["calibrated"], report["calibration"]
     text = (
         f"{spec.name}: {report['subnets']} subnets measured whole; calibration fitted on "
-        f"{report['fitted_on']} (a={report['calibration']['a']:.3f}, b={report['calibration']['b']:.3f} ms), "
+        f"{report['fitted_on']} (a={cal['a']:.3f}, c={1e3 * cal['c']:.1f} µs per op, b={cal['b']:.3f} ms), "
         f"{report['held_out']} held out\n"
         f"  uncalibrated: {100 * before['within_10pct']:.0f}% within ±10%, MAPE {before['mape_pct']:.1f}%, "
         f"Spearman {before['spearman']:.3f}\n"

@@ -170,7 +170,7 @@ def relevel(table: LatencyTable, timings: Sequence[float]) -> None:
     """Add ``timings`` of the reference and move the table to the median of all its timings.
 
     Every entry is a ratio to the reference times the level, so scaling all entries (and the
-    calibration's intercept) by new level / old level keeps the table self-consistent.
+    calibration's ms terms) by new level / old level keeps the table self-consistent.
     """
     assert table.reference is not None
     ref = table.reference
@@ -186,6 +186,8 @@ def relevel(table: LatencyTable, timings: Sequence[float]) -> None:
             entry.median_ms *= factor
             entry.p10_ms = None if entry.p10_ms is None else entry.p10_ms * factor
             entry.p90_ms = None if entry.p90_ms is None else entry.p90_ms * factor
-    if table.calibration is not None:
-        table.calibration["b"] = table.calibration["b"] * factor
+    if table.calibration is not None:  # its intercept and per-op term are in ms too
+        for term in ("b", "c"):
+            if term in table.calibration:
+                table.calibration[term] = table.calibration[term] * factor
     ref["median_ms"] = level

@@ -3,15 +3,17 @@
 A table holds one device's measured latency of every op of a supernet, for ONE runtime,
 precision, thread count and delegate (a table is only valid for the conditions it was measured
 under, so they are part of it). Prediction sums the subnet's ops, then applies the device's
-calibration ``e2e = a * sum + b`` when one was fitted against whole-network measurements.
-Format (``schema_version`` 2; version 1 files, which lack ``reference`` and ``raw_median_ms``,
-are still read)::
+calibration ``e2e = a * sum + c * n_ops + b`` when one was fitted against whole-network
+measurements (``c``: the runtime's per-call overhead each op's own measurement paid, which a
+whole network pays once; ``n_ops`` counts the subnet's ops).
+Format (``schema_version`` 3; versions 1 and 2 are still read: version 1 lacks ``reference``
+and ``raw_median_ms``, and calibrations before version 3 have no ``c``, read as 0)::
 
-    {"schema_version": 2, "kind": "ofa-edge/latency-table",
+    {"schema_version": 3, "kind": "ofa-edge/latency-table",
      "supernet": {"id", "width_mult", "n_classes", "space": {...}},
      "device": {"name", "fingerprint": {...}}, "runtime": {"name", "version"},
      "precision": "fp32" | "int8", "threads": N, "delegate": "cpu", "created": ISO-8601,
-     "calibration": null | {"a", "b", "subnets", "fitted": ISO-8601},
+     "calibration": null | {"a", "b", "c", "subnets", "fitted": ISO-8601},
      "reference": null | {"model", "resolution", "median_ms", "measured": ISO-8601,
                           "timings_ms": [...]},
      "entries": {RESOLUTION: {KEY: {"median_ms", "p10_ms", "p90_ms", "samples",
@@ -45,7 +47,7 @@ from ofa_edge.lut.keys import subnet_ops
 from ofa_edge.supernet.space import ArchConfig, SearchSpace
 from ofa_edge.supernet.spec import MBv3Spec
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 KIND = "ofa-edge/latency-table"
 PRECISIONS = ("fp32", "int8")
 #: The file name ``lut build`` writes and ``search`` looks for (in the working directory and
@@ -117,11 +119,19 @@ class LatencyTable:
 
     def op_sum(self, arch: ArchConfig) -> float:
         """Sum of the table's latencies of ``arch``'s ops (ms), uncalibrated."""
+        return self._sum_and_count(arch)[0]
+
+    def op_count(self, arch: ArchConfig) -> int:
+        """How many of the table's ops ``arch`` runs (the calibration's ``n_ops``)."""
+        return len(subnet_ops(self.spec, arch.validate(self.spec.space)))
+
+    def _sum_and_count(self, arch: ArchConfig) -> tuple[float, int]:
         spec = self.spec
         arch = arch.validate(spec.space)
         total = 0.0
         table = self.entries.get(arch.r, {})
-        for op in subnet_ops(spec, arch):
+        ops = subnet_ops(spec, arch)
+        for op in ops:
             entry = table.get(op.key)
             if entry is None:
                 raise LutError(
@@ -130,13 +140,14 @@ class LatencyTable:
                     "rebuild it with `ofa-edge lut build` for this resolution",
                 )
             total += entry.median_ms
-        return total
+        return total, len(ops)
 
     def predict(self, arch: ArchConfig, calibrated: bool = True) -> float:
         """Predicted whole-network latency (ms) of ``arch`` on this table's device."""
-        total = self.op_sum(arch)
+        total, n_ops = self._sum_and_count(arch)
         if calibrated and self.calibration:
-            return self.calibration["a"] * total + self.calibration["b"]
+            cal = self.calibration
+            return cal["a"] * total + cal.get("c", 0.0) * n_ops + cal["b"]
         return total
 
     # --- files -----------------------------------------------------------------------------------

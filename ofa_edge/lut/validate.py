@@ -2,7 +2,11 @@
 
 Summing per-op latencies misses fusion across ops, per-call overhead counted once per op, and
 caches warmed by a lone op; the fix the field uses is a per-device linear calibration
-``e2e = a * sum + b`` fitted on subnets measured whole. Random subnets are exported, measured
+``e2e = a * sum + b`` fitted on subnets measured whole. ofa-edge adds the op count:
+``e2e = a * sum + c * n_ops + b``, since each op's own measurement paid the runtime's per-call
+overhead that a whole network pays once (on sub-millisecond subnets that overhead is a large
+share, and a search maximizing accuracy under a budget picks exactly the subnets whose op count
+a plain line gets wrong). Random subnets are exported, measured
 through the device's session, the calibration is fitted on the first ones (at most 20) and the
 rest are held out to report the share within +-10 %, the MAPE and the rank correlation, before
 and after calibration.
@@ -60,18 +64,38 @@ def fidelity(predicted: np.ndarray, measured: np.ndarray) -> Fidelity:
 
 
 MIN_LINEAR_FIT = 8
+MIN_OVERHEAD_FIT = 12
 
 
-def fit_calibration(op_sums: np.ndarray, measured: np.ndarray) -> tuple[float, float]:
-    """Least-squares ``measured = a * op_sum + b``; a scale-only fit (``b = 0``) instead when
-    fewer than ``MIN_LINEAR_FIT`` subnets were measured or the line would predict a non-positive
-    latency for half the smallest op sum: a few noisy points must not yield a nonsense line."""
-    op_sums, measured = np.asarray(op_sums, float), np.asarray(measured, float)
+def fit_calibration(
+    op_sums: np.ndarray, n_ops: np.ndarray, measured: np.ndarray, floor: np.ndarray | None = None
+) -> dict[str, float]:
+    """Least-squares ``measured = a * op_sum + c * n_ops + b`` (``{"a", "b", "c"}``).
+
+    A fit must have ``a > 0`` and predict a positive latency at every ``floor`` point (rows of
+    (op_sum, n_ops): the smallest subnets searches may reach; default: the fitted ones), or a
+    simpler one is used: the line ``a * op_sum + b`` (``c = 0``; from ``MIN_LINEAR_FIT``
+    subnets) and at last the scale alone (median ratio): a few noisy points must not yield a
+    nonsense fit. The op-count term needs ``MIN_OVERHEAD_FIT`` subnets with different counts.
+    """
+    op_sums, n_ops, measured = (np.asarray(v, float) for v in (op_sums, n_ops, measured))
+    floor = np.stack([op_sums, n_ops], axis=1) if floor is None else np.asarray(floor, float)
+    ones = np.ones_like(op_sums)
+    candidates = []
+    if len(op_sums) >= MIN_OVERHEAD_FIT and np.ptp(n_ops) > 0:
+        candidates.append(np.stack([op_sums, n_ops, ones], axis=1))
     if len(op_sums) >= MIN_LINEAR_FIT:
-        a, b = np.polyfit(op_sums, measured, 1)
-        if a > 0 and a * 0.5 * op_sums.min() + b > 0:
-            return float(a), float(b)
-    return float(np.median(measured / op_sums)), 0.0
+        candidates.append(np.stack([op_sums, 0 * ones, ones], axis=1))
+    for x in candidates:
+        (a, c, b), *_ = np.linalg.lstsq(x, measured, rcond=None)
+        if a > 0 and np.all(a * floor[:, 0] + c * floor[:, 1] + b > 0):
+            return {"a": float(a), "b": float(b), "c": float(c)}
+    return {"a": float(np.median(measured / op_sums)), "b": 0.0, "c": 0.0}
+
+
+def calibrated(cal: dict[str, float], op_sums: np.ndarray, n_ops: np.ndarray) -> np.ndarray:
+    """Predictions of a calibration for arrays of op sums and op counts."""
+    return cal["a"] * op_sums + cal.get("c", 0.0) * n_ops + cal["b"]
 
 
 def random_archs(table: LatencyTable, n: int, seed: int) -> list[ArchConfig]:
@@ -162,35 +186,39 @@ def validate(
     table = LatencyTable.load(table_path)
     archs = random_archs(table, samples, seed)
     op_sums = np.array([table.op_sum(a) for a in archs])
+    n_ops = np.array([table.op_count(a) for a in archs])
     measured = measure_subnets(session, table, archs, rounds=rounds, seed=seed, work=work, progress=progress)
     n_fit = min(fit, max(2, samples // 2))
-    a, b = fit_calibration(op_sums[:n_fit], measured[:n_fit])
+    smallest = [table.spec.space.min_arch(r) for r in table.resolutions]
+    floor = [(table.op_sum(a), table.op_count(a)) for a in smallest]
+    cal = fit_calibration(op_sums[:n_fit], n_ops[:n_fit], measured[:n_fit], floor)
+    predicted = calibrated(cal, op_sums, n_ops)
     held = slice(n_fit, None) if samples > n_fit else slice(None)
     before = fidelity(op_sums[held], measured[held])
-    after = fidelity(a * op_sums[held] + b, measured[held])
-    table.calibration = {"a": a, "b": b, "subnets": n_fit, "fitted": now(), "seed": seed, "rounds": rounds}
+    after = fidelity(predicted[held], measured[held])
+    table.calibration = {**cal, "subnets": n_fit, "fitted": now(), "seed": seed, "rounds": rounds}
     table.save(table_path)
     result = {
         "subnets": samples,
         "fitted_on": n_fit,
         "held_out": len(measured[held]),
         "rounds": rounds,
-        "calibration": {"a": a, "b": b},
+        "calibration": cal,
         "uncalibrated": before.to_dict(),
         "calibrated": after.to_dict(),
         "points": [
-            {"arch": arch.to_dict(), "op_sum_ms": float(s), "measured_ms": float(m)}
-            for arch, s, m in zip(archs, op_sums, measured)
+            {"arch": arch.to_dict(), "op_sum_ms": float(s), "n_ops": int(n), "measured_ms": float(m)}
+            for arch, s, n, m in zip(archs, op_sums, n_ops, measured)
         ],
     }
     if plot is not None:
-        scatter_plot(op_sums, measured, a, b, n_fit, table.device.get("name", "?"), plot)
+        scatter_plot(op_sums, predicted, measured, n_fit, table.device.get("name", "?"), plot)
         result["plot"] = str(plot)
     return result
 
 
 def scatter_plot(
-    op_sums: np.ndarray, measured: np.ndarray, a: float, b: float, n_fit: int, device: str, path: Path
+    op_sums: np.ndarray, predicted: np.ndarray, measured: np.ndarray, n_fit: int, device: str, path: Path
 ) -> None:
     """Predicted vs measured latency, before and after calibration, with the +-10 % band."""
     import matplotlib
@@ -199,15 +227,15 @@ def scatter_plot(
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 5))
-    hi = float(max(measured.max(), op_sums.max(), (a * op_sums + b).max())) * 1.05
+    hi = float(max(measured.max(), op_sums.max(), predicted.max())) * 1.05
     line = np.linspace(0, hi, 50)
     ax.plot(line, line, "k-", lw=1, label="predicted = measured")
     ax.fill_between(line, line * 0.9, line * 1.1, color="0.85", label="±10 %")
     ax.scatter(measured, op_sums, s=14, c="tab:orange", label="op sum (uncalibrated)")
-    ax.scatter(measured[n_fit:], (a * op_sums + b)[n_fit:], s=14, c="tab:blue", label="calibrated, held out")
+    ax.scatter(measured[n_fit:], predicted[n_fit:], s=14, c="tab:blue", label="calibrated, held out")
     ax.scatter(
         measured[:n_fit],
-        (a * op_sums + b)[:n_fit],
+        predicted[:n_fit],
         s=14,
         marker="x",
         c="tab:blue",

@@ -49,8 +49,9 @@ class CostModel:
     slots: np.ndarray  # [R, n_blocks, n_k, n_e]
     tail: np.ndarray  # [R, t]
     reduce: str = "sum"  # "sum" (in op order) or "max"
-    scale: float = 1.0  # value = scale * reduced + offset (a latency table's calibration)
+    scale: float = 1.0  # value = scale * reduced + per_op * n_ops + offset (a table's calibration)
     offset: float = 0.0
+    per_op: float = 0.0  # n_ops: the head and tail ops plus the active slots
     device: str | None = None
     _min: tuple[float, Population] | None = field(default=None, repr=False)
 
@@ -64,6 +65,9 @@ class CostModel:
         per_slot = np.where(active, self.slots[pop.r[:, None], slot_ids, pop.k, pop.e], 0)
         cols = np.concatenate([self.head[pop.r], per_slot, self.tail[pop.r]], axis=1)
         total = np.cumsum(cols, axis=1)[:, -1] if self.reduce == "sum" else cols.max(axis=1)
+        if self.per_op != 0.0:  # the same order of operations as LatencyTable.predict
+            n_ops = cols.shape[1] - self.slots.shape[1] + active.sum(axis=1)
+            return self.scale * total + self.per_op * n_ops + self.offset
         if self.scale != 1.0 or self.offset != 0.0:
             return self.scale * total + self.offset
         return total
@@ -75,9 +79,10 @@ class CostModel:
         whose running sum (or max) of those is smallest; the resolution is the best of all.
         """
         if self._min is None:
-            sign = 1.0 if self.scale >= 0 else -1.0  # a negative slope makes the largest sum the cheapest
             n_r, n_b, n_k, n_e = self.slots.shape
-            flat = (sign * self.slots).reshape(n_r, n_b, n_k * n_e)
+            # What one active slot adds to the value (for "max", any increasing map of it).
+            added = self.scale * self.slots + self.per_op if self.reduce == "sum" else self.scale * self.slots
+            flat = added.reshape(n_r, n_b, n_k * n_e)
             best = flat.argmin(axis=2)
             slot_min = np.take_along_axis(flat, best[:, :, None], axis=2)[:, :, 0]
             per_stage = slot_min.reshape(n_r, genome.n_stages, genome.max_depth)
@@ -150,6 +155,7 @@ def latency_cost(table: LatencyTable, genome: Genome) -> CostModel:
         tail,
         scale=float(cal.get("a", 1.0)),
         offset=float(cal.get("b", 0.0)),
+        per_op=float(cal.get("c", 0.0)),
         device=str(table.device.get("name")),
     )
 
