@@ -92,6 +92,9 @@ def test_calibration_fits_the_per_op_overhead_and_falls_back_when_unsafe() -> No
     line = 1.1 * sums + 0.5
     assert fit_calibration(sums[:10], n_ops[:10], line[:10]) == pytest.approx({"a": 1.1, "b": 0.5, "c": 0.0})
     assert fit_calibration(sums, 0 * n_ops + 20, line) == pytest.approx({"a": 1.1, "b": 0.5, "c": 0.0})
+    # Op counts that explain nothing: leave-one-out error keeps the line, not a fitted-noise term.
+    noisy = line * (1 + rng.normal(0, 0.03, 30))
+    assert fit_calibration(sums, rng.integers(14, 27, 30), noisy)["c"] == 0.0
     # Three noisy points: the scale alone, the median ratio.
     few = fit_calibration(sums[:3], n_ops[:3], sums[:3] * np.array([1.0, 1.1, 1.2]))
     assert few == pytest.approx({"a": 1.1, "b": 0.0, "c": 0.0})

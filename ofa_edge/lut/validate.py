@@ -70,13 +70,17 @@ MIN_OVERHEAD_FIT = 12
 def fit_calibration(
     op_sums: np.ndarray, n_ops: np.ndarray, measured: np.ndarray, floor: np.ndarray | None = None
 ) -> dict[str, float]:
-    """Least-squares ``measured = a * op_sum + c * n_ops + b`` (``{"a", "b", "c"}``).
+    """Least-squares ``measured = a * op_sum + c * n_ops + b`` (``{"a", "b", "c"}``), or the line
+    ``a * op_sum + b`` (``c = 0``) when that predicts the measured subnets better.
 
-    A fit must have ``a > 0`` and predict a positive latency at every ``floor`` point (rows of
-    (op_sum, n_ops): the smallest subnets searches may reach; default: the fitted ones), or a
-    simpler one is used: the line ``a * op_sum + b`` (``c = 0``; from ``MIN_LINEAR_FIT``
-    subnets) and at last the scale alone (median ratio): a few noisy points must not yield a
-    nonsense fit. The op-count term needs ``MIN_OVERHEAD_FIT`` subnets with different counts.
+    The two are compared by leave-one-out error on the measured subnets, so the op-count term is
+    kept only where the data show it (a 3-parameter fit to 20 noisy points can otherwise invent
+    one, and a search then picks exactly the subnets it mispredicts). A fit must have ``a > 0``
+    and predict a positive latency at every ``floor`` point (rows of (op_sum, n_ops): the
+    smallest subnets searches may reach; default: the fitted ones). The op-count term needs
+    ``MIN_OVERHEAD_FIT`` subnets with different counts, the line ``MIN_LINEAR_FIT``; with fewer,
+    or no usable fit, the scale alone (median ratio): a few noisy points must not yield a
+    nonsense fit.
     """
     op_sums, n_ops, measured = (np.asarray(v, float) for v in (op_sums, n_ops, measured))
     floor = np.stack([op_sums, n_ops], axis=1) if floor is None else np.asarray(floor, float)
@@ -86,10 +90,21 @@ def fit_calibration(
         candidates.append(np.stack([op_sums, n_ops, ones], axis=1))
     if len(op_sums) >= MIN_LINEAR_FIT:
         candidates.append(np.stack([op_sums, 0 * ones, ones], axis=1))
+    best: tuple[float, dict[str, float]] | None = None
     for x in candidates:
-        (a, c, b), *_ = np.linalg.lstsq(x, measured, rcond=None)
-        if a > 0 and np.all(a * floor[:, 0] + c * floor[:, 1] + b > 0):
-            return {"a": float(a), "b": float(b), "c": float(c)}
+        used = x[:, [0, 2]] if not x[:, 1].any() else x
+        coef, *_ = np.linalg.lstsq(used, measured, rcond=None)
+        a, c, b = (coef[0], 0.0, coef[1]) if used is not x else coef
+        if not (a > 0 and np.all(a * floor[:, 0] + c * floor[:, 1] + b > 0)):
+            continue
+        # Leave-one-out residuals of least squares: r_i / (1 - h_ii), h the hat matrix's diagonal.
+        hat = np.einsum("ij,ji->i", used, np.linalg.pinv(used))
+        loo = (measured - used @ coef) / np.maximum(1 - hat, 1e-9)
+        error = float(np.mean(np.abs(loo) / measured))
+        if best is None or error < best[0]:
+            best = (error, {"a": float(a), "b": float(b), "c": float(c)})
+    if best is not None:
+        return best[1]
     return {"a": float(np.median(measured / op_sums)), "b": 0.0, "c": 0.0}
 
 
