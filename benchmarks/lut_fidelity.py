@@ -54,9 +54,14 @@ def main() -> None:
             first = np.array([p["measured_ms"] for p in report["points"][args.fit : args.fit + len(held)]])
             again = measure_subnets(session, table, held, rounds=args.rounds, seed=args.seed + 1000)
     noise = fidelity(again, first)
+    timings = table.reference["timings_ms"]
     before, after = report["uncalibrated"], report["calibrated"]
     print(f"device: {spec.name} ({spec.description}), threads {args.threads}, supernet {args.supernet}")
     print(f"table ({len(resolutions)} resolutions) built in {built:.0f} s; subnets timed: {validated:.0f} s")
+    print(
+        f"reference level {table.reference['median_ms']:.4f} ms; its {len(timings)} timings during the build "
+        f"ranged {min(timings):.4f}-{max(timings):.4f} ms (the device's speed moving)"
+    )
     print(
         f"calibration on {report['fitted_on']} subnets: a={report['calibration']['a']:.3f}, "
         f"c={1e3 * report['calibration']['c']:.1f} µs per op, b={report['calibration']['b']:.3f} ms; "

@@ -75,6 +75,7 @@ def device_half(args: argparse.Namespace) -> None:
             build_table(session, describe_supernet(args.supernet), resolutions, path, threads=args.threads)
             cal = validate(session, path, samples=40, fit=20, rounds=3)["calibration"]
             table = LatencyTable.load(path)
+            timings = table.reference["timings_ms"]
             predictor = load_predictor(args.predictor, spec.space).predictor if args.predictor else None
             objective = "accuracy" if predictor else "macs"
             search = SubnetSearch(args.supernet, spec, [table], predictor, objective=objective)
@@ -96,6 +97,10 @@ def device_half(args: argparse.Namespace) -> None:
         f"table calibrated on 20 subnets: a={cal['a']:.3f}, c={1e3 * cal['c']:.1f} µs/op, "
         f"b={cal['b']:.4f} ms; "
         f"reachable {low:.3f}-{high:.3f} ms"
+    )
+    print(
+        f"reference level {table.reference['median_ms']:.4f} ms; {len(timings)} timings during the build "
+        f"ranged {min(timings):.4f}-{max(timings):.4f} ms"
     )
     print(f"{'budget ms':>10s} {'seed':>4s} {'predicted':>10s} {'measured':>9s} {'/budget':>8s} {'ok':>3s}")
     ok = []
