@@ -16,6 +16,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -88,6 +89,7 @@ class AdbTransport(Transport):
             self._env["ANDROID_ADB_SERVER_PORT"] = str(self.options.server_port)
         self._binary: str | None = None
         self._ready = False
+        self._connect_lock = threading.Lock()
         self._channels: list[ProcessChannel] = []
 
     # --- the Transport verbs --------------------------------------------------------------
@@ -201,7 +203,15 @@ class AdbTransport(Transport):
         return {serial: state.strip() for serial, state in rows}
 
     def _connect(self) -> None:
-        """Make sure the phone is listed as ``device``; ``adb connect`` a HOST:PORT serial first."""
+        """Make sure the phone is listed as ``device``; ``adb connect`` a HOST:PORT serial first.
+
+        Commands run from several threads at once: one connects, the others wait for it (a
+        second thread would otherwise see the half-made link as "offline" and give up).
+        """
+        with self._connect_lock:
+            self._connect_once()
+
+    def _connect_once(self) -> None:
         if self._ready:
             return
         serial = self.options.serial
@@ -209,8 +219,8 @@ class AdbTransport(Transport):
             self._ready = True
             return
         state = self._devices().get(serial)
-        connected_now = state is None and _TCP_SERIAL.match(serial) is not None
-        if connected_now:
+        tcp = _TCP_SERIAL.match(serial) is not None
+        if state is None and tcp:
             proc = self._call(self._adb("connect", serial, device=False), ADB_TIMEOUT_S, what="adb connect")
             said = " ".join((proc.stdout + proc.stderr).split())
             if not said.startswith(("connected to", "already connected to")):
@@ -219,9 +229,10 @@ class AdbTransport(Transport):
                     hint="check the address and that wireless debugging (or `adb tcpip PORT`) is on",
                     device=self.name,
                 )
-        # A phone we just connected is "connecting"/"offline" until its handshake is done.
+        # A network phone is "connecting"/"offline" until its handshake is done (ours, or one
+        # another adb client began).
         deadline = time.monotonic() + CONNECT_WAIT_S
-        while connected_now and state != "device" and time.monotonic() < deadline:
+        while tcp and state in (None, "connecting", "offline") and time.monotonic() < deadline:
             time.sleep(0.05)
             state = self._devices().get(serial)
         if state != "device":
