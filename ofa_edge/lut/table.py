@@ -60,6 +60,11 @@ def default_table_path(device: str, supernet: str, precision: str, threads: int)
     return Path(TABLE_NAME.format(device=device, supernet=supernet, precision=precision, threads=threads))
 
 
+def apply_calibration(cal: dict[str, Any], op_sum: Any, n_ops: Any) -> Any:
+    """``a * op_sum + c * n_ops + b`` for scalars or arrays (``c`` is 0 before schema 3)."""
+    return cal["a"] * op_sum + cal.get("c", 0.0) * n_ops + cal["b"]
+
+
 class LutError(OfaEdgeError, ValueError):
     """A latency table that is malformed, truncated, too new, or lacks an op."""
 
@@ -146,8 +151,7 @@ class LatencyTable:
         """Predicted whole-network latency (ms) of ``arch`` on this table's device."""
         total, n_ops = self._sum_and_count(arch)
         if calibrated and self.calibration:
-            cal = self.calibration
-            return cal["a"] * total + cal.get("c", 0.0) * n_ops + cal["b"]
+            return apply_calibration(self.calibration, total, n_ops)
         return total
 
     # --- files -----------------------------------------------------------------------------------

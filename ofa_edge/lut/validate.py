@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ofa_edge.lut.table import LatencyTable, now
+from ofa_edge.lut.table import LatencyTable, apply_calibration, now
 from ofa_edge.lut.timing import table_reference, timed_rounds
 from ofa_edge.supernet.space import ArchConfig
 from ofa_edge.supernet.spec import MBv3Spec
@@ -85,32 +85,26 @@ def fit_calibration(
     op_sums, n_ops, measured = (np.asarray(v, float) for v in (op_sums, n_ops, measured))
     floor = np.stack([op_sums, n_ops], axis=1) if floor is None else np.asarray(floor, float)
     ones = np.ones_like(op_sums)
-    candidates = []
+    designs = []  # columns: op_sum, [n_ops,] 1
     if len(op_sums) >= MIN_OVERHEAD_FIT and np.ptp(n_ops) > 0:
-        candidates.append(np.stack([op_sums, n_ops, ones], axis=1))
+        designs.append(np.stack([op_sums, n_ops, ones], axis=1))
     if len(op_sums) >= MIN_LINEAR_FIT:
-        candidates.append(np.stack([op_sums, 0 * ones, ones], axis=1))
+        designs.append(np.stack([op_sums, ones], axis=1))
     best: tuple[float, dict[str, float]] | None = None
-    for x in candidates:
-        used = x[:, [0, 2]] if not x[:, 1].any() else x
-        coef, *_ = np.linalg.lstsq(used, measured, rcond=None)
-        a, c, b = (coef[0], 0.0, coef[1]) if used is not x else coef
+    for x in designs:
+        coef, *_ = np.linalg.lstsq(x, measured, rcond=None)
+        a, c, b = coef if len(coef) == 3 else (coef[0], 0.0, coef[1])
         if not (a > 0 and np.all(a * floor[:, 0] + c * floor[:, 1] + b > 0)):
             continue
         # Leave-one-out residuals of least squares: r_i / (1 - h_ii), h the hat matrix's diagonal.
-        hat = np.einsum("ij,ji->i", used, np.linalg.pinv(used))
-        loo = (measured - used @ coef) / np.maximum(1 - hat, 1e-9)
+        hat = np.einsum("ij,ji->i", x, np.linalg.pinv(x))
+        loo = (measured - x @ coef) / np.maximum(1 - hat, 1e-9)
         error = float(np.mean(np.abs(loo) / measured))
         if best is None or error < best[0]:
             best = (error, {"a": float(a), "b": float(b), "c": float(c)})
     if best is not None:
         return best[1]
     return {"a": float(np.median(measured / op_sums)), "b": 0.0, "c": 0.0}
-
-
-def calibrated(cal: dict[str, float], op_sums: np.ndarray, n_ops: np.ndarray) -> np.ndarray:
-    """Predictions of a calibration for arrays of op sums and op counts."""
-    return cal["a"] * op_sums + cal.get("c", 0.0) * n_ops + cal["b"]
 
 
 def random_archs(table: LatencyTable, n: int, seed: int) -> list[ArchConfig]:
@@ -207,7 +201,7 @@ def validate(
     smallest = [table.spec.space.min_arch(r) for r in table.resolutions]
     floor = [(table.op_sum(a), table.op_count(a)) for a in smallest]
     cal = fit_calibration(op_sums[:n_fit], n_ops[:n_fit], measured[:n_fit], floor)
-    predicted = calibrated(cal, op_sums, n_ops)
+    predicted = apply_calibration(cal, op_sums, n_ops)
     held = slice(n_fit, None) if samples > n_fit else slice(None)
     before = fidelity(op_sums[held], measured[held])
     after = fidelity(predicted[held], measured[held])
