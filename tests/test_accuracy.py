@@ -55,9 +55,11 @@ def net() -> torch.nn.Module:
     return get_supernet_info(SUPERNET).build().eval()
 
 
-def _build(net, path: Path, n: int, seed: int = 0, val: ImageArray | None = None, progress=None):
+def _build(net, path: Path, n: int, seed: int = 0, val: ImageArray | None = None, progress=None, workers=1):
     calib, val = _images(16, 1), _images(16, 2) if val is None else val
-    return build_accuracy_table(net, SUPERNET, path, n, seed, calib=calib, val=val, progress=progress)
+    return build_accuracy_table(
+        net, SUPERNET, path, n, seed, calib=calib, val=val, progress=progress, workers=workers
+    )
 
 
 def test_subnet_top1_leaves_the_supernet_untouched(net) -> None:
@@ -99,6 +101,20 @@ def test_table_resumes_without_losing_or_repeating(net, tmp_path: Path) -> None:
         assert r.arch.r == space.resolutions[r.index % len(space.resolutions)]
     assert len({r.arch for r in again.records}) == 5
     assert _build(net, path, 5).records == again.records  # complete: nothing measured again
+
+
+def test_parallel_build_measures_the_same_subnets(net, tmp_path: Path) -> None:
+    serial = _build(net, tmp_path / "serial.jsonl", 4)
+    _build(net, tmp_path / "parallel.jsonl", 2, workers=2)  # then resumed by two workers
+    seen: list[int] = []
+    parallel = _build(net, tmp_path / "parallel.jsonl", 4, workers=2, progress=lambda d, t: seen.append(d))
+    assert seen == [2, 3, 4]
+
+    def by_index(table):
+        return sorted(((r.index, r.arch, r.top1) for r in table.records), key=lambda t: t[0])
+
+    assert by_index(parallel) == by_index(serial)
+    assert by_index(read_table(tmp_path / "parallel.jsonl")) == by_index(serial)
 
 
 def test_mismatched_table_is_refused(net, tmp_path: Path) -> None:

@@ -19,13 +19,16 @@ short by a kill is dropped. A file measured with other weights, data or settings
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import multiprocessing
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,6 +137,53 @@ def _check_same_settings(path: Path, old: dict[str, Any], new: dict[str, Any]) -
             )
 
 
+@dataclass
+class _Measurer:
+    """Measures subnet ``index`` of a table: what each worker process of a parallel build holds."""
+
+    net: OFAMobileNetV3
+    seed: int
+    calib: ImageArray
+    val: ImageArray
+    calib_count: int
+
+    def __call__(self, index: int) -> AccuracyRecord:
+        arch = sample_arch(self.net.space, self.seed, index)
+        started = time.perf_counter()
+        top1 = subnet_top1(self.net, arch, self.calib, self.val, calib_count=self.calib_count)
+        return AccuracyRecord(index, arch, top1, round(time.perf_counter() - started, 3))
+
+
+_worker_measurer: _Measurer | None = None
+
+
+def _start_worker(measurer: _Measurer) -> None:
+    """Pool initializer: one torch thread per worker, since the workers already fill the cores."""
+    global _worker_measurer
+    torch.set_num_threads(1)
+    _worker_measurer = measurer
+
+
+def _worker_measure(index: int) -> AccuracyRecord:
+    assert _worker_measurer is not None, "worker started without _start_worker"
+    return _worker_measurer(index)
+
+
+def _measured(measurer: _Measurer, todo: list[int], workers: int) -> Iterator[AccuracyRecord]:
+    """Records of ``todo`` as they finish: in this process, or spread over ``workers`` processes."""
+    if workers <= 1:
+        yield from map(measurer, todo)
+        return
+    context = multiprocessing.get_context("spawn")  # fork is unsafe once torch has run threads
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(measurer,))
+    try:
+        futures = [pool.submit(_worker_measure, index) for index in todo]
+        for future in as_completed(futures):
+            yield future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def build_accuracy_table(
     net: OFAMobileNetV3,
     supernet_id: str,
@@ -146,12 +196,15 @@ def build_accuracy_table(
     calib_source: str = "calibration set",
     val_source: str = "validation set",
     calib_count: int = CALIB_IMAGES,
+    workers: int = 1,
     progress: Callable[[int, int], None] | None = None,
 ) -> AccuracyTable:
     """Measure subnets ``0..n-1`` into ``out_path``, resuming what an earlier build left.
 
     Each subnet is BN-recalibrated on ``calib`` and evaluated on ``val``
     (:func:`~ofa_edge.accuracy.measure.subnet_top1`); ``progress(done, n)`` follows every one.
+    With ``workers`` > 1 the subnets are measured in that many processes (one thread each) and
+    written in the order they finish; a subnet's result does not depend on where it ran.
     """
     path = Path(out_path)
     header = {
@@ -177,12 +230,10 @@ def build_accuracy_table(
     todo = [i for i in range(n) if i not in done]
     if progress:
         progress(n - len(todo), n)
-    with path.open("a") as f:
-        for finished, index in enumerate(todo, n - len(todo) + 1):
-            arch = sample_arch(net.space, seed, index)
-            started = time.perf_counter()
-            top1 = subnet_top1(net, arch, calib, val, calib_count=calib_count)
-            record = AccuracyRecord(index, arch, top1, round(time.perf_counter() - started, 3))
+    measurer = _Measurer(net, seed, calib, val, calib_count)
+    records = _measured(measurer, todo, workers)
+    with path.open("a") as f, contextlib.closing(records):  # closing stops the workers at once
+        for finished, record in enumerate(records, n - len(todo) + 1):
             f.write(json.dumps(record.to_dict()) + "\n")
             f.flush()
             os.fsync(f.fileno())

@@ -82,8 +82,8 @@ def _cmd_accuracy_build(args: argparse.Namespace, out: Output) -> int:
     from ofa_edge.data import load_split
     from ofa_edge.errors import ConfigError
 
-    if args.samples < 1 or args.val_images < 1:
-        raise ConfigError("--samples and --val-images must be at least 1")
+    if args.samples < 1 or args.val_images < 1 or args.workers < 1:
+        raise ConfigError("--samples, --val-images and --workers must be at least 1")
     calib, val = calibration_and_validation(load_split(args.data, "train"))
     val = val.subset(args.val_images)
     net = _load_net(args.supernet, args.checkpoint, args.threads)
@@ -109,6 +109,7 @@ def _cmd_accuracy_build(args: argparse.Namespace, out: Output) -> int:
         val=val,
         calib_source=f"{name} train: fixed calibration set (trained-on images)",
         val_source=f"{name} train: held-out validation images",
+        workers=args.workers,
         progress=progress,
     )
     if bar is not None:
@@ -185,6 +186,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--samples", type=int, default=1000, help="subnets in the table")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-images", type=int, default=5000, help="held-out images each subnet is evaluated on")
+    p.add_argument("--workers", type=int, default=1, help="processes measuring at once, one thread each")
     p.set_defaults(func=_cmd_accuracy_build)
 
     p = asub.add_parser("fit", parents=[common], help="train the accuracy predictor on a table")
