@@ -51,16 +51,20 @@ def test_bad_arch_is_one_line(tmp_path: Path, arch: object, needle: str) -> None
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in res.stderr
 
 
-def test_demo_runs_offline(tmp_path: Path) -> None:
-    res = run("--json", "demo", "--subnets", "1", "--out", str(tmp_path / "demo"))
+def test_demo_specializes_for_this_machine_offline(tmp_path: Path) -> None:
+    """The README's main command: ``specialize`` on ``local`` with the shipped supernet and
+    predictor (one resolution here, to keep the suite short)."""
+    res = run("--json", "demo", "--resolutions", "24", cwd=tmp_path)  # no inventory there: local only
+    out = (tmp_path / "ofa-edge-demo").resolve()
     assert res.returncode == 0, res.stderr
-    rows = json.loads(res.stdout)["rows"]
-    assert [r["name"] for r in rows] == ["min", "max", "random0"]
-    by_name = {r["name"]: r for r in rows}
-    assert by_name["min"]["macs"] < by_name["random0"]["macs"] < by_name["max"]["macs"]
-    assert by_name["min"]["median_ms"] < by_name["max"]["median_ms"]
-    for r in rows:
-        assert Path(r["onnx"]).is_file() and r["max_abs_diff"] < 1e-4
+    doc = json.loads(res.stdout)
+    assert doc["device"] == "local" and doc["supernet"] == "ofa-mbv3-cifar10"
+    low, high = doc["search"]["reachable_ms"]
+    assert low < doc["search"]["budget_ms"] < high and doc["search"]["arch"]["r"] == 24
+    assert 0.1 < doc["search"]["predicted_top1"] < 1  # the shipped predictor, a fraction
+    deployed = Path(doc["deployment"]["file"]["local"]).resolve()
+    assert deployed.is_file() and deployed.parent == out and doc["deployment"]["measured_ms"] > 0
+    assert (out / "pareto.png").is_file() and Path(doc["summary_file"]).is_file()
 
 
 def test_lut_import_and_predict(tmp_path: Path) -> None:

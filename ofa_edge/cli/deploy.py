@@ -1,4 +1,4 @@
-"""``ofa-edge push``: a model file to a device, checked there, measured, recorded."""
+"""``ofa-edge push``, ``specialize`` and ``demo``: a model file to a device, checked there, measured, recorded."""
 
 from __future__ import annotations
 
@@ -138,7 +138,7 @@ def add_specialize_args(p: argparse.ArgumentParser, supernet: str) -> None:
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    """Add ``push`` and ``specialize`` to the CLI."""
+    """Add ``specialize``, ``demo`` (``specialize`` on ``local``) and ``push`` to the CLI."""
     p = sub.add_parser(
         "specialize", parents=[common], help="table, search, export, push and verify for a device"
     )
@@ -146,6 +146,13 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--out", default="ofa-edge-out", help="folder for the table, model, manifest and plots")
     add_specialize_args(p, SPECIALIZE_SUPERNET)
     p.set_defaults(func=_cmd_specialize)
+
+    p = sub.add_parser(
+        "demo", parents=[common], help="the embedded default job, offline: specialize for this machine"
+    )
+    p.add_argument("--out", default="ofa-edge-demo", help="folder for the table, model, manifest and plots")
+    add_specialize_args(p, SPECIALIZE_SUPERNET)
+    p.set_defaults(func=_cmd_specialize, device="local")
 
     p = sub.add_parser("push", parents=[common], help="push a model to a device, check and measure it")
     p.add_argument("device")

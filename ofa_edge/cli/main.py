@@ -58,43 +58,6 @@ def _cmd_count(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
-def _cmd_demo(args: argparse.Namespace, out: Output) -> int:
-    from ofa_edge.demo import run_demo
-
-    rows = run_demo(
-        Path(args.out),
-        n_random=args.subnets,
-        resolution=args.resolution,
-        seed=args.seed,
-        progress=lambda it: out.progress(it, "subnets"),
-    )
-    header = f"{'subnet':8s} {'MACs':>9s} {'params':>8s} {'ORT ms':>8s} {'|ort-torch|':>12s}"
-    lines = [header] + [
-        f"{r.name:8s} {r.macs / 1e6:8.1f}M {r.params / 1e6:7.2f}M {r.median_ms:8.2f} {r.max_abs_diff:12.2e}"
-        for r in rows
-    ]
-    lines.append(f"models and arch files: {Path(args.out).resolve()}")
-    out.result(
-        "demo",
-        {
-            "rows": [
-                {
-                    "name": r.name,
-                    "arch": r.arch.to_dict(),
-                    "macs": r.macs,
-                    "params": r.params,
-                    "onnx": r.onnx_path,
-                    "max_abs_diff": r.max_abs_diff,
-                    "median_ms": r.median_ms,
-                }
-                for r in rows
-            ]
-        },
-        "\n".join(lines),
-    )
-    return 0
-
-
 def _cmd_train(args: argparse.Namespace, out: Output) -> int:
     from ofa_edge.data import load_split
     from ofa_edge.training import RECIPES, Trainer
@@ -417,13 +380,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min", action="store_true", help="the smallest subnet")
     p.add_argument("--r", type=int, help="override the resolution")
     p.set_defaults(func=_cmd_count)
-
-    p = sub.add_parser("demo", parents=[common], help="the embedded default job, offline")
-    p.add_argument("--out", default="ofa-edge-demo", help="output folder")
-    p.add_argument("--subnets", type=int, default=4, help="random subnets besides min and max")
-    p.add_argument("--resolution", type=int, default=160)
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_cmd_demo)
 
     devices = sub.add_parser("devices", parents=[common], help="the device fleet")
     dsub = devices.add_subparsers(dest="devices_command", required=True)
