@@ -27,5 +27,11 @@ def test_subnet_ops_export_and_chain() -> None:
         (y,) = session.run(None, {session.get_inputs()[0].name: x})
         expected = (1, op.output[-1], *op.output[:-1]) if len(op.output) == 3 else (1, *op.output)
         assert y.shape == expected, op.key
-    again = export_micro_models(spec, ops)
+    seen: list[tuple[int, int]] = []
+    again = export_micro_models(spec, ops, progress=lambda done, total: seen.append((done, total)))
     assert {k: p.stat().st_mtime_ns for k, p in again.items()} == mtimes, "cached, not re-exported"
+    assert seen == [], "nothing exported, nothing reported"
+    for op in ops[:2]:
+        paths[op.key].unlink()
+    export_micro_models(spec, ops, progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(0, 2), (1, 2), (2, 2)] and all(p.is_file() for p in paths.values())

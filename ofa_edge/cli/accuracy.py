@@ -87,17 +87,6 @@ def _cmd_accuracy_build(args: argparse.Namespace, out: Output) -> int:
     calib, val = calibration_and_validation(load_split(args.data, "train"))
     val = val.subset(args.val_images)
     net = _load_net(args.supernet, args.checkpoint, args.threads)
-    bar: Any = None
-
-    def progress(done: int, total: int) -> None:
-        nonlocal bar
-        if out.json_mode:
-            return
-        if bar is None:
-            bar = out.bar(desc="accuracy", unit="subnet", total=total, initial=done)
-        else:
-            bar.update(done - bar.n)
-
     name = Path(args.data).name
     table = build_accuracy_table(
         net,
@@ -110,10 +99,8 @@ def _cmd_accuracy_build(args: argparse.Namespace, out: Output) -> int:
         calib_source=f"{name} train: fixed calibration set (trained-on images)",
         val_source=f"{name} train: held-out validation images",
         workers=args.workers,
-        progress=progress,
+        progress=out.counter("accuracy", "subnet"),
     )
-    if bar is not None:
-        bar.close()
     rows = [r for r in table.records if r.index < args.samples]
     top1 = [r.top1 for r in rows]
     seconds = sum(r.seconds for r in rows) / max(1, len(rows))

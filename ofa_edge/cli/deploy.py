@@ -1,10 +1,12 @@
-"""``ofa-edge push``, ``specialize`` and ``demo``: a model file to a device, checked there, measured, recorded."""
+"""``ofa-edge push``, ``specialize`` and ``demo``: a model file to a device, checked there,
+measured, recorded."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from ofa_edge.cli.common import SPECIALIZE_SUPERNET, parse_resolutions, select_devices
@@ -56,22 +58,13 @@ def _cmd_push(args: argparse.Namespace, out: Output) -> int:
 
 def stage_printer(out: Output) -> tuple:
     """``stage(name, message)`` lines and per-stage progress bars with ETA (quiet under --json)."""
-    bars: dict[str, object] = {}
 
     def stage(name: str, message: str) -> None:
         if not out.json_mode:
             print(f"[{name}] {message}", file=sys.stderr, flush=True)
 
-    def progress(name: str):
-        def update(done: int, total: int) -> None:
-            bar = bars.get(name) or bars.setdefault(name, out.bar(desc=f"  {name}", unit="model"))
-            if bar is not None:
-                bar.total, bar.n = total, done  # type: ignore[attr-defined]
-                bar.refresh()  # type: ignore[attr-defined]
-                if done >= total:
-                    bar.close()  # type: ignore[attr-defined]
-
-        return update
+    def progress(name: str) -> Callable[[int, int], None]:
+        return out.counter(f"  {name}", "model")
 
     return stage, progress
 

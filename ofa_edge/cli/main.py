@@ -241,20 +241,17 @@ def _cmd_lut_build(args: argparse.Namespace, out: Output) -> int:
     supernet = describe_supernet(args.supernet)
     threads = args.threads or spec.threads
     path = Path(args.out or default_table_path(spec.name, args.supernet, args.precision, threads))
-    bar = None if out.json_mode else out.bar(desc=f"lut {spec.name}", unit="op")
-
-    def progress(done: int, total: int) -> None:
-        if bar is not None:
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-
     with open_session(spec) as session:
         table = build_table(
-            session, supernet, resolutions, path, precision=args.precision, threads=threads, progress=progress
+            session,
+            supernet,
+            resolutions,
+            path,
+            precision=args.precision,
+            threads=threads,
+            progress=out.counter(f"lut {spec.name}", "op"),
+            exporting=out.counter("export", "model"),
         )
-    if bar is not None:
-        bar.close()
     n = len({k for section in table.entries.values() for k in section})
     out.result(
         "lut-build",
@@ -276,13 +273,6 @@ def _cmd_lut_validate(args: argparse.Namespace, out: Output) -> int:
         build = f"ofa-edge lut build {spec.name} --supernet {args.supernet} --precision {args.precision}"
         raise ConfigError(f"no latency table at {path}", hint=f"build one: {build}")
     with open_session(spec) as session:
-        bar = None if out.json_mode else out.bar(desc=f"validate {spec.name}", unit="subnet")
-
-        def progress(done: int, total: int) -> None:
-            if bar is not None:
-                bar.total, bar.n = total, done
-                bar.refresh()
-
         report = validate(
             session,
             path,
@@ -291,10 +281,8 @@ def _cmd_lut_validate(args: argparse.Namespace, out: Output) -> int:
             plot=Path(args.plot) if args.plot else None,
             rounds=args.rounds,
             fit=args.fit,
-            progress=progress,
+            progress=out.counter(f"validate {spec.name}", "subnet"),
         )
-        if bar is not None:
-            bar.close()
     before, after, cal = report["uncalibrated"], report["calibrated"], report["calibration"]
     text = (
         f"{spec.name}: {report['subnets']} subnets measured whole; calibration fitted on "

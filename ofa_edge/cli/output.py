@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 from ofa_edge import __version__
 from ofa_edge.errors import OfaEdgeError
-
-T = TypeVar("T")
 
 
 class Output:
@@ -34,18 +32,24 @@ class Output:
                 fields = {"reference": err.reference, "message": err.message, "hint": err.hint}
             self.result("error", {"error": fields}, "")
 
-    def bar(self, **kwargs: Any) -> Any:
-        """A manually advanced progress bar with ETA on stderr (None under --json)."""
-        if self.json_mode:
-            return None
-        from tqdm import tqdm
+    def counter(self, desc: str, unit: str) -> Callable[[int, int], None]:
+        """A ``progress(done, total)`` callback drawing a bar with ETA on stderr (silent under
+        --json); the bar appears on the first call and closes when ``done`` reaches ``total``."""
+        bar: Any = None
 
-        return tqdm(file=sys.stderr, dynamic_ncols=True, **kwargs)
+        def update(done: int, total: int) -> None:
+            nonlocal bar
+            if self.json_mode:
+                return
+            if bar is None:
+                from tqdm import tqdm
 
-    def progress(self, items: Iterable[T], desc: str = "") -> Iterator[T]:
-        """A progress bar with ETA on stderr, or nothing under --json."""
-        if self.json_mode:
-            return iter(items)
-        from tqdm import tqdm
+                bar = tqdm(
+                    desc=desc, unit=unit, total=total, initial=done, file=sys.stderr, dynamic_ncols=True
+                )
+            bar.total = total
+            bar.update(done - bar.n)
+            if done >= total:
+                bar.close()
 
-        return iter(tqdm(items, desc=desc, file=sys.stderr, dynamic_ncols=True))
+        return update

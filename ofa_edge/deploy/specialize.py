@@ -154,6 +154,7 @@ def specialize(
                     precision=precision,
                     threads=device.threads,
                     progress=progress("table"),
+                    exporting=progress("export"),
                 ),
             )
             stage("table", f"calibrating on {validate_samples} subnets measured whole")

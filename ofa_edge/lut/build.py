@@ -68,8 +68,12 @@ def build_table(
     min_runs: int = 30,
     min_seconds: float = 0.2,
     progress: BuildProgress | None = None,
+    exporting: BuildProgress | None = None,
 ) -> LatencyTable:
-    """Measure every op of ``supernet`` at ``resolutions`` on ``session``'s device into ``out``."""
+    """Measure every op of ``supernet`` at ``resolutions`` on ``session``'s device into ``out``.
+
+    ``progress`` follows the measured ops, ``exporting`` the op models written first (only those
+    not cached yet)."""
     spec = MBv3Spec(supernet["width_mult"], supernet["n_classes"], SearchSpace(**supernet["space"]))
     device = session.spec
     threads = threads or device.threads
@@ -105,7 +109,7 @@ def build_table(
     if progress:
         progress(count, total)
     fmt = "tflite" if device.runtime == "tflite" else "onnx"
-    paths = export_micro_models(spec, todo, fmt, precision)
+    paths = export_micro_models(spec, todo, fmt, precision, exporting)
     key_of = {paths[op.key].name: op.key for op in todo}
     kwargs: dict[str, Any] = dict(threads=threads, min_runs=min_runs, min_seconds=min_seconds)
     if todo and table.reference is None:

@@ -10,9 +10,8 @@ micro-models are calibrated on random normal inputs, which is enough for timing.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TypeVar
 
 import torch
 from torch import nn
@@ -25,7 +24,6 @@ from ofa_edge.supernet.layers import ConvBNAct, LinearLayer, MBConv, ResidualBlo
 from ofa_edge.supernet.registry import cache_dir
 from ofa_edge.supernet.spec import MBv3Spec
 
-T = TypeVar("T")
 MICRO_VERSION = 1
 PRECISIONS = ("fp32", "int8")
 #: Random normal samples that calibrate an int8 micro-model's activation ranges.
@@ -129,9 +127,10 @@ def export_micro_models(
     ops: Iterable[Op],
     fmt: str = "onnx",
     precision: str = "fp32",
-    progress: Callable[[Iterable[T]], Iterator[T]] = iter,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Path]:
-    """Model files for ``ops`` (op key -> path), exporting only those not cached yet."""
+    """Model files for ``ops`` (op key -> path), exporting only those not cached yet;
+    ``progress(done, total)`` follows the exports (TFLite and int8 take seconds per op)."""
     if fmt not in FORMATS or precision not in PRECISIONS:
         raise ConfigError(
             f"latency tables in {fmt}/{precision} cannot be built",
@@ -145,6 +144,10 @@ def export_micro_models(
             todo.append(op)
     if todo:
         paths[todo[0].key].parent.mkdir(parents=True, exist_ok=True)
-    for op in progress(todo):
+        if progress:
+            progress(0, len(todo))
+    for done, op in enumerate(todo, 1):
         export_micro_model(spec, op, fmt, precision, paths[op.key])
+        if progress:
+            progress(done, len(todo))
     return paths
