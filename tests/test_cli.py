@@ -34,6 +34,15 @@ def test_count_matches_published_figures() -> None:
     assert round(json.loads(res.stdout)["macs"] / 1e6, 1) == 566.2
 
 
+def test_random_subnet_is_drawn_from_its_seed() -> None:
+    archs = [json.loads(run("--json", "count", "--random", seed).stdout)["arch"] for seed in ("3", "3", "4")]
+    assert archs[0] == archs[1] != archs[2]
+    res = run("count")
+    assert res.returncode == 1 and "count: name a subnet" in res.stderr and "--random SEED" in res.stderr
+    res = run("count", "--max", "--random", "1")
+    assert res.returncode == 2 and "not allowed with" in res.stderr
+
+
 @pytest.mark.parametrize(
     ("arch", "needle"),
     [

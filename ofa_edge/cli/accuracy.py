@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ofa_edge.cli.common import add_subnet_args, chosen_subnet
 from ofa_edge.cli.output import Output
-from ofa_edge.supernet.space import ArchConfig
 
 
 def _load_net(supernet: str, checkpoint: str | None, threads: int | None) -> Any:
@@ -51,10 +51,9 @@ def _cmd_eval(args: argparse.Namespace, out: Output) -> int:
     from ofa_edge.accuracy.measure import subnet_top1
     from ofa_edge.data import load_split
 
-    arch = ArchConfig.load(args.arch)
     test = load_split(args.data, "test")
     net = _load_net(args.supernet, args.checkpoint, args.threads)
-    arch = arch.validate(net.space)
+    arch = chosen_subnet(args, net.space)
     calib, calib_split = _eval_calibration(args.data, test)
     started = time.perf_counter()
     top1 = subnet_top1(net, arch, calib, test)
@@ -160,7 +159,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
     p = sub.add_parser("eval", parents=[common], help="top-1 of one subnet on DATA/test")
     weights(p)
-    p.add_argument("--arch", required=True, help="arch JSON file ({ks, e, d, r})")
+    add_subnet_args(p)
     p.add_argument("--data", required=True, help="ImageFolder dir or .tar.gz with test/<class>/")
     p.set_defaults(func=_cmd_eval)
 

@@ -3,13 +3,44 @@
 from __future__ import annotations
 
 import argparse
+import random
 
 from ofa_edge.errors import ConfigError
+from ofa_edge.supernet.space import ArchConfig, SearchSpace
 
 #: What commands use when --supernet is not given.
 DEFAULT_SUPERNET = "ofa_mbv3_d234_e346_k357_w1.0"
 #: The supernet ``specialize`` and ``demo`` use: the project's own, shipped with its predictor.
 SPECIALIZE_SUPERNET = "ofa-mbv3-cifar10"
+
+
+def add_subnet_args(p: argparse.ArgumentParser) -> None:
+    """``--arch FILE | --max | --min | --random SEED`` and ``--r``: which subnet a command is about."""
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--arch", help="arch JSON file ({ks, e, d, r})")
+    which.add_argument("--max", action="store_true", help="the largest subnet")
+    which.add_argument("--min", action="store_true", help="the smallest subnet")
+    which.add_argument(
+        "--random", type=int, metavar="SEED", help="a uniformly random subnet, drawn from SEED"
+    )
+    p.add_argument("--r", type=int, help="override the resolution")
+
+
+def chosen_subnet(args: argparse.Namespace, space: SearchSpace) -> ArchConfig:
+    """The subnet named by :func:`add_subnet_args`' options, validated against ``space``."""
+    if args.arch:
+        arch = ArchConfig.load(args.arch)
+    elif args.max or args.min:
+        arch = space.max_arch() if args.max else space.min_arch()
+    elif args.random is not None:
+        arch = space.sample(random.Random(args.random))
+    else:
+        raise ConfigError(
+            f"{args.command}: name a subnet", hint="pass --arch ARCH.json, --max, --min or --random SEED"
+        )
+    if args.r is not None:
+        arch = ArchConfig(arch.ks, arch.e, arch.d, args.r)
+    return arch.validate(space)
 
 
 def parse_resolutions(text: str | None) -> list[int] | None:

@@ -12,7 +12,13 @@ import sys
 from pathlib import Path
 
 from ofa_edge import __version__
-from ofa_edge.cli.common import DEFAULT_SUPERNET, parse_resolutions, select_devices
+from ofa_edge.cli.common import (
+    DEFAULT_SUPERNET,
+    add_subnet_args,
+    chosen_subnet,
+    parse_resolutions,
+    select_devices,
+)
 from ofa_edge.cli.output import Output
 from ofa_edge.errors import ConfigError, OfaEdgeError
 from ofa_edge.supernet.space import ArchConfig
@@ -39,16 +45,7 @@ def _cmd_count(args: argparse.Namespace, out: Output) -> int:
     from ofa_edge.supernet.registry import get_supernet_info
 
     net = get_supernet_info(args.supernet).build()
-    space = net.space
-    if args.arch:
-        arch = ArchConfig.load(args.arch)
-    elif args.max or args.min:
-        arch = space.max_arch() if args.max else space.min_arch()
-    else:
-        raise ConfigError("count: name a subnet", hint="pass --arch ARCH.json, --max or --min")
-    if args.r is not None:
-        arch = ArchConfig(arch.ks, arch.e, arch.d, args.r)
-    arch = arch.validate(space)
+    arch = chosen_subnet(args, net.space)
     c = count(net.spec, arch)
     out.result(
         "count",
@@ -363,10 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("count", parents=[common], help="MACs and params of a subnet")
     p.add_argument("--supernet", default=DEFAULT_SUPERNET)
-    p.add_argument("--arch", help="arch JSON file ({ks, e, d, r})")
-    p.add_argument("--max", action="store_true", help="the largest subnet")
-    p.add_argument("--min", action="store_true", help="the smallest subnet")
-    p.add_argument("--r", type=int, help="override the resolution")
+    add_subnet_args(p)
     p.set_defaults(func=_cmd_count)
 
     devices = sub.add_parser("devices", parents=[common], help="the device fleet")
