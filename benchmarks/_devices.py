@@ -13,7 +13,8 @@ from ofa_edge.devices.inventory import DeviceSpec, local_device
 
 
 def add_device_args(parser: argparse.ArgumentParser) -> None:
-    """``--device local|sshd``: this machine, or a real OpenSSH sshd on 127.0.0.2 (the test bed)."""
+    """``--device local|sshd``: this machine, or a real OpenSSH sshd on 127.0.0.2 (the test bed);
+    tables measured here name them ``testbed-local`` and ``testbed-sshd``."""
     parser.add_argument("--device", default="local", choices=["local", "sshd"])
     parser.add_argument("--threads", type=int, default=1)
 
@@ -23,7 +24,10 @@ def device_spec(args: argparse.Namespace) -> Iterator[DeviceSpec]:
     """The device spec to open sessions on; a test-bed sshd is started and torn down around it."""
     with tempfile.TemporaryDirectory(prefix="ofa-edge-bench-") as tmp:
         if args.device == "local":
-            yield dataclasses.replace(local_device(), workdir=str(Path(tmp) / "agent"), threads=args.threads)
+            local = local_device()
+            yield dataclasses.replace(
+                local, name="testbed-local", workdir=str(Path(tmp) / "agent"), threads=args.threads
+            )
             return
         from ofa_edge.testing.sshd import SshDevice, sshd_unavailable
 

@@ -7,6 +7,9 @@ and calibrated (target: >= 99 % within ±10 %, MAPE <= 3 %, calibrated on <= 20 
 noise floor is the same figures between two independent measurements of the same subnets.
 
     python benchmarks/lut_fidelity.py [--device local|sshd] [--supernet ID] [--plot FILE.png]
+        [--out TABLE.json]
+
+``--out`` keeps the calibrated table (how the tables in ``latency_tables/`` are made).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--noise-subnets", type=int, default=30, help="held-out subnets measured twice")
     parser.add_argument("--plot", type=Path)
+    parser.add_argument("--out", type=Path, help="keep the calibrated table here")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     supernet = describe_supernet(args.supernet)
@@ -53,6 +57,8 @@ def main() -> None:
             held = random_archs(table, samples, args.seed)[args.fit : args.fit + args.noise_subnets]
             first = np.array([p["measured_ms"] for p in report["points"][args.fit : args.fit + len(held)]])
             again = measure_subnets(session, table, held, rounds=args.rounds, seed=args.seed + 1000)
+        if args.out:
+            table.save(args.out)
     noise = fidelity(again, first)
     timings = table.reference["timings_ms"]
     before, after = report["uncalibrated"], report["calibrated"]
@@ -78,6 +84,8 @@ def main() -> None:
     )
     if args.plot:
         print(f"plot: {args.plot}")
+    if args.out:
+        print(f"table: {args.out}")
 
 
 if __name__ == "__main__":
