@@ -29,7 +29,7 @@ def test_supernets_json() -> None:
 
 
 def test_count_matches_published_figures() -> None:
-    res = run("--json", "count", "--max", "--r", "224")
+    res = run("--json", "count", "--supernet", "ofa_mbv3_d234_e346_k357_w1.0", "--max", "--r", "224")
     assert res.returncode == 0, res.stderr
     assert round(json.loads(res.stdout)["macs"] / 1e6, 1) == 566.2
 
@@ -54,7 +54,7 @@ def test_random_subnet_is_drawn_from_its_seed() -> None:
 def test_bad_arch_is_one_line(tmp_path: Path, arch: object, needle: str) -> None:
     path = tmp_path / "arch.json"
     path.write_text(arch if isinstance(arch, str) else json.dumps(arch))
-    res = run("count", "--arch", str(path))
+    res = run("count", "--supernet", "ofa_mbv3_d234_e346_k357_w1.0", "--arch", str(path))
     assert res.returncode == 1
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in res.stderr

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from ofa_edge.cli.common import SPECIALIZE_SUPERNET, parse_resolutions, select_devices
+from ofa_edge.cli.common import DEFAULT_SUPERNET, parse_resolutions, select_devices
 from ofa_edge.cli.output import Output
 
 
@@ -137,14 +137,14 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     )
     p.add_argument("device")
     p.add_argument("--out", default="ofa-edge-out", help="folder for the table, model, manifest and plots")
-    add_specialize_args(p, SPECIALIZE_SUPERNET)
+    add_specialize_args(p, DEFAULT_SUPERNET)
     p.set_defaults(func=_cmd_specialize)
 
     p = sub.add_parser(
         "demo", parents=[common], help="the embedded default job, offline: specialize for this machine"
     )
     p.add_argument("--out", default="ofa-edge-demo", help="folder for the table, model, manifest and plots")
-    add_specialize_args(p, SPECIALIZE_SUPERNET)
+    add_specialize_args(p, DEFAULT_SUPERNET)
     p.set_defaults(func=_cmd_specialize, device="local")
 
     p = sub.add_parser("push", parents=[common], help="push a model to a device, check and measure it")
