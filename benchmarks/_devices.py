@@ -24,9 +24,8 @@ def device_spec(args: argparse.Namespace) -> Iterator[DeviceSpec]:
     """The device spec to open sessions on; a test-bed sshd is started and torn down around it."""
     with tempfile.TemporaryDirectory(prefix="ofa-edge-bench-") as tmp:
         if args.device == "local":
-            local = local_device()
             yield dataclasses.replace(
-                local, name="testbed-local", workdir=str(Path(tmp) / "agent"), threads=args.threads
+                local_device(), name="testbed-local", workdir=str(Path(tmp) / "agent"), threads=args.threads
             )
             return
         from ofa_edge.testing.sshd import SshDevice, sshd_unavailable

@@ -35,12 +35,12 @@ class Output:
     def counter(self, desc: str, unit: str) -> Callable[[int, int], None]:
         """A ``progress(done, total)`` callback drawing a bar with ETA on stderr (silent under
         --json); the bar appears on the first call and closes when ``done`` reaches ``total``."""
+        if self.json_mode:
+            return lambda done, total: None
         bar: Any = None
 
         def update(done: int, total: int) -> None:
             nonlocal bar
-            if self.json_mode:
-                return
             if bar is None:
                 from tqdm import tqdm
 
