@@ -8,12 +8,14 @@ predictor as a black box).
 
 On-device half (``--measure``): the device's own table is built and calibrated, the search runs
 at 9 budgets across the reachable range with 3 seeds each, and every subnet found is exported and
-measured whole on the device (reference-normalized, 3 rounds). Target: measured <= budget x 1.05
+measured whole on the device (reference-normalized, 3 rounds); ``--lut`` uses a table calibrated
+before (such as a shipped one) instead. Target: measured <= budget x 1.05
 in >= 95 % of cases. Without ``--predictor`` the objective is MACs, which pushes every subnet
 against its latency budget (the hard case for this check; an accuracy predictor may stop short).
 
     python benchmarks/search_quality.py [--budgets 12,15,20,25,30] [--random 1000] [--seeds 0,1,2]
     python benchmarks/search_quality.py --measure [--device local|sshd] [--supernet ofa-mbv3-cifar10]
+        [--lut latency_tables/testbed-local_ofa-mbv3-cifar10_fp32_t1.json]
 """
 
 from __future__ import annotations
@@ -70,11 +72,16 @@ def device_half(args: argparse.Namespace) -> None:
     resolutions = list(spec.space.resolutions)
     seeds = [int(s) for s in args.seeds.split(",")]
     with tempfile.TemporaryDirectory(prefix="ofa-edge-quality-") as tmp, device_spec(args) as device:
-        path = Path(tmp) / "lut.json"
+        path = args.lut or Path(tmp) / "lut.json"
         with open_session(device) as session:
-            build_table(session, describe_supernet(args.supernet), resolutions, path, threads=args.threads)
-            cal = validate(session, path, samples=40, fit=20, rounds=3)["calibration"]
+            if not args.lut:
+                supernet = describe_supernet(args.supernet)
+                build_table(session, supernet, resolutions, path, threads=args.threads)
+                validate(session, path, samples=40, fit=20, rounds=3)
             table = LatencyTable.load(path)
+            cal = table.calibration
+            if table.device.get("name") != device.name or not cal:
+                raise SystemExit(f"{path}: not a calibrated table of {device.name}")
             timings = table.reference["timings_ms"]
             predictor = load_predictor(args.predictor, spec.space).predictor if args.predictor else None
             objective = "accuracy" if predictor else "macs"
@@ -94,7 +101,8 @@ def device_half(args: argparse.Namespace) -> None:
             )
     print(f"device: {device.name} ({device.description}), supernet {args.supernet}, objective {objective}")
     print(
-        f"table calibrated on 20 subnets: a={cal['a']:.3f}, c={1e3 * cal['c']:.1f} µs/op, "
+        f"table {'--lut ' + str(args.lut) if args.lut else 'built'}, calibrated on {cal['subnets']} subnets: "
+        f"a={cal['a']:.3f}, c={1e3 * cal['c']:.1f} µs/op, "
         f"b={cal['b']:.4f} ms; "
         f"reachable {low:.3f}-{high:.3f} ms"
     )
@@ -129,6 +137,9 @@ def main() -> None:
     add_device_args(parser)
     parser.add_argument("--supernet", default="ofa-mbv3-cifar10", help="for --measure")
     parser.add_argument("--predictor", help="for --measure: a predictor file (default: maximize MACs)")
+    parser.add_argument(
+        "--lut", type=Path, help="for --measure: the device's calibrated table (default: build one)"
+    )
     parser.add_argument("--tolerance", type=float, default=1.05)
     args = parser.parse_args()
     (device_half if args.measure else optimizer_half)(args)

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ofa_edge.cli.common import add_subnet_args, chosen_subnet
+from ofa_edge.cli.common import DEFAULT_SUPERNET, add_subnet_args, chosen_subnet
 from ofa_edge.cli.output import Output
 
 
@@ -153,7 +153,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     """Add ``eval`` and ``accuracy build`` to the ``ofa-edge`` parser."""
 
     def weights(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--supernet", required=True, help="registry name, e.g. ofa-mbv3-cifar10")
+        p.add_argument("--supernet", default=DEFAULT_SUPERNET, help="registry name")
         p.add_argument("--checkpoint", help="weights file, or an ofa-edge train run (dir or checkpoint.pt)")
         p.add_argument("--threads", type=int, help="torch threads (1 is fastest on a busy machine)")
 

@@ -426,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("release", parents=[common], help="a finished training run's weights as fp16")
     p.add_argument("run", help="the run folder of ofa-edge train (or its checkpoint.pt)")
     p.add_argument("--out", required=True, help="weights file to write")
-    p.add_argument("--supernet", default="ofa-mbv3-cifar10", help="registry entry the weights are for")
+    p.add_argument("--supernet", default=DEFAULT_SUPERNET, help="registry entry the weights are for")
     p.add_argument("--allow-unfinished", action="store_true", help="release a run still training")
     p.set_defaults(func=_cmd_release)
 
