@@ -7,13 +7,17 @@ tflite_runtime); nothing from the host package.
 
 Protocol (one JSON object per line, both ways): requests ``{"id": N, "op": OP, ...}``; replies
 ``{"id": N, "ok": true, "result": {...}}`` or ``{"id": N, "ok": false, "error": {"type", "message"}}``.
-A ``bench`` streams ``{"id": N, "event": "model", "result": {...}}`` per model before its reply.
+A ``bench`` streams ``{"id": N, "event": "model", "result": {...}}`` per model before its reply;
+given a ``reference`` model, each model is timed in bursts alternating with it and its result
+adds ``ratio`` (model / reference, robust to the device's speed changing), ``ref_median_ms``
+and ``bursts``.
 Each batch of models runs in a child process with a per-model timeout (as TVM measures): a model
 that crashes or hangs is reported for that model, and the rest are measured in a fresh child.
 """
 
 import glob
 import json
+import math
 import os
 import platform
 import shutil
@@ -22,7 +26,7 @@ import sys
 import threading
 import time
 
-AGENT_VERSION = "1.0"
+AGENT_VERSION = "1.1"
 PROTOCOL = 1
 
 
@@ -243,24 +247,32 @@ def _make_runner(path, runtime, threads):
     raise ValueError(f"unknown runtime {runtime!r}")
 
 
-def measure_one(path, runtime, threads, warmup, min_runs, min_seconds, max_runs):
-    """Raw per-run latencies (ms) after warm-up, until both min_runs and min_seconds are met."""
+def measure_one(path, spec, reference=None):
+    """Per-run latencies (ms) after warm-up, until both min_runs and min_seconds are met; with a
+    ``reference`` runner, interleaved with it (``measure_interleaved``) and its ratio reported."""
     start = time.perf_counter()
-    run = _make_runner(path, runtime, threads)
+    run = _make_runner(path, spec["runtime"], spec["threads"])
     load_ms = (time.perf_counter() - start) * 1e3
-    for _ in range(warmup):
+    for _ in range(spec["warmup"]):
         run()
-    samples = []
-    parent = os.getppid()
-    began = time.perf_counter()
-    while len(samples) < max_runs and (len(samples) < min_runs or time.perf_counter() - began < min_seconds):
-        t0 = time.perf_counter()
-        run()
-        samples.append((time.perf_counter() - t0) * 1e3)
-        if os.getppid() != parent:  # the agent died: never go on measuring as an orphan
-            sys.exit(1)
+    relative = {}
+    if reference is not None:
+        samples, relative = measure_interleaved(run, reference, spec)
+    else:
+        samples = []
+        parent = os.getppid()
+        began = time.perf_counter()
+        while len(samples) < spec["max_runs"] and (
+            len(samples) < spec["min_runs"] or time.perf_counter() - began < spec["min_seconds"]
+        ):
+            t0 = time.perf_counter()
+            run()
+            samples.append((time.perf_counter() - t0) * 1e3)
+            if os.getppid() != parent:  # the agent died: never go on measuring as an orphan
+                sys.exit(1)
     ordered = sorted(samples)
     return {
+        **relative,
         "samples_ms": [round(s, 5) for s in samples],
         "median_ms": _percentile(ordered, 0.5),
         "p10_ms": _percentile(ordered, 0.1),
@@ -271,23 +283,56 @@ def measure_one(path, runtime, threads, warmup, min_runs, min_seconds, max_runs)
     }
 
 
+def _burst(run, n, warm):
+    """``warm`` untimed runs (the other model just evicted this one's caches), then ``n`` timed."""
+    for _ in range(warm):
+        run()
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def measure_interleaved(run, reference, spec):
+    """The model in short bursts alternating with bursts of ``reference``: each burst's median
+    over the geometric mean of the reference bursts around it is the model's speed relative to
+    the device's speed of that moment, so changes of speed slower than a burst (milliseconds)
+    cancel. Runs until both min_runs model runs and min_seconds (model and reference) are met."""
+    n, warm = spec["burst"], spec["burst_warmup"]
+    refs = [_median(_burst(reference, n, warm))]
+    samples, ratios = [], []
+    parent = os.getppid()
+    began = time.perf_counter()
+    while len(samples) < spec["max_runs"] and (
+        len(samples) < spec["min_runs"] or time.perf_counter() - began < spec["min_seconds"]
+    ):
+        times = _burst(run, n, warm)
+        refs.append(_median(_burst(reference, n, warm)))
+        samples += times
+        ratios.append(_median(times) / math.sqrt(refs[-2] * refs[-1]))
+        if os.getppid() != parent:
+            sys.exit(1)
+    return samples, {"ratio": _median(ratios), "ref_median_ms": _median(refs), "bursts": len(ratios)}
+
+
+def _median(values):
+    return _percentile(sorted(values), 0.5)
+
+
 def child_main(spec_json):
     """Child process: measure each model of the batch, one JSON line per model on stdout."""
     spec = json.loads(spec_json)
     if spec.get("cpus") and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, spec["cpus"])
+    reference = None
     for model in spec["models"]:
         print(json.dumps({"name": model["name"], "started": True}), flush=True)
         try:
-            result = measure_one(
-                model["path"],
-                spec["runtime"],
-                spec["threads"],
-                spec["warmup"],
-                spec["min_runs"],
-                spec["min_seconds"],
-                spec["max_runs"],
-            )
+            if spec.get("reference") and reference is None:
+                reference = _make_runner(spec["reference"], spec["runtime"], spec["threads"])
+            result = measure_one(model["path"], spec, reference)
             result["name"] = model["name"]
         except Exception as err:
             result = {"name": model["name"], "error": f"{type(err).__name__}: {err}"}
@@ -348,6 +393,9 @@ def bench(req, emit):
         "min_seconds": float(req.get("min_seconds", 0.5)),
         "max_runs": int(req.get("max_runs", 10000)),
         "cpus": req.get("cpus"),
+        "reference": req.get("reference"),
+        "burst": int(req.get("burst", 10)),
+        "burst_warmup": int(req.get("burst_warmup", 2)),
     }
     timeout = float(req.get("model_timeout", 60.0))
     pending = list(req["models"])

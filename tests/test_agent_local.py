@@ -154,3 +154,37 @@ def test_no_orphaned_measurement_after_agent_death(spec: DeviceSpec, tmp_path: P
     while _measuring(spec.workdir):
         assert time.monotonic() < deadline, "a measuring child outlived its agent"
         time.sleep(0.2)
+
+
+def test_bench_against_a_reference_reports_interleaved_ratios(spec: DeviceSpec, tmp_path: Path) -> None:
+    small = conv_model(tmp_path / "m" / "small.onnx", channels=4)
+    big = conv_model(tmp_path / "m" / "big.onnx", channels=64, size=64)
+    reference = conv_model(tmp_path / "ref" / "small.onnx", channels=4)  # the same net as ``small``
+    with AgentSession(spec) as session:
+        report = session.bench([small, big], reference=reference, min_runs=20, min_seconds=0.2)
+    by_name = {r.name: r for r in report.results}
+    for r in report.results:
+        assert r.error is None and r.ref_median_ms > 0 and r.runs >= 20 and r.runs % 10 == 0  # bursts of 10
+    assert 0.5 < by_name[small.name].ratio < 2.0, "the reference's own net runs at about its speed"
+    assert by_name[big.name].ratio > 2 * by_name[small.name].ratio
+
+
+def test_interleaved_timing_cancels_speed_changes_within_a_second() -> None:
+    """The agent's interleaving on runners whose speed jumps 3x every 40 ms (a busy shared
+    host): each burst's ratio sees one speed, so the ratio holds where a plain time does not."""
+    from device_agents.ofa_edge_agent import measure_interleaved
+
+    def runner(cost_ms: float):
+        def run() -> None:
+            speed = 3.0 if int(time.perf_counter() / 0.04) % 2 else 1.0
+            end = time.perf_counter() + cost_ms * speed / 1e3
+            while time.perf_counter() < end:
+                pass
+
+        return run
+
+    spec = {"burst": 10, "burst_warmup": 2, "min_runs": 50, "min_seconds": 1.0, "max_runs": 10**6}
+    samples, relative = measure_interleaved(runner(0.2), runner(0.1), spec)
+    assert relative["ratio"] == pytest.approx(2.0, rel=0.1)
+    assert relative["bursts"] * 10 == len(samples)
+    assert max(samples) > 2.5 * min(samples), "the raw times really moved with the speed"

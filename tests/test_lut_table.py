@@ -87,7 +87,7 @@ def _sub(old: str, new: str):
     ("mangle", "message"),
     [
         (lambda text: text[: len(text) // 2], "is not valid JSON .*truncated"),
-        (_sub('"schema_version": 3', '"schema_version": 4'), "schema_version 4; .*reads up to 3"),
+        (_sub('"schema_version": 4', '"schema_version": 5'), "schema_version 5; .*reads up to 4"),
         (_sub('"kind": "ofa-edge/latency-table"', '"kind": "x"'), "is not an ofa-edge latency table"),
         (_sub('"precision": "fp32"', '"precision": "fp16"'), "precision 'fp16'"),
         (

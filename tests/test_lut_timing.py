@@ -74,6 +74,43 @@ def test_rounds_are_shuffled_and_references_interleaved(models: list[Path], tmp_
     assert sorted(names) == sorted(p.name for p in models) and names != [p.name for p in models]
 
 
+class InterleavingDevice(DriftingDevice):
+    """A test double of the agent's session: it times each model against the reference itself
+    and reports their ratio (``measure_interleaved`` is tested in test_agent_local)."""
+
+    interleaves = True
+
+    def bench(
+        self, paths: list[Path], on_result: Callable[[BenchResult], None], reference: Path, **_: Any
+    ) -> BenchReport:
+        assert reference.is_file() and not any(p.name.startswith(REF_PREFIX) for p in paths)
+        results = []
+        for p in paths:
+            ref = self.ref_cost * self.slowdown
+            result = BenchResult(
+                p.name,
+                self.costs[p.name] * self.slowdown,
+                ratio=self.costs[p.name] / self.ref_cost,
+                ref_median_ms=ref,
+            )
+            self.order.append(p.name)
+            self.slowdown *= 1.05
+            on_result(result)
+            results.append(result)
+        return BenchReport(results)
+
+
+def test_an_interleaving_session_reports_the_ratios_itself(models: list[Path], tmp_path: Path) -> None:
+    costs = {p.name: 1.0 + i for i, p in enumerate(models)}
+    device = InterleavingDevice(costs, ref_cost=2.0)
+    timed, refs, _ = timed_round(device, models, tmp_path / "ref.onnx", seed=3)
+    assert len(timed) == len(refs) == 10 and sorted(device.order) == sorted(costs)
+    assert device.order != [p.name for p in models], "shuffled"
+    assert refs == pytest.approx([2.0 * 1.05**i for i in range(10)])  # the reference beside each model
+    ms, level = timed_rounds(device, models, tmp_path / "ref.onnx", rounds=2, ref_ms=4.0)
+    assert level == 4.0 and ms == pytest.approx({n: c * 2.0 for n, c in costs.items()})
+
+
 def test_duplicate_names_are_refused(models: list[Path], tmp_path: Path) -> None:
     device = DriftingDevice({p.name: 1.0 for p in models}, ref_cost=1.0)
     with pytest.raises(LutError, match="distinct file names"):

@@ -89,9 +89,12 @@ def test_a_table_of_another_cpu_is_stale(tmp_path: Path) -> None:
         supernet={},
         device={"fingerprint": {"arch": "aarch64", "cpu_model": "Cortex-A72", "cores": 4}},
         runtime={"name": "onnxruntime", "version": "1.31.1"},
-        reference={"median_ms": 1.0},
+        reference={"median_ms": 1.0, "timing": "interleaved"},
     )
     same = {"arch": "aarch64", "cpu_model": "Cortex-A72", "cores": 4}
-    assert stale_reasons(table, same, "1.31.1") == []
-    reasons = stale_reasons(table, {**same, "cores": 2}, "1.32.0")
+    assert stale_reasons(table, same, "1.31.1", "interleaved") == []
+    reasons = stale_reasons(table, {**same, "cores": 2}, "1.32.0", "interleaved")
     assert reasons == ["cores was 4, now 2", "runtime version was 1.31.1, now 1.32.0"]
+    table.reference = {"median_ms": 1.0}  # timed before interleaving existed: bracketed
+    (reason,) = stale_reasons(table, same, "1.31.1", "interleaved")
+    assert "timed bracketed" in reason and "now times interleaved" in reason

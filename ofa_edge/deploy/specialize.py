@@ -20,6 +20,7 @@ from ofa_edge.devices.agent import runtime_version
 from ofa_edge.devices.inventory import DeviceSpec
 from ofa_edge.errors import ConfigError
 from ofa_edge.lut.table import LatencyTable, default_table_path
+from ofa_edge.lut.timing import table_timing, timing_of
 
 #: Energy assumptions (W): a busy x86 host core, and a small board (Pi / Jetson / phone) under
 #: load. Rough figures for an order of magnitude; override with ``host_watts`` / ``device_watts``.
@@ -55,8 +56,11 @@ def _cpu_seconds() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def stale_reasons(table: LatencyTable, fingerprint: dict[str, Any], runtime_version: str | None) -> list[str]:
-    """Why ``table`` no longer describes the device with ``fingerprint`` (empty: reusable)."""
+def stale_reasons(
+    table: LatencyTable, fingerprint: dict[str, Any], runtime_version: str | None, timing: str
+) -> list[str]:
+    """Why ``table`` no longer describes the device with ``fingerprint``, whose session times
+    models ``timing`` against the reference (empty: reusable)."""
     then = table.device.get("fingerprint", {})
     reasons = [
         f"{key} was {then.get(key)!r}, now {fingerprint.get(key)!r}"
@@ -67,6 +71,9 @@ def stale_reasons(table: LatencyTable, fingerprint: dict[str, Any], runtime_vers
         reasons.append(f"runtime version was {table.runtime.get('version')}, now {runtime_version}")
     if table.reference is None:
         reasons.append("the table has no reference timing (older format)")
+    elif table_timing(table) != timing:
+        then = table_timing(table)
+        reasons.append(f"it was timed {then} with its reference, the device now times {timing}")
     return reasons
 
 
@@ -132,7 +139,8 @@ def specialize(
         table_path = out_dir / default_table_path(device.name, supernet, precision, device.threads).name
         table = LatencyTable.load(table_path) if table_path.is_file() else None
         if table is not None:
-            reasons = stale_reasons(table, fingerprint, runtime_version(fingerprint, device.runtime))
+            version = runtime_version(fingerprint, device.runtime)
+            reasons = stale_reasons(table, fingerprint, version, timing_of(session))
             if set(table.resolutions) < set(resolutions):
                 reasons.append(f"resolutions {table.resolutions} lack some of {resolutions}")
             if reasons:
@@ -185,11 +193,15 @@ def specialize(
             high = max(table.predict(spec.space.max_arch(r)) for r in resolutions)
             budget = latency_ms if latency_ms is not None else (low + high) / 2
             stage("search", f"reachable {low:.2f}-{high:.2f} ms; budget {budget:.2f} ms")
-            outcome = searcher.search(searcher.constraints({device.name: budget}), seed=seed)
-            sweep = [low + (high - low) * q for q in (0.1, 0.3, 0.5, 0.7, 0.9)]
-            points = searcher.pareto(device.name, sweep, seed=seed)
+            # The budget is one point of the plotted sweep, so the chosen subnet is on the front.
+            budgets = sorted({budget, *(low + (high - low) * q for q in (0.1, 0.3, 0.5, 0.7, 0.9))})
+            points = searcher.pareto(device.name, budgets, seed=seed)
             write_pareto(points, device.name, out_dir / "pareto", "accuracy")
-            return budget, low, high, outcome
+            chosen = points[budgets.index(budget)]
+            if chosen.outcome is None:
+                assert chosen.infeasible is not None
+                raise chosen.infeasible
+            return budget, low, high, chosen.outcome
 
         budget, low, high, outcome = ledger.timed("search", False, search)
         best = outcome.best
@@ -202,8 +214,13 @@ def specialize(
             "seconds": outcome.seconds,
         }
         best.arch.save(out_dir / "subnet.json")
-        costs = ", ".join(f"{k} {v:.4g}" for k, v in best.costs.items())
-        stage("search", f"predicted top-1 {best.score:.4g}; {costs}")
+        costs = best.costs
+        stage(
+            "search",
+            f"predicted top-1 {best.score:.4g} at r={best.arch.r}: "
+            f"{costs[f'latency on {device.name}']:.3f} ms predicted on {device.name}, "
+            f"{costs['macs'] / 1e6:.2f}M MACs, {costs['params'] / 1e6:.2f}M params",
+        )
 
         def export() -> Any:
             net = load_supernet(supernet, checkpoint=checkpoint)

@@ -74,6 +74,8 @@ class BenchResult:
     runs: int = 0
     samples_ms: tuple[float, ...] = ()
     error: str | None = None
+    ratio: float | None = None  # timed against a reference: model / reference, interleaved
+    ref_median_ms: float | None = None  # the reference's median during this model's timing
 
     @classmethod
     def from_agent(cls, data: dict[str, Any]) -> BenchResult:
@@ -86,6 +88,8 @@ class BenchResult:
             runs=int(data.get("runs", 0)),
             samples_ms=tuple(data.get("samples_ms", ())),
             error=data.get("error"),
+            ratio=data.get("ratio"),
+            ref_median_ms=data.get("ref_median_ms"),
         )
 
 
@@ -97,8 +101,8 @@ class BenchReport:
 
 
 def pushed(session: MeasuringSession, models: Sequence[Path]) -> list[str]:
-    """Each model's path on the device, pushing each file once: the interleaved reference model
-    is listed many times per batch as hard links of one file."""
+    """Each model's path on the device, pushing each file once: a bracketed reference model is
+    listed many times per batch as hard links of one file."""
     remote: dict[tuple[int, int], str] = {}
     out = []
     for p in models:
@@ -112,6 +116,8 @@ def pushed(session: MeasuringSession, models: Sequence[Path]) -> list[str]:
 
 class AgentSession:
     """A running agent on one device. Use as a context manager; calls restart a dead agent."""
+
+    interleaves = True
 
     def __init__(self, spec: DeviceSpec, transport: Transport | None = None) -> None:
         self.spec = spec
@@ -262,10 +268,13 @@ class AgentSession:
         min_runs: int = 20,
         min_seconds: float = 0.5,
         model_timeout: float = 60.0,
+        reference: Path | None = None,
         on_result: Callable[[BenchResult], None] | None = None,
     ) -> BenchReport:
-        """Push and measure models; ``on_result`` sees each as soon as it is measured."""
-        entries = [{"name": Path(p).name, "path": remote} for p, remote in zip(models, pushed(self, models))]
+        """Push and measure models; ``on_result`` sees each as soon as it is measured. With a
+        ``reference`` model, each is timed interleaved with it and reports its ``ratio``."""
+        remotes = pushed(self, [*models, *([reference] if reference else [])])
+        entries = [{"name": Path(p).name, "path": remote} for p, remote in zip(models, remotes)]
         current: list[str] = [entries[0]["name"]] if entries else []
 
         def event(msg: dict[str, Any]) -> None:
@@ -289,6 +298,7 @@ class AgentSession:
                 min_seconds=min_seconds,
                 model_timeout=model_timeout,
                 cpus=list(self.spec.cpus) if self.spec.cpus else None,
+                reference=remotes[-1] if reference else None,
             )
         except (DeviceUnreachable, CommandTimeout) as err:
             model = current[0] if current else "?"
@@ -323,6 +333,9 @@ class MeasuringSession(Protocol):
     (``BenchmarkModelSession``) both provide it."""
 
     spec: DeviceSpec
+    #: Whether ``bench(..., reference=)`` times each model interleaved with the reference (the
+    #: agent); otherwise the reference is timed as a model of its own between the others.
+    interleaves: bool
 
     def fingerprint(self) -> dict[str, Any]: ...
 
@@ -338,6 +351,7 @@ class MeasuringSession(Protocol):
         min_runs: int = 20,
         min_seconds: float = 0.5,
         model_timeout: float = 60.0,
+        reference: Path | None = None,
         on_result: Callable[[BenchResult], None] | None = None,
     ) -> BenchReport: ...
 

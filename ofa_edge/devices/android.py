@@ -31,6 +31,8 @@ _PROPS = ("ro.product.manufacturer", "ro.product.model", "ro.board.platform", "r
 class BenchmarkModelSession:
     """Measure TFLite models on a phone with ``benchmark_model`` (no agent, no Python)."""
 
+    interleaves = False  # one model per run of the tool: a reference is timed in its own slots
+
     def __init__(self, spec: DeviceSpec, transport: Transport | None = None) -> None:
         if spec.adb is None or spec.adb.benchmark_model is None:
             raise ConfigError(f"device {spec.name!r}: benchmark_model is not set in the inventory")
@@ -104,9 +106,12 @@ class BenchmarkModelSession:
         min_runs: int = 20,
         min_seconds: float = 0.5,
         model_timeout: float = 60.0,
+        reference: Path | None = None,
         on_result: Callable[[BenchResult], None] | None = None,
     ) -> BenchReport:
         """Run ``benchmark_model`` once per model; a failing model is reported, not fatal."""
+        if reference is not None:
+            raise ConfigError(f"{self.spec.name}: benchmark_model cannot time models interleaved")
         if runtime not in (None, "tflite"):
             raise ConfigError(f"{self.spec.name}: benchmark_model measures TFLite models, not {runtime}")
         start = self.start()

@@ -5,8 +5,8 @@ batches through the device's session. Every result is written to the table file 
 (atomically), so an interrupted build (device dropped, Ctrl-C, host killed) loses nothing, and
 running the same command again measures only what is missing. A batch during which the device
 throttled or changed clocks is measured again, and its entries say so (``remeasured``). Every
-few ops a reference model is timed again and entries are normalized by it (``timing``), so the
-device's drift during the build does not end up in the table. The table's reference level is
+op is timed relative to a reference model (``timing``: interleaved with it, or between timings of
+it), so the device's drift during the build does not end up in the table. The table's reference level is
 the median of all its reference timings, so one unlucky timing cannot shift every entry.
 """
 
@@ -21,7 +21,7 @@ from ofa_edge.devices.agent import runtime_version
 from ofa_edge.lut.keys import Op, enumerate_ops
 from ofa_edge.lut.micro import export_micro_models
 from ofa_edge.lut.table import Entry, LatencyTable, LutError, now
-from ofa_edge.lut.timing import Timed, reference_model, timed_round
+from ofa_edge.lut.timing import Timed, reference_model, table_timing, timed_round, timing_of
 from ofa_edge.supernet.space import SearchSpace
 from ofa_edge.supernet.spec import MBv3Spec
 
@@ -88,6 +88,12 @@ def build_table(
     if out.exists():
         table = LatencyTable.load(out)
         _compatible(table, fresh, out)
+        if table.reference is not None and table_timing(table) != timing_of(session):
+            raise LutError(
+                f"{out} was timed {table_timing(table)} with its reference, {device.name} times "
+                f"{timing_of(session)} (an older table?)",
+                hint="use another --out, or delete the file to start over",
+            )
     else:
         table = fresh
     where: dict[str, list[int]] = {}
@@ -124,6 +130,7 @@ def build_table(
             "median_ms": ref.median_ms,
             "measured": now(),
             "timings_ms": [ref.median_ms],
+            "timing": timing_of(session),
         }
         table.save(out)
     elif todo:

@@ -6,23 +6,25 @@ under, so they are part of it). Prediction sums the subnet's ops, then applies t
 calibration ``e2e = a * sum + c * n_ops + b`` when one was fitted against whole-network
 measurements (``c``: the runtime's per-call overhead each op's own measurement paid, which a
 whole network pays once; ``n_ops`` counts the subnet's ops).
-Format (``schema_version`` 3; versions 1 and 2 are still read: version 1 lacks ``reference``
-and ``raw_median_ms``, and calibrations before version 3 have no ``c``, read as 0)::
+Format (``schema_version`` 4; versions 1-3 are still read: version 1 lacks ``reference``
+and ``raw_median_ms``, calibrations before version 3 have no ``c``, read as 0, and references
+before version 4 have no ``timing``, read as "bracketed")::
 
-    {"schema_version": 3, "kind": "ofa-edge/latency-table",
+    {"schema_version": 4, "kind": "ofa-edge/latency-table",
      "supernet": {"id", "width_mult", "n_classes", "space": {...}},
      "device": {"name", "fingerprint": {...}}, "runtime": {"name", "version"},
      "precision": "fp32" | "int8", "threads": N, "delegate": "cpu", "created": ISO-8601,
      "calibration": null | {"a", "b", "c", "subnets", "fitted": ISO-8601},
      "reference": null | {"model", "resolution", "median_ms", "measured": ISO-8601,
-                          "timings_ms": [...]},
+                          "timings_ms": [...], "timing": "interleaved" | "bracketed"},
      "entries": {RESOLUTION: {KEY: {"median_ms", "p10_ms", "p90_ms", "samples",
                                     "measured": ISO-8601, "remeasured": bool,
                                     "raw_median_ms"}}}}
 
-``reference`` is the model timed between ops to cancel device drift (``ofa_edge.lut.timing``):
-each entry's times are its raw times scaled by ``reference.median_ms`` over the reference times
-measured around it, so all entries are at one device speed. ``timings_ms`` lists every reference
+``reference`` is the model every op is timed against to cancel device drift
+(``ofa_edge.lut.timing``; ``timing`` says how): each entry's times are its raw times scaled by
+``reference.median_ms`` over the reference times measured with it, so all entries are at one
+device speed. ``timings_ms`` lists every reference
 timing of the builds and ``median_ms`` is their median (an optional field: tables without it
 count their ``median_ms`` as their one timing).
 
@@ -47,7 +49,7 @@ from ofa_edge.lut.keys import subnet_ops
 from ofa_edge.supernet.space import ArchConfig, SearchSpace
 from ofa_edge.supernet.spec import MBv3Spec
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 KIND = "ofa-edge/latency-table"
 PRECISIONS = ("fp32", "int8")
 #: The file name ``lut build`` writes and ``search`` looks for (in the working directory and

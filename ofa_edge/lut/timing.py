@@ -1,13 +1,21 @@
-"""Drift-resistant timing on a device: a reference model interleaved with the models measured.
+"""Drift-resistant timing on a device: every model measured relative to one reference model.
 
-A shared or thermally limited device runs at a speed that drifts by tens of percent within
-minutes, more than the ±10 % a latency table aims for. Every ``ref_every`` models the same
-reference model is timed again (and once more at the end), and each model's time is divided by
-the geometric mean of the reference times just before and just after it: that ratio is what the
-device's speed does not change, and a speed that moves steadily between the two cancels out.
+A shared or thermally limited device runs at a speed that moves by tens of percent, within
+minutes and, on a shared host, within a second, more than the ±10 % a latency table aims for.
+What the device's speed does not change is a model's time relative to a reference model timed
+at the same moment. Two ways of timing the reference (``timing_of`` a session says which):
+
+- ``interleaved`` (the agent): each model runs in bursts of a few runs alternating with bursts
+  of the reference, and its ratio is the median over bursts of its time divided by the geometric
+  mean of the reference bursts around it, so speed changes slower than a burst cancel.
+- ``bracketed`` (``benchmark_model`` on phones without Python, one model per run of the tool):
+  the reference is timed as a model of its own first, after every ``ref_every`` models and last,
+  and each model's time is divided by the geometric mean of the reference times just before and
+  just after it; a speed that moves steadily between the two cancels out.
+
 Ratios are multiplied by one reference level (the table's, so entries measured in different
-sessions agree) to give ms.
-Several rounds in different orders, reduced by their median, then remove one-off disturbances.
+sessions agree) to give ms. Several rounds in different orders, reduced by their median, then
+remove one-off disturbances.
 """
 
 from __future__ import annotations
@@ -31,11 +39,21 @@ REF_PREFIX = "ofa-edge-reference-"
 
 @dataclass(frozen=True)
 class Timed:
-    """One model's normalized latency: the model's time over the reference time before it."""
+    """One model's normalized latency: its time over the reference's at the same moment."""
 
     name: str
     ratio: float  # model time / geometric mean of the reference times around it
     result: BenchResult  # the raw measurement
+
+
+def timing_of(session: Any) -> str:
+    """How ``session`` times models against the reference: "interleaved" or "bracketed"."""
+    return "interleaved" if getattr(session, "interleaves", False) else "bracketed"
+
+
+def table_timing(table: LatencyTable) -> str:
+    """How a table's entries were timed (tables before the field was added: "bracketed")."""
+    return (table.reference or {}).get("timing", "bracketed")
 
 
 def _schedule(models: Sequence[Path], ref_every: int, rng: random.Random) -> list[Path | None]:
@@ -62,18 +80,43 @@ def timed_round(
     on_timed: Callable[[Timed], None] | None = None,
     **bench_kwargs: Any,
 ) -> tuple[list[Timed], list[float], Any]:
-    """Time ``models`` once each, in a shuffled order, against the interleaved reference.
+    """Time ``models`` once each, in a shuffled order, against the reference.
 
-    Returns the normalized results (also streamed to ``on_timed`` as soon as the reference after
-    them is timed, so a caller can save each at once), the reference's median times, and the
-    session's bench report.
+    Returns the normalized results (also streamed to ``on_timed`` as soon as each is known, so a
+    caller can save each at once), the reference's median times, and the session's bench report.
+    ``ref_every`` spaces the reference slots of bracketed timing.
     """
     names = [Path(m).name for m in models]
     if len(set(names)) != len(names) or any(n.startswith(REF_PREFIX) for n in names):
         raise LutError("models to time need distinct file names (and not the reference's prefix)")
-    plan = _schedule(models, ref_every, random.Random(seed))
-    refs: list[float] = []
     timed: list[Timed] = []
+    refs: list[float] = []
+
+    def checked(result: BenchResult) -> None:
+        if result.error is not None:
+            raise LutError(f"{session.spec.name}: measuring {result.name} failed: {result.error}")
+
+    def emit(result: BenchResult, ratio: float) -> None:
+        item = Timed(result.name, ratio, result)
+        timed.append(item)
+        if on_timed is not None:
+            on_timed(item)
+
+    if timing_of(session) == "interleaved":
+        order = list(models)
+        random.Random(seed).shuffle(order)
+
+        def arrived(result: BenchResult) -> None:
+            checked(result)
+            if result.ratio is None or result.ref_median_ms is None:
+                raise LutError(f"{session.spec.name}: {result.name} was not timed against the reference")
+            refs.append(result.ref_median_ms)
+            emit(result, result.ratio)
+
+        report = session.bench(order, reference=reference, on_result=arrived, **bench_kwargs)
+        return timed, refs, report
+
+    plan = _schedule(models, ref_every, random.Random(seed))
     waiting: list[BenchResult] = []  # models timed since the last reference
     with tempfile.TemporaryDirectory(prefix="ofa-edge-ref-") as tmp:
         paths = []
@@ -85,26 +128,22 @@ def timed_round(
             else:
                 paths.append(Path(model))
 
-        def arrived(result: BenchResult) -> None:
-            if result.error is not None:
-                raise LutError(f"{session.spec.name}: measuring {result.name} failed: {result.error}")
-            assert result.median_ms is not None
+        def slotted(result: BenchResult) -> None:
+            checked(result)
             if not result.name.startswith(REF_PREFIX):
                 waiting.append(result)
                 return
+            assert result.median_ms is not None
             refs.append(result.median_ms)
             if len(refs) < 2:
                 return
             around = math.sqrt(refs[-2] * refs[-1])
             for held in waiting:
                 assert held.median_ms is not None
-                item = Timed(held.name, held.median_ms / around, held)
-                timed.append(item)
-                if on_timed is not None:
-                    on_timed(item)
+                emit(held, held.median_ms / around)
             waiting.clear()
 
-        report = session.bench(paths, on_result=arrived, **bench_kwargs)
+        report = session.bench(paths, on_result=slotted, **bench_kwargs)
     return timed, refs, report
 
 
