@@ -143,19 +143,13 @@ class EvolutionSearch:
             ok &= c.cost.evaluate(pop, active) <= c.budget
         return ok
 
-    def _initial(
-        self, constraints: Sequence[Constraint], rng: np.random.Generator, start: Sequence[ArchConfig] = ()
-    ) -> Population:
-        """``population`` feasible members: the feasible ones of ``start`` first, then uniform and
-        small-biased samples, then the cheapest subnet of each constraint and mutations of
-        whatever is feasible, so tiny feasible regions fill up instead of hanging rejection
-        sampling."""
+    def _initial(self, constraints: Sequence[Constraint], rng: np.random.Generator) -> Population:
+        """``population`` feasible members: uniform and small-biased samples, then the cheapest
+        subnet of each constraint and mutations of whatever is feasible, so tiny feasible
+        regions fill up instead of hanging rejection sampling."""
         n = self.population
         found: list[Population] = []
-        if start:
-            given = Population.from_archs(start, self.genome)
-            found.append(given.take(np.flatnonzero(self.feasible(given, constraints))[:n]))
-        total = sum(len(f) for f in found)
+        total = 0
         for _ in range(SEED_ROUNDS):
             bias = np.where(np.arange(4 * n) < 2 * n, 1.0, 1.0 + rng.exponential(4.0, 4 * n))
             cand = random_population(self.genome, 4 * n, rng, bias)
@@ -218,22 +212,12 @@ class EvolutionSearch:
 
     # --- the search -----------------------------------------------------------------------------
 
-    def run(
-        self,
-        constraints: Sequence[Constraint],
-        *,
-        seed: int = 0,
-        top: int = 1,
-        start: Sequence[ArchConfig] = (),
-    ) -> SearchOutcome:
-        """Best ``top`` distinct subnets meeting every constraint (deterministic per ``seed``).
-
-        Feasible subnets of ``start`` join the first population; the best parents survive every
-        generation, so the result scores at least as well as the best of them."""
-        began = time.perf_counter()
+    def run(self, constraints: Sequence[Constraint], *, seed: int = 0, top: int = 1) -> SearchOutcome:
+        """Best ``top`` distinct subnets meeting every constraint (deterministic per ``seed``)."""
+        start = time.perf_counter()
         self.check_reachable(constraints)
         rng = np.random.default_rng(seed)
-        pop = self._initial(constraints, rng, start)
+        pop = self._initial(constraints, rng)
         fitness = self._score(pop)
         for _ in range(self.generations):
             order = np.argsort(-fitness, kind="stable")[: self.parents]
@@ -244,7 +228,7 @@ class EvolutionSearch:
         return SearchOutcome(
             self._top(pop, fitness, top),
             list(constraints),
-            time.perf_counter() - began,
+            time.perf_counter() - start,
             self.generations,
             seed,
         )

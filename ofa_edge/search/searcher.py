@@ -18,7 +18,6 @@ from ofa_edge.lut.table import LatencyTable, LutError
 from ofa_edge.search.costs import CostModel, count_costs, file_size_cost, latency_cost, peak_memory_cost
 from ofa_edge.search.evolution import Constraint, EvolutionSearch, InfeasibleError, Objective, SearchOutcome
 from ofa_edge.search.population import Genome, Population, random_population
-from ofa_edge.supernet.space import ArchConfig
 from ofa_edge.supernet.spec import MBv3Spec
 
 OBJECTIVES = ("accuracy", "macs")
@@ -134,37 +133,30 @@ class SubnetSearch:
                 out.append(Constraint(cost, float(budget)))
         return out
 
-    def search(
-        self,
-        constraints: Sequence[Constraint],
-        *,
-        seed: int = 0,
-        top: int = 1,
-        start: Sequence[ArchConfig] = (),
-    ) -> SearchOutcome:
-        """The ``top`` best distinct subnets meeting every constraint (raises InfeasibleError);
-        the feasible ones of ``start`` seed the first population."""
-        return self.engine.run(constraints, seed=seed, top=top, start=start)
+    def search(self, constraints: Sequence[Constraint], *, seed: int = 0, top: int = 1) -> SearchOutcome:
+        """The ``top`` best distinct subnets meeting every constraint (raises InfeasibleError)."""
+        return self.engine.run(constraints, seed=seed, top=top)
 
     def pareto(
         self, device: str, budgets_ms: Sequence[float], others: Sequence[Constraint] = (), *, seed: int = 0
     ) -> list[ParetoPoint]:
         """One search per latency budget on ``device`` (same seed), other constraints fixed.
 
-        Budgets are searched from the tightest up, each seeded with the subnets found for the
-        tighter ones (all feasible there too), so a looser budget never scores lower: the
-        front is monotone even where one search alone would stall."""
+        A subnet found for a tighter budget meets every looser one too, so where a search at a
+        looser budget stalls below it, that budget keeps the tighter find: the front never drops.
+        """
         found: dict[float, ParetoPoint] = {}
-        best: list[ArchConfig] = []
+        best: SearchOutcome | None = None
         for budget in sorted(set(budgets_ms)):
             cons = [*self.constraints({device: budget}), *others]
             try:
-                outcome = self.search(cons, seed=seed, start=best)
+                outcome = self.search(cons, seed=seed)
             except InfeasibleError as err:
                 found[budget] = ParetoPoint(budget, None, err)
                 continue
-            best.append(outcome.best.arch)
-            found[budget] = ParetoPoint(budget, outcome)
+            if best is None or outcome.best.score >= best.best.score:
+                best = outcome
+            found[budget] = ParetoPoint(budget, best)
         return [found[b] for b in budgets_ms]
 
     def minimum(self, cost: CostModel) -> float:
