@@ -5,7 +5,7 @@ micro-model cache (export included), then again with the cache warm. Prints wall
 number of micro-benchmarks, and the median absolute difference between the two builds' entries
 (target: full w1.0 space at 5 resolutions in <= 5 minutes on ``local``; difference <= 3 %).
 
-    python benchmarks/lut_build.py [--device local|sshd] [--supernet ID] [--resolutions ...]
+    python benchmarks/lut_build.py [--device local|sshd] [--supernet ID] [--resolutions ...] [--bracketed]
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _devices import add_device_args, device_spec  # the script's folder is on sys.path
+from _devices import Bracketed, add_device_args, device_spec  # the script's folder is on sys.path
 
 from ofa_edge.devices.agent import open_session
 from ofa_edge.lut.build import build_table
@@ -29,6 +29,9 @@ def main() -> None:
     add_device_args(parser)
     parser.add_argument("--supernet", default="ofa_mbv3_d234_e346_k357_w1.0")
     parser.add_argument("--resolutions", default="160,176,192,208,224")
+    parser.add_argument(
+        "--bracketed", action="store_true", help="time the reference between ops, not interleaved"
+    )
     args = parser.parse_args()
     resolutions = [int(r) for r in args.resolutions.split(",")]
     supernet = describe_supernet(args.supernet)
@@ -39,7 +42,8 @@ def main() -> None:
             out = Path(tmp) / f"build{run}.json"
             began = time.perf_counter()
             with open_session(spec) as session:
-                tables.append(build_table(session, supernet, resolutions, out, threads=args.threads))
+                way = Bracketed(session) if args.bracketed else session
+                tables.append(build_table(way, supernet, resolutions, out, threads=args.threads))
             walls.append(time.perf_counter() - began)
             print(f"build {run} ({'cold' if run == 1 else 'warm'} micro-model cache): {walls[-1]:.1f} s")
         first, second = ({k: e.median_ms for s in t.entries.values() for k, e in s.items()} for t in tables)

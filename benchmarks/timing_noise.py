@@ -18,27 +18,14 @@ import random
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from _devices import add_device_args, device_spec  # the script's folder is on sys.path
+from _devices import Bracketed, add_device_args, device_spec  # the script's folder is on sys.path
 
 from ofa_edge.devices.agent import open_session
 from ofa_edge.lut.timing import reference_model, timed_round, timed_rounds
 from ofa_edge.lut.validate import export_subnets, fidelity
 from ofa_edge.supernet.registry import get_supernet_info
-
-
-class Bracketed:
-    """The session with its interleaving turned off: the reference is timed in slots of its own."""
-
-    interleaves = False
-
-    def __init__(self, session: Any) -> None:
-        self.session, self.spec = session, session.spec
-
-    def bench(self, models: list[Path], **kwargs: Any) -> Any:
-        return self.session.bench(models, **kwargs)
 
 
 def main() -> None:
