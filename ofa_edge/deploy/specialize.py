@@ -191,10 +191,11 @@ def specialize(
             cost = searcher.latency[device.name]
             low = searcher.minimum(cost)
             high = max(table.predict(spec.space.max_arch(r)) for r in resolutions)
-            budget = latency_ms if latency_ms is not None else (low + high) / 2
+            sweep = [low + (high - low) * q for q in (0.1, 0.3, 0.5, 0.7, 0.9)]
+            budget = latency_ms if latency_ms is not None else sweep[2]  # the middle of the range
             stage("search", f"reachable {low:.2f}-{high:.2f} ms; budget {budget:.2f} ms")
             # The budget is one point of the plotted sweep, so the chosen subnet is on the front.
-            budgets = sorted({budget, *(low + (high - low) * q for q in (0.1, 0.3, 0.5, 0.7, 0.9))})
+            budgets = sorted({budget, *sweep})
             points = searcher.pareto(device.name, budgets, seed=seed)
             write_pareto(points, device.name, out_dir / "pareto", "accuracy")
             chosen = points[budgets.index(budget)]

@@ -50,10 +50,12 @@ def write_pareto(points: list[ParetoPoint], device: str, prefix: Path, score_nam
     lat_key = f"latency on {device}"
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot([r[lat_key] for r in found], [r["score"] for r in found], "o-")
+    budgets_at: dict[tuple[float, float], list[float]] = {}  # budgets that kept the same subnet
     for r in found:
-        ax.annotate(
-            f"≤{r['budget_ms']:.3g} ms", (r[lat_key], r["score"]), textcoords="offset points", xytext=(4, -10)
-        )
+        budgets_at.setdefault((r[lat_key], r["score"]), []).append(r["budget_ms"])
+    for (lat, score), budgets in budgets_at.items():
+        text = ", ".join(f"{b:.3g}" for b in budgets)
+        ax.annotate(f"≤{text} ms", (lat, score), textcoords="offset points", xytext=(4, -10))
     ax.set_xlabel(f"predicted latency on {device} (ms)")
     ax.set_ylabel(f"predicted {score_name}")
     ax.set_title("best subnet per latency budget")
