@@ -5,7 +5,7 @@ Random subnets of a supernet are measured twice in each mode through the same de
 (modes alternate: bracketed, interleaved, bracketed, interleaved), each measurement the median
 of ``--rounds`` shuffled rounds. The noise floor of a mode is the gap between its two
 measurements of the same subnets (MAPE, share within ±10 %); a latency table cannot be checked
-more precisely than that. Also printed: how far the device's raw speed moved meanwhile.
+more precisely than that. Also printed: the reference's raw time in 9 timings right after.
 
     python benchmarks/timing_noise.py [--device local|sshd] [--supernet ofa-mbv3-cifar10]
         [--subnets 20] [--rounds 3]
@@ -42,7 +42,6 @@ def main() -> None:
     reference, described = reference_model(spec, min(space.resolutions))
     measured: dict[str, list[np.ndarray]] = {"bracketed": [], "interleaved": []}
     seconds: dict[str, float] = {"bracketed": 0.0, "interleaved": 0.0}
-    refs: list[float] = []
     with tempfile.TemporaryDirectory(prefix="ofa-edge-noise-") as tmp, device_spec(args) as device:
         paths = export_subnets(spec, archs, Path(tmp))
         with open_session(device) as session:

@@ -259,17 +259,7 @@ def measure_one(path, spec, reference=None):
     if reference is not None:
         samples, relative = measure_interleaved(run, reference, spec)
     else:
-        samples = []
-        parent = os.getppid()
-        began = time.perf_counter()
-        while len(samples) < spec["max_runs"] and (
-            len(samples) < spec["min_runs"] or time.perf_counter() - began < spec["min_seconds"]
-        ):
-            t0 = time.perf_counter()
-            run()
-            samples.append((time.perf_counter() - t0) * 1e3)
-            if os.getppid() != parent:  # the agent died: never go on measuring as an orphan
-                sys.exit(1)
+        samples = _until_enough(spec, lambda: _burst(run, 1, 0))
     ordered = sorted(samples)
     return {
         **relative,
@@ -295,6 +285,21 @@ def _burst(run, n, warm):
     return times
 
 
+def _until_enough(spec, step):
+    """Samples from repeated ``step()`` calls until both min_runs samples and min_seconds are
+    reached (or max_runs)."""
+    samples = []
+    parent = os.getppid()
+    began = time.perf_counter()
+    while len(samples) < spec["max_runs"] and (
+        len(samples) < spec["min_runs"] or time.perf_counter() - began < spec["min_seconds"]
+    ):
+        samples += step()
+        if os.getppid() != parent:  # the agent died: never go on measuring as an orphan
+            sys.exit(1)
+    return samples
+
+
 def measure_interleaved(run, reference, spec):
     """The model in short bursts alternating with bursts of ``reference``: each burst's median
     over the geometric mean of the reference bursts around it is the model's speed relative to
@@ -302,18 +307,15 @@ def measure_interleaved(run, reference, spec):
     cancel. Runs until both min_runs model runs and min_seconds (model and reference) are met."""
     n, warm = spec["burst"], spec["burst_warmup"]
     refs = [_median(_burst(reference, n, warm))]
-    samples, ratios = [], []
-    parent = os.getppid()
-    began = time.perf_counter()
-    while len(samples) < spec["max_runs"] and (
-        len(samples) < spec["min_runs"] or time.perf_counter() - began < spec["min_seconds"]
-    ):
+    ratios = []
+
+    def step():
         times = _burst(run, n, warm)
         refs.append(_median(_burst(reference, n, warm)))
-        samples += times
         ratios.append(_median(times) / math.sqrt(refs[-2] * refs[-1]))
-        if os.getppid() != parent:
-            sys.exit(1)
+        return times
+
+    samples = _until_enough(spec, step)
     return samples, {"ratio": _median(ratios), "ref_median_ms": _median(refs), "bursts": len(ratios)}
 
 
