@@ -1,9 +1,10 @@
 """How well a calibrated latency table predicts whole subnets measured on the device.
 
-Builds (or reuses) the device's table, measures ``--fit + --held-out`` random subnets whole
-(reference-normalized, ``--rounds`` shuffled rounds), fits ``e2e = a * sum + b`` on the first
-``--fit`` and reports, on the held-out ones, the share within ±10 % and the MAPE, uncalibrated
-and calibrated (target: >= 99 % within ±10 %, MAPE <= 3 %, calibrated on <= 20 subnets). The
+Builds (or reuses) the device's table, measures ``--fit + --held-out`` subnets whole (the
+smallest of every resolution, then random ones; reference-normalized, ``--rounds`` shuffled
+rounds), fits the calibration on the first ``--fit`` and reports, on the held-out random ones,
+the share within ±10 % and the MAPE, uncalibrated and calibrated (target: >= 99 % within ±10 %,
+MAPE <= 3 %, calibrated on <= 20 subnets). The
 noise floor is the same figures between two independent measurements of the same subnets.
 
     python benchmarks/lut_fidelity.py [--device local|sshd] [--supernet ID] [--plot FILE.png]
@@ -24,9 +25,10 @@ from _devices import add_device_args, device_spec  # the script's folder is on s
 
 from ofa_edge.devices.agent import open_session
 from ofa_edge.lut.build import build_table
-from ofa_edge.lut.table import LatencyTable
-from ofa_edge.lut.validate import fidelity, measure_subnets, random_archs, validate
+from ofa_edge.lut.table import LatencyTable, describe_calibration
+from ofa_edge.lut.validate import fidelity, measure_subnets, validate
 from ofa_edge.supernet.registry import describe_supernet
+from ofa_edge.supernet.space import ArchConfig
 
 
 def main() -> None:
@@ -54,8 +56,9 @@ def main() -> None:
             report = validate(session, path, samples, args.seed, args.plot, rounds=args.rounds, fit=args.fit)
             validated = time.perf_counter() - began - built
             table = LatencyTable.load(path)
-            held = random_archs(table, samples, args.seed)[args.fit : args.fit + args.noise_subnets]
-            first = np.array([p["measured_ms"] for p in report["points"][args.fit : args.fit + len(held)]])
+            points = [p for p in report["points"] if not p["fitted"]][: args.noise_subnets]
+            held = [ArchConfig.from_dict(p["arch"]) for p in points]
+            first = np.array([p["measured_ms"] for p in points])
             again = measure_subnets(session, table, held, rounds=args.rounds, seed=args.seed + 1000)
         if args.out:
             table.save(args.out)
@@ -69,8 +72,7 @@ def main() -> None:
         f"ranged {min(timings):.4f}-{max(timings):.4f} ms (the device's speed moving)"
     )
     print(
-        f"calibration on {report['fitted_on']} subnets: a={report['calibration']['a']:.3f}, "
-        f"c={1e3 * report['calibration']['c']:.1f} µs per op, b={report['calibration']['b']:.3f} ms; "
+        f"calibration on {report['fitted_on']} subnets: {describe_calibration(report['calibration'])}; "
         f"{report['held_out']} held out, {args.rounds} rounds each"
     )
     for label, f in (("uncalibrated", before), ("calibrated", after)):

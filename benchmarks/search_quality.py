@@ -64,7 +64,7 @@ def device_half(args: argparse.Namespace) -> None:
     from ofa_edge.accuracy.predictor import load_predictor
     from ofa_edge.devices.agent import open_session
     from ofa_edge.lut.build import build_table
-    from ofa_edge.lut.table import LatencyTable
+    from ofa_edge.lut.table import LatencyTable, describe_calibration
     from ofa_edge.lut.validate import measure_subnets, validate
     from ofa_edge.supernet.registry import get_supernet_info
 
@@ -102,9 +102,7 @@ def device_half(args: argparse.Namespace) -> None:
     print(f"device: {device.name} ({device.description}), supernet {args.supernet}, objective {objective}")
     print(
         f"table {'--lut ' + str(args.lut) if args.lut else 'built'}, calibrated on {cal['subnets']} subnets: "
-        f"a={cal['a']:.3f}, c={1e3 * cal['c']:.1f} µs/op, "
-        f"b={cal['b']:.4f} ms; "
-        f"reachable {low:.3f}-{high:.3f} ms"
+        f"{describe_calibration(cal)}; reachable {low:.3f}-{high:.3f} ms"
     )
     print(
         f"reference level {table.reference['median_ms']:.4f} ms; {len(timings)} timings during the build "

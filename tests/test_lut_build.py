@@ -108,6 +108,18 @@ def test_validate_fits_and_stores_calibration(tmp_path: Path) -> None:
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)  # type: ignore[arg-type]
 
 
+def test_calibration_subnets_start_with_the_smallest_of_every_resolution() -> None:
+    from ofa_edge.lut.validate import calibration_archs, random_archs
+
+    table = LatencyTable(supernet=SUPERNET, device={}, runtime={}, entries={32: {}, 40: {}})
+    space = table.spec.space
+    archs = calibration_archs(table, 16, 8, seed=0)
+    assert len(archs) == 16 and archs[:2] == [space.min_arch(32), space.min_arch(40)]
+    assert archs[2:] == random_archs(table, 14, 0)
+    # Anchors would be more than a third of the fit: random subnets only.
+    assert calibration_archs(table, 8, 4, seed=0) == random_archs(table, 8, 0)
+
+
 def test_build_on_an_ssh_device(ssh_device, tmp_path: Path) -> None:
     """The same build over real OpenSSH: the agent measures there, the table lands here."""
     out = tmp_path / "lut.json"

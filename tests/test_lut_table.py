@@ -87,7 +87,7 @@ def _sub(old: str, new: str):
     ("mangle", "message"),
     [
         (lambda text: text[: len(text) // 2], "is not valid JSON .*truncated"),
-        (_sub('"schema_version": 4', '"schema_version": 5'), "schema_version 5; .*reads up to 4"),
+        (_sub('"schema_version": 5', '"schema_version": 6'), "schema_version 6; .*reads up to 5"),
         (_sub('"kind": "ofa-edge/latency-table"', '"kind": "x"'), "is not an ofa-edge latency table"),
         (_sub('"precision": "fp32"', '"precision": "fp16"'), "precision 'fp16'"),
         (
@@ -116,7 +116,7 @@ def test_schema_1_tables_still_load(tmp_path: Path, note10: LatencyTable) -> Non
     assert table.reference is None and table.entries == note10.entries
 
 
-def test_schema_2_calibration_reads_without_the_per_op_term(tmp_path: Path, note10: LatencyTable) -> None:
+def test_older_calibrations_read_without_the_newer_terms(tmp_path: Path, note10: LatencyTable) -> None:
     data = note10.to_dict()
     data["schema_version"] = 2
     data["calibration"] = {"a": 1.1, "b": 0.5}
@@ -127,4 +127,7 @@ def test_schema_2_calibration_reads_without_the_per_op_term(tmp_path: Path, note
     assert table.predict(arch) == 1.1 * table.op_sum(arch) + 0.5
     table.calibration = {"a": 1.1, "b": 0.5, "c": -0.01}
     assert table.predict(arch) == pytest.approx(1.1 * table.op_sum(arch) - 0.01 * table.op_count(arch) + 0.5)
+    table.calibration["q"] = 0.02  # schema 5: the curvature
+    s, n = table.op_sum(arch), table.op_count(arch)
+    assert table.predict(arch) == pytest.approx(1.1 * s + 0.02 * s * s - 0.01 * n + 0.5)
     assert table.op_count(arch) == 2 + sum(arch.d) + 4  # first conv and block, the blocks, the final ops

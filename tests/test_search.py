@@ -2,7 +2,7 @@
 
 Tables: MIT's Note10 tables for the w1.2 space, imported (device "note10"), and a second
 device "slowpi" made from them with made-up latencies (each entry x1.7 plus a per-key
-deterministic jitter) and a made-up calibration (a=1.1, b=0.8 ms, c=-0.05 ms per op).
+deterministic jitter) and a made-up calibration (a=1.1, b=0.8 ms, c=-0.05 ms per op, q=0.002/ms).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def tables() -> tuple[LatencyTable, LatencyTable]:
     for section in slow.entries.values():
         for key, entry in section.items():
             entry.median_ms = entry.median_ms * 1.7 + (zlib.crc32(key.encode()) % 100) / 500
-    slow.calibration = {"a": 1.1, "b": 0.8, "c": -0.05}
+    slow.calibration = {"a": 1.1, "b": 0.8, "c": -0.05, "q": 0.002}
     return note10, slow
 
 

@@ -263,7 +263,7 @@ def _cmd_lut_validate(args: argparse.Namespace, out: Output) -> int:
     from ofa_edge.lut.validate import validate
 
     (spec,) = select_devices(args, [args.device])
-    from ofa_edge.lut.table import default_table_path
+    from ofa_edge.lut.table import default_table_path, describe_calibration
 
     path = Path(args.lut or default_table_path(spec.name, args.supernet, args.precision, spec.threads))
     if not path.is_file():
@@ -283,7 +283,7 @@ def _cmd_lut_validate(args: argparse.Namespace, out: Output) -> int:
     before, after, cal = report["uncalibrated"], report["calibrated"], report["calibration"]
     text = (
         f"{spec.name}: {report['subnets']} subnets measured whole; calibration fitted on "
-        f"{report['fitted_on']} (a={cal['a']:.3f}, c={1e3 * cal['c']:.1f} µs per op, b={cal['b']:.3f} ms), "
+        f"{report['fitted_on']} ({describe_calibration(cal)}), "
         f"{report['held_out']} held out\n"
         f"  uncalibrated: {100 * before['within_10pct']:.0f}% within ±10%, MAPE {before['mape_pct']:.1f}%, "
         f"Spearman {before['spearman']:.3f}\n"

@@ -197,8 +197,8 @@ def relevel(table: LatencyTable, timings: Sequence[float]) -> None:
             entry.median_ms *= factor
             entry.p10_ms = None if entry.p10_ms is None else entry.p10_ms * factor
             entry.p90_ms = None if entry.p90_ms is None else entry.p90_ms * factor
-    if table.calibration is not None:  # its intercept and per-op term are in ms too
-        for term in ("b", "c"):
+    if table.calibration is not None:  # its intercept and per-op term are in ms, q in 1/ms
+        for term, power in (("b", 1), ("c", 1), ("q", -1)):
             if term in table.calibration:
-                table.calibration[term] = table.calibration[term] * factor
+                table.calibration[term] = table.calibration[term] * factor**power
     ref["median_ms"] = level

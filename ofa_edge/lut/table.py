@@ -3,18 +3,20 @@
 A table holds one device's measured latency of every op of a supernet, for ONE runtime,
 precision, thread count and delegate (a table is only valid for the conditions it was measured
 under, so they are part of it). Prediction sums the subnet's ops, then applies the device's
-calibration ``e2e = a * sum + c * n_ops + b`` when one was fitted against whole-network
-measurements (``c``: the runtime's per-call overhead each op's own measurement paid, which a
-whole network pays once; ``n_ops`` counts the subnet's ops).
-Format (``schema_version`` 4; versions 1-3 are still read: version 1 lacks ``reference``
-and ``raw_median_ms``, calibrations before version 3 have no ``c``, read as 0, and references
-before version 4 have no ``timing``, read as "bracketed")::
+calibration ``e2e = a * sum + q * sum**2 + c * n_ops + b`` when one was fitted against
+whole-network measurements (``c``: the runtime's per-call overhead each op's own measurement paid,
+which a whole network pays once; ``n_ops`` counts the subnet's ops; ``q``: how whole networks
+slow beyond the sum of their ops as they grow, e.g. once their weights outgrow the caches).
+Format (``schema_version`` 5; versions 1-4 are still read: version 1 lacks ``reference``
+and ``raw_median_ms``, calibrations before version 3 have no ``c`` and before version 5 no
+``q``, both read as 0, and references before version 4 have no ``timing``, read as
+"bracketed")::
 
-    {"schema_version": 4, "kind": "ofa-edge/latency-table",
+    {"schema_version": 5, "kind": "ofa-edge/latency-table",
      "supernet": {"id", "width_mult", "n_classes", "space": {...}},
      "device": {"name", "fingerprint": {...}}, "runtime": {"name", "version"},
      "precision": "fp32" | "int8", "threads": N, "delegate": "cpu", "created": ISO-8601,
-     "calibration": null | {"a", "b", "c", "subnets", "fitted": ISO-8601},
+     "calibration": null | {"a", "b", "c", "q", "subnets", "fitted": ISO-8601},
      "reference": null | {"model", "resolution", "median_ms", "measured": ISO-8601,
                           "timings_ms": [...], "timing": "interleaved" | "bracketed"},
      "entries": {RESOLUTION: {KEY: {"median_ms", "p10_ms", "p90_ms", "samples",
@@ -49,7 +51,7 @@ from ofa_edge.lut.keys import subnet_ops
 from ofa_edge.supernet.space import ArchConfig, SearchSpace
 from ofa_edge.supernet.spec import MBv3Spec
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 KIND = "ofa-edge/latency-table"
 PRECISIONS = ("fp32", "int8")
 #: The file name ``lut build`` writes and ``search`` looks for (in the working directory and
@@ -63,8 +65,15 @@ def default_table_path(device: str, supernet: str, precision: str, threads: int)
 
 
 def apply_calibration(cal: dict[str, Any], op_sum: Any, n_ops: Any) -> Any:
-    """``a * op_sum + c * n_ops + b`` for scalars or arrays (``c`` is 0 before schema 3)."""
-    return cal["a"] * op_sum + cal.get("c", 0.0) * n_ops + cal["b"]
+    """``a * op_sum + q * op_sum**2 + c * n_ops + b`` for scalars or arrays (``c`` is 0 before
+    schema 3, ``q`` before schema 5); the search's vectorized costs call this very function."""
+    return cal["a"] * op_sum + cal.get("q", 0.0) * (op_sum * op_sum) + cal.get("c", 0.0) * n_ops + cal["b"]
+
+
+def describe_calibration(cal: dict[str, Any]) -> str:
+    """One line for people: the fitted terms in ms (and µs per op)."""
+    text = f"a={cal['a']:.3f}, c={1e3 * cal.get('c', 0.0):.1f} µs/op, b={cal['b']:.3f} ms"
+    return text + (f", q={cal['q']:.3f}/ms" if cal.get("q") else "")
 
 
 class LutError(OfaEdgeError, ValueError):

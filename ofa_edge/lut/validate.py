@@ -2,13 +2,15 @@
 
 Summing per-op latencies misses fusion across ops, per-call overhead counted once per op, and
 caches warmed by a lone op; the fix the field uses is a per-device linear calibration
-``e2e = a * sum + b`` fitted on subnets measured whole. ofa-edge adds the op count:
-``e2e = a * sum + c * n_ops + b``, since each op's own measurement paid the runtime's per-call
-overhead that a whole network pays once (on sub-millisecond subnets that overhead is a large
-share, and a search maximizing accuracy under a budget picks exactly the subnets whose op count
-a plain line gets wrong). Random subnets are exported, measured
-through the device's session, the calibration is fitted on the first ones (at most 20) and the
-rest are held out to report the share within +-10 %, the MAPE and the rank correlation, before
+``e2e = a * sum + b`` fitted on subnets measured whole. ofa-edge adds two terms, each kept only
+where the measurements show it: the op count, ``c * n_ops``, since each op's own measurement
+paid the runtime's per-call overhead that a whole network pays once (on sub-millisecond subnets
+a large share), and a curvature, ``q * sum**2``, since whole networks slow beyond their ops' sum
+as they grow (working sets outgrowing the caches). A search maximizing accuracy under a budget
+picks exactly the subnets a plain line gets wrong: the smallest and the largest of a resolution.
+The smallest subnet of every resolution and random subnets are exported and measured through the
+device's session, the calibration is fitted on the first ones (at most 20) and the other random
+ones are held out to report the share within +-10 %, the MAPE and the rank correlation, before
 and after calibration.
 """
 
@@ -64,47 +66,58 @@ def fidelity(predicted: np.ndarray, measured: np.ndarray) -> Fidelity:
 
 
 MIN_LINEAR_FIT = 8
-MIN_OVERHEAD_FIT = 12
+MIN_TERMS_FIT = 12  # subnets a fit with the op-count or the curvature term needs
+TERMS = (("q", "c"), ("c",), ("q",), ())  # the forms compared: a * sum + [terms] + b
 
 
 def fit_calibration(
-    op_sums: np.ndarray, n_ops: np.ndarray, measured: np.ndarray, floor: np.ndarray | None = None
+    op_sums: np.ndarray,
+    n_ops: np.ndarray,
+    measured: np.ndarray,
+    bounds: np.ndarray | None = None,
+    forms: tuple[tuple[str, ...], ...] = TERMS,
 ) -> dict[str, float]:
-    """Least-squares ``measured = a * op_sum + c * n_ops + b`` (``{"a", "b", "c"}``), or the line
-    ``a * op_sum + b`` (``c = 0``) when that predicts the measured subnets better.
+    """Least-squares ``measured = a * op_sum + q * op_sum**2 + c * n_ops + b`` (``{"a", "b",
+    "c", "q"}``), where the op-count term ``c`` and the curvature ``q`` are each kept only if
+    the fit with them predicts the measured subnets better.
 
-    The two are compared by leave-one-out error on the measured subnets, so the op-count term is
-    kept only where the data show it (a 3-parameter fit to 20 noisy points can otherwise invent
-    one, and a search then picks exactly the subnets it mispredicts). A fit must have ``a > 0``
-    and predict a positive latency at every ``floor`` point (rows of (op_sum, n_ops): the
-    smallest subnets searches may reach; default: the fitted ones). The op-count term needs
-    ``MIN_OVERHEAD_FIT`` subnets with different counts, the line ``MIN_LINEAR_FIT``; with fewer,
-    or no usable fit, the scale alone (median ratio): a few noisy points must not yield a
-    nonsense fit.
+    Forms are compared by leave-one-out error on the measured subnets, so a term is kept only
+    where the data show it (a fit to 20 noisy points can otherwise invent one, and a search
+    then picks exactly the subnets it mispredicts). A fit must grow with the op sum from half
+    the smallest to twice the largest of ``bounds`` (rows of (op_sum, n_ops): the smallest and
+    largest subnets searches may reach; default: the fitted ones), so the search's exact minimum
+    holds, and predict a positive latency at every ``bounds`` row. The extra terms need ``MIN_TERMS_FIT``
+    subnets (the op count: different counts), the line ``MIN_LINEAR_FIT``; with fewer, or no
+    usable fit, the scale alone (median ratio): a few noisy points must not yield a nonsense fit.
+    ``forms`` limits the forms compared (``benchmarks/calibration_forms.py`` compares them).
     """
     op_sums, n_ops, measured = (np.asarray(v, float) for v in (op_sums, n_ops, measured))
-    floor = np.stack([op_sums, n_ops], axis=1) if floor is None else np.asarray(floor, float)
-    ones = np.ones_like(op_sums)
-    designs = []  # columns: op_sum, [n_ops,] 1
-    if len(op_sums) >= MIN_OVERHEAD_FIT and np.ptp(n_ops) > 0:
-        designs.append(np.stack([op_sums, n_ops, ones], axis=1))
-    if len(op_sums) >= MIN_LINEAR_FIT:
-        designs.append(np.stack([op_sums, ones], axis=1))
+    bounds = np.stack([op_sums, n_ops], axis=1) if bounds is None else np.asarray(bounds, float)
+    columns = {"q": op_sums * op_sums, "c": n_ops}
+    low = min(float(bounds[:, 0].min()), float(op_sums.min())) / 2
+    high = 2 * max(float(bounds[:, 0].max()), float(op_sums.max()))
     best: tuple[float, dict[str, float]] | None = None
-    for x in designs:
+    for terms in forms:
+        if len(op_sums) < (MIN_TERMS_FIT if terms else MIN_LINEAR_FIT) or (
+            "c" in terms and np.ptp(n_ops) == 0
+        ):
+            continue
+        x = np.stack([op_sums, *(columns[t] for t in terms), np.ones_like(op_sums)], axis=1)
         coef, *_ = np.linalg.lstsq(x, measured, rcond=None)
-        a, c, b = coef if len(coef) == 3 else (coef[0], 0.0, coef[1])
-        if not (a > 0 and np.all(a * floor[:, 0] + c * floor[:, 1] + b > 0)):
+        cal = {"a": 0.0, "b": 0.0, "c": 0.0, "q": 0.0}
+        cal.update({name: float(v) for name, v in zip(("a", *terms, "b"), coef)})
+        grows = cal["a"] + 2 * cal["q"] * low > 0 and cal["a"] + 2 * cal["q"] * high > 0
+        if not (grows and np.all(apply_calibration(cal, bounds[:, 0], bounds[:, 1]) > 0)):
             continue
         # Leave-one-out residuals of least squares: r_i / (1 - h_ii), h the hat matrix's diagonal.
         hat = np.einsum("ij,ji->i", x, np.linalg.pinv(x))
         loo = (measured - x @ coef) / np.maximum(1 - hat, 1e-9)
         error = float(np.mean(np.abs(loo) / measured))
         if best is None or error < best[0]:
-            best = (error, {"a": float(a), "b": float(b), "c": float(c)})
+            best = (error, cal)
     if best is not None:
         return best[1]
-    return {"a": float(np.median(measured / op_sums)), "b": 0.0, "c": 0.0}
+    return {"a": float(np.median(measured / op_sums)), "b": 0.0, "c": 0.0, "q": 0.0}
 
 
 def random_archs(table: LatencyTable, n: int, seed: int) -> list[ArchConfig]:
@@ -178,6 +191,23 @@ def measure_subnets(
     return np.array([ms[p.name] for p in paths])
 
 
+def calibration_archs(table: LatencyTable, samples: int, fit: int, seed: int) -> list[ArchConfig]:
+    """The subnets ``validate`` measures: the smallest subnet of every resolution (where tight
+    budgets send a search, below every random subnet), when they are at most a third of the
+    ``fit`` ones, then random subnets; ``samples`` in all."""
+    space = table.spec.space
+    anchors = [space.min_arch(r) for r in table.resolutions] if 3 * len(table.resolutions) <= fit else []
+    return anchors + random_archs(table, samples - len(anchors), seed)
+
+
+def calibration_bounds(table: LatencyTable) -> np.ndarray:
+    """(op_sum, n_ops) of the smallest and largest subnet of every resolution: the range a
+    calibration must behave over (:func:`fit_calibration`)."""
+    space = table.spec.space
+    extremes = [f(r) for r in table.resolutions for f in (space.min_arch, space.max_arch)]
+    return np.array([(table.op_sum(a), table.op_count(a)) for a in extremes], dtype=float)
+
+
 def validate(
     session: Any,
     table_path: Path,
@@ -190,17 +220,15 @@ def validate(
     fit: int = MAX_FIT,
     progress: Any = None,
 ) -> dict[str, Any]:
-    """Measure ``samples`` random subnets whole, store a calibration fitted on the first
-    ``fit`` (at most half), and report fidelity on the others."""
+    """Measure ``samples`` subnets whole (:func:`calibration_archs`), store a calibration fitted
+    on the first ``fit`` (at most half), and report fidelity on the other, random ones."""
     table = LatencyTable.load(table_path)
-    archs = random_archs(table, samples, seed)
+    n_fit = min(fit, max(2, samples // 2))
+    archs = calibration_archs(table, samples, n_fit, seed)
     op_sums = np.array([table.op_sum(a) for a in archs])
     n_ops = np.array([table.op_count(a) for a in archs])
     measured = measure_subnets(session, table, archs, rounds=rounds, seed=seed, work=work, progress=progress)
-    n_fit = min(fit, max(2, samples // 2))
-    smallest = [table.spec.space.min_arch(r) for r in table.resolutions]
-    floor = [(table.op_sum(a), table.op_count(a)) for a in smallest]
-    cal = fit_calibration(op_sums[:n_fit], n_ops[:n_fit], measured[:n_fit], floor)
+    cal = fit_calibration(op_sums[:n_fit], n_ops[:n_fit], measured[:n_fit], calibration_bounds(table))
     predicted = apply_calibration(cal, op_sums, n_ops)
     held = slice(n_fit, None) if samples > n_fit else slice(None)
     before = fidelity(op_sums[held], measured[held])
@@ -216,8 +244,14 @@ def validate(
         "uncalibrated": before.to_dict(),
         "calibrated": after.to_dict(),
         "points": [
-            {"arch": arch.to_dict(), "op_sum_ms": float(s), "n_ops": int(n), "measured_ms": float(m)}
-            for arch, s, n, m in zip(archs, op_sums, n_ops, measured)
+            {
+                "arch": arch.to_dict(),
+                "op_sum_ms": float(s),
+                "n_ops": int(n),
+                "measured_ms": float(m),
+                "fitted": i < n_fit,
+            }
+            for i, (arch, s, n, m) in enumerate(zip(archs, op_sums, n_ops, measured))
         ],
     }
     if plot is not None:

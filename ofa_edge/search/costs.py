@@ -24,13 +24,14 @@ Definitions:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ofa_edge.lut.keys import subnet_ops
-from ofa_edge.lut.table import LatencyTable, LutError
+from ofa_edge.lut.table import LatencyTable, LutError, apply_calibration
 from ofa_edge.search.population import Genome, Population
 from ofa_edge.supernet.counting import _block_counts, count
 from ofa_edge.supernet.space import ArchConfig
@@ -49,9 +50,9 @@ class CostModel:
     slots: np.ndarray  # [R, n_blocks, n_k, n_e]
     tail: np.ndarray  # [R, t]
     reduce: str = "sum"  # "sum" (in op order) or "max"
-    scale: float = 1.0  # value = scale * reduced + per_op * n_ops + offset (a table's calibration)
-    offset: float = 0.0
-    per_op: float = 0.0  # n_ops: the head and tail ops plus the active slots
+    # value = apply_calibration(calibration, reduced, n_ops) (a table's calibration; n_ops: the
+    # head and tail ops plus the active slots); None: the reduced value itself.
+    calibration: dict[str, float] | None = None
     device: str | None = None
     _min: tuple[float, Population] | None = field(default=None, repr=False)
 
@@ -65,35 +66,26 @@ class CostModel:
         per_slot = np.where(active, self.slots[pop.r[:, None], slot_ids, pop.k, pop.e], 0)
         cols = np.concatenate([self.head[pop.r], per_slot, self.tail[pop.r]], axis=1)
         total = np.cumsum(cols, axis=1)[:, -1] if self.reduce == "sum" else cols.max(axis=1)
-        if self.per_op != 0.0:  # the same order of operations as LatencyTable.predict
-            n_ops = cols.shape[1] - self.slots.shape[1] + active.sum(axis=1)
-            return self.scale * total + self.per_op * n_ops + self.offset
-        if self.scale != 1.0 or self.offset != 0.0:
-            return self.scale * total + self.offset
-        return total
+        if self.calibration is None:
+            return total
+        n_ops = cols.shape[1] - self.slots.shape[1] + active.sum(axis=1)
+        return apply_calibration(self.calibration, total, n_ops)
 
     def minimum(self, genome: Genome) -> tuple[float, Population]:
         """The exact smallest value any subnet reaches, and one subnet reaching it.
 
-        Per resolution and slot the cheapest (kernel, expand) is taken, and per stage the depth
-        whose running sum (or max) of those is smallest; the resolution is the best of all.
+        For a given depth in every stage (so a given op count) the value grows with the slots'
+        sum (or max), so each slot takes its cheapest (kernel, expand) and every combination of
+        depths is evaluated, at every resolution. (Calibrations are fitted increasing in the op
+        sum, see :func:`ofa_edge.lut.validate.fit_calibration`.)
         """
         if self._min is None:
             n_r, n_b, n_k, n_e = self.slots.shape
-            # What one active slot adds to the value (for "max", any increasing map of it).
-            added = self.scale * self.slots + self.per_op if self.reduce == "sum" else self.scale * self.slots
-            flat = added.reshape(n_r, n_b, n_k * n_e)
-            best = flat.argmin(axis=2)
-            slot_min = np.take_along_axis(flat, best[:, :, None], axis=2)[:, :, 0]
-            per_stage = slot_min.reshape(n_r, genome.n_stages, genome.max_depth)
-            running = (
-                np.cumsum(per_stage, axis=2)
-                if self.reduce == "sum"
-                else np.maximum.accumulate(per_stage, axis=2)
-            )
-            depths = np.asarray(genome.space.depth_list)
-            d = depths[running[:, :, depths - 1].argmin(axis=2)]
-            cands = Population(best // n_e, best % n_e, d, np.arange(n_r))
+            best = self.slots.reshape(n_r, n_b, n_k * n_e).argmin(axis=2)  # [R, n_blocks]
+            depths = np.array(list(itertools.product(genome.space.depth_list, repeat=genome.n_stages)))
+            r = np.repeat(np.arange(n_r), len(depths))
+            d = np.tile(depths, (n_r, 1))
+            cands = Population(best[r] // n_e, best[r] % n_e, d, r)
             values = self.evaluate(cands, genome.active(d))
             i = int(values.argmin())
             self._min = (float(values[i]), cands.take(np.array([i])))
@@ -146,16 +138,13 @@ def latency_cost(table: LatencyTable, genome: Genome) -> CostModel:
         return np.asarray(values, dtype=np.float64)
 
     head, slots, tail = _slot_grid(spec, genome, per_op)
-    cal = table.calibration or {}
     return CostModel(
         "latency",
         "ms",
         head,
         slots,
         tail,
-        scale=float(cal.get("a", 1.0)),
-        offset=float(cal.get("b", 0.0)),
-        per_op=float(cal.get("c", 0.0)),
+        calibration=table.calibration,
         device=str(table.device.get("name")),
     )
 
@@ -177,7 +166,14 @@ def count_costs(spec: MBv3Spec, genome: Genome) -> tuple[CostModel, CostModel]:
 
 def file_size_cost(params: CostModel) -> CostModel:
     """fp32 model file size in bytes: 4 bytes per parameter (see the module docstring)."""
-    return CostModel("file_size", "bytes", params.head, params.slots, params.tail, scale=float(FP32_BYTES))
+    return CostModel(
+        "file_size",
+        "bytes",
+        params.head,
+        params.slots,
+        params.tail,
+        calibration={"a": float(FP32_BYTES), "b": 0.0},
+    )
 
 
 def _block_peak(b: BlockSpec) -> int:
