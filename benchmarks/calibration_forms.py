@@ -34,17 +34,22 @@ from ofa_edge.lut.validate import (
     measure_subnets,
 )
 from ofa_edge.search import SubnetSearch
+from ofa_edge.supernet.space import ArchConfig
 
-FORMS = {"a*sum + b": ((),), "+ c*n_ops": (("c",),), "+ q*sum^2": (("q",),), "+ both": (("q", "c"),)}
+TERM_NAMES = {"q": "q*sum^2", "c": "c*n_ops"}
 
 
-def picks(table: LatencyTable, n_budgets: int) -> list:
+def form_name(terms: tuple[str, ...]) -> str:
+    """The calibration form with ``terms`` written out, as printed in the table."""
+    return "a*sum + " + "".join(f"{TERM_NAMES[t]} + " for t in terms) + "b"
+
+
+def picks(table: LatencyTable, n_budgets: int) -> list[ArchConfig]:
     """The accuracy search's subnets at ``n_budgets`` budgets across the reachable range, 2 seeds."""
     spec, name = table.spec, str(table.device["name"])
     predictor = predictor_for(table.supernet["id"], spec.space)
     search = SubnetSearch(table.supernet["id"], spec, [table], predictor, objective="accuracy")
-    low = search.minimum(search.latency[name])
-    high = max(table.predict(spec.space.max_arch(r)) for r in table.resolutions)
+    low, high = search.latency_range(name)
     found = [
         search.search(search.constraints({name: low + (high - low) * q}), seed=s).best.arch
         for q in np.linspace(0.05, 0.95, n_budgets)
@@ -100,10 +105,10 @@ def main() -> None:
         f"held-out {noise[0]:.2f} %, picks {noise[1]:.2f} % MAPE"
     )
     print(
-        f"{'form':>12s} {'held MAPE':>10s} {'picks MAPE':>11s} {'picks bias':>11s} "
+        f"{'form':>30s} {'held MAPE':>10s} {'picks MAPE':>11s} {'picks bias':>11s} "
         f"{'picks >5 % above':>17s}  terms kept"
     )
-    for label, forms in {**FORMS, "LOO choice": TERMS}.items():
+    for label, forms in [*((form_name(t), (t,)) for t in TERMS), ("LOO choice", TERMS)]:
         scores, kept = [], []
         for one, other in ((m[0], m[1]), (m[1], m[0])):
             cal = fit_calibration(sums[fit], n_ops[fit], one[fit], bounds, forms)
@@ -119,7 +124,7 @@ def main() -> None:
             )
             kept.append("+".join(t for t in ("c", "q") if cal[t]) or ("line" if cal["b"] else "scale"))
         s = 100 * np.mean(scores, axis=0)
-        print(f"{label:>12s} {s[0]:9.2f}% {s[1]:10.2f}% {s[2]:+10.2f}% {s[3]:16.1f}%  {', '.join(kept)}")
+        print(f"{label:>30s} {s[0]:9.2f}% {s[1]:10.2f}% {s[2]:+10.2f}% {s[3]:16.1f}%  {', '.join(kept)}")
 
 
 if __name__ == "__main__":

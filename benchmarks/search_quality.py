@@ -86,9 +86,7 @@ def device_half(args: argparse.Namespace) -> None:
             predictor = load_predictor(args.predictor, spec.space).predictor if args.predictor else None
             objective = "accuracy" if predictor else "macs"
             search = SubnetSearch(args.supernet, spec, [table], predictor, objective=objective)
-            cost = search.latency[device.name]
-            low = search.minimum(cost)
-            high = max(table.predict(spec.space.max_arch(r)) for r in resolutions)
+            low, high = search.latency_range(device.name)
             budgets = [low + (high - low) * q for q in np.linspace(0.1, 0.9, 9)]
             found = [
                 (b, search.search(search.constraints({device.name: b}), seed=s).best)

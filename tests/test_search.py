@@ -145,6 +145,13 @@ def test_infeasible_budget_answers_at_once_with_the_exact_minimum(searcher: Subn
     assert binding["device"] == "slowpi" and binding["minimum"] == minimum
 
 
+def test_latency_range_spans_the_minimum_to_the_largest_subnet(searcher: SubnetSearch, tables) -> None:
+    low, high = searcher.latency_range("slowpi")
+    assert low == searcher.minimum(searcher.latency["slowpi"])
+    space = searcher.genome.space
+    assert high == max(tables[1].predict(space.max_arch(r)) for r in searcher.genome.resolutions)
+
+
 def test_budget_just_above_the_minimum_does_not_hang(searcher: SubnetSearch, tables) -> None:
     minimum = searcher.minimum(searcher.latency["note10"])
     start = time.perf_counter()

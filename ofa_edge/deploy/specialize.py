@@ -188,9 +188,7 @@ def specialize(
         def search() -> Any:
             model = predictor_for(supernet, spec.space, predictor)
             searcher = SubnetSearch(supernet, spec, [table], model, generations=generations)
-            cost = searcher.latency[device.name]
-            low = searcher.minimum(cost)
-            high = max(table.predict(spec.space.max_arch(r)) for r in resolutions)
+            low, high = searcher.latency_range(device.name)
             sweep = [low + (high - low) * q for q in (0.1, 0.3, 0.5, 0.7, 0.9)]
             budget = latency_ms if latency_ms is not None else sweep[2]  # the middle of the range
             stage("search", f"reachable {low:.2f}-{high:.2f} ms; budget {budget:.2f} ms")

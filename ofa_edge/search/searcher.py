@@ -163,6 +163,14 @@ class SubnetSearch:
         """The exact smallest value of ``cost`` over the searchable subnets."""
         return cost.minimum(self.genome)[0]
 
+    def latency_range(self, device: str) -> tuple[float, float]:
+        """Predicted latency (ms) on ``device``: the exact minimum, and the largest subnet's at the
+        slowest searchable resolution (the span budgets are swept over)."""
+        cost = self.latency[device]
+        space = self.genome.space
+        largest = Population.from_archs([space.max_arch(r) for r in self.genome.resolutions], self.genome)
+        return self.minimum(cost), float(cost.evaluate(largest, self.genome.active(largest.d)).max())
+
     def random_feasible(
         self, constraints: Sequence[Constraint], n: int, *, seed: int = 0, max_draws: int = 1_000_000
     ) -> tuple[Population, np.ndarray]:
