@@ -6,6 +6,7 @@ number of micro-benchmarks, and the median absolute difference between the two b
 (target: full w1.0 space at 5 resolutions in <= 5 minutes on ``local``; difference <= 3 %).
 
     python benchmarks/lut_build.py [--device local|sshd] [--supernet ID] [--resolutions ...] [--bracketed]
+        [--passes N] [--min-seconds S]
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from _devices import Bracketed, add_device_args, device_spec  # the script's fol
 
 from ofa_edge.devices.agent import open_session
 from ofa_edge.lut.build import build_table
+from ofa_edge.lut.table import PASSES
 from ofa_edge.supernet.registry import describe_supernet
 
 
@@ -32,6 +34,8 @@ def main() -> None:
     parser.add_argument(
         "--bracketed", action="store_true", help="time the reference between ops, not interleaved"
     )
+    parser.add_argument("--passes", type=int, default=PASSES, help="passes per build")
+    parser.add_argument("--min-seconds", type=float, help="timing per op and pass (default: build_table's)")
     args = parser.parse_args()
     resolutions = [int(r) for r in args.resolutions.split(",")]
     supernet = describe_supernet(args.supernet)
@@ -43,7 +47,17 @@ def main() -> None:
             began = time.perf_counter()
             with open_session(spec) as session:
                 way = Bracketed(session) if args.bracketed else session
-                tables.append(build_table(way, supernet, resolutions, out, threads=args.threads))
+                tables.append(
+                    build_table(
+                        way,
+                        supernet,
+                        resolutions,
+                        out,
+                        threads=args.threads,
+                        passes=args.passes,
+                        **({"min_seconds": args.min_seconds} if args.min_seconds else {}),
+                    )
+                )
             walls.append(time.perf_counter() - began)
             print(f"build {run} ({'cold' if run == 1 else 'warm'} micro-model cache): {walls[-1]:.1f} s")
         first, second = ({k: e.median_ms for s in t.entries.values() for k, e in s.items()} for t in tables)
@@ -54,7 +68,10 @@ def main() -> None:
         shape = np.array([abs(second[k] / scale - v) / v for k, v in first.items()])
         remeasured = sum(e.remeasured for s in tables[0].entries.values() for e in s.values())
     print(f"device: {spec.name} ({spec.description}), runtime {tables[0].runtime}, threads {args.threads}")
-    print(f"supernet {args.supernet} at {resolutions}: {len(first)} micro-benchmarks (distinct ops)")
+    print(
+        f"supernet {args.supernet} at {resolutions}: {len(first)} micro-benchmarks (distinct ops), "
+        f"{args.passes} pass(es), min_seconds {args.min_seconds or 'default'}"
+    )
     print(f"wall time, cold cache: {walls[0]:.1f} s ({walls[0] / 60:.2f} min); warm cache: {walls[1]:.1f} s")
     ref = tables[0].reference
     print(

@@ -19,7 +19,7 @@ from ofa_edge.supernet.spec import MBv3Spec
 
 SPACE = SearchSpace(resolutions=(32,))
 SUPERNET = {"id": "tiny-test", "width_mult": 0.35, "n_classes": 10, "space": SPACE.to_dict()}
-FAST = {"min_runs": 3, "min_seconds": 0.0, "batch_size": 16}
+FAST = {"min_runs": 3, "min_seconds": 0.0, "batch_size": 16, "passes": 1}
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ SUPERNET = {
     "n_classes": 10,
     "space": SearchSpace(resolutions=(32, 40)).to_dict(),
 }
-FAST = {"min_runs": 3, "min_seconds": 0.0, "batch_size": 16}
+FAST = {"min_runs": 3, "min_seconds": 0.0, "batch_size": 16, "passes": 1}
 
 
 def _keys(table: LatencyTable) -> dict[str, object]:
@@ -66,6 +66,75 @@ def test_interrupted_build_resumes_without_remeasuring(tmp_path: Path) -> None:
         assert final[key].median_ms == pytest.approx(entry.median_ms * factor, rel=1e-12)
     assert all(e.median_ms > 0 and e.samples >= 3 for e in final.values())
     assert table.device["fingerprint"]["cores"] and table.runtime["version"]
+
+
+def test_more_passes_extend_a_table_and_an_interrupted_pass_resumes(tmp_path: Path) -> None:
+    spec = dataclasses.replace(local_device(), workdir=str(tmp_path / "agent"))
+    out = tmp_path / "lut.json"
+    three = {**FAST, "passes": 3}
+    with AgentSession(spec) as session:
+        one = build_table(session, SUPERNET, [32], out, **FAST)
+        n = len(_keys(one))
+
+        def stop_in_pass_two(done: int, total: int) -> None:
+            if done == n + 5:
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            build_table(session, SUPERNET, [32], out, progress=stop_in_pass_two, **three)
+        partial = _keys(LatencyTable.load(out))
+        assert sorted(len(e.passes) for e in partial.values()) == [1] * (n - 5) + [2] * 5
+        calls: list[tuple[int, int]] = []
+        table = build_table(session, SUPERNET, [32], out, progress=lambda *c: calls.append(c), **three)
+    assert calls[0] == (n + 5, 3 * n) and calls[-1] == (3 * n, 3 * n)
+    assert len(calls) == 1 + 2 * n - 5, "only the missing passes were measured"
+    assert one.reference is not None and table.reference is not None
+    factor = table.reference["median_ms"] / one.reference["median_ms"]
+    first = _keys(one)
+    for key, entry in _keys(table).items():
+        assert len(entry.passes) == 3 and entry.median_ms == statistics.median(entry.passes)
+        assert entry.passes[0] == pytest.approx(first[key].median_ms * factor, rel=1e-12)
+        assert entry.samples >= 9
+    assert LatencyTable.load(out).to_dict() == table.to_dict()
+
+
+class ThrottledOnce:
+    """A real session whose first batch of ops reports throttling, so the build measures it again."""
+
+    def __init__(self, session: AgentSession) -> None:
+        self.session, self.benches = session, 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.session, name)
+
+    def bench(self, *args: object, **kwargs: object) -> object:
+        report = self.session.bench(*args, **kwargs)
+        self.benches += 1  # the first bench is the reference's own timing
+        if self.benches == 2:
+            hot = {"raw": "0x50005", "now": ["throttled"], "since_boot": []}
+            return dataclasses.replace(report, conditions_after={**report.conditions_after, "throttle": hot})
+        return report
+
+
+def test_a_disturbed_batch_replaces_its_pass(tmp_path: Path) -> None:
+    spec = dataclasses.replace(local_device(), workdir=str(tmp_path / "agent"))
+    calls: list[int] = []
+    with AgentSession(spec) as session:
+        throttled = ThrottledOnce(session)
+        table = build_table(
+            throttled,
+            SUPERNET,
+            [32],
+            tmp_path / "lut.json",
+            progress=lambda done, total: calls.append(done),
+            **{**FAST, "passes": 2},
+        )
+    entries = _keys(table)
+    batches = -(-len(entries) // FAST["batch_size"])  # per pass
+    assert throttled.benches == 1 + 2 * batches + 1, "the reference, two passes, one batch again"
+    assert sum(e.remeasured for e in entries.values()) == FAST["batch_size"]
+    assert all(len(e.passes) == 2 for e in entries.values()), "the disturbed pass was replaced, not added"
+    assert calls[-1] == 2 * len(entries) and len(calls) == 1 + 2 * len(entries)
 
 
 def test_table_of_other_conditions_is_not_extended(tmp_path: Path) -> None:

@@ -87,7 +87,7 @@ def _sub(old: str, new: str):
     ("mangle", "message"),
     [
         (lambda text: text[: len(text) // 2], "is not valid JSON .*truncated"),
-        (_sub('"schema_version": 5', '"schema_version": 6'), "schema_version 6; .*reads up to 5"),
+        (_sub('"schema_version": 6', '"schema_version": 7'), "schema_version 7; .*reads up to 6"),
         (_sub('"kind": "ofa-edge/latency-table"', '"kind": "x"'), "is not an ofa-edge latency table"),
         (_sub('"precision": "fp32"', '"precision": "fp16"'), "precision 'fp16'"),
         (
@@ -114,6 +114,8 @@ def test_schema_1_tables_still_load(tmp_path: Path, note10: LatencyTable) -> Non
     old.write_text(json.dumps(data))
     table = LatencyTable.load(old)
     assert table.reference is None and table.entries == note10.entries
+    entry = next(iter(table.entries[table.resolutions[0]].values()))
+    assert entry.passes_ms is None and entry.passes == [entry.median_ms]  # before schema 6: one pass
 
 
 def test_older_calibrations_read_without_the_newer_terms(tmp_path: Path, note10: LatencyTable) -> None:

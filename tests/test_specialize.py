@@ -42,6 +42,7 @@ def _run(device: DeviceSpec, out: Path, weights: tuple[Path, Path], **kwargs) ->
         checkpoint=weights[0],
         predictor=weights[1],
         validate_samples=6,
+        passes=1,
         generations=30,
         stage=lambda name, message: stages.append(name),
         **kwargs,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ofa_edge.cli.common import DEFAULT_SUPERNET, parse_resolutions, select_devices
 from ofa_edge.cli.output import Output
+from ofa_edge.lut.table import PASSES
 
 
 def _cmd_push(args: argparse.Namespace, out: Output) -> int:
@@ -108,6 +109,7 @@ def _cmd_specialize(args: argparse.Namespace, out: Output) -> int:
         checkpoint=Path(args.checkpoint) if args.checkpoint else None,
         predictor=Path(args.predictor) if args.predictor else None,
         calib=Path(args.calib) if args.calib else None,
+        passes=args.passes,
         seed=args.seed,
         stage=stage,
         progress=progress,
@@ -124,6 +126,7 @@ def add_specialize_args(p: argparse.ArgumentParser, supernet: str) -> None:
     p.add_argument("--int8", action="store_true", help="int8 model and int8 latency table")
     p.add_argument("--resolutions", help="table resolutions, e.g. 24,32,40 (default: all of the supernet's)")
     p.add_argument("--threads", type=int, help="override the device's thread count")
+    p.add_argument("--passes", type=int, default=PASSES, help="times the table measures every op")
     p.add_argument("--checkpoint", help="supernet weights (default: the registry's)")
     p.add_argument("--predictor", help="accuracy predictor (default: the one shipped for the supernet)")
     p.add_argument("--calib", help="calibration images (default: the shipped CIFAR-10 set)")

@@ -21,6 +21,7 @@ from ofa_edge.cli.common import (
 )
 from ofa_edge.cli.output import Output
 from ofa_edge.errors import ConfigError, OfaEdgeError
+from ofa_edge.lut.table import PASSES
 from ofa_edge.supernet.space import ArchConfig
 
 #: Modules under ofa_edge.cli that add their own subcommands with ``register(sub, common)``.
@@ -246,6 +247,7 @@ def _cmd_lut_build(args: argparse.Namespace, out: Output) -> int:
             path,
             precision=args.precision,
             threads=threads,
+            passes=args.passes,
             progress=out.counter(f"lut {spec.name}", "op"),
             exporting=out.counter("export", "model"),
         )
@@ -392,6 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp32", choices=["fp32", "int8"])
     p.add_argument("--threads", type=int)
     p.add_argument("--out", help="table file (resumed if it exists)")
+    p.add_argument(
+        "--passes", type=int, default=PASSES, help="measure every op this many times; the median is kept"
+    )
     p.set_defaults(func=_cmd_lut_build)
     p = lsub.add_parser("validate", parents=[common], help="calibrate a table on whole subnets")
     p.add_argument("device")

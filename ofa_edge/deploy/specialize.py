@@ -19,7 +19,7 @@ from typing import Any
 from ofa_edge.devices.agent import runtime_version
 from ofa_edge.devices.inventory import DeviceSpec
 from ofa_edge.errors import ConfigError
-from ofa_edge.lut.table import LatencyTable, default_table_path
+from ofa_edge.lut.table import PASSES, LatencyTable, default_table_path
 from ofa_edge.lut.timing import table_timing, timing_of
 
 #: Energy assumptions (W): a busy x86 host core, and a small board (Pi / Jetson / phone) under
@@ -90,6 +90,7 @@ def specialize(
     predictor: Path | None = None,
     calib: Path | None = None,
     validate_samples: int = 30,
+    passes: int = PASSES,
     generations: int = 500,
     seed: int = 0,
     host_watts_per_core: float = HOST_WATTS_PER_CORE,
@@ -161,6 +162,7 @@ def specialize(
                     table_path,
                     precision=precision,
                     threads=device.threads,
+                    passes=passes,
                     progress=progress("table"),
                     exporting=progress("export"),
                 ),

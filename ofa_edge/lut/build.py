@@ -1,7 +1,10 @@
 """Building a device's latency table: every distinct op measured on the device, resumably.
 
-Ops are measured once each (an op shared by several resolutions is written under each) in
-batches through the device's session. Every result is written to the table file as it arrives
+Every distinct op is measured (an op shared by several resolutions is written under each) in
+batches through the device's session, in several passes: each pass measures every op again, in
+other batches and another order, and an entry is the median of its passes. One pass's values
+move by several percent with the device's state, and a search seeks out the ops measured low.
+Every result is written to the table file as it arrives
 (atomically), so an interrupted build (device dropped, Ctrl-C, host killed) loses nothing, and
 running the same command again measures only what is missing. A batch during which the device
 throttled or changed clocks is measured again, and its entries say so (``remeasured``). Every
@@ -12,6 +15,7 @@ the median of all its reference timings, so one unlucky timing cannot shift ever
 
 from __future__ import annotations
 
+import random
 import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,7 +24,7 @@ from typing import Any
 from ofa_edge.devices.agent import runtime_version
 from ofa_edge.lut.keys import Op, enumerate_ops
 from ofa_edge.lut.micro import export_micro_models
-from ofa_edge.lut.table import Entry, LatencyTable, LutError, now
+from ofa_edge.lut.table import PASSES, Entry, LatencyTable, LutError, now
 from ofa_edge.lut.timing import Timed, reference_model, table_timing, timed_round, timing_of
 from ofa_edge.supernet.space import SearchSpace
 from ofa_edge.supernet.spec import MBv3Spec
@@ -64,13 +68,15 @@ def build_table(
     *,
     precision: str = "fp32",
     threads: int | None = None,
+    passes: int = PASSES,
     batch_size: int = 32,
     min_runs: int = 30,
-    min_seconds: float = 0.2,
+    min_seconds: float = 0.1,
     progress: BuildProgress | None = None,
     exporting: BuildProgress | None = None,
 ) -> LatencyTable:
-    """Measure every op of ``supernet`` at ``resolutions`` on ``session``'s device into ``out``.
+    """Measure every op of ``supernet`` at ``resolutions`` on ``session``'s device into ``out``,
+    ``passes`` times (an existing table gains the passes it lacks).
 
     ``progress`` follows the measured ops, ``exporting`` the op models written first (only those
     not cached yet)."""
@@ -103,22 +109,30 @@ def build_table(
         for op in enumerate_ops(spec, [r]):
             where.setdefault(op.key, []).append(r)
             ops.setdefault(op.key, op)
-    done = {key for section in table.entries.values() for key in section}
+
+    def entry_of(key: str) -> Entry | None:
+        return next((s[key] for s in table.entries.values() if key in s), None)
+
+    def passes_of(key: str) -> int:
+        entry = entry_of(key)
+        return 0 if entry is None else len(entry.passes)
+
     # Ops measured for another resolution of this table are reused, not measured again.
-    for key in where:
-        if key in done:
-            entry = next(s[key] for s in table.entries.values() if key in s)
-            for r in where[key]:
+    for key, rs in where.items():
+        entry = entry_of(key)
+        if entry is not None:
+            for r in rs:
                 table.entries[r].setdefault(key, entry)
-    todo = [ops[k] for k in where if k not in done]
-    total, count = len(where), len(where) - len(todo)
+    need = [ops[k] for k in where if passes_of(k) < passes]
+    total = len(where) * passes
+    count = sum(min(passes_of(k), passes) for k in where)
     if progress:
         progress(count, total)
     fmt = "tflite" if device.runtime == "tflite" else "onnx"
-    paths = export_micro_models(spec, todo, fmt, precision, exporting)
-    key_of = {paths[op.key].name: op.key for op in todo}
+    paths = export_micro_models(spec, need, fmt, precision, exporting)
+    key_of = {paths[op.key].name: op.key for op in need}
     kwargs: dict[str, Any] = dict(threads=threads, min_runs=min_runs, min_seconds=min_seconds)
-    if todo and table.reference is None:
+    if need and table.reference is None:
         r_ref = min(table.resolutions)
         reference, described = reference_model(spec, r_ref, fmt, precision)
         ref = session.bench([reference], **{**kwargs, "min_runs": 3 * min_runs}).results[0]
@@ -133,44 +147,56 @@ def build_table(
             "timing": timing_of(session),
         }
         table.save(out)
-    elif todo:
+    elif need:
         assert table.reference is not None
         reference, _ = reference_model(spec, table.reference["resolution"], fmt, precision)
     level = table.reference["median_ms"] if table.reference else 0.0
 
     def record(item: Timed, remeasured: bool) -> None:
+        """Add this pass's value to the op's entry (a re-measured batch replaces its pass)."""
         nonlocal count
         result = item.result
         assert result.median_ms is not None
-        scale = item.ratio * level / result.median_ms  # raw ms -> ms at the reference's speed
+        key = key_of[result.name]
+        old = entry_of(key)
+        values = [] if old is None else old.passes
+        if remeasured and old is not None:
+            values.pop()
+        values.append(item.ratio * level)
+        scale = values[-1] / result.median_ms  # raw ms -> ms at the reference's speed
         entry = Entry(
-            item.ratio * level,
+            statistics.median(values),
             None if result.p10_ms is None else result.p10_ms * scale,
             None if result.p90_ms is None else result.p90_ms * scale,
-            result.runs,
+            result.runs + (old.samples if old else 0),
             now(),
-            remeasured,
+            remeasured or (old.remeasured if old else False),
             result.median_ms,
+            values,
         )
-        key = key_of[result.name]
-        fresh_key = key not in table.entries[where[key][0]]
         for r in where[key]:
             table.entries[r][key] = entry
         table.save(out)
-        if fresh_key:
+        if not remeasured:
             count += 1
             if progress:
                 progress(count, total)
 
     timings: list[float] = []
-    for i, start in enumerate(range(0, len(todo), batch_size)):
-        batch = [paths[op.key] for op in todo[start : start + batch_size]]
-        _, refs, report = timed_round(
-            session, batch, reference, seed=i, on_timed=lambda t: record(t, False), **kwargs
-        )
-        timings += refs
-        if disturbed(report.conditions_before, report.conditions_after):
-            timed_round(session, batch, reference, seed=i, on_timed=lambda t: record(t, True), **kwargs)
+    for n in range(passes):
+        todo = [paths[ops[k].key] for k in where if passes_of(k) <= n]
+        random.Random(n).shuffle(todo)  # each pass in other batches and another order
+        for i, start in enumerate(range(0, len(todo), batch_size)):
+            batch = todo[start : start + batch_size]
+            seed = 1000 * n + i
+            _, refs, report = timed_round(
+                session, batch, reference, seed=seed, on_timed=lambda t: record(t, False), **kwargs
+            )
+            timings += refs
+            if disturbed(report.conditions_before, report.conditions_after):
+                timed_round(
+                    session, batch, reference, seed=seed, on_timed=lambda t: record(t, True), **kwargs
+                )
     if timings:
         relevel(table, timings)
     table.save(out)
@@ -197,6 +223,7 @@ def relevel(table: LatencyTable, timings: Sequence[float]) -> None:
             entry.median_ms *= factor
             entry.p10_ms = None if entry.p10_ms is None else entry.p10_ms * factor
             entry.p90_ms = None if entry.p90_ms is None else entry.p90_ms * factor
+            entry.passes_ms = None if entry.passes_ms is None else [v * factor for v in entry.passes_ms]
     if table.calibration is not None:  # its intercept and per-op term are in ms, q in 1/ms
         for term, power in (("b", 1), ("c", 1), ("q", -1)):
             if term in table.calibration:

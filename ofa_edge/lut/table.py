@@ -7,12 +7,12 @@ calibration ``e2e = a * sum + q * sum**2 + c * n_ops + b`` when one was fitted a
 whole-network measurements (``c``: the runtime's per-call overhead each op's own measurement paid,
 which a whole network pays once; ``n_ops`` counts the subnet's ops; ``q``: how whole networks
 slow beyond the sum of their ops as they grow, e.g. once their weights outgrow the caches).
-Format (``schema_version`` 5; versions 1-4 are still read: version 1 lacks ``reference``
+Format (``schema_version`` 6; versions 1-5 are still read: version 1 lacks ``reference``
 and ``raw_median_ms``, calibrations before version 3 have no ``c`` and before version 5 no
-``q``, both read as 0, and references before version 4 have no ``timing``, read as
-"bracketed")::
+``q``, both read as 0, references before version 4 have no ``timing``, read as
+"bracketed", and entries before version 6 have no ``passes_ms``, read as one pass)::
 
-    {"schema_version": 5, "kind": "ofa-edge/latency-table",
+    {"schema_version": 6, "kind": "ofa-edge/latency-table",
      "supernet": {"id", "width_mult", "n_classes", "space": {...}},
      "device": {"name", "fingerprint": {...}}, "runtime": {"name", "version"},
      "precision": "fp32" | "int8", "threads": N, "delegate": "cpu", "created": ISO-8601,
@@ -21,7 +21,7 @@ and ``raw_median_ms``, calibrations before version 3 have no ``c`` and before ve
                           "timings_ms": [...], "timing": "interleaved" | "bracketed"},
      "entries": {RESOLUTION: {KEY: {"median_ms", "p10_ms", "p90_ms", "samples",
                                     "measured": ISO-8601, "remeasured": bool,
-                                    "raw_median_ms"}}}}
+                                    "raw_median_ms", "passes_ms": [...]}}}}
 
 ``reference`` is the model every op is timed against to cancel device drift
 (``ofa_edge.lut.timing``; ``timing`` says how): each entry's times are its raw times scaled by
@@ -29,6 +29,11 @@ and ``raw_median_ms``, calibrations before version 3 have no ``c`` and before ve
 device speed. ``timings_ms`` lists every reference
 timing of the builds and ``median_ms`` is their median (an optional field: tables without it
 count their ``median_ms`` as their one timing).
+
+``passes_ms`` holds an entry's value from each pass of ``lut build`` (every op measured again, at
+another time and in another order) and ``median_ms`` is their median: one pass's value moves by
+several percent with the device's state, and a search picks exactly the ops measured low, so a
+table of one pass under-predicts the subnets a search finds.
 
 Entries are grouped by resolution as in MIT's per-resolution YAML files: an op shared by several
 resolutions (the classifier, say) appears under each (measured once by ``lut build``, but MIT's
@@ -51,7 +56,9 @@ from ofa_edge.lut.keys import subnet_ops
 from ofa_edge.supernet.space import ArchConfig, SearchSpace
 from ofa_edge.supernet.spec import MBv3Spec
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
+#: How many passes ``lut build`` measures every op in by default (``passes_ms``).
+PASSES = 3
 KIND = "ofa-edge/latency-table"
 PRECISIONS = ("fp32", "int8")
 #: The file name ``lut build`` writes and ``search`` looks for (in the working directory and
@@ -95,6 +102,12 @@ class Entry:
     measured: str = ""
     remeasured: bool = False
     raw_median_ms: float | None = None  # before reference normalization
+    passes_ms: list[float] | None = None  # each pass's value; None: one pass (median_ms)
+
+    @property
+    def passes(self) -> list[float]:
+        """The entry's value from each pass it was measured in (ms, at the table's level)."""
+        return list(self.passes_ms) if self.passes_ms else [self.median_ms]
 
     def to_dict(self) -> dict[str, Any]:
         return dict(vars(self))
