@@ -7,7 +7,7 @@ the share within ±10 % and the MAPE, uncalibrated and calibrated (target: >= 99
 MAPE <= 3 %, calibrated on <= 20 subnets). The
 noise floor is the same figures between two independent measurements of the same subnets.
 
-    python benchmarks/lut_fidelity.py [--device local|sshd] [--supernet ID] [--plot FILE.png]
+    python benchmarks/lut_fidelity.py [--device local|sshd] [--supernet ID] [--plot FILE.png] [--passes N]
         [--out TABLE.json]
 
 ``--out`` keeps the calibrated table (how the tables in ``latency_tables/`` are made).
@@ -25,7 +25,7 @@ from _devices import add_device_args, device_spec  # the script's folder is on s
 
 from ofa_edge.devices.agent import open_session
 from ofa_edge.lut.build import build_table
-from ofa_edge.lut.table import LatencyTable, describe_calibration
+from ofa_edge.lut.table import PASSES, LatencyTable, describe_calibration
 from ofa_edge.lut.validate import fidelity, measure_subnets, validate
 from ofa_edge.supernet.registry import describe_supernet
 from ofa_edge.supernet.space import ArchConfig
@@ -43,6 +43,7 @@ def main() -> None:
     parser.add_argument("--plot", type=Path)
     parser.add_argument("--out", type=Path, help="keep the calibrated table here")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--passes", type=int, default=PASSES, help="the table's passes per op")
     args = parser.parse_args()
     supernet = describe_supernet(args.supernet)
     resolutions = [int(r) for r in args.resolutions.split(",")]
@@ -50,7 +51,7 @@ def main() -> None:
         path = Path(tmp) / "lut.json"
         with open_session(spec) as session:
             began = time.perf_counter()
-            build_table(session, supernet, resolutions, path, threads=args.threads)
+            build_table(session, supernet, resolutions, path, threads=args.threads, passes=args.passes)
             built = time.perf_counter() - began
             samples = args.fit + args.held_out
             report = validate(session, path, samples, args.seed, args.plot, rounds=args.rounds, fit=args.fit)

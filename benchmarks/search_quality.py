@@ -15,7 +15,7 @@ against its latency budget (the hard case for this check; an accuracy predictor 
 
     python benchmarks/search_quality.py [--budgets 12,15,20,25,30] [--random 1000] [--seeds 0,1,2]
     python benchmarks/search_quality.py --measure [--device local|sshd] [--supernet ofa-mbv3-cifar10]
-        [--lut latency_tables/testbed-local_ofa-mbv3-cifar10_fp32_t1.json]
+        [--lut latency_tables/testbed-local_ofa-mbv3-cifar10_fp32_t1.json | --passes N]
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from _devices import add_device_args, device_spec  # the script's folder is on s
 
 from ofa_edge.accuracy.predictor import AccuracyPredictor, ArchEncoder
 from ofa_edge.lut import import_ofa
+from ofa_edge.lut.table import PASSES
 from ofa_edge.search import SubnetSearch
 from ofa_edge.supernet.registry import describe_supernet
 
@@ -76,7 +77,7 @@ def device_half(args: argparse.Namespace) -> None:
         with open_session(device) as session:
             if not args.lut:
                 supernet = describe_supernet(args.supernet)
-                build_table(session, supernet, resolutions, path, threads=args.threads)
+                build_table(session, supernet, resolutions, path, threads=args.threads, passes=args.passes)
                 validate(session, path, samples=40, fit=20, rounds=3)
             table = LatencyTable.load(path)
             cal = table.calibration
@@ -136,6 +137,7 @@ def main() -> None:
     parser.add_argument(
         "--lut", type=Path, help="for --measure: the device's calibrated table (default: build one)"
     )
+    parser.add_argument("--passes", type=int, default=PASSES, help="for --measure: the built table's passes")
     parser.add_argument("--tolerance", type=float, default=1.05)
     args = parser.parse_args()
     (device_half if args.measure else optimizer_half)(args)

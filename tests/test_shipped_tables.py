@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ofa_edge.lut.keys import enumerate_ops
-from ofa_edge.lut.table import SCHEMA_VERSION
+from ofa_edge.lut.table import PASSES, SCHEMA_VERSION
 from ofa_edge.lut.timing import table_timing
 from ofa_edge.search.tables import SHIPPED_TABLES, load_table_for
 from ofa_edge.supernet.registry import get_supernet_info
@@ -38,6 +38,7 @@ def test_a_shipped_table_is_current_complete_and_calibrated(path: Path) -> None:
     assert table_timing(table) == "interleaved"
     for r in table.resolutions:
         assert {op.key for op in enumerate_ops(spec, [r])} <= set(table.entries[r])
+        assert all(len(e.passes) >= PASSES for e in table.entries[r].values()), "built in fewer passes"
     small, big = (
         table.predict(spec.space.min_arch(min(table.resolutions))),
         table.predict(spec.space.max_arch()),
