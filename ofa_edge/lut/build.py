@@ -109,20 +109,20 @@ def build_table(
         for op in enumerate_ops(spec, [r]):
             where.setdefault(op.key, []).append(r)
             ops.setdefault(op.key, op)
+    # Ops measured for another resolution of this table are reused, not measured again.
+    for key, rs in where.items():
+        entry = next((s[key] for s in table.entries.values() if key in s), None)
+        if entry is not None:
+            for r in rs:
+                table.entries[r].setdefault(key, entry)
 
     def entry_of(key: str) -> Entry | None:
-        return next((s[key] for s in table.entries.values() if key in s), None)
+        return table.entries[where[key][0]].get(key)
 
     def passes_of(key: str) -> int:
         entry = entry_of(key)
         return 0 if entry is None else len(entry.passes)
 
-    # Ops measured for another resolution of this table are reused, not measured again.
-    for key, rs in where.items():
-        entry = entry_of(key)
-        if entry is not None:
-            for r in rs:
-                table.entries[r].setdefault(key, entry)
     need = [ops[k] for k in where if passes_of(k) < passes]
     total = len(where) * passes
     count = sum(min(passes_of(k), passes) for k in where)
@@ -184,7 +184,7 @@ def build_table(
 
     timings: list[float] = []
     for n in range(passes):
-        todo = [paths[ops[k].key] for k in where if passes_of(k) <= n]
+        todo = [paths[k] for k in where if passes_of(k) <= n]
         random.Random(n).shuffle(todo)  # each pass in other batches and another order
         for i, start in enumerate(range(0, len(todo), batch_size)):
             batch = todo[start : start + batch_size]
