@@ -35,7 +35,7 @@ from ofa_edge.search import SubnetSearch
 from ofa_edge.supernet.registry import describe_supernet
 
 W12 = "ofa_mbv3_d234_e346_k357_w1.2"
-NOTE10 = Path(__file__).resolve().parents[2] / "shared" / "data" / "ofa_note10_lut_w1.2"
+NOTE10 = Path(__file__).resolve().parents[1] / "latency_tables" / "ofa_note10_lut_w1.2"
 
 
 def optimizer_half(args: argparse.Namespace) -> None:

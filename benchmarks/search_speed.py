@@ -35,7 +35,7 @@ from ofa_edge.supernet.space import ArchConfig  # noqa: E402
 from tests.mit_reference import import_mit  # noqa: E402
 
 W12 = "ofa_mbv3_d234_e346_k357_w1.2"
-NOTE10 = ROOT.parent / "shared" / "data" / "ofa_note10_lut_w1.2"
+NOTE10 = ROOT / "latency_tables" / "ofa_note10_lut_w1.2"
 
 
 def mit_finder(table_dir: Path, resolutions: list[int], state_dict: dict, generations: int):

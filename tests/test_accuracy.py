@@ -7,7 +7,6 @@ import json
 import shutil
 import subprocess
 import sys
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,9 +27,7 @@ from ofa_edge.supernet.registry import get_supernet_info, load_supernet
 from ofa_edge.supernet.space import ArchConfig
 from ofa_edge.training.progressive import RECIPES, Trainer
 from ofa_edge.training.release import load_weights, release_weights
-from tests.conftest import SHARED
 
-CIFAR = SHARED / "data" / "cifar10-jpg.tar.gz"
 SUPERNET = "ofa-mbv3-cifar10"
 
 
@@ -156,18 +153,18 @@ def test_packaged_calibration_set() -> None:
 
 
 def _image_folder(root: Path, splits: dict[str, int]) -> Path:
-    """A small ImageFolder copied from the CIFAR-10 archive: ``splits[name]`` images per class."""
-    want = {(s, c): n for s in splits for c in ("cat", "dog", "ship") for n in [splits[s]]}
-    with tarfile.open(CIFAR) as tar:
-        for member in tar:
-            parts = Path(member.name).parts
-            if len(parts) == 3 and want.get((parts[0], parts[1]), 0) > 0:
-                want[parts[0], parts[1]] -= 1
-                out = root / member.name
-                out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_bytes(tar.extractfile(member).read())
-                if not any(want.values()):
-                    break
+    """A small ImageFolder of real CIFAR-10 photos from the shipped calibration set: ``splits[name]``
+    different images per class for each split, as PNG files."""
+    calib = load_calibration_set()
+    from PIL import Image
+
+    for cls in (3, 5, 8):  # cat, dog, ship
+        images = iter(calib.images[calib.labels == cls])
+        for split, n in splits.items():
+            folder = root / split / calib.classes[cls]
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.fromarray(next(images)).save(folder / f"{i:04d}.png")
     return root
 
 
@@ -177,7 +174,6 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.skipif(not CIFAR.exists(), reason="needs ../shared/data/cifar10-jpg.tar.gz")
 def test_eval_cli(net, tmp_path: Path) -> None:
     data = _image_folder(tmp_path / "ds", {"train": 4, "test": 3})
     weights = tmp_path / "w.pt"

@@ -78,13 +78,13 @@ def test_demo_specializes_for_this_machine_offline(tmp_path: Path) -> None:
 
 def test_lut_import_and_predict(tmp_path: Path) -> None:
     from ofa_edge.supernet import SearchSpace
-    from tests.conftest import SHARED
+    from tests.conftest import NOTE10
 
     lut = tmp_path / "note10.json"
     res = run(
         "lut",
         "import-ofa",
-        str(SHARED / "data/ofa_note10_lut_w1.2"),
+        str(NOTE10),
         "--supernet",
         "ofa_mbv3_d234_e346_k357_w1.2",
         "--device",

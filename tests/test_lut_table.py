@@ -13,10 +13,9 @@ from ofa_edge.lut import LatencyTable, LutError, enumerate_ops, export_ofa, impo
 from ofa_edge.supernet import OFAMobileNetV3
 from ofa_edge.supernet.registry import describe_supernet
 from ofa_edge.supernet.spec import MBv3Spec
-from tests.conftest import SHARED
+from tests.conftest import NOTE10
 from tests.mit_reference import import_mit
 
-NOTE10 = SHARED / "data" / "ofa_note10_lut_w1.2"
 W12 = "ofa_mbv3_d234_e346_k357_w1.2"
 
 

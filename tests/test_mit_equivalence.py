@@ -66,11 +66,11 @@ def _archs(ours: OFAMobileNetV3, n: int, seed: int) -> list[ArchConfig]:
 
 
 def test_official_key_layout_w1_0() -> None:
-    from tests.conftest import SHARED
+    from tests.conftest import MIT_DATA
 
     rows = [
         line.split("\t")
-        for line in (SHARED / "docs/ofa_mbv3_w1.0_state_dict_keys.tsv").read_text().splitlines()
+        for line in (MIT_DATA / "ofa_mbv3_w1.0_state_dict_keys.tsv").read_text().splitlines()
     ]
     expected = [(name, shape) for name, shape, _ in rows]
     ours = [(k, str(tuple(v.shape))) for k, v in OFAMobileNetV3().state_dict().items()]

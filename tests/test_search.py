@@ -23,10 +23,9 @@ from ofa_edge.search import InfeasibleError, Population, SubnetSearch, find_tabl
 from ofa_edge.supernet.counting import count
 from ofa_edge.supernet.registry import describe_supernet
 from ofa_edge.supernet.space import ArchConfig
-from tests.conftest import SHARED
+from tests.conftest import NOTE10
 from tests.test_cli import run
 
-NOTE10 = SHARED / "data" / "ofa_note10_lut_w1.2"
 W12 = "ofa_mbv3_d234_e346_k357_w1.2"
 GENERATIONS = 120
 
