@@ -19,7 +19,8 @@ import torch
 
 from ofa_edge.accuracy.predictor import AccuracyPredictor, ArchEncoder, save_predictor
 from ofa_edge.lut import LatencyTable, LutError, import_ofa
-from ofa_edge.search import InfeasibleError, Population, SubnetSearch, find_table, peak_activation_bytes
+from ofa_edge.lut.store import find_table
+from ofa_edge.search import InfeasibleError, Population, SubnetSearch, peak_activation_bytes
 from ofa_edge.supernet.counting import count
 from ofa_edge.supernet.registry import describe_supernet
 from ofa_edge.supernet.space import ArchConfig
@@ -170,12 +171,12 @@ def test_tables_must_match_the_supernet_and_are_found_by_name(
         SubnetSearch("ofa_mbv3_d234_e346_k357_w1.0", MBv3Spec(), [tables[0]], objective="macs")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(LutError, match=f"measure one: ofa-edge lut build note10 --supernet {W12}"):
-        find_table("note10", W12, folders=(tmp_path,))
+        find_table("note10", W12, folders=[tmp_path])
     tables[0].save(tmp_path / f"note10_{W12}_fp32_t4.json")
-    assert find_table("note10", W12, folders=(tmp_path,)) == tmp_path / f"note10_{W12}_fp32_t4.json"
-    assert find_table("note10", W12, threads=4, folders=(tmp_path,)).name.endswith("_t4.json")
+    assert find_table("note10", W12, folders=[tmp_path]) == tmp_path / f"note10_{W12}_fp32_t4.json"
+    assert find_table("note10", W12, threads=4, folders=[tmp_path]).name.endswith("_t4.json")
     with pytest.raises(LutError):
-        find_table("note10", W12, threads=2, folders=(tmp_path,))
+        find_table("note10", W12, threads=2, folders=[tmp_path])
 
 
 def test_cli_search_json_pareto_and_errors(tmp_path: Path, tables, predictor: AccuracyPredictor) -> None:

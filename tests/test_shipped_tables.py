@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 
 from ofa_edge.lut.keys import enumerate_ops
+from ofa_edge.lut.store import load_table_for, shipped_tables_dir
 from ofa_edge.lut.table import PASSES, SCHEMA_VERSION
 from ofa_edge.lut.timing import table_timing
-from ofa_edge.search.tables import SHIPPED_TABLES, load_table_for
 from ofa_edge.supernet.registry import get_supernet_info
 from ofa_edge.supernet.space import ArchConfig
 from tests.test_cli import run
 
-SHIPPED = sorted(SHIPPED_TABLES.glob("*.json"))
+SHIPPED = sorted(shipped_tables_dir().glob("*.json"))
 TEST_BED = ("testbed-local", "testbed-sshd")
 CIFAR = "ofa-mbv3-cifar10"
 
@@ -50,7 +50,7 @@ def test_search_on_two_test_bed_devices_by_name(tmp_path: Path) -> None:
     spec = get_supernet_info(CIFAR).build().spec
     budgets = []
     for device in TEST_BED:
-        table = load_table_for(SHIPPED_TABLES / f"{device}_{CIFAR}_fp32_t1.json", CIFAR, spec)
+        table = load_table_for(shipped_tables_dir() / f"{device}_{CIFAR}_fp32_t1.json", CIFAR, spec)
         assert table.device["name"] == device
         low, high = table.predict(spec.space.min_arch(24)), table.predict(spec.space.max_arch(40))
         budgets.append((low + high) / 2)

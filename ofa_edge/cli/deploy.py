@@ -17,8 +17,8 @@ from ofa_edge.lut.table import PASSES
 def _cmd_push(args: argparse.Namespace, out: Output) -> int:
     from ofa_edge.deploy.push import export_record, push
     from ofa_edge.devices.agent import open_session
+    from ofa_edge.lut.store import find_table
     from ofa_edge.lut.table import LatencyTable, LutError
-    from ofa_edge.search.tables import find_table
 
     (spec,) = select_devices(args, [args.device])
     model = Path(args.model)

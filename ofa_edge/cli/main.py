@@ -231,14 +231,14 @@ def _cmd_bench(args: argparse.Namespace, out: Output) -> int:
 def _cmd_lut_build(args: argparse.Namespace, out: Output) -> int:
     from ofa_edge.devices.agent import open_session
     from ofa_edge.lut.build import build_table
-    from ofa_edge.lut.table import default_table_path
+    from ofa_edge.lut.store import new_table_path
     from ofa_edge.supernet.registry import describe_supernet
 
     (spec,) = select_devices(args, [args.device])
     resolutions = parse_resolutions(args.resolutions) or []
     supernet = describe_supernet(args.supernet)
     threads = args.threads or spec.threads
-    path = Path(args.out or default_table_path(spec.name, args.supernet, args.precision, threads))
+    path = Path(args.out or new_table_path(spec.name, args.supernet, args.precision, threads))
     with open_session(spec) as session:
         table = build_table(
             session,
@@ -262,15 +262,19 @@ def _cmd_lut_build(args: argparse.Namespace, out: Output) -> int:
 
 def _cmd_lut_validate(args: argparse.Namespace, out: Output) -> int:
     from ofa_edge.devices.agent import open_session
+    from ofa_edge.lut.store import find_table
+    from ofa_edge.lut.table import describe_calibration
     from ofa_edge.lut.validate import validate
 
     (spec,) = select_devices(args, [args.device])
-    from ofa_edge.lut.table import default_table_path, describe_calibration
-
-    path = Path(args.lut or default_table_path(spec.name, args.supernet, args.precision, spec.threads))
+    threads = args.threads or spec.threads
+    path = (
+        Path(args.lut)
+        if args.lut
+        else find_table(spec.name, args.supernet, precision=args.precision, threads=threads)
+    )
     if not path.is_file():
-        build = f"ofa-edge lut build {spec.name} --supernet {args.supernet} --precision {args.precision}"
-        raise ConfigError(f"no latency table at {path}", hint=f"build one: {build}")
+        raise ConfigError(f"no latency table at {path}", hint="check the --lut path")
     with open_session(spec) as session:
         report = validate(
             session,
@@ -403,6 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lut", help="table file (default: lut build's default name)")
     p.add_argument("--supernet", default=DEFAULT_SUPERNET, help="names the default table file")
     p.add_argument("--precision", default="fp32", choices=["fp32", "int8"], help="names the default table")
+    p.add_argument("--threads", type=int, help="names the default table (default: the device's threads)")
     p.add_argument("--samples", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--plot", help="write a predicted-vs-measured scatter plot (PNG)")

@@ -27,9 +27,9 @@ def _predictor(args: argparse.Namespace, space: Any) -> Any:
     return predictor_for(args.supernet, space, Path(args.predictor) if args.predictor else None)
 
 
-def _tables(args: argparse.Namespace, spec: Any) -> list[Any]:
-    """One table per --device (from --lut in order, else lut build's default file name)."""
-    from ofa_edge.search.tables import find_table, load_table_for
+def _tables(args: argparse.Namespace, spec: Any) -> tuple[list[Path], list[Any]]:
+    """One table per --device and where it was found (--lut in order, else the table store)."""
+    from ofa_edge.lut.store import find_table, load_table_for
 
     devices, luts = args.device or [], args.lut or []
     if luts and devices and len(luts) != len(devices):
@@ -42,7 +42,7 @@ def _tables(args: argparse.Namespace, spec: Any) -> list[Any]:
     tables = [load_table_for(p, args.supernet, spec) for p in paths]
     for name, table in zip(devices, tables):
         table.device = {**table.device, "name": name}
-    return tables
+    return paths, tables
 
 
 def _result(c: Any) -> dict[str, Any]:
@@ -79,8 +79,9 @@ def _cmd_search(args: argparse.Namespace, out: Output) -> int:
     from ofa_edge.supernet.registry import get_supernet_info
 
     spec = get_supernet_info(args.supernet).build().spec
-    tables = _tables(args, spec)
+    paths, tables = _tables(args, spec)
     names = [str(t.device["name"]) for t in tables]
+    used = {name: str(path) for name, path in zip(names, paths)}
     latency = args.latency_ms or []
     sweep = _floats(args.pareto) if args.pareto else None
     expected = len(names) - (1 if sweep else 0)
@@ -122,6 +123,7 @@ def _cmd_search(args: argparse.Namespace, out: Output) -> int:
             {
                 "supernet": args.supernet,
                 "device": names[0],
+                "tables": used,
                 "seed": args.seed,
                 "objective": args.objective,
                 "constraints": [c.describe() for c in others],
@@ -158,6 +160,7 @@ def _cmd_search(args: argparse.Namespace, out: Output) -> int:
         "search",
         {
             "supernet": args.supernet,
+            "tables": used,
             "seed": args.seed,
             "objective": args.objective,
             "constraints": [c.describe() for c in others],
@@ -179,7 +182,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         "--latency-ms", action="append", type=float, help="latency budget of each --device, in order"
     )
     p.add_argument(
-        "--lut", action="append", help="latency table of each --device, in order (default: lut build's name)"
+        "--lut",
+        action="append",
+        help="latency table of each --device, in order (default: found by name on the table search path)",
     )
     p.add_argument("--precision", default="fp32", choices=["fp32", "int8"], help="of the default tables")
     p.add_argument("--threads", type=int, help="of the default tables (default: any one found)")

@@ -19,7 +19,8 @@ from typing import Any
 from ofa_edge.devices.agent import runtime_version
 from ofa_edge.devices.inventory import DeviceSpec
 from ofa_edge.errors import ConfigError
-from ofa_edge.lut.table import PASSES, LatencyTable, default_table_path
+from ofa_edge.lut.store import table_file_name
+from ofa_edge.lut.table import PASSES, LatencyTable
 from ofa_edge.lut.timing import table_timing, timing_of
 
 #: Energy assumptions (W): a busy x86 host core, and a small board (Pi / Jetson / phone) under
@@ -137,7 +138,7 @@ def specialize(
             "device", f"{fingerprint.get('cpu_model')} x{fingerprint.get('cores')}, {fingerprint.get('os')}"
         )
 
-        table_path = out_dir / default_table_path(device.name, supernet, precision, device.threads).name
+        table_path = out_dir / table_file_name(device.name, supernet, precision, device.threads)
         table = LatencyTable.load(table_path) if table_path.is_file() else None
         if table is not None:
             version = runtime_version(fingerprint, device.runtime)

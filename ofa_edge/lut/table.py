@@ -61,14 +61,6 @@ SCHEMA_VERSION = 6
 PASSES = 3
 KIND = "ofa-edge/latency-table"
 PRECISIONS = ("fp32", "int8")
-#: The file name ``lut build`` writes and ``search`` looks for (in the working directory and
-#: the repository's ``latency_tables/``).
-TABLE_NAME = "{device}_{supernet}_{precision}_t{threads}.json"
-
-
-def default_table_path(device: str, supernet: str, precision: str, threads: int) -> Path:
-    """Where ``ofa-edge lut build`` puts a table by default: ``TABLE_NAME`` in the working directory."""
-    return Path(TABLE_NAME.format(device=device, supernet=supernet, precision=precision, threads=threads))
 
 
 def apply_calibration(cal: dict[str, Any], op_sum: Any, n_ops: Any) -> Any:

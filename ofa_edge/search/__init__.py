@@ -4,7 +4,6 @@ from ofa_edge.search.costs import CostModel, peak_activation_bytes
 from ofa_edge.search.evolution import Candidate, Constraint, EvolutionSearch, InfeasibleError, SearchOutcome
 from ofa_edge.search.population import Genome, Population
 from ofa_edge.search.searcher import ParetoPoint, SubnetSearch, predictor_objective
-from ofa_edge.search.tables import find_table, load_table_for
 
 __all__ = [
     "Candidate",
@@ -17,8 +16,6 @@ __all__ = [
     "Population",
     "SearchOutcome",
     "SubnetSearch",
-    "find_table",
-    "load_table_for",
     "peak_activation_bytes",
     "predictor_objective",
 ]
