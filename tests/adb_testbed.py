@@ -1,12 +1,16 @@
 """Fixtures for a fake phone reached through the real ``adb`` client and a private adb server.
 
 One adb server per session (own HOME, TMPDIR and ANDROID_ADB_SERVER_PORT, killed at the end)
-and one ``FakeAdbd`` per test on an ephemeral port of 127.0.0.1. Tests skip only when the adb
-client is not installed. Load with ``pytest_plugins = ("tests.adb_testbed",)``.
+and one ``FakeAdbd`` per test on an ephemeral port of 127.0.0.1. The server makes its RSA key in
+its own HOME (``.android/adbkey``; ``ADB_VENDOR_KEYS`` and the other key locations are cleared),
+so the user's keys are never read or changed; the fake phone has authorized that key, as a
+phone does once "Allow USB debugging?" was accepted. Tests skip only when the adb client is not
+installed. Load with ``pytest_plugins = ("tests.adb_testbed",)``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import socket
@@ -21,6 +25,8 @@ from ofa_edge.devices.inventory import AdbOptions, DeviceSpec
 from ofa_edge.testing.fake_adbd import FakeAdbd
 
 ADB_CALL_TIMEOUT_S = 30.0
+# Where an adb server would look for keys or its settings besides $HOME/.android.
+_KEY_LOCATIONS = ("ADB_VENDOR_KEYS", "ANDROID_SDK_HOME", "ANDROID_USER_HOME", "ANDROID_PREFS_ROOT")
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,7 @@ class AdbServer:
     binary: str
     port: int
     env: dict[str, str]
+    public_key: str  #: the server's ``adbkey.pub`` line: what a phone authorizes
 
     def adb(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         """Run the real adb client against this server (bounded by ``ADB_CALL_TIMEOUT_S``)."""
@@ -59,10 +66,12 @@ def adb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdbServer]:
         pytest.skip("the adb client is not installed (Debian/Ubuntu: apt install adb)")
     home = tmp_path_factory.mktemp("adb-home")
     port = free_port()
-    env = {**os.environ, "HOME": str(home), "TMPDIR": str(home), "ANDROID_ADB_SERVER_PORT": str(port)}
-    server = AdbServer(binary, port, env)
+    env = {k: v for k, v in os.environ.items() if k not in _KEY_LOCATIONS}
+    env.update(HOME=str(home), TMPDIR=str(home), ANDROID_ADB_SERVER_PORT=str(port))
+    server = AdbServer(binary, port, env, public_key="")
     started = server.adb("start-server")
     assert started.returncode == 0, started.stderr
+    server = dataclasses.replace(server, public_key=(home / ".android" / "adbkey.pub").read_text().strip())
     try:
         yield server
     finally:
@@ -70,9 +79,11 @@ def adb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdbServer]:
 
 
 @pytest.fixture
-def phone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeAdbd]:
-    """A fake phone (test double of adbd) whose storage is a fresh folder with a space in it."""
-    with FakeAdbd(tmp_path_factory.mktemp("phone") / "internal storage") as fake:
+def phone(adb_server: AdbServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeAdbd]:
+    """A fake phone (test double of adbd) that has authorized the test server's key; its storage
+    is a fresh folder with a space in it."""
+    storage = tmp_path_factory.mktemp("phone") / "internal storage"
+    with FakeAdbd(storage, authorized_keys=[adb_server.public_key]) as fake:
         yield fake
 
 

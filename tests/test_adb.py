@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import os
+import re
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -16,12 +21,14 @@ from typing import TYPE_CHECKING
 import pytest
 
 from ofa_edge.devices.adb import AdbNotFound, AdbTransport
+from ofa_edge.devices.agent import AgentSession
+from ofa_edge.devices.android import BenchmarkModelSession
 from ofa_edge.devices.benchmark_model import (
     BenchmarkOutputError,
     benchmark_model_argv,
     parse_benchmark_model,
 )
-from ofa_edge.devices.inventory import AdbOptions, DeviceSpec
+from ofa_edge.devices.inventory import ADB_WORKDIR, AdbOptions, DeviceSpec, load_inventory
 from ofa_edge.devices.transport import CommandFailed, CommandTimeout, DeviceError, DeviceUnreachable
 from ofa_edge.errors import ConfigError
 from ofa_edge.testing import fake_benchmark_model
@@ -29,6 +36,8 @@ from ofa_edge.testing.fake_adbd import FakeAdbd
 
 if TYPE_CHECKING:
     from tests.adb_testbed import AdbServer
+
+TFLITE = Path(__file__).parent / "data" / "conv8.tflite"
 
 
 def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
@@ -59,6 +68,7 @@ def test_run_returns_exit_code_and_separate_streams(transport: AdbTransport, pho
     assert res.device == "fakephone"
     assert transport.run(["pwd"]).stdout == f"{phone.sandbox}\n"
     assert any(event.startswith("OPEN shell,v2,") for event in phone.events)
+    assert "AUTH ok" in phone.events, "the server signed the phone's token with its authorized key"
 
 
 def test_check_raises_command_failed_naming_device_and_cause(transport: AdbTransport) -> None:
@@ -114,6 +124,79 @@ def test_parallel_commands_share_one_link(transport: AdbTransport) -> None:
     assert time.monotonic() - started < 3.5  # one after the other would take over 4 s
 
 
+@pytest.mark.parametrize("on", ["timeout", "channel close"])
+def test_a_remote_process_ignoring_sighup_is_still_ended(
+    on: str, transport: AdbTransport, phone: FakeAdbd
+) -> None:
+    """adbd only sends SIGHUP to a command whose stream closed; ofa-edge kills what it started."""
+    ignore_hup = ["sh", "-c", "trap '' HUP; echo $$ > pid; echo $$; exec sleep 60"]
+    if on == "timeout":
+        with pytest.raises(CommandTimeout):
+            transport.run(ignore_hup, timeout=1.0)
+    else:
+        channel = transport.open_channel(ignore_hup)
+        assert channel.read_line(10)
+        transport.close()
+        assert channel.stderr_tail == "", "the pid line is not shown as the command's stderr"
+    pid = int((phone.sandbox / "pid").read_text())
+    assert wait_until(lambda: pid_gone(pid), 5), "the process that ignores SIGHUP outlived ofa-edge"
+
+
+def test_fake_adbd_hangs_up_like_adbd(adb_server: AdbServer, phone: FakeAdbd) -> None:
+    """A closed stream gets its command SIGHUP, nothing more: a command that ignores it lives on."""
+    assert "connected to" in adb_server.adb("connect", phone.serial).stdout
+    script = "trap 'echo hup > hup' HUP; echo $$ > pid; echo up; while :; do sleep 0.05; done"
+    client = subprocess.Popen(
+        [adb_server.binary, "-s", phone.serial, "shell", "-T", script],
+        env=adb_server.env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert client.stdout is not None and client.stdout.readline() == b"up\n"
+        client.kill()  # the adb client goes away: the stream closes
+        client.wait(10)
+        pid = int((phone.sandbox / "pid").read_text())
+        assert wait_until(lambda: (phone.sandbox / "hup").exists(), 5), "no SIGHUP arrived"
+        time.sleep(0.3)
+        assert not pid_gone(pid), "the double killed a command that survives SIGHUP"
+    finally:
+        client.kill()
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            os.kill(int((phone.sandbox / "pid").read_text()), signal.SIGKILL)  # the shell it started
+
+
+# --- AUTH ---------------------------------------------------------------------------------
+
+
+def test_an_unauthorized_host_gets_a_clear_error_until_the_phone_accepts(
+    adb_server: AdbServer, tmp_path: Path
+) -> None:
+    with FakeAdbd(tmp_path / "locked", authorized_keys=[]) as locked:
+        try:
+            options = AdbOptions(serial=locked.serial, adb=adb_server.binary, server_port=adb_server.port)
+            transport = AdbTransport(DeviceSpec(name="pixel", transport="adb", adb=options))
+            with pytest.raises(DeviceUnreachable) as err:
+                transport.run(["true"])
+            message = str(err.value)
+            assert f"pixel: adb device '{locked.serial}' is unauthorized" in message and "\n" not in message
+            assert "Allow USB debugging" in str(err.value.hint) and "`adb devices`" in str(err.value.hint)
+            assert locked.events[:2] == ["AUTH bad signature", "AUTH prompt"]
+            assert locked.prompts == [adb_server.public_key], "the test server's own key, not the user's"
+            assert f"{locked.serial}\tunauthorized" in adb_server.adb("devices").stdout
+            # A phone that turns unauthorized after ofa-edge connected: adb's complaint on a
+            # command is an "error: " line followed by advice, and is recognized as such.
+            said = adb_server.adb("-s", locked.serial, "shell", "true")
+            with pytest.raises(DeviceUnreachable, match="adb: error: device unauthorized") as plain:
+                transport._raise_adb_failure(said)
+            assert "Allow USB debugging" in str(plain.value.hint)
+            locked.accept()  # someone taps "Allow" on the phone
+            assert wait_until(lambda: f"{locked.serial}\tdevice" in adb_server.adb("devices").stdout, 10)
+            assert transport.run(["echo", "in"]).stdout == "in\n"
+        finally:
+            adb_server.adb("disconnect", locked.serial)
+
+
 # --- files -------------------------------------------------------------------------------
 
 
@@ -153,6 +236,52 @@ def test_file_transfers_stay_in_the_sandbox(transport: AdbTransport, tmp_path: P
     with pytest.raises(CommandFailed, match="does not exist"):
         transport.get("/etc/passwd", tmp_path / "passwd")
     assert not (tmp_path / "passwd").exists()
+
+
+def test_android_scratch_folder_lives_in_the_sandbox(
+    transport: AdbTransport, phone: FakeAdbd, tmp_path: Path
+) -> None:
+    """/data/local/tmp on the double is a sandbox folder, in commands, stdin, output and sync."""
+    local = tmp_path / "note.txt"
+    local.write_text("hello\n")
+    where = "/data/local/tmp/ofa edge"
+    remote = f"{where}/note.txt"
+    transport.put(local, remote)
+    assert phone.android_path(remote).read_text() == "hello\n"
+    assert transport.sha256(remote) == hashlib.sha256(b"hello\n").hexdigest()
+    assert transport.run(["pwd"], cwd=where).stdout == f"{where}\n"
+    real_cwd = transport.run([sys.executable, "-c", "import os; print(os.getcwd())"], cwd=where)
+    assert real_cwd.stdout == f"{where}\n", "the host's names of the folder are mapped back"
+    assert transport.run(["printf", "%s", remote]).stdout == remote  # no newline: flushed at the end
+    assert transport.run(["printf", "%s", "/x/data/local/tmp"]).stdout == "/x/data/local/tmp"
+    channel = transport.open_channel(["sh", "-c", 'while read -r p; do cat "$p"; done'])
+    channel.write_line(remote)  # a path in the input, as the agent's requests carry them
+    assert channel.read_line(10) == "hello"
+    channel.close()
+    back = tmp_path / "back.txt"
+    transport.get(remote, back)
+    assert back.read_text() == "hello\n"
+
+
+def test_adb_devices_default_to_the_android_workdir(
+    adb_spec: DeviceSpec, phone: FakeAdbd, tmp_path: Path
+) -> None:
+    """An inventory phone without ``workdir`` keeps the agent and models in /data/local/tmp."""
+    assert adb_spec.adb is not None
+    inventory = tmp_path / "devices.toml"
+    inventory.write_text(
+        f'[devices.pixel]\ntransport = "adb"\nserial = "{adb_spec.adb.serial}"\n'
+        f'adb = "{adb_spec.adb.adb}"\nserver_port = {adb_spec.adb.server_port}\n'
+        f'python = "{sys.executable}"\nruntime = "tflite"\n'
+    )
+    spec = load_inventory(inventory)["pixel"]
+    assert spec.workdir == ADB_WORKDIR == "/data/local/tmp/ofa-edge-agent"
+    with AgentSession(spec) as session:
+        assert session.fingerprint()["agent_dir"] == ADB_WORKDIR  # its os.getcwd(), as a phone says it
+        (result,) = session.bench([TFLITE], min_runs=3, min_seconds=0).results
+    assert result.error is None and result.median_ms is not None and result.median_ms > 0
+    assert phone.android_path(f"{ADB_WORKDIR}/ofa_edge_agent.py").is_file()
+    assert [p.suffix for p in phone.android_path(f"{ADB_WORKDIR}/models").iterdir()] == [".tflite"]
 
 
 # --- channels ----------------------------------------------------------------------------
@@ -380,6 +509,7 @@ Peak memory footprint (MB): init=4.92969 overall=138.809
                 "avg_ms": 14.1714,
                 "std_ms": 0.056,
                 "percentiles_ms": {},
+                "median_ms": None,
                 "init_ms": 3.587,
                 "first_inference_ms": None,
                 "warmup_avg_ms": 14.2771,
@@ -414,6 +544,7 @@ Peak memory footprint (MB): init=4.92969 overall=138.809
                 "count": 25,
                 "avg_ms": 145.528,
                 "percentiles_ms": {"p5": 140.545, "median": 141.253, "p95": 187.533},
+                "median_ms": 141.253,
                 "warmup_avg_ms": 211.669,
                 "memory_mb": {"delta_init": 54.2852, "delta_overall": 73.4102, "peak_periodic": 80.5},
             },
@@ -444,6 +575,67 @@ def test_parse_benchmark_model_variants(text: str, expected: dict[str, object]) 
     for name, value in expected.items():
         got = getattr(result, name)
         assert got == (pytest.approx(value) if value is not None else None), name
+
+
+RELEASES = Path(__file__).parent / "data" / "benchmark_model"
+
+
+def recorded(release: str) -> str:
+    """A release's output as written in tests/data/benchmark_model (its ``#`` header dropped)."""
+    lines = (RELEASES / f"{release}.txt").read_text().splitlines(keepends=True)
+    return "".join(line for line in lines if not line.startswith("#"))
+
+
+def test_parse_tf_2_0_output_has_no_median() -> None:
+    """TF 2.0 prints no percentiles: the parser gives no median rather than the mean."""
+    result = parse_benchmark_model(recorded("tf-2.0.0"))
+    assert (result.count, result.first_ms, result.min_ms, result.max_ms) == (77, 12.95, 12.688, 14.217)
+    assert (result.avg_ms, result.std_ms) == pytest.approx((12.9864, 0.231))
+    assert result.percentiles_ms == {} and result.median_ms is None
+    assert (result.init_ms, result.warmup_avg_ms, result.inference_avg_ms) == pytest.approx(
+        (4.129, 13.1483, 12.9864)
+    )
+    assert result.first_inference_ms is None and result.memory_mb == {}
+
+
+def test_parse_litert_output_takes_the_measured_loops_percentiles() -> None:
+    """LiteRT prints percentiles after every statistics line, the one-run warm-up's too."""
+    result = parse_benchmark_model(recorded("litert-2.2.0"))
+    assert (result.count, result.avg_ms, result.std_ms) == (50, 503.118, 14.206)
+    assert result.percentiles_ms == {"p5": 490.385, "median": 499.71, "p95": 538.916}
+    assert result.median_ms == 499.71
+    assert (result.init_ms, result.first_inference_ms, result.warmup_avg_ms) == (61.804, 612.377, 612.377)
+    assert result.memory_mb == {"delta_init": 41.0234, "delta_overall": 58.9102}
+    warmup = parse_benchmark_model(recorded("litert-2.2.0").split("\n\n")[0])
+    assert (warmup.count, warmup.min_ms, warmup.max_ms, warmup.std_ms) == (1, 612.377, 612.377, 0.0)
+    assert warmup.median_ms == 612.377
+
+
+@pytest.mark.parametrize("release", fake_benchmark_model.RELEASES)
+def test_fake_benchmark_model_prints_like_the_recorded_release(release: str, tmp_path: Path) -> None:
+    """The double's lines have the recorded release's shapes (same prefixes, keys and order)."""
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"TFL3" * 1000)
+    tool = fake_benchmark_model.install(tmp_path / "benchmark_model", release)
+    slow = "--fake_latency_us=" + ("600000" if release == fake_benchmark_model.LITERT else "13000")
+    argv = [str(tool), f"--graph={model}", "--num_runs=30", "--min_secs=0", slow]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+
+    def shapes(text: str) -> list[str]:
+        keys = (
+            r"count=",
+            r"Running benchmark",
+            r"nference timings in us",
+            r"Initialized session",
+            r"Loaded model",
+        )
+        picked = [line for line in text.splitlines() if any(k in line for k in keys)]
+        return [re.sub(r"[-+]?\d[\d.e+]*", "N", re.sub(r"\[.*\]|/\S+", "P", line)) for line in picked]
+
+    assert shapes(proc.stdout) == shapes(recorded(release))
+    parsed = parse_benchmark_model(proc.stdout + proc.stderr)
+    assert (parsed.median_ms is None) == (release == fake_benchmark_model.TF_2_0)
 
 
 @pytest.mark.parametrize(
@@ -503,7 +695,7 @@ def test_fake_benchmark_model_through_the_fake_phone(
 ) -> None:
     tool = tmp_path / "benchmark_model"
     script = Path(fake_benchmark_model.__file__).read_text()
-    tool.write_text(f"#!{sys.executable}\n" + script.split("\n", 1)[1])
+    tool.write_text(f"#!{sys.executable}\n" + script.split("\n", 1)[1])  # a self-contained copy
     tool.chmod(0o755)
     model = tmp_path / "subnet 1.tflite"
     model.write_bytes(os.urandom(200_000))
@@ -514,15 +706,44 @@ def test_fake_benchmark_model_through_the_fake_phone(
         f"{base}/benchmark_model", f"{base}/{model.name}", 2, 40, 5, 0, True, cpus=[0]
     )
     res = transport.run([*argv, "--fake_latency_us=12500"])
-    assert "count=" in res.stderr and not res.stdout  # the tool logs to stderr
+    assert "count=" in res.stdout and "count=" not in res.stderr  # INFO on stdout, as LiteRT logs
+    assert "Created TensorFlow Lite XNNPACK delegate" in res.stderr  # TFLite's own logger: stderr
     result = parse_benchmark_model(res.stdout + res.stderr)
     assert result.count == 40
     assert result.avg_ms == pytest.approx(12.5, rel=0.03)
-    assert result.min_ms <= result.percentiles_ms["median"] <= result.max_ms
+    assert result.median_ms is not None and result.min_ms <= result.median_ms <= result.max_ms
     assert result.inference_avg_ms == pytest.approx(result.avg_ms, rel=1e-4)
     assert result.init_ms is not None and result.init_ms > 0
-    assert "Created TensorFlow Lite XNNPACK delegate" in result.raw
     missing = transport.run([*argv[:3], f"--graph={base}/absent.tflite"], check=False)
-    assert missing.exit_code == 1
+    assert missing.exit_code == 1 and not missing.stdout.count("count=")
     with pytest.raises(BenchmarkOutputError, match="Benchmarking failed"):
         parse_benchmark_model(missing.stdout + missing.stderr)
+    old = transport.run([*argv[:3], f"--graph={base}/absent.tflite", "--fake_release=tf-2.0.0"], check=False)
+    assert old.exit_code == fake_benchmark_model.ABORT_EXIT and "Failed to mmap model" in old.stderr
+
+
+@pytest.mark.parametrize("release", fake_benchmark_model.RELEASES)
+def test_benchmark_model_session_never_passes_a_mean_off_as_a_median(
+    release: str, adb_spec: DeviceSpec, phone: FakeAdbd, tmp_path: Path
+) -> None:
+    """A phone without Python, in the Android workdir: a build without percentiles gives its
+    mean as median_ms and says so (median_is_mean); LiteRT gives its real median."""
+    tool = fake_benchmark_model.install(tmp_path / "benchmark_model", release)
+    assert adb_spec.adb is not None
+    spec = dataclasses.replace(
+        adb_spec,
+        runtime="tflite",
+        workdir=ADB_WORKDIR,
+        adb=dataclasses.replace(adb_spec.adb, benchmark_model=tool),
+    )
+    with BenchmarkModelSession(spec) as session:
+        (result,) = session.bench([TFLITE], min_runs=30, min_seconds=0).results
+    assert result.error is None and result.runs >= 30
+    assert result.median_is_mean == (release == fake_benchmark_model.TF_2_0)
+    assert result.mean_ms is not None and result.median_ms is not None
+    if result.median_is_mean:
+        assert result.median_ms == result.mean_ms
+    else:
+        assert result.median_ms != result.mean_ms  # the tool's own median, not its mean
+    pushed = phone.android_path(f"{ADB_WORKDIR}/models")
+    assert [p.suffix for p in pushed.iterdir()] == [".tflite"], "the model went to the Android workdir"

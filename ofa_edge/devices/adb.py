@@ -6,10 +6,17 @@ exit code comes back through the shell protocol), ``push``/``pull`` copy files, 
 and hands them to the phone's shell, so ``LINE`` is one string quoted here (``shell_command``).
 ``server_port`` selects a private adb server (``ANDROID_ADB_SERVER_PORT``). adb exits 0 when
 the link drops before the exit code arrives, so a zero exit is confirmed with ``adb get-state``.
+
+When an ``adb shell`` ends early, adbd only sends SIGHUP to the command it started, which a
+program may ignore, and its children never get it. So every command first tells its pid on
+stderr (``ofa-edge-pid N``, stripped from what callers see) and then ``exec``s in place; on a
+timeout, or when a channel is closed while its process still runs, that process and its
+children are killed on the phone (``kill -9``) before the local adb client is.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import re
@@ -18,7 +25,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ofa_edge.devices.inventory import AdbOptions, DeviceSpec
@@ -38,6 +45,8 @@ CONNECT_WAIT_S = 10.0  # how long a just-connected phone may stay "offline"/"con
 TRANSFER_TIMEOUT_S = 600.0  # one push or pull
 
 _TCP_SERIAL = re.compile(r"^\S+:\d+$")
+_PID_LINE = re.compile(r"ofa-edge-pid (\d+)")
+KILL_TIMEOUT_S = 10.0  # the `kill` sent to the phone for a command that overran or was abandoned
 _HINT_NOT_FOUND = (
     "plug the phone in with USB debugging on (or `adb connect HOST:PORT`), then check `adb devices`"
 )
@@ -50,9 +59,10 @@ _ADB_FAILURES: tuple[tuple[re.Pattern[str], type[DeviceError], str], ...] = (
         "reconnect the phone (cable or Wi-Fi), or run `adb reconnect offline`, then check `adb devices`",
     ),
     (
-        re.compile(r"device unauthorized|device still authorizing"),
+        re.compile(r"unauthorized|authorizing|failed to authenticate"),
         DeviceUnreachable,
-        "unlock the phone and accept its 'Allow USB debugging?' prompt",
+        "unlock the phone and accept its 'Allow USB debugging?' prompt for this computer's RSA "
+        "key (tick 'Always allow'), then check that `adb devices` lists it as 'device'",
     ),
     (
         re.compile(r"^error: closed$"),
@@ -102,15 +112,22 @@ class AdbTransport(Transport):
         check: bool = True,
         cwd: str | None = None,
     ) -> RunResult:
-        """Run ``argv`` on the phone with the shell protocol (exit code, separate stderr)."""
+        """Run ``argv`` on the phone with the shell protocol (exit code, separate stderr); on a
+        timeout the command is killed on the phone."""
         command = shell_command(argv, cwd)
         self._connect()
-        proc = self._call(self._adb("shell", "-T", "--", command), timeout, what=command)
+        proc = self._call(
+            self._adb("shell", "-T", "--", _tracked(argv, cwd)),
+            timeout,
+            what=command,
+            on_timeout=lambda stderr: self._kill_remote(_split_pid(stderr)[0]),
+        )
         self._raise_adb_failure(proc)
         if proc.returncode == 0:
             # adb also exits 0 when the link drops before the exit code arrives.
             self._check_online(command)
-        res = RunResult(self.name, command, proc.returncode, proc.stdout, proc.stderr)
+        stderr = _split_pid(proc.stderr)[1]
+        res = RunResult(self.name, command, proc.returncode, proc.stdout, stderr)
         if check and not res.ok:
             raise self._failed(res)
         return res
@@ -119,11 +136,10 @@ class AdbTransport(Transport):
         """Start ``argv`` under one ``adb shell -T`` whose pipes carry the lines."""
         command = shell_command(argv, cwd)
         self._connect()
-        channel = ProcessChannel(
-            self._adb("shell", "-T", "--", command),
-            self.name,
+        channel = AdbChannel(
+            self,
+            self._adb("shell", "-T", "--", _tracked(argv, cwd)),
             command=command,
-            env=self._env,
             hint="check `adb devices`; if the phone is there, run the command by hand to see why it stopped",
         )
         self._channels.append(channel)
@@ -165,35 +181,56 @@ class AdbTransport(Transport):
         serial = ["-s", self.options.serial] if device and self.options.serial else []
         return [self._binary, *serial, *args]
 
-    def _call(self, argv: list[str], timeout: float, *, what: str) -> subprocess.CompletedProcess[str]:
-        """One adb process to completion; on timeout it is killed (which ends the remote side)."""
+    def _call(
+        self,
+        argv: list[str],
+        timeout: float,
+        *,
+        what: str,
+        on_timeout: Callable[[str], None] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """One adb process to completion. On timeout ``on_timeout`` gets the stderr so far while
+        the link is still up, then the adb process is killed."""
+        proc = subprocess.Popen(
+            argv, env=self._env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         try:
-            return subprocess.run(
-                argv,
-                env=self._env,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                encoding="utf-8",
-                errors="replace",
-                timeout=timeout,
-            )
-        except subprocess.TimeoutExpired:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired as expired:
+            if on_timeout is not None:
+                on_timeout(_text(expired.stderr))
+            proc.kill()
+            proc.communicate()
             raise CommandTimeout(
                 f"{self.name}: `{what}` did not finish within {timeout:g} s",
                 hint="raise the timeout, or check that the phone is awake and not throttling",
                 device=self.name,
                 timeout=timeout,
             ) from None
+        return subprocess.CompletedProcess(argv, proc.returncode, _text(out), _text(err))
+
+    def _kill_remote(self, pid: int | None) -> None:
+        """Kill a command this transport started on the phone, and its children (best effort:
+        the phone may be gone already)."""
+        if pid is None:
+            return
+        line = f"pkill -9 -P {pid}; kill -9 {pid}"
+        with contextlib.suppress(CommandTimeout):
+            self._call(self._adb("shell", "-T", "--", line), KILL_TIMEOUT_S, what=line)
 
     def _raise_adb_failure(self, proc: subprocess.CompletedProcess[str]) -> None:
         """Turn adb's own errors (device missing, offline, unauthorized ...) into ours."""
         if proc.returncode == 0:
             return
         lines = [line.strip() for line in proc.stderr.splitlines() if line.strip()]
-        last = lines[-1] if lines else ""
-        for pattern, error, hint in _ADB_FAILURES:
-            if pattern.search(last):
-                raise error(f"{self.name}: adb: {last.removeprefix('adb: ')}", hint=hint, device=self.name)
+        # adb's complaint is its last line, or an "error: " line followed by advice.
+        said = [*lines[-1:], *(line for line in lines if line.startswith(("error: ", "adb: error: ")))]
+        for line in said:
+            for pattern, error, hint in _ADB_FAILURES:
+                if pattern.search(line):
+                    raise error(
+                        f"{self.name}: adb: {line.removeprefix('adb: ')}", hint=hint, device=self.name
+                    )
 
     def _devices(self) -> dict[str, str]:
         """``adb devices``: serial -> state (``device``, ``offline``, ``unauthorized`` ...)."""
@@ -223,7 +260,8 @@ class AdbTransport(Transport):
         if state is None and tcp:
             proc = self._call(self._adb("connect", serial, device=False), ADB_TIMEOUT_S, what="adb connect")
             said = " ".join((proc.stdout + proc.stderr).split())
-            if not said.startswith(("connected to", "already connected to")):
+            # "failed to authenticate": attached but unauthorized, which the state check reports.
+            if not said.startswith(("connected to", "already connected to", "failed to authenticate")):
                 raise DeviceUnreachable(
                     f"{self.name}: `adb connect {serial}` failed: {said or f'exit code {proc.returncode}'}",
                     hint="check the address and that wireless debugging (or `adb tcpip PORT`) is on",
@@ -268,3 +306,50 @@ class AdbTransport(Transport):
         if proc.returncode != 0:
             self._check_online(label)
             raise self._failed(RunResult(self.name, label, proc.returncode, proc.stdout, proc.stderr))
+
+
+class AdbChannel(ProcessChannel):
+    """A channel whose remote process is killed on the phone when it outlives ``close()``'s
+    grace period: adbd's SIGHUP alone may not end it."""
+
+    def __init__(self, transport: AdbTransport, argv: list[str], *, command: str, hint: str) -> None:
+        self.transport = transport
+        self.remote_pid: int | None = None  # set by the stderr reader from the first line
+        super().__init__(argv, transport.name, command=command, hint=hint, env=transport._env)
+
+    def _pump_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        pid, rest = _split_pid(self.proc.stderr.readline())
+        self.remote_pid = pid
+        if rest:
+            self._stderr.append(rest.rstrip("\r\n"))
+        super()._pump_stderr()
+
+    def close(self) -> None:
+        """Close stdin and give the process its grace period; if it still runs, kill it on the
+        phone, then end the local adb client."""
+        if not self._closed:
+            with contextlib.suppress(OSError, ValueError):
+                assert self.proc.stdin is not None
+                self.proc.stdin.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(self.CLOSE_GRACE_S)
+            if self.proc.poll() is None:
+                self.transport._kill_remote(self.remote_pid)
+        super().close()
+
+
+def _tracked(argv: Sequence[str], cwd: str | None) -> str:
+    """The shell line that reports its pid on stderr, then becomes ``argv`` (same pid)."""
+    return "echo ofa-edge-pid $$ >&2; " + shell_command(["exec", *argv], cwd)
+
+
+def _split_pid(stderr: str) -> tuple[int | None, str]:
+    """The pid a ``_tracked`` line reported and the rest of its stderr."""
+    first, _, rest = stderr.partition("\n")
+    match = _PID_LINE.fullmatch(first.strip())
+    return (int(match.group(1)), rest) if match else (None, stderr)
+
+
+def _text(data: bytes | None) -> str:
+    return (data or b"").decode("utf-8", "replace").replace("\r\n", "\n")

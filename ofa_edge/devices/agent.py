@@ -76,6 +76,7 @@ class BenchResult:
     error: str | None = None
     ratio: float | None = None  # timed against a reference: model / reference, interleaved
     ref_median_ms: float | None = None  # the reference's median during this model's timing
+    median_is_mean: bool = False  # a tool without percentiles: median_ms holds its mean instead
 
     @classmethod
     def from_agent(cls, data: dict[str, Any]) -> BenchResult:

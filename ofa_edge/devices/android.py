@@ -4,7 +4,9 @@ Used for ADB devices whose inventory names a local ``benchmark_model``. It offer
 session's calls (``start``, ``fingerprint``, ``bench``, ``close``) so the rest of ofa-edge does
 not care which one measures. The binary is pushed once per content and its sha256 recorded in
 the session's hello; each model runs as one ``benchmark_model`` process with a timeout, and its
-output (stdout and stderr together, where the tool logs) is parsed tolerantly.
+output (stdout and stderr together) is parsed tolerantly. Builds that print no percentiles
+(TensorFlow before LiteRT) give no median: their mean stands in, and the result says so
+(``median_is_mean``).
 """
 
 from __future__ import annotations
@@ -161,11 +163,12 @@ class BenchmarkModelSession:
         pct = parsed.percentiles_ms
         return BenchResult(
             name,
-            median_ms=pct.get("median", pct.get("p50", parsed.avg_ms)),
+            median_ms=parsed.avg_ms if parsed.median_ms is None else parsed.median_ms,
             p10_ms=pct.get("p10"),
             p90_ms=pct.get("p90"),
             mean_ms=parsed.avg_ms,
             runs=parsed.count,
+            median_is_mean=parsed.median_ms is None,
         )
 
     def close(self) -> None:

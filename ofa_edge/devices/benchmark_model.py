@@ -1,10 +1,11 @@
 """TFLite's ``benchmark_model``: the command line, and a tolerant parser of what it prints.
 
 Phones without Python are measured with this stock tool (users bring the binary). Its output
-changed over the years: old builds print bare lines and ``Average inference timings in us:
-Warmup: .., Init: .., no stats: ..``; newer ones prefix ``INFO:`` (or a logcat tag), add
-percentiles and may print large values in scientific notation. All of it is in microseconds;
-the parsed result is in milliseconds and keeps the raw text. The tool logs to stderr.
+changed over the years: TensorFlow 2.0 prints bare lines, statistics without percentiles and
+``Average inference timings in us: Warmup: .., Init: .., no stats: ..``; later builds prefix
+``INFO:`` (or a logcat tag), LiteRT adds ``p5= median= p95=`` to every statistics line, and
+large values may come in scientific notation. All of it is in microseconds; the parsed result
+is in milliseconds and keeps the raw text. The tool logs to stdout, errors to stderr.
 """
 
 from __future__ import annotations
@@ -63,6 +64,12 @@ class BenchmarkModelResult:
     warmup_avg_ms: float | None = None
     inference_avg_ms: float | None = None
     memory_mb: dict[str, float] = field(default_factory=dict)  # e.g. delta_init, peak_overall
+
+    @property
+    def median_ms(self) -> float | None:
+        """The measured loop's median, or None when this build prints no percentiles (never the
+        mean in its place: the caller decides, and says, if the mean stands in for it)."""
+        return self.percentiles_ms.get("median", self.percentiles_ms.get("p50"))
 
 
 def parse_benchmark_model(text: str) -> BenchmarkModelResult:

@@ -3,8 +3,12 @@
 There is no adbd on a Linux host, so this speaks the ADB transport protocol itself (AOSP
 ``protocol.txt``, ``SERVICES.TXT``, ``SYNC.TXT``, the shell protocol) well enough for the real
 client to ``adb connect 127.0.0.1:PORT``, then ``shell`` (v1 and v2, with stdin), ``exec-out``,
-``push``, ``pull`` and ``ls``. Commands run with ``/bin/sh`` in a sandbox folder (cwd and HOME);
-file transfers are confined to it. It never asks for AUTH, like an unlocked phone.
+``push``, ``pull`` and ``ls``. Like a phone, it asks an unknown host to authorize (AUTH, see
+``authorized_keys``) and hangs up (SIGHUP) on a command whose stream closed. Its "phone" is this
+host: commands run with this host's ``/bin/sh`` and programs, in a sandbox folder (cwd and
+HOME); file transfers are confined to it. Android's scratch folder ``/data/local/tmp`` lives in
+the sandbox (``android_path``): that path in command lines, shell stdin and sync requests is
+mapped there, and mapped back in what commands print.
 
     with FakeAdbd(tmp_path / "phone") as phone:
         subprocess.run(["adb", "connect", phone.serial], check=True)
@@ -12,8 +16,10 @@ file transfers are confined to it. It never asks for AUTH, like an unlocked phon
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -24,12 +30,21 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import IO
 
 A_CNXN, A_OPEN, A_OKAY, A_WRTE, A_CLSE = 0x4E584E43, 0x4E45504F, 0x59414B4F, 0x45545257, 0x45534C43
+A_AUTH = 0x48545541
+AUTH_TOKEN, AUTH_SIGNATURE, AUTH_RSAPUBLICKEY = 1, 2, 3
+TOKEN_SIZE = 20  # adbd's random token: signed by the host as if it were a SHA-1 digest
+# PKCS#1 v1.5 DigestInfo prefix of a SHA-1 digest: what RSA_verify(NID_sha1, ...) expects.
+_SHA1_DIGEST_INFO = bytes.fromhex("3021300906052b0e03021a05000414")
+_ANDROID_PUBKEY = struct.Struct("<II256s256sI")  # words, n0inv, n, rr (little endian), exponent
+ANDROID_TMP = "/data/local/tmp"  # the shell user's writable folder on every Android phone
+# ANDROID_TMP as a whole path component of a command line or input (not inside another path).
+_ANDROID_TMP_WORD = re.compile(rb"""(?<![^\s'"=:;(`])/data/local/tmp(?=[/\s'";)`]|$)""")
 A_VERSION = 0x01000001  # "skip checksum" revision, as adbd since 2018
 MAX_PAYLOAD = 256 * 1024
 SYNC_DATA_MAX = 64 * 1024
@@ -146,6 +161,7 @@ class _Connection:
         self._streams: dict[int, _Stream] = {}
         self._next_id = 1
         self._online = False
+        self._token = b""
 
     def send(self, command: int, arg0: int, arg1: int, data: bytes = b"") -> None:
         try:
@@ -175,11 +191,17 @@ class _Connection:
         if command == A_CNXN:
             self._close_streams()  # a new CNXN resets the link
             self.max_payload = min(arg1 or MAX_PAYLOAD, MAX_PAYLOAD)
-            self._online = True
-            self.send(A_CNXN, A_VERSION, MAX_PAYLOAD, self.device.banner().encode())
+            self._online = self.device.authorized_keys is None
+            if self._online:
+                self.send(A_CNXN, A_VERSION, MAX_PAYLOAD, self.device.banner().encode())
+            else:
+                self._ask_auth()
+            return
+        if command == A_AUTH and not self._online:
+            self._on_auth(arg0, data)
             return
         if not self._online:
-            return  # adbd ignores everything before the handshake (AUTH is never requested)
+            return  # adbd ignores everything before the handshake
         stream = self._streams.get(arg1)
         if command == A_OPEN:
             self._open(arg0, data.rstrip(b"\0").decode("utf-8", "surrogateescape"))
@@ -192,6 +214,34 @@ class _Connection:
         elif command == A_CLSE:
             stream.on_remote_close()
             self.forget(arg1)
+
+    def _ask_auth(self) -> None:
+        """Send a fresh random token for the host to sign (``AUTH TOKEN``)."""
+        self._token = os.urandom(TOKEN_SIZE)
+        self.send(A_AUTH, AUTH_TOKEN, 0, self._token)
+
+    def _on_auth(self, kind: int, data: bytes) -> None:
+        """A signature from a known key lets the host in; a bad one gets a new token; a public
+        key is what the phone would show in its "Allow USB debugging?" prompt: nothing more
+        happens until someone accepts it (``FakeAdbd.accept``), so the host stays
+        ``unauthorized``."""
+        if kind == AUTH_SIGNATURE:
+            keys = self.device.authorized_keys or ()
+            if any(_verify(key, self._token, data) for key in keys):
+                self._online = True
+                self.device._event("AUTH ok")
+                self.send(A_CNXN, A_VERSION, MAX_PAYLOAD, self.device.banner().encode())
+            else:
+                self.device._event("AUTH bad signature")
+                self._ask_auth()
+        elif kind == AUTH_RSAPUBLICKEY:
+            self.device._event("AUTH prompt")
+            self.device._prompt(self, data.rstrip(b"\0").decode("ascii", "replace"))
+
+    def accepted(self) -> None:
+        """The user accepted this link's key: the handshake completes (``CNXN``)."""
+        self._online = True
+        self.send(A_CNXN, A_VERSION, MAX_PAYLOAD, self.device.banner().encode())
 
     def _open(self, remote_id: int, service: str) -> None:
         handler = self.device._service_handler(service)
@@ -234,7 +284,12 @@ class FakeAdbd:
         model: the ``ro.product.model`` shown by ``adb devices -l`` and ``getprop``.
         host: the loopback address to listen on; the port is ephemeral (never 5555-5585, which
             the adb server would attach on its own as emulators).
-        command_timeout: a shell command still running after this many seconds is killed.
+        command_timeout: a shell command still running after this many seconds is killed (the
+            double's own safety net: real adbd waits for ever).
+        authorized_keys: the ``adbkey.pub`` lines of the hosts allowed in, as a phone with USB
+            debugging remembers them: any other host is asked to sign a token (``AUTH``), sends
+            its key for the "Allow USB debugging?" prompt and stays ``unauthorized`` until
+            ``accept()``. None: no AUTH at all, like ``ro.adb.secure=0`` builds.
 
     Fault injection: set ``corrupt_pushes = N`` and the next N files pushed are stored with
     their first byte flipped, as a flaky cable or storage would; adb itself reports success.
@@ -247,10 +302,14 @@ class FakeAdbd:
         model: str = "OfaFakePhone",
         host: str = "127.0.0.1",
         command_timeout: float = 600.0,
+        authorized_keys: Iterable[str] | None = None,
     ) -> None:
         self.sandbox = Path(sandbox).resolve()
         self.host = host
         self.command_timeout = command_timeout
+        self.authorized_keys = None if authorized_keys is None else set(authorized_keys)
+        self.prompts: list[str] = []  #: public keys shown in the "Allow USB debugging?" prompt
+        self._waiting: list[tuple[_Connection, str]] = []
         self.properties = {
             "ro.product.model": model,
             "ro.product.name": "ofa_fake",
@@ -266,7 +325,9 @@ class FakeAdbd:
         self._connections: set[_Connection] = set()
         self._procs: set[subprocess.Popen[bytes]] = set()
         self._threads: list[threading.Thread] = []
-        self._bin: Path | None = None  # holds the fake ``getprop``, put first on the shells' PATH
+        # A private folder without spaces: bin/ (the fake ``getprop``, first on the shells' PATH)
+        # and data/local/tmp, a link into the sandbox that mapped command lines name.
+        self._root: Path | None = None
 
     @property
     def serial(self) -> str:
@@ -285,8 +346,13 @@ class FakeAdbd:
     def start(self) -> FakeAdbd:
         """Listen on an ephemeral port and serve connections in background threads."""
         self.sandbox.mkdir(parents=True, exist_ok=True)
-        self._bin = Path(tempfile.mkdtemp(prefix="fake-adbd-bin-"))
-        self._write_getprop(self._bin)
+        self._root = Path(tempfile.mkdtemp(prefix="fake-adbd-"))
+        (self._root / "bin").mkdir()
+        self._write_getprop(self._root / "bin")
+        self.android_path(ANDROID_TMP).mkdir(parents=True, exist_ok=True)
+        alias = self._root / ANDROID_TMP.lstrip("/")
+        alias.parent.mkdir(parents=True)
+        alias.symlink_to(self.android_path(ANDROID_TMP), target_is_directory=True)
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.bind((self.host, 0))
         listener.listen(8)
@@ -298,7 +364,9 @@ class FakeAdbd:
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Close the listener and every connection, kill every command, wait for the threads."""
+        """Close the listener and every connection, kill every command still running (a test
+        bed must not leak processes; a phone would keep them until reboot), wait for the
+        threads."""
         if self._listener is not None:
             with contextlib.suppress(OSError):  # shutdown() is what wakes the accept() call
                 self._listener.shutdown(socket.SHUT_RDWR)
@@ -316,12 +384,30 @@ class FakeAdbd:
                 proc.wait(max(0.0, deadline - time.monotonic()))
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        if self._bin is not None:
-            shutil.rmtree(self._bin, ignore_errors=True)
-            self._bin = None
+        if self._root is not None:
+            shutil.rmtree(self._root, ignore_errors=True)
+            self._root = None
 
     def __enter__(self) -> FakeAdbd:
         return self.start()
+
+    def android_path(self, path: str) -> Path:
+        """Where an Android path under ``/data/local/tmp`` lives on this host (in the sandbox)."""
+        if not _ANDROID_TMP_WORD.match(path.encode()):
+            raise ValueError(f"{path!r} is not under {ANDROID_TMP}, the only Android folder the double maps")
+        return self.sandbox / path.lstrip("/")
+
+    def _to_host(self) -> _Rewriter:
+        """Rewrites ``/data/local/tmp`` in what goes to a command into its spaceless host alias."""
+        assert self._root is not None
+        alias = os.fsencode(self._root) + ANDROID_TMP.encode()
+        return _Rewriter([(ANDROID_TMP.encode(), _ANDROID_TMP_WORD, alias)])
+
+    def _to_phone(self) -> _Rewriter:
+        """Rewrites the host's names of ``/data/local/tmp`` (alias and real) in what a command prints."""
+        assert self._root is not None
+        names = {os.fsencode(self._root) + ANDROID_TMP.encode(), os.fsencode(self.android_path(ANDROID_TMP))}
+        return _Rewriter([(name, re.compile(re.escape(name)), ANDROID_TMP.encode()) for name in names])
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -354,6 +440,19 @@ class FakeAdbd:
             with self._lock:
                 self._connections.discard(conn)
 
+    def _prompt(self, conn: _Connection, public_key: str) -> None:
+        with self._lock:
+            self.prompts.append(public_key)
+            self._waiting.append((conn, public_key))
+
+    def accept(self) -> None:
+        """Tap "Allow" on every pending prompt: remember the keys and let those hosts in."""
+        with self._lock:
+            waiting, self._waiting = self._waiting, []
+            self.authorized_keys = (self.authorized_keys or set()) | {key for _, key in waiting}
+        for conn, _ in waiting:
+            conn.accepted()
+
     def _event(self, text: str) -> None:
         with self._lock:
             self.events.append(text)
@@ -378,8 +477,10 @@ class FakeAdbd:
     def _shell(self, stream: _Stream, command: str, *, v2: bool, extra_env: dict[str, str]) -> None:
         """Run ``command`` (an interactive ``sh`` if empty): v2 frames stdout/stderr/exit code,
         v1 and ``exec`` send raw stdout+stderr and no exit code. PTY requests run without one."""
+        assert self._root is not None
         env = {**os.environ, **extra_env, "HOME": str(self.sandbox)}
-        env["PATH"] = f"{self._bin}{os.pathsep}{env.get('PATH', os.defpath)}"
+        env["PATH"] = f"{self._root / 'bin'}{os.pathsep}{env.get('PATH', os.defpath)}"
+        command = os.fsdecode(self._to_host().feed(os.fsencode(command), end=True))
         proc = subprocess.Popen(
             ["/bin/sh", "-c", command] if command else ["/bin/sh"],
             cwd=self.sandbox,
@@ -398,23 +499,23 @@ class FakeAdbd:
                 assert proc.stderr is not None
                 outputs.append((proc.stderr, _STDERR))
             pumps = [
-                threading.Thread(target=_pump, args=(pipe, stream, i), daemon=True) for pipe, i in outputs
+                threading.Thread(target=_pump, args=(pipe, stream, i, self._to_phone()), daemon=True)
+                for pipe, i in outputs
             ]
             for thread in pumps:
                 thread.start()
-            self._start_thread(_feed_stdin, stream, proc, v2)
+            self._start_thread(_feed_stdin, stream, proc, v2, self._to_host())
             deadline = time.monotonic() + self.command_timeout
             for thread in pumps:  # adbd waits for EOF on the pipes, then for the exit status
                 thread.join(max(0.0, deadline - time.monotonic()))
             try:
                 code = proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                _kill_group(proc)
+                _kill_group(proc)  # the double's safety net (see command_timeout)
                 code = proc.wait(EXIT_WAIT_S)
             if v2:
                 stream.write(_SHELL_HEADER.pack(_EXIT, 1) + bytes([code & 0xFF if code >= 0 else 128 - code]))
         finally:
-            _kill_group(proc)
             with self._lock:
                 self._procs.discard(proc)
 
@@ -435,8 +536,9 @@ class FakeAdbd:
                 return
 
     def _inside(self, path: str) -> Path | None:
-        """``path`` (a relative one from the sandbox) if it resolves inside the sandbox."""
-        full = self.sandbox / path
+        """``path`` (an Android one under ``/data/local/tmp``, a relative one from the sandbox,
+        or a host one) if it resolves inside the sandbox."""
+        full = self.android_path(path) if _ANDROID_TMP_WORD.match(path.encode()) else self.sandbox / path
         real = Path(os.path.realpath(full))
         return full if real == self.sandbox or self.sandbox in real.parents else None
 
@@ -555,18 +657,72 @@ class FakeAdbd:
         script.chmod(0o755)
 
 
+def _verify(public_key: str, token: bytes, signature: bytes) -> bool:
+    """Whether ``signature`` is ``token`` signed by the key of an ``adbkey.pub`` line (base64 of
+    Android's RSA public key structure, then a comment): PKCS#1 v1.5 over a SHA-1 digest."""
+    try:
+        raw = base64.b64decode(public_key.split()[0], validate=True)
+        words, _n0inv, n_le, _rr, exponent = _ANDROID_PUBKEY.unpack(raw[: _ANDROID_PUBKEY.size])
+    except (ValueError, IndexError, struct.error):
+        return False
+    modulus = int.from_bytes(n_le[: words * 4], "little")
+    size = (modulus.bit_length() + 7) // 8
+    if len(signature) != size or not modulus:
+        return False
+    message = pow(int.from_bytes(signature, "big"), exponent, modulus).to_bytes(size, "big")
+    digest = _SHA1_DIGEST_INFO + token
+    padding = size - len(digest) - 3
+    return padding >= 8 and message == b"\x00\x01" + b"\xff" * padding + b"\x00" + digest
+
+
 def _sync_fail(stream: _Stream, message: str) -> None:
     raw = message.encode()
     stream.write(_SYNC_HEADER.pack(b"FAIL", len(raw)) + raw)
 
 
-def _pump(pipe: IO[bytes], stream: _Stream, packet_id: int | None) -> None:
-    """Copy a child's output pipe to the stream, framed as shell-protocol packets if v2."""
+class _Rewriter:
+    """Replaces paths in a byte stream that comes in chunks: a chunk's tail that may be the start
+    of a path is held back until the next chunk (or the end) shows whether it is one."""
+
+    def __init__(self, rules: list[tuple[bytes, re.Pattern[bytes], bytes]]) -> None:
+        self._rules = rules  # (the literal a match starts with, the pattern, its replacement)
+        self._held = b""
+        self._prev = b""  # the last byte let through: what a pattern's look-behind may need
+
+    def feed(self, data: bytes, *, end: bool = False) -> bytes:
+        """What of the stream so far can be passed on, rewritten; ``end`` flushes the rest."""
+        data = self._held + data
+        keep = 0 if end else max(_overlap(data, literal) for literal, _, _ in self._rules)
+        ready, self._held = data[: len(data) - keep], data[len(data) - keep :]
+        if not ready:
+            return b""
+        out = self._prev + ready  # no match can start in _prev: it would have been held back
+        for _, pattern, replacement in self._rules:
+            out = pattern.sub(replacement, out)
+        out, self._prev = out[len(self._prev) :], ready[-1:]
+        return out
+
+
+def _overlap(data: bytes, literal: bytes) -> int:
+    """The length of the longest end of ``data`` that begins (or is) ``literal``."""
+    return next((k for k in range(min(len(literal), len(data)), 0, -1) if data.endswith(literal[:k])), 0)
+
+
+def _pump(pipe: IO[bytes], stream: _Stream, packet_id: int | None, rewriter: _Rewriter) -> None:
+    """Copy a child's output pipe to the stream (host paths of ``/data/local/tmp`` mapped back),
+    framed as shell-protocol packets if v2. Once the stream is gone the pipe is closed, as adbd
+    does, so a child that survives its SIGHUP and keeps writing gets EPIPE, not a full pipe."""
+
+    def send(data: bytes) -> None:
+        if data:
+            stream.write(data if packet_id is None else _SHELL_HEADER.pack(packet_id, len(data)) + data)
+
     try:
         while chunk := pipe.read1(32 * 1024):  # type: ignore[attr-defined]
-            stream.write(chunk if packet_id is None else _SHELL_HEADER.pack(packet_id, len(chunk)) + chunk)
+            send(rewriter.feed(chunk))
+        send(rewriter.feed(b"", end=True))
     except (_StreamClosed, OSError, ValueError):
-        pass
+        _close_quietly(pipe)
 
 
 def _next_input(stream: _Stream, v2: bool) -> tuple[int, bytes]:
@@ -580,25 +736,29 @@ def _next_input(stream: _Stream, v2: bool) -> tuple[int, bytes]:
     return _STDIN, data
 
 
-def _feed_stdin(stream: _Stream, proc: subprocess.Popen[bytes], v2: bool) -> None:
-    """Copy the client's input to the child's stdin until the stream closes; if the child
-    still runs then (the client went away), kill its process group as adbd does."""
+def _feed_stdin(stream: _Stream, proc: subprocess.Popen[bytes], v2: bool, rewriter: _Rewriter) -> None:
+    """Copy the client's input (``/data/local/tmp`` mapped) to the child's stdin until the stream
+    closes; if the child still runs then (the client went away), send it SIGHUP, as adbd does:
+    only the child, not its process group, and nothing stronger. What ignores SIGHUP or was
+    started by the child keeps running, as on a phone."""
     stdin = proc.stdin
     assert stdin is not None
     try:
         while True:
             packet_id, data = _next_input(stream, v2)
-            if packet_id == _STDIN and not stdin.closed:
+            if packet_id in (_STDIN, _CLOSE_STDIN) and not stdin.closed:
                 try:
-                    stdin.write(data)
+                    stdin.write(rewriter.feed(data, end=packet_id == _CLOSE_STDIN))
                     stdin.flush()
                 except (BrokenPipeError, ValueError):
                     _close_quietly(stdin)
-            elif packet_id == _CLOSE_STDIN:
+            if packet_id == _CLOSE_STDIN:
                 _close_quietly(stdin)
             # window-size packets (id 5) only matter to a PTY, which the double does not make
     except _StreamClosed:
-        _kill_group(proc)
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGHUP)
     finally:
         _close_quietly(stdin)
 
@@ -609,7 +769,8 @@ def _close_quietly(pipe: IO[bytes]) -> None:
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the child's whole process group (it leads a session of its own)."""
+    """SIGKILL the child's whole process group (it leads a session of its own): only the
+    double's own safety nets use this (``command_timeout``, ``stop()``), never a closed stream."""
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)

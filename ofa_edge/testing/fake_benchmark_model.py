@@ -1,12 +1,21 @@
 #!/usr/bin/env python3
 """A TEST DOUBLE of TFLite's ``benchmark_model``: the real tool's flags and log format, fake timings.
 
-It runs nothing: it checks that ``--graph`` exists, then prints (to stderr, like the real tool's
-logger) the ``INFO:`` lines of a recent build: parameters, the warm-up and measured loops'
-``count=... first=... avg=... std=... p5=... median=... p95=...`` statistics, the ``Inference
-timings in us:`` summary and the memory footprint. Timings are synthetic and deterministic:
-``--fake_latency_us`` (a flag only the double has) or one derived from the model file's size,
-with a little seeded noise. Stdlib only, so it runs on any device with a Python.
+It runs nothing: it checks that ``--graph`` exists, then prints what the chosen release prints
+(``--fake_release``, a flag only the double has), following that release's sources:
+
+- ``litert-2.2.0`` (default; LiteRT v2.2.0 ``tflite/tools/benchmark/benchmark_model.cc``,
+  ``tflite/tools/logging.h``): ``INFO: `` lines on stdout, each loop's ``count=.. first=..
+  curr=.. min=.. max=.. avg=.. std=.. p5=.. median=.. p95=..`` (``StatWithPercentiles``), the
+  ``Inference timings in us:`` summary and the memory footprint; the XNNPACK delegate's line
+  and errors on stderr.
+- ``tf-2.0.0`` (TensorFlow v2.0.0 ``tensorflow/lite/tools/benchmark/benchmark_model.cc``,
+  ``.../benchmark/logging.h``): bare lines on stdout, no percentiles, ``Average inference
+  timings in us: Warmup: .., Init: .., no stats: ..``; a missing model aborts the tool.
+
+Timings are synthetic and deterministic: ``--fake_latency_us`` (the double's) or one derived
+from the model file's size, with a little seeded noise. Stdlib only, so it runs on any device
+with a Python. ``install`` writes an executable copy that prints as one release does.
 """
 
 from __future__ import annotations
@@ -15,28 +24,35 @@ import argparse
 import math
 import os
 import random
+import shlex
 import sys
 import zlib
+from pathlib import Path
+
+LITERT = "litert-2.2.0"
+TF_2_0 = "tf-2.0.0"
+RELEASES = (LITERT, TF_2_0)
+ABORT_EXIT = 134  # what a shell reports for a program ended by abort() (SIGABRT)
 
 
 def _stats_line(samples: list[float], percentiles: bool) -> str:
-    """``count=.. first=.. curr=.. min=.. max=.. avg=.. std=..`` as the tool's Stat prints it."""
+    """One loop's statistics as the tool's ``Stat``/``StatWithPercentiles`` print them."""
     n = len(samples)
-    avg = sum(samples) / n
-    if n == 1:
-        return f"count=1 curr={int(samples[0])}"
-    std = math.sqrt(max(0.0, sum(s * s for s in samples) / n - avg * avg))
-    line = (
-        f"count={n} first={int(samples[0])} curr={int(samples[-1])} min={int(min(samples))} "
-        f"max={int(max(samples))} avg={avg:.6g} std={int(std)}"
-    )
-    if percentiles:
-        ordered = sorted(samples)
-        pick = {
-            name: ordered[min(n - 1, int(q * n))]
-            for name, q in (("p5", 0.05), ("median", 0.5), ("p95", 0.95))
-        }
-        line += "".join(f" {name}={int(value)}" for name, value in pick.items())
+    ints = [int(s) for s in samples]
+    if min(ints) == max(ints):
+        line = f"count={n} curr={ints[-1]}" + ("(all same)" if n > 1 else "")
+    else:
+        avg = sum(ints) / n
+        std = math.sqrt(max(0.0, sum(s * s for s in ints) / n - avg * avg))
+        line = (
+            f"count={n} first={ints[0]} curr={ints[-1]} min={min(ints)} max={max(ints)} "
+            f"avg={avg:.6g} std={int(std)}"
+        )
+    if percentiles:  # the element at index n * p / 100 of the sorted values, as the tool picks it
+        ordered = sorted(ints)
+        line += "".join(
+            f" {name}={ordered[n * p // 100]}" for name, p in (("p5", 5), ("median", 50), ("p95", 95))
+        )
     return line
 
 
@@ -44,67 +60,93 @@ def _flag_bool(text: str) -> bool:
     return text.lower() in ("1", "true", "yes")
 
 
+def install(path: Path, release: str = LITERT) -> Path:
+    """Write at ``path`` an executable that runs this double as ``release`` prints (for a phone
+    double whose shell runs this machine's programs)."""
+    if release not in RELEASES:
+        raise ValueError(f"unknown benchmark_model release {release!r}; known: {', '.join(RELEASES)}")
+    command = shlex.join([sys.executable, str(Path(__file__).resolve()), f"--fake_release={release}"])
+    path.write_text(f'#!/bin/sh\nexec {command} "$@"\n')
+    path.chmod(0o755)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Print what ``benchmark_model`` would for these flags; exit 1 if the graph is missing."""
+    """Print what ``benchmark_model`` of the chosen release would for these flags."""
     parser = argparse.ArgumentParser(prog="benchmark_model", description=__doc__)
     parser.add_argument("--graph", required=True)
     parser.add_argument("--num_threads", type=int, default=-1)
     parser.add_argument("--num_runs", type=int, default=50)
     parser.add_argument("--warmup_runs", type=int, default=1)
     parser.add_argument("--min_secs", type=float, default=1.0)
-    parser.add_argument("--use_xnnpack", default="true")
+    parser.add_argument("--use_xnnpack", default=None)  # tf-2.0.0 has no such flag: ignored
     parser.add_argument("--fake_latency_us", type=float, default=None)
+    parser.add_argument("--fake_release", choices=RELEASES, default=LITERT)
     args = parser.parse_args(argv)
-    log = sys.stderr
+    old = args.fake_release == TF_2_0
+    prefix = "" if old else "INFO: "
 
-    def info(text: str) -> None:
-        print(f"INFO: {text}", file=log)
+    def info(text: str = "") -> None:
+        print(f"{prefix}{text}", flush=True)
+
+    def error(text: str) -> None:
+        print(f"{'' if old else 'ERROR: '}{text}", file=sys.stderr, flush=True)
 
     info("STARTING!")
-    info("Log parameter values verbosely: [0]")
+    if not old:
+        info("Log parameter values verbosely: [0]")
     info(f"Min num runs: [{args.num_runs}]")
     info(f"Min runs duration (seconds): [{args.min_secs:g}]")
     info(f"Num threads: [{args.num_threads}]")
     info(f"Min warmup runs: [{args.warmup_runs}]")
     info(f"Graph: [{args.graph}]")
-    info(f"Use xnnpack: [{int(_flag_bool(args.use_xnnpack))}]")
+    if not old and args.use_xnnpack is not None:
+        info(f"Use xnnpack: [{int(_flag_bool(args.use_xnnpack))}]")
     if not os.path.isfile(args.graph):
-        print(f"ERROR: Could not open '{args.graph}'.", file=log)
-        print(f"ERROR: Failed to mmap model {args.graph}", file=log)
-        print("ERROR: Benchmarking failed.", file=log)
+        if old:  # TFLITE_LOG(FATAL): the message, then abort()
+            error(f"Failed to mmap model {args.graph}")
+            return ABORT_EXIT
+        error(f"Could not open '{args.graph}'.")
+        error(f"Failed to load model {args.graph}")
+        error("Benchmarking failed.")
         return 1
     size = os.path.getsize(args.graph)
     threads = max(1, args.num_threads)
-    info(f"#threads used for CPU inference: [{threads}]")
     info(f"Loaded model {args.graph}")
-    if _flag_bool(args.use_xnnpack):
-        info("Created TensorFlow Lite XNNPACK delegate for CPU.")
-    info(f"The input model file size (MB): {size / 1e6:g}")
+    if old:
+        info("resolved reporter")
+    else:
+        if args.use_xnnpack is None or _flag_bool(args.use_xnnpack):
+            print("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.", file=sys.stderr, flush=True)
+        info(f"The input model file size (MB): {size / 1e6:g}")
     latency = args.fake_latency_us or (500.0 + size / 50.0) / threads**0.8
     rng = random.Random(zlib.crc32(f"{args.graph}:{threads}:{latency}".encode()))
     init_us = 2000.0 + size / 500.0
-    info(f"Initialized session in {init_us / 1000:g}ms.")
+    info(f"Initialized session in {init_us / 1000:g}ms" + ("" if old else "."))
 
     def loop(min_runs: int, min_secs: float, first_factor: float) -> list[float]:
+        info(
+            f"Running benchmark for at least {min_runs} iterations and at least {min_secs:g} seconds "
+            "but terminate if exceeding 150 seconds."
+        )
         runs = max(min_runs, 1, math.ceil(min_secs * 1e6 / latency))
-        return [latency * (first_factor if i == 0 else rng.uniform(0.98, 1.02)) for i in range(runs)]
+        samples = [latency * (first_factor if i == 0 else rng.uniform(0.98, 1.02)) for i in range(runs)]
+        info(_stats_line(samples, percentiles=not old) + "\n")  # the tool ends this line twice
+        return samples
 
-    header = (
-        "Running benchmark for at least {} iterations and at least {:g} seconds "
-        "but terminate if exceeding 150 seconds."
-    )
-    info(header.format(args.warmup_runs, 0.5))
     warmup = loop(args.warmup_runs, 0.5, 1.6)
-    info(_stats_line(warmup, percentiles=False))
-    print(file=log)
-    info(header.format(args.num_runs, args.min_secs))
     measured = loop(args.num_runs, args.min_secs, 1.0)
-    info(_stats_line(measured, percentiles=True))
-    print(file=log)
-    warmup_avg = sum(warmup) / len(warmup)
+    warmup_avg = sum(int(s) for s in warmup) / len(warmup)
+    measured_avg = sum(int(s) for s in measured) / len(measured)
+    if old:
+        info(
+            f"Average inference timings in us: Warmup: {warmup_avg:.6g}, Init: {int(init_us)}, "
+            f"no stats: {measured_avg:.6g}"
+        )
+        return 0
     info(
         f"Inference timings in us: Init: {int(init_us)}, First inference: {int(warmup[0])}, "
-        f"Warmup (avg): {warmup_avg:.6g}, Inference (avg): {sum(measured) / len(measured):.6g}"
+        f"Warmup (avg): {warmup_avg:.6g}, Inference (avg): {measured_avg:.6g}"
     )
     info(
         "Note: as the benchmark tool itself affects memory footprint, the following is only "
