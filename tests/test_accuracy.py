@@ -152,19 +152,50 @@ def test_packaged_calibration_set() -> None:
     assert 30 < calib.images.mean() < 220  # real photos, not an empty or constant array
 
 
-def _image_folder(root: Path, splits: dict[str, int]) -> Path:
-    """A small ImageFolder of real CIFAR-10 photos from the shipped calibration set: ``splits[name]``
-    different images per class for each split, as PNG files."""
-    calib = load_calibration_set()
+#: Pure red, green and blue images: classes 0, 1 and 2 of the colour net. The folders sort in
+#: that order, as ImageFolder classes are numbered.
+COLOURS = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255]], np.uint8)
+COLOUR_CLASSES = ("a-red", "b-green", "c-blue")
+
+
+@torch.no_grad()
+def _colour_net() -> torch.nn.Module:
+    """A test-made supernet whose every subnet tells red, green and blue pure-colour images apart.
+
+    Channels 0-2 of every layer carry the three colour channels (identity 1x1 convs, centre-tap
+    kxk and depthwise convs, SE gates fixed at 1), every other weight is 0, and the classifier
+    reads channel k as class k. Over images of pure colours each carried channel takes two
+    values (the image is of that colour or not), which every BN maps to 10 plus a positive or a
+    negative number, whatever its statistics: so the subnet's answer is the image's colour.
+    """
+    net = get_supernet_info(SUPERNET).build().eval()
+    for name, m in net.named_modules():
+        if name.endswith(("se.fc.reduce", "se.fc.expand")):
+            m.weight.zero_()
+            m.bias.fill_(3.0 if name.endswith("expand") else 0.0)  # hardsigmoid(3) = 1
+        elif isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+            w = m.weight.view(m.weight.shape[0], m.weight.shape[1], -1).zero_()
+            for k in range(3):
+                w[k, 0 if getattr(m, "groups", 1) > 1 else k, w.shape[2] // 2] = 1.0
+            if m.bias is not None:
+                m.bias.zero_()
+        elif isinstance(m, torch.nn.BatchNorm2d):
+            m.weight.fill_(1.0)
+            m.bias.fill_(10.0)
+    return net
+
+
+def _colour_folder(root: Path, splits: dict[str, dict[tuple[int, int], int]]) -> Path:
+    """An ImageFolder of pure-colour PNGs: ``splits[split][colour, folder]`` images of ``colour``
+    filed under the class folder ``folder`` (a different one: a mislabelled image)."""
     from PIL import Image
 
-    for cls in (3, 5, 8):  # cat, dog, ship
-        images = iter(calib.images[calib.labels == cls])
-        for split, n in splits.items():
-            folder = root / split / calib.classes[cls]
-            folder.mkdir(parents=True, exist_ok=True)
+    for split, counts in splits.items():
+        for (colour, folder), n in counts.items():
+            out = root / split / COLOUR_CLASSES[folder]
+            out.mkdir(parents=True, exist_ok=True)
             for i in range(n):
-                Image.fromarray(next(images)).save(folder / f"{i:04d}.png")
+                Image.fromarray(np.full((32, 32, 3), COLOURS[colour])).save(out / f"{colour}-{i}.png")
     return root
 
 
@@ -174,30 +205,36 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_eval_cli(net, tmp_path: Path) -> None:
-    data = _image_folder(tmp_path / "ds", {"train": 4, "test": 3})
+def test_eval_top1_has_the_known_answer(tmp_path: Path) -> None:
+    """7 of the 10 test images are filed under their own colour, so top-1 is exactly 70 %, in
+    Python and through the CLI, with BN calibrated on train/ or (without it) on test/."""
+    from ofa_edge.data import load_split
+
+    train = {(c, c): 4 for c in range(3)}
+    test = {(0, 0): 3, (0, 1): 1, (1, 1): 2, (1, 2): 1, (2, 2): 2, (2, 0): 1}
+    data = _colour_folder(tmp_path / "ds", {"train": train, "test": test})
+    net = _colour_net()
     weights = tmp_path / "w.pt"
     torch.save(net.state_dict(), weights)
     arch = ArchConfig(ks=(3, 5, 7, 3) * 5, e=(3, 4, 6, 4) * 5, d=(2, 3, 4, 2, 3), r=28)
+    for a in (arch, net.space.min_arch(24), net.space.max_arch(40)):
+        top1 = subnet_top1(net, a, load_split(data, "train"), load_split(data, "test"))
+        assert top1 == 70.0, (a, top1)
     arch.save(tmp_path / "arch.json")
     common = ["--supernet", SUPERNET, "--checkpoint", str(weights), "--threads", "1"]
     common += ["--arch", str(tmp_path / "arch.json")]
     res = _cli("--json", "eval", *common, "--data", str(data))
     assert res.returncode == 0, res.stderr
     doc = json.loads(res.stdout)
-    assert doc["schema"] == "ofa-edge/eval/1" and doc["images"] == 9
+    assert doc["schema"] == "ofa-edge/eval/1" and doc["images"] == 10 and doc["top1"] == 70.0
     assert doc["calibration"] == {"split": "train", "images": 12}
-    from ofa_edge.data import load_split
-
-    expected = subnet_top1(net, arch, load_split(data, "train"), load_split(data, "test"))
-    assert doc["top1"] == pytest.approx(expected)
 
     only_test = tmp_path / "only-test"
     shutil.copytree(data / "test", only_test / "test")
     res = _cli("--json", "eval", *common, "--data", str(only_test))
     assert res.returncode == 0, res.stderr
     doc = json.loads(res.stdout)
-    assert doc["calibration"] == {"split": "test", "images": 9} and doc["images"] == 9
+    assert doc["calibration"] == {"split": "test", "images": 10} and doc["top1"] == 70.0
 
     res = _cli("eval", *common, "--data", str(tmp_path / "missing"))
     assert res.returncode == 1 and len(res.stderr.strip().splitlines()) == 1

@@ -20,7 +20,7 @@ from ofa_edge.lut.keys import subnet_ops
 from ofa_edge.lut.micro import export_micro_models, input_shape, micro_path, op_module
 from ofa_edge.supernet.bn import recalibrate_bn
 from ofa_edge.supernet.counting import count
-from ofa_edge.supernet.registry import get_supernet_info
+from ofa_edge.supernet.registry import get_supernet_info, load_supernet
 from ofa_edge.supernet.space import ArchConfig
 from ofa_edge.supernet.spec import MBv3Spec
 
@@ -28,13 +28,18 @@ SUPERNET = "ofa-mbv3-cifar10"
 
 
 @pytest.fixture(scope="module")
-def images() -> ImageArray:
-    """The shipped calibration set (CIFAR-10 training images with labels): 64 to calibrate on,
-    100 to validate on."""
+def labelled() -> ImageArray:
+    """The shipped calibration set: 1,000 labelled CIFAR-10 training images."""
     from ofa_edge.export.images import default_calibration
 
     with np.load(default_calibration()) as z:
-        return ImageArray(z["images"][:164], z["labels"][:164], tuple(z["classes"]))
+        return ImageArray(z["images"], z["labels"], tuple(z["classes"]))
+
+
+@pytest.fixture(scope="module")
+def images(labelled: ImageArray) -> ImageArray:
+    """164 of the shipped images: 64 to calibrate on, 100 to validate on."""
+    return ImageArray(labelled.images[:164], labelled.labels[:164], labelled.classes)
 
 
 @pytest.fixture(autouse=True)
@@ -51,9 +56,8 @@ def supernet() -> torch.nn.Module:
     return get_supernet_info(SUPERNET).build().eval()
 
 
-def reference(arch: ArchConfig, calib: np.ndarray, x: np.ndarray) -> np.ndarray:
+def reference(net: torch.nn.Module, arch: ArchConfig, calib: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Torch logits of the subnet, extracted and recalibrated here independently of the export."""
-    net = supernet()
     net.set_arch(arch)
     sub = net.get_active_subnet()
     recalibrate_bn(sub, torch.from_numpy(prepare_images(calib, arch.r)).split(BATCH))
@@ -67,58 +71,69 @@ SUBNETS = [
 ]
 
 
-@pytest.mark.parametrize("int8", [False, True], ids=["fp32", "int8"])
 @pytest.mark.parametrize("arch", SUBNETS, ids=["min24", "mixed32"])
-def test_onnx_round_trip(tmp_path: Path, images: ImageArray, arch: ArchConfig, int8: bool) -> None:
+def test_onnx_round_trip(tmp_path: Path, images: ImageArray, arch: ArchConfig) -> None:
     calib, val = images.images[:64], images.images[64:]
     out = tmp_path / "model.onnx"
-    report = export_subnet(
-        supernet(), SUPERNET, arch, "onnx", int8, calib, out, val_images=val, val_labels=images.labels[64:],
-        max_top1_drop=100,  # random weights: accuracy means nothing, the fields are what is tested
-    )  # fmt: skip
+    report = export_subnet(supernet(), SUPERNET, arch, "onnx", False, calib, out, val_images=val)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.onnx.export.json"]
     assert report.size_bytes == out.stat().st_size and len(report.sha256) == 64
     assert report.fp32_max_abs_diff < 1e-4 and report.input_shape == [1, 3, arch.r, arch.r]
     x = prepare_images(val[:8], arch.r)
-    got, expected = run_model(out, x), reference(arch, calib, x)
-    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
-    if int8:
-        assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
-        assert report.size_bytes < 4 * count(supernet().spec, arch).params / 2.5
-        assert report.check_images == 100 and 0 <= report.int8_agreement <= 1
-        assert report.int8_top1_drop == pytest.approx(report.fp32_top1 - report.int8_top1)
-        assert np.isfinite(report.int8_logit_snr_db)
-        assert np.abs(got - expected).max() > 1e-4, "quantized, so not bit-equal to fp32"
-    else:
-        assert "QuantizeLinear" not in ops and report.int8_agreement is None
-        np.testing.assert_allclose(got, expected, atol=1e-4)
+    assert "QuantizeLinear" not in {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert report.int8_agreement is None and report.precision == "fp32"
+    np.testing.assert_allclose(run_model(out, x), reference(supernet(), arch, calib, x), atol=1e-4)
 
 
-@pytest.mark.parametrize("int8", [False, True], ids=["fp32", "int8"])
-def test_tflite_round_trip(tmp_path: Path, images: ImageArray, int8: bool) -> None:
+def test_tflite_round_trip(tmp_path: Path, images: ImageArray) -> None:
     from ai_edge_litert.interpreter import Interpreter
 
     arch, calib, val = SUBNETS[0], images.images[:64], images.images[64:]
     out = tmp_path / "model.tflite"
-    report = export_subnet(
-        supernet(), SUPERNET, arch, "tflite", int8, calib, out,
-        val_images=val, val_labels=images.labels[64:], max_top1_drop=100,  # random weights
-    )  # fmt: skip
+    report = export_subnet(supernet(), SUPERNET, arch, "tflite", False, calib, out, val_images=val)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.tflite", "model.tflite.export.json"]
     assert report.fp32_max_abs_diff < 1e-4 and report.input_shape == [1, 24, 24, 3]
     detail = Interpreter(model_path=str(out)).get_input_details()[0]
     assert list(detail["shape"]) == [1, 24, 24, 3], "channels-last input"
-    assert detail["dtype"] == (np.int8 if int8 else np.float32)
+    assert detail["dtype"] == np.float32
+    assert report.size_bytes > 4 * count(supernet().spec, arch).params
     x = prepare_images(val[:8], arch.r)
-    got, expected = run_model(out, x), reference(arch, calib, x)
-    fp32_bytes = 4 * count(supernet().spec, arch).params
-    if int8:
-        assert report.size_bytes < fp32_bytes / 2.5
-        assert report.int8_top1 is not None and 0 <= report.int8_agreement <= 1
-        assert got.shape == expected.shape
+    np.testing.assert_allclose(run_model(out, x), reference(supernet(), arch, calib, x), atol=1e-4)
+
+
+#: Images int8 is calibrated on (``--calib-images``' default); the other 744 validate.
+CALIB = 256
+#: Subnets of the shipped trained supernet: ONNX the largest at r=40 (int8 of the smallest drops
+#: 1.48 points here, which the export refuses), TFLite the smallest (LiteRT runs the largest's
+#: int8 model over 744 images in about a minute here, the smallest's in a second).
+TRAINED = {"onnx": ArchConfig((7,) * 20, (6,) * 20, (4,) * 5, 40), "tflite": SUBNETS[0]}
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_int8_keeps_the_trained_accuracy(tmp_path: Path, labelled: ImageArray, fmt: str) -> None:
+    """int8 of a subnet of the shipped trained supernet, calibrated on 256 shipped labelled images,
+    keeps top-1 on the other 744 within the promised 1 point of fp32: recounted here from the
+    written file's outputs and an independent torch reference, so a garbage quantizer fails."""
+    arch, out = TRAINED[fmt], tmp_path / f"model.{fmt}"
+    calib, val, labels = labelled.images[:CALIB], labelled.images[CALIB:], labelled.labels[CALIB:]
+    report = export_subnet(
+        load_supernet(SUPERNET), SUPERNET, arch, fmt, True, calib, out, val_images=val, val_labels=labels
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name, f"{out.name}.export.json"]
+    x = prepare_images(val, arch.r)
+    fp32 = 100 * float((reference(load_supernet(SUPERNET), arch, calib, x).argmax(1) == labels).mean())
+    int8 = 100 * float((run_model(out, x).argmax(1) == labels).mean())
+    assert fp32 > 60, f"trained weights score far above chance (10 %), got {fp32:.2f} %"
+    assert int8 >= fp32 - 1, f"int8 top-1 {int8:.2f} % vs fp32 {fp32:.2f} %"
+    assert report.int8_top1 == pytest.approx(int8) and report.fp32_top1 == pytest.approx(fp32, abs=0.2)
+    assert report.check_images == len(val) and report.int8_check == "top-1 drop ≤ 1 points"
+    assert report.size_bytes < 4 * count(supernet().spec, arch).params / 2.5
+    if fmt == "onnx":
+        assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(out)).graph.node}
     else:
-        assert report.size_bytes > fp32_bytes
-        np.testing.assert_allclose(got, expected, atol=1e-4)
+        from ai_edge_litert.interpreter import Interpreter
+
+        assert Interpreter(model_path=str(out)).get_input_details()[0]["dtype"] == np.int8
 
 
 def test_failed_checks_write_nothing(tmp_path: Path, images: ImageArray) -> None:
