@@ -28,6 +28,9 @@ import time
 
 AGENT_VERSION = "1.1"
 PROTOCOL = 1
+#: The folder read in place of /sys for clocks, governors and temperatures. A test knob: the test
+#: bed points it at a simulated cpufreq tree (tests/testbed.py ``SimulatedCpufreq``).
+SYSFS = os.environ.get("OFA_EDGE_AGENT_SYSFS", "/sys")
 
 
 # --- device conditions and fingerprint ------------------------------------------------------
@@ -79,7 +82,7 @@ def throttle_state():
 
 def temperatures():
     temps = {}
-    for zone in sorted(glob.glob("/sys/class/thermal/thermal_zone*")):
+    for zone in sorted(glob.glob(SYSFS + "/class/thermal/thermal_zone*")):
         value = _read(zone + "/temp")
         if value and value.lstrip("-").isdigit():
             temps[_read(zone + "/type", os.path.basename(zone))] = int(value) / 1000.0
@@ -88,7 +91,7 @@ def temperatures():
 
 def cpu_frequencies():
     freqs = {}
-    for cpu in sorted(glob.glob("/sys/devices/system/cpu/cpu[0-9]*/cpufreq")):
+    for cpu in sorted(glob.glob(SYSFS + "/devices/system/cpu/cpu[0-9]*/cpufreq")):
         value = _read(cpu + "/scaling_cur_freq")
         if value and value.isdigit():
             freqs[cpu.split("/")[-2]] = int(value) // 1000  # MHz
@@ -151,7 +154,8 @@ def fingerprint():
     except ImportError:
         numpy_version = None
     governors = sorted(
-        {_read(p) for p in glob.glob("/sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_governor")} - {None}
+        {_read(p) for p in glob.glob(SYSFS + "/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_governor")}
+        - {None}
     )
     meminfo = _read("/proc/meminfo", "") or ""
     mem_kb = next(
@@ -165,7 +169,7 @@ def fingerprint():
         "cpu_model": _cpu_model(),
         "board": (_read("/proc/device-tree/model") or "").rstrip("\x00") or None,
         "cores": os.cpu_count(),
-        "online_cpus": _read("/sys/devices/system/cpu/online"),
+        "online_cpus": _read(SYSFS + "/devices/system/cpu/online"),
         "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "governors": governors,
         "memory_mb": mem_kb // 1024 if mem_kb else None,

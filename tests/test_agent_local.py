@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import signal
 import threading
@@ -11,27 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from ofa_edge.devices.agent import AgentError, AgentSession, agent_source
+from ofa_edge.devices.agent import AgentError, AgentSession, BenchResult, agent_source
 from ofa_edge.devices.inventory import DeviceSpec, local_device
 from tests.models import conv_model, slow_model
+from tests.testbed import bench_seconds, measuring_children
 
 
 @pytest.fixture
 def spec(tmp_path: Path) -> DeviceSpec:
     return dataclasses.replace(local_device(), workdir=str(tmp_path / "device work dir"))
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                found.append(int(entry.name))
-    return found
 
 
 def test_deploy_once_and_redeploy_when_changed(spec: DeviceSpec) -> None:
@@ -72,40 +61,43 @@ def test_bench_streams_results_and_odd_names(spec: DeviceSpec, tmp_path: Path) -
 
 
 def test_overlong_model_times_out_and_others_are_measured(spec: DeviceSpec, tmp_path: Path) -> None:
-    models = [
-        conv_model(tmp_path / "first.onnx"),
-        slow_model(tmp_path / "slow.onnx"),
-        conv_model(tmp_path / "last.onnx", channels=16),
-    ]
+    first, last = conv_model(tmp_path / "first.onnx"), conv_model(tmp_path / "last.onnx", channels=16)
+    slow = slow_model(tmp_path / "slow.onnx")  # 10,000 runs of it: minutes, on any device
+    runs = {"min_runs": 100000, "min_seconds": 0.2}  # every model: max_runs (10,000) runs
     with AgentSession(spec) as session:
+        # The budget: a few times what the two other models take together on this device.
+        timeout = math.ceil(4 * bench_seconds(session, [first, last], **runs))
         started = time.monotonic()
-        report = session.bench(models, min_runs=100000, min_seconds=0.2, model_timeout=2.0)
+        report = session.bench([first, slow, last], model_timeout=timeout, **runs)
         elapsed = time.monotonic() - started
     errors = {r.name: r.error for r in report.results}
     assert errors["first.onnx"] is None and errors["last.onnx"] is None
-    assert errors["slow.onnx"] == "timed out after 2 s"
-    assert elapsed < 30
+    assert errors["slow.onnx"] == f"timed out after {timeout} s"
+    assert elapsed < 5 * timeout, "the slow model was stopped at its timeout, not measured to the end"
 
 
 def test_crashed_measurement_is_reported_for_that_model(spec: DeviceSpec, tmp_path: Path) -> None:
     models = [slow_model(tmp_path / "victim.onnx"), conv_model(tmp_path / "after.onnx")]
+    benched = threading.Event()
+
+    def kill_child() -> None:
+        """SIGKILL the first measuring child once it has run a while (the victim's)."""
+        while not benched.is_set():
+            children = measuring_children(spec.workdir)
+            if children:
+                time.sleep(0.5)
+                os.kill(children[0], signal.SIGKILL)
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_child)
     with AgentSession(spec) as session:
-        agent_pid = session.hello["pid"]
-
-        def kill_child() -> None:
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                for pid in _children(agent_pid):
-                    if b"measure" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                        time.sleep(0.5)
-                        os.kill(pid, signal.SIGKILL)
-                        return
-                time.sleep(0.05)
-
-        killer = threading.Thread(target=kill_child)
         killer.start()
-        report = session.bench(models, min_runs=100000, min_seconds=5, model_timeout=30)
-        killer.join()
+        try:  # the victim runs 10,000 slow runs: it is still measuring when killed
+            report = session.bench(models, min_runs=100000)
+        finally:
+            benched.set()
+            killer.join()
     errors = {r.name: r.error for r in report.results}
     assert errors["victim.onnx"].startswith("crashed (exit -9)")
     assert errors["after.onnx"] is None
@@ -115,43 +107,43 @@ def test_agent_killed_mid_bench_names_model_and_recovers(spec: DeviceSpec, tmp_p
     models = [conv_model(tmp_path / "ok.onnx"), slow_model(tmp_path / "long.onnx")]
     with AgentSession(spec) as session:
         pid = session.hello["pid"]
-        timer = threading.Timer(3.0, os.kill, (pid, signal.SIGKILL))
-        timer.start()
         measured = []
+
+        def kill_agent_after_first(result: BenchResult) -> None:
+            """The agent dies once ok.onnx is reported: while it measures long.onnx."""
+            measured.append(result)
+            os.kill(pid, signal.SIGKILL)
+
         with pytest.raises(AgentError, match="stopped while measuring long.onnx") as info:
-            session.bench(
-                models, min_runs=100000, min_seconds=0.3, model_timeout=60, on_result=measured.append
-            )
-        timer.join()
+            session.bench(models, min_runs=100000, min_seconds=0.3, on_result=kill_agent_after_first)
         assert [r.name for r in measured] == ["ok.onnx"], "results before the crash were delivered"
         assert "\n" not in str(info.value)
         assert session.fingerprint()["cores"], "the next call starts a fresh agent"
         assert session.hello["pid"] != pid
 
 
-def _measuring(workdir: str) -> list[int]:
-    """PIDs of agent measuring children started from ``workdir``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"measure" in cmdline and workdir.encode() in cmdline:
-            found.append(int(entry.name))
-    return found
-
-
 def test_no_orphaned_measurement_after_agent_death(spec: DeviceSpec, tmp_path: Path) -> None:
     """A killed agent's measuring child stops too, instead of burning the device's CPU."""
+    long = slow_model(tmp_path / "long.onnx")
     with AgentSession(spec) as session:
-        timer = threading.Timer(2.0, os.kill, (session.hello["pid"], signal.SIGKILL))
-        timer.start()
+        # A measuring child checks its agent after every run: one run of the model (child start
+        # and load included) is the unit of the time it may outlive its agent.
+        unit = bench_seconds(session, [long], warmup=0, min_runs=1, min_seconds=0)
+        pid = session.hello["pid"]
+
+        def kill_agent_once_measuring() -> None:
+            while not measuring_children(spec.workdir):
+                time.sleep(0.02)
+            time.sleep(unit)
+            os.kill(pid, signal.SIGKILL)
+
+        killer = threading.Thread(target=kill_agent_once_measuring)
+        killer.start()
         with pytest.raises(AgentError):
-            session.bench([slow_model(tmp_path / "long.onnx")], min_runs=100000, model_timeout=60)
-        timer.join()
-    deadline = time.monotonic() + 10
-    while _measuring(spec.workdir):
+            session.bench([long], min_runs=100000)
+        killer.join()
+    deadline = time.monotonic() + 20 * unit  # child start, load, 5 warm-up runs and a run: < 7
+    while measuring_children(spec.workdir):
         assert time.monotonic() < deadline, "a measuring child outlived its agent"
         time.sleep(0.2)
 

@@ -23,6 +23,7 @@ from ofa_edge.devices.transport import (
     HostKeyError,
 )
 from ofa_edge.testing.sshd import SshDevice
+from tests.testbed import cpu_seconds
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -45,9 +46,6 @@ NASTY_ARGS = [
 ]
 NASTY_CWD = "~/quoting test/we ird; $(touch PWNED) `touch PWNED` 'single' \"double\""
 PRINT_ARGV = "import json, os, sys; print(json.dumps([os.getcwd(), *sys.argv[1:]]))"
-CPU_LOOP = (
-    "import time; t = time.perf_counter(); sum(i * i for i in range(800_000)); print(time.perf_counter() - t)"
-)
 
 
 def openssh_fingerprint(public_key: Path) -> str:
@@ -93,7 +91,7 @@ def test_run_timeout_then_transport_still_works(ssh_transport: SshTransport) -> 
     start = time.monotonic()
     with pytest.raises(CommandTimeout, match=r"`sleep 30` did not finish within 0.5 s"):
         ssh_transport.run(["sleep", "30"], timeout=0.5)
-    assert time.monotonic() - start < 3
+    assert time.monotonic() - start < 10, "the command was cut at its timeout, not waited for"
     assert ssh_transport.run(["echo", "still here"]).stdout == "still here\n"
 
 
@@ -219,7 +217,8 @@ def test_closed_port_is_unreachable_fast(ssh_device: SshDevice) -> None:
     start = time.monotonic()
     with pytest.raises(DeviceUnreachable) as info, SshTransport(spec) as transport:
         transport.run(["true"])
-    assert time.monotonic() - start < 2
+    assert spec.ssh is not None
+    assert time.monotonic() - start < spec.ssh.connect_timeout, "refused at once, not timed out"
     assert f"127.0.0.1:{port}" in str(info.value) and f"ssh -p {port} " in str(info.value)
 
 
@@ -273,9 +272,5 @@ def test_reconnects_after_close_and_after_the_server_drops_the_link(
 
 
 def test_cpu_limited_device_is_slower(ssh_device: SshDevice, slow_ssh_device: SshDevice) -> None:
-    def loop_seconds(device: SshDevice) -> float:
-        with SshTransport(device.device_spec()) as transport:
-            return min(float(transport.run(["python3", "-c", CPU_LOOP]).stdout) for _ in range(2))
-
-    fast, slow = loop_seconds(ssh_device), loop_seconds(slow_ssh_device)
+    fast, slow = cpu_seconds(ssh_device.device_spec()), cpu_seconds(slow_ssh_device.device_spec())
     assert slow > 1.5 * fast, (fast, slow)
