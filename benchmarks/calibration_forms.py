@@ -46,9 +46,9 @@ def form_name(terms: tuple[str, ...]) -> str:
 
 def picks(table: LatencyTable, n_budgets: int) -> list[ArchConfig]:
     """The accuracy search's subnets at ``n_budgets`` budgets across the reachable range, 2 seeds."""
-    spec, name = table.spec, str(table.device["name"])
-    predictor = predictor_for(table.supernet["id"], spec.space)
-    search = SubnetSearch(table.supernet["id"], spec, [table], predictor, objective="accuracy")
+    spec, name = table.spec, table.device.name
+    predictor = predictor_for(table.supernet.id, spec.space)
+    search = SubnetSearch(table.supernet.id, spec, {name: table}, predictor, objective="accuracy")
     low, high = search.latency_range(name)
     found = [
         search.search(search.constraints({name: low + (high - low) * q}), seed=s).best.arch
@@ -83,7 +83,7 @@ def main() -> None:
         args.save.write_text(
             json.dumps(
                 {
-                    "device": table.device["name"],
+                    "device": table.device.name,
                     "groups": {k: [v.start, v.stop] for k, v in groups.items()},
                     "points": [
                         {
@@ -100,7 +100,7 @@ def main() -> None:
     fit, ho, pk = groups["fit"], groups["held"], groups["picks"]
     noise = [100 * np.mean(np.abs(m[0][g] - m[1][g]) / m[1][g]) for g in (ho, pk)]
     print(
-        f"device {table.device['name']}: {args.fit} fit, {args.held_out} held-out random, "
+        f"device {table.device.name}: {args.fit} fit, {args.held_out} held-out random, "
         f"{len(chosen)} picks, each measured twice ({args.rounds} rounds); between the two: "
         f"held-out {noise[0]:.2f} %, picks {noise[1]:.2f} % MAPE"
     )
@@ -122,7 +122,7 @@ def main() -> None:
                     np.mean(other[pk] > 1.05 * pred[pk]),
                 ]
             )
-            kept.append("+".join(t for t in ("c", "q") if cal[t]) or ("line" if cal["b"] else "scale"))
+            kept.append("+".join(t for t in ("c", "q") if cal.terms[t]) or ("line" if cal.b else "scale"))
         s = 100 * np.mean(scores, axis=0)
         print(f"{label:>30s} {s[0]:9.2f}% {s[1]:10.2f}% {s[2]:+10.2f}% {s[3]:16.1f}%  {', '.join(kept)}")
 

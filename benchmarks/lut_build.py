@@ -22,8 +22,7 @@ from _devices import Bracketed, add_device_args, device_spec  # the script's fol
 
 from ofa_edge.devices.agent import open_session
 from ofa_edge.lut.build import build_table
-from ofa_edge.lut.table import PASSES
-from ofa_edge.supernet.registry import describe_supernet
+from ofa_edge.lut.table import PASSES, SupernetRef
 
 
 def main() -> None:
@@ -38,7 +37,7 @@ def main() -> None:
     parser.add_argument("--min-seconds", type=float, help="timing per op and pass (default: build_table's)")
     args = parser.parse_args()
     resolutions = [int(r) for r in args.resolutions.split(",")]
-    supernet = describe_supernet(args.supernet)
+    supernet = SupernetRef.named(args.supernet)
     with tempfile.TemporaryDirectory(prefix="ofa-edge-lutbench-") as tmp, device_spec(args) as spec:
         os.environ["OFA_EDGE_CACHE"] = str(Path(tmp) / "cache")  # cold micro-model cache
         tables, walls = [], []
@@ -67,17 +66,18 @@ def main() -> None:
         scale = np.median([second[k] / v for k, v in first.items()])
         shape = np.array([abs(second[k] / scale - v) / v for k, v in first.items()])
         remeasured = sum(e.remeasured for s in tables[0].entries.values() for e in s.values())
-    print(f"device: {spec.name} ({spec.description}), runtime {tables[0].runtime}, threads {args.threads}")
+    runtime = tables[0].runtime
+    print(
+        f"device: {spec.name} ({spec.description}), runtime {runtime.name} {runtime.version}, "
+        f"threads {args.threads}"
+    )
     print(
         f"supernet {args.supernet} at {resolutions}: {len(first)} micro-benchmarks (distinct ops), "
         f"{args.passes} pass(es), min_seconds {args.min_seconds or 'default'}"
     )
     print(f"wall time, cold cache: {walls[0]:.1f} s ({walls[0] / 60:.2f} min); warm cache: {walls[1]:.1f} s")
     ref = tables[0].reference
-    print(
-        f"reference: {ref['model']}, level {ref['median_ms']:.4f} ms "
-        f"(median of {len(ref['timings_ms'])} timings)"
-    )
+    print(f"reference: {ref.model}, level {ref.median_ms:.4f} ms (median of {len(ref.timings_ms)} timings)")
     print(
         f"entry difference between the two builds: median {100 * np.median(rel):.2f} %, "
         f"p90 {100 * np.percentile(rel, 90):.2f} %, max {100 * rel.max():.2f} %"
@@ -86,7 +86,7 @@ def main() -> None:
         f"the same without one global scale factor ({scale:.4f}): median {100 * np.median(shape):.2f} %, "
         f"p90 {100 * np.percentile(shape, 90):.2f} %"
     )
-    print(f"reference level of build 2: {tables[1].reference['median_ms']:.4f} ms")
+    print(f"reference level of build 2: {tables[1].reference.median_ms:.4f} ms")
     print(f"batches re-measured after throttling/clock changes (build 1 entries): {remeasured}")
 
 

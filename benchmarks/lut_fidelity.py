@@ -25,10 +25,8 @@ from _devices import add_device_args, device_spec  # the script's folder is on s
 
 from ofa_edge.devices.agent import open_session
 from ofa_edge.lut.build import build_table
-from ofa_edge.lut.table import PASSES, LatencyTable, describe_calibration
+from ofa_edge.lut.table import PASSES, LatencyTable, SupernetRef, describe_calibration
 from ofa_edge.lut.validate import fidelity, measure_subnets, validate
-from ofa_edge.supernet.registry import describe_supernet
-from ofa_edge.supernet.space import ArchConfig
 
 
 def main() -> None:
@@ -45,7 +43,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--passes", type=int, default=PASSES, help="the table's passes per op")
     args = parser.parse_args()
-    supernet = describe_supernet(args.supernet)
+    supernet = SupernetRef.named(args.supernet)
     resolutions = [int(r) for r in args.resolutions.split(",")]
     with tempfile.TemporaryDirectory(prefix="ofa-edge-fidelity-") as tmp, device_spec(args) as spec:
         path = Path(tmp) / "lut.json"
@@ -57,29 +55,30 @@ def main() -> None:
             report = validate(session, path, samples, args.seed, args.plot, rounds=args.rounds, fit=args.fit)
             validated = time.perf_counter() - began - built
             table = LatencyTable.load(path)
-            points = [p for p in report["points"] if not p["fitted"]][: args.noise_subnets]
-            held = [ArchConfig.from_dict(p["arch"]) for p in points]
-            first = np.array([p["measured_ms"] for p in points])
+            points = [p for p in report.points if not p.fitted][: args.noise_subnets]
+            held = [p.arch for p in points]
+            first = np.array([p.measured_ms for p in points])
             again = measure_subnets(session, table, held, rounds=args.rounds, seed=args.seed + 1000)
         if args.out:
             table.save(args.out)
     noise = fidelity(again, first)
-    timings = table.reference["timings_ms"]
-    before, after = report["uncalibrated"], report["calibrated"]
+    assert table.reference is not None
+    timings = table.reference.timings_ms
+    before, after = report.uncalibrated, report.calibrated
     print(f"device: {spec.name} ({spec.description}), threads {args.threads}, supernet {args.supernet}")
     print(f"table ({len(resolutions)} resolutions) built in {built:.0f} s; subnets timed: {validated:.0f} s")
     print(
-        f"reference level {table.reference['median_ms']:.4f} ms; its {len(timings)} timings during the build "
+        f"reference level {table.reference.median_ms:.4f} ms; its {len(timings)} timings during the build "
         f"ranged {min(timings):.4f}-{max(timings):.4f} ms (the device's speed moving)"
     )
     print(
-        f"calibration on {report['fitted_on']} subnets: {describe_calibration(report['calibration'])}; "
-        f"{report['held_out']} held out, {args.rounds} rounds each"
+        f"calibration on {report.fitted_on} subnets: {describe_calibration(report.calibration)}; "
+        f"{report.held_out} held out, {args.rounds} rounds each"
     )
     for label, f in (("uncalibrated", before), ("calibrated", after)):
         print(
-            f"{label:>13s}: {100 * f['within_10pct']:.1f} % within ±10 %, MAPE {f['mape_pct']:.2f} %, "
-            f"Spearman {f['spearman']:.3f}"
+            f"{label:>13s}: {100 * f.within_10pct:.1f} % within ±10 %, MAPE {f.mape:.2f} %, "
+            f"Spearman {f.spearman:.3f}"
         )
     print(
         f"  noise floor: {100 * noise.within_10pct:.1f} % within ±10 %, MAPE {noise.mape:.2f} % "

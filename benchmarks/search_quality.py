@@ -30,9 +30,9 @@ from _devices import add_device_args, device_spec  # the script's folder is on s
 
 from ofa_edge.accuracy.predictor import AccuracyPredictor, ArchEncoder
 from ofa_edge.lut import import_ofa
-from ofa_edge.lut.table import PASSES
+from ofa_edge.lut.table import PASSES, SupernetRef
 from ofa_edge.search import SubnetSearch
-from ofa_edge.supernet.registry import describe_supernet
+from ofa_edge.search.costs import CostKey
 
 W12 = "ofa_mbv3_d234_e346_k357_w1.2"
 NOTE10 = Path(__file__).resolve().parents[1] / "latency_tables" / "ofa_note10_lut_w1.2"
@@ -40,11 +40,11 @@ NOTE10 = Path(__file__).resolve().parents[1] / "latency_tables" / "ofa_note10_lu
 
 def optimizer_half(args: argparse.Namespace) -> None:
     """Search vs the best of ``--random`` random feasible subnets on the Note10 table."""
-    table = import_ofa(NOTE10, describe_supernet(W12), device_name="note10")
+    table = import_ofa(NOTE10, SupernetRef.named(W12), device_name="note10")
     torch.manual_seed(0)
     predictor = AccuracyPredictor(ArchEncoder.for_space(table.spec.space, table.resolutions))
     predictor.base_acc.fill_(0.75)
-    search = SubnetSearch(W12, table.spec, [table], predictor)
+    search = SubnetSearch(W12, table.spec, {"note10": table}, predictor)
     seeds = [int(s) for s in args.seeds.split(",")]
     print(
         f"{'budget':>7s} {'search (worst seed)':>20s} {'best random':>12s} {'mean random':>12s} {'beats':>6s}"
@@ -76,17 +76,17 @@ def device_half(args: argparse.Namespace) -> None:
         path = args.lut or Path(tmp) / "lut.json"
         with open_session(device) as session:
             if not args.lut:
-                supernet = describe_supernet(args.supernet)
+                supernet = SupernetRef.named(args.supernet)
                 build_table(session, supernet, resolutions, path, threads=args.threads, passes=args.passes)
                 validate(session, path, samples=40, fit=20, rounds=3)
             table = LatencyTable.load(path)
             cal = table.calibration
-            if table.device.get("name") != device.name or not cal:
+            if table.device.name != device.name or not cal or not table.reference:
                 raise SystemExit(f"{path}: not a calibrated table of {device.name}")
-            timings = table.reference["timings_ms"]
+            timings = table.reference.timings_ms
             predictor = load_predictor(args.predictor, spec.space).predictor if args.predictor else None
             objective = "accuracy" if predictor else "macs"
-            search = SubnetSearch(args.supernet, spec, [table], predictor, objective=objective)
+            search = SubnetSearch(args.supernet, spec, {device.name: table}, predictor, objective=objective)
             low, high = search.latency_range(device.name)
             budgets = [low + (high - low) * q for q in np.linspace(0.1, 0.9, 9)]
             found = [
@@ -100,11 +100,11 @@ def device_half(args: argparse.Namespace) -> None:
             )
     print(f"device: {device.name} ({device.description}), supernet {args.supernet}, objective {objective}")
     print(
-        f"table {'--lut ' + str(args.lut) if args.lut else 'built'}, calibrated on {cal['subnets']} subnets: "
+        f"table {'--lut ' + str(args.lut) if args.lut else 'built'}, calibrated on {cal.subnets} subnets: "
         f"{describe_calibration(cal)}; reachable {low:.3f}-{high:.3f} ms"
     )
     print(
-        f"reference level {table.reference['median_ms']:.4f} ms; {len(timings)} timings during the build "
+        f"reference level {table.reference.median_ms:.4f} ms; {len(timings)} timings during the build "
         f"ranged {min(timings):.4f}-{max(timings):.4f} ms"
     )
     print(f"{'budget ms':>10s} {'seed':>4s} {'predicted':>10s} {'measured':>9s} {'/budget':>8s} {'ok':>3s}")
@@ -112,7 +112,7 @@ def device_half(args: argparse.Namespace) -> None:
     for (budget, cand), seed in zip(found, seeds * len(budgets)):
         ms = measured[cand.arch.to_json()]
         ok.append(ms <= budget * args.tolerance)
-        pred = cand.costs[f"latency on {device.name}"]
+        pred = cand.costs[CostKey("latency", device.name)]
         print(
             f"{budget:10.3f} {seed:4d} {pred:10.3f} {ms:9.3f} {ms / budget:8.3f} "
             f"{'yes' if ok[-1] else 'NO':>3s}"

@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT))  # tests.mit_reference imports MIT's package
 
 from ofa_edge.accuracy.predictor import AccuracyPredictor, ArchEncoder  # noqa: E402
 from ofa_edge.lut import import_ofa  # noqa: E402
+from ofa_edge.lut.table import SupernetRef  # noqa: E402
 from ofa_edge.search import SubnetSearch  # noqa: E402
-from ofa_edge.supernet.registry import describe_supernet  # noqa: E402
 from ofa_edge.supernet.space import ArchConfig  # noqa: E402
 from tests.mit_reference import import_mit  # noqa: E402
 
@@ -92,12 +92,12 @@ def main() -> None:
     budgets = [float(b) for b in args.budgets.split(",")]
     mit_budgets = {float(b) for b in args.mit_budgets.split(",") if b}
 
-    table = import_ofa(NOTE10, describe_supernet(W12), device_name="note10")
+    table = import_ofa(NOTE10, SupernetRef.named(W12), device_name="note10")
     torch.manual_seed(args.seed)
     ours_pred = AccuracyPredictor(ArchEncoder.for_space(table.spec.space, table.resolutions))
     ours_pred.base_acc.fill_(0.75)
     (search, setup_s, _) = timed(
-        lambda: SubnetSearch(W12, table.spec, [table], ours_pred, generations=args.generations)
+        lambda: SubnetSearch(W12, table.spec, {"note10": table}, ours_pred, generations=args.generations)
     )
     finder = mit_finder(NOTE10, table.resolutions, ours_pred.state_dict(), args.generations)
     print(

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ofa_edge.errors import ConfigError
+from ofa_edge.files import atomic_path
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 #: Per-channel mean/std of CIFAR-10's training images (0-1 scale).
@@ -95,8 +96,11 @@ def load_split(source: str | Path, split: str, size: int | None = None) -> Image
     source = Path(source).resolve()
     if not source.exists():
         raise ConfigError(f"dataset {source} does not exist", hint="check the --data path")
-    stat = source.stat()
-    key = hashlib.sha256(f"{source}|{stat.st_size}|{stat.st_mtime_ns}|{split}|{size}".encode())
+    key = hashlib.sha256(f"{source}|{split}|{size}".encode())
+    files = sorted((source / split).rglob("*")) if source.is_dir() else [source]
+    for path in files:  # a folder's cache follows its files: one added, removed or changed
+        stat = path.stat()
+        key.update(f"|{path}|{stat.st_size}|{stat.st_mtime_ns}".encode())
     cached = cache_dir() / "datasets" / f"{source.name}-{split}-{key.hexdigest()[:16]}.npz"
     if cached.is_file():
         with np.load(cached) as z:
@@ -112,10 +116,22 @@ def load_split(source: str | Path, split: str, size: int | None = None) -> Image
     images = np.stack([_decode(data, size) for _, _, data in items])
     labels = np.array([index[c] for c, _, _ in items], dtype=np.int64)
     cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(".tmp.npz")
-    np.savez(tmp, images=images, labels=labels, classes=np.array(classes))
-    tmp.replace(cached)
+    with atomic_path(cached, suffix=".npz") as tmp:  # np.savez adds .npz to other names
+        np.savez(tmp, images=images, labels=labels, classes=np.array(classes))
     return ImageArray(images, labels, classes)
+
+
+def align_classes(data: ImageArray, classes: tuple[str, ...]) -> ImageArray:
+    """``data`` labelled in the order of ``classes`` (the training split's), so that a split
+    missing some class folders is not silently numbered differently from the network's outputs."""
+    unknown = sorted(set(data.classes) - set(classes))
+    if unknown:
+        raise ConfigError(
+            f"class folder(s) {', '.join(unknown)} are not among the training split's {len(classes)}",
+            hint="use the same class folder names in every split",
+        )
+    index = np.array([classes.index(c) for c in data.classes], dtype=np.int64)
+    return ImageArray(data.images, index[data.labels], classes)
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:

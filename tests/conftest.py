@@ -21,8 +21,10 @@ NOTE10 = ROOT / "latency_tables" / "ofa_note10_lut_w1.2"
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test gets its own download cache and no mirror from the caller's environment."""
+    """Every test gets its own download cache and local agent folder (never the user's), and no
+    mirror from the caller's environment."""
     monkeypatch.setenv("OFA_EDGE_CACHE", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("OFA_EDGE_AGENT_DIR", str(tmp_path_factory.mktemp("agent")))
     monkeypatch.delenv("OFA_EDGE_MIRROR", raising=False)
     monkeypatch.delenv("OFA_EDGE_DEBUG", raising=False)
     monkeypatch.setenv("COLUMNS", "200")

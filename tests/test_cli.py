@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+#: The line under every error (without OFA_EDGE_DEBUG): how to see its traceback.
+DEBUG_HINT = "ofa-edge: OFA_EDGE_DEBUG=1 shows the traceback"
+
+
+def error_line(res: subprocess.CompletedProcess[str], exit_code: int) -> str:
+    """The one line a failed command printed, checked: its exit code, no traceback, and the
+    debug hint as the last line of stderr."""
+    assert res.returncode == exit_code, res.stderr
+    *lines, hint = res.stderr.strip().splitlines()
+    assert hint == DEBUG_HINT and "Traceback" not in res.stderr, res.stderr
+    (line,) = lines
+    return line
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -37,8 +51,8 @@ def test_count_matches_published_figures() -> None:
 def test_random_subnet_is_drawn_from_its_seed() -> None:
     archs = [json.loads(run("--json", "count", "--random", seed).stdout)["arch"] for seed in ("3", "3", "4")]
     assert archs[0] == archs[1] != archs[2]
-    res = run("count")
-    assert res.returncode == 1 and "count: name a subnet" in res.stderr and "--random SEED" in res.stderr
+    line = error_line(run("count"), 2)
+    assert "count: name a subnet" in line and "--random SEED" in line
     res = run("count", "--max", "--random", "1")
     assert res.returncode == 2 and "not allowed with" in res.stderr
 
@@ -55,15 +69,14 @@ def test_bad_arch_is_one_line(tmp_path: Path, arch: object, needle: str) -> None
     path = tmp_path / "arch.json"
     path.write_text(arch if isinstance(arch, str) else json.dumps(arch))
     res = run("count", "--supernet", "ofa_mbv3_d234_e346_k357_w1.0", "--arch", str(path))
-    assert res.returncode == 1
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in res.stderr
+    assert needle in error_line(res, 2)
 
 
 def test_demo_specializes_for_this_machine_offline(tmp_path: Path) -> None:
     """The README's main command: ``specialize`` on ``local`` with the shipped supernet and
-    predictor (one resolution here, to keep the suite short)."""
-    res = run("--json", "demo", "--resolutions", "24", cwd=tmp_path)  # no inventory there: local only
+    predictor (one resolution and one pass here, to keep the suite short; no inventory there:
+    only ``local``)."""
+    res = run("--json", "demo", "--resolutions", "24", "--passes", "1", cwd=tmp_path)
     out = (tmp_path / "ofa-edge-demo").resolve()
     assert res.returncode == 0, res.stderr
     doc = json.loads(res.stdout)
@@ -73,6 +86,8 @@ def test_demo_specializes_for_this_machine_offline(tmp_path: Path) -> None:
     assert 0.1 < doc["search"]["predicted_top1"] < 1  # the shipped predictor, a fraction
     deployed = Path(doc["deployment"]["file"]["local"]).resolve()
     assert deployed.is_file() and deployed.parent == out and doc["deployment"]["measured_ms"] > 0
+    agent_dir = doc["deployment"]["device"]["fingerprint"]["agent_dir"]
+    assert agent_dir == os.environ["OFA_EDGE_AGENT_DIR"], "the test's agent folder (conftest), not the user's"
     assert (out / "pareto.png").is_file() and (tmp_path / doc["summary_file"]).is_file()  # relative to cwd
 
 
@@ -87,7 +102,7 @@ def test_lut_import_and_predict(tmp_path: Path) -> None:
         str(NOTE10),
         "--supernet",
         "ofa_mbv3_d234_e346_k357_w1.2",
-        "--device",
+        "--device-name",
         "note10",
         "--out",
         str(lut),
@@ -101,4 +116,4 @@ def test_lut_import_and_predict(tmp_path: Path) -> None:
     assert doc["schema"] == "ofa-edge/lut-predict/1" and 0 < doc["predicted_ms"] == doc["op_sum_ms"]
     SearchSpace().min_arch(128).save(arch)
     res = run("lut", "predict", str(lut), "--arch", str(arch))
-    assert res.returncode == 1 and "no entry for Conv-input:128x128x3" in res.stderr
+    assert "no entry for Conv-input:128x128x3" in error_line(res, 6)

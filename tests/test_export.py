@@ -23,6 +23,7 @@ from ofa_edge.supernet.counting import count
 from ofa_edge.supernet.registry import get_supernet_info, load_supernet
 from ofa_edge.supernet.space import ArchConfig
 from ofa_edge.supernet.spec import MBv3Spec
+from tests.test_cli import DEBUG_HINT
 
 SUPERNET = "ofa-mbv3-cifar10"
 
@@ -103,18 +104,27 @@ def test_tflite_round_trip(tmp_path: Path, images: ImageArray) -> None:
 
 #: Images int8 is calibrated on (``--calib-images``' default); the other 744 validate.
 CALIB = 256
-#: Subnets of the shipped trained supernet: ONNX the largest at r=40 (int8 of the smallest drops
-#: 1.48 points here, which the export refuses), TFLite the smallest (LiteRT runs the largest's
-#: int8 model over 744 images in about a minute here, the smallest's in a second).
-TRAINED = {"onnx": ArchConfig((7,) * 20, (6,) * 20, (4,) * 5, 40), "tflite": SUBNETS[0]}
+#: Subnets of the shipped trained supernet: ONNX the largest at r=40 and the smallest at r=24 (with
+#: every layer int8 the smallest dropped 1.48 points and agreed with fp32 on 86.8 % of images, the
+#: largest on 92.6 %; see ``ofa_edge.export.quantize``), TFLite the smallest (LiteRT runs the
+#: largest's int8 model over 744 images in about a minute here, the smallest's in a second).
+TRAINED = [
+    ("onnx", ArchConfig((7,) * 20, (6,) * 20, (4,) * 5, 40)),
+    ("onnx", SUBNETS[0]),
+    ("tflite", SUBNETS[0]),
+]
+#: Top-1 agreement of ONNX int8 with fp32 required: 96.8-98.5 % measured on 11 subnets.
+ONNX_MIN_AGREEMENT = 0.95
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
-def test_int8_keeps_the_trained_accuracy(tmp_path: Path, labelled: ImageArray, fmt: str) -> None:
+@pytest.mark.parametrize(("fmt", "arch"), TRAINED, ids=["onnx-max40", "onnx-min24", "tflite-min24"])
+def test_int8_keeps_the_trained_accuracy(
+    tmp_path: Path, labelled: ImageArray, fmt: str, arch: ArchConfig
+) -> None:
     """int8 of a subnet of the shipped trained supernet, calibrated on 256 shipped labelled images,
     keeps top-1 on the other 744 within the promised 1 point of fp32: recounted here from the
     written file's outputs and an independent torch reference, so a garbage quantizer fails."""
-    arch, out = TRAINED[fmt], tmp_path / f"model.{fmt}"
+    out = tmp_path / f"model.{fmt}"
     calib, val, labels = labelled.images[:CALIB], labelled.images[CALIB:], labelled.labels[CALIB:]
     report = export_subnet(
         load_supernet(SUPERNET), SUPERNET, arch, fmt, True, calib, out, val_images=val, val_labels=labels
@@ -130,6 +140,7 @@ def test_int8_keeps_the_trained_accuracy(tmp_path: Path, labelled: ImageArray, f
     assert report.size_bytes < 4 * count(supernet().spec, arch).params / 2.5
     if fmt == "onnx":
         assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(out)).graph.node}
+        assert report.int8_agreement >= ONNX_MIN_AGREEMENT, "int8 flips few of fp32's predictions"
     else:
         from ai_edge_litert.interpreter import Interpreter
 
@@ -207,9 +218,10 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def one_line_error(code: int, err: str, needle: str) -> None:
-    lines = err.strip().splitlines()
-    assert code == 1 and len(lines) == 1 and needle in lines[0] and "Traceback" not in err, err
+def one_line_error(code: int, err: str, needle: str, exit_code: int) -> None:
+    """One error line holding ``needle``, then the debug hint; exit ``exit_code``, no traceback."""
+    assert code == exit_code and err.strip().splitlines()[1:] == [DEBUG_HINT], err
+    assert needle in err.splitlines()[0] and "Traceback" not in err, err
 
 
 def test_cli_exports_with_shipped_calibration(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -241,11 +253,11 @@ def test_cli_errors_are_one_line(
     code, _, err = cli(
         capsys, *base, str(tmp_path / "no.json"), "--format", "onnx", "--out", str(tmp_path / "m.onnx")
     )
-    one_line_error(code, err, "cannot read arch file")
+    one_line_error(code, err, "cannot read arch file", 2)
     code, _, err = cli(capsys, *base, str(arch), "--format", "coreml", "--out", str(tmp_path / "m.onnx"))
     assert code == 2 and "invalid choice: 'coreml'" in err
     # A Python without the converter: importing it fails as a missing package's import does.
     monkeypatch.setitem(sys.modules, "litert_torch", None)
     code, _, err = cli(capsys, *base, str(arch), "--format", "tflite", "--out", str(tmp_path / "m.tflite"))
-    one_line_error(code, err, "needs litert-torch, which is not installed")
+    one_line_error(code, err, "needs litert-torch, which is not installed", 8)
     assert "pip install" in err and list(tmp_path.iterdir()) == [arch]

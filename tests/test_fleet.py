@@ -80,8 +80,8 @@ def test_check_all_json_and_bench_everywhere(
         + f'[devices.local]\ntransport = "local"\nworkdir = "{tmp_path / "local agent"}"\n\n'
         + '[devices.gone]\ntransport = "ssh"\nhost = "127.0.0.1"\nport = 9\nconnect_timeout = 3\n'
     )
-    res = cli("--json", "--inventory", str(inventory), "devices", "check", "--all")
-    assert res.returncode == 1, res.stderr  # "gone" fails, the others are checked anyway
+    res = cli("--json", "devices", "check", "--all", "--inventory", str(inventory))
+    assert res.returncode == 4, res.stderr  # "gone" is unreachable, the others are checked anyway
     doc = json.loads(res.stdout)["devices"]
     assert set(doc) == {"pi", "slow pi", "phone", "local", "gone"}
     assert not doc["gone"]["ok"] and doc["gone"]["reference"] == "device-unreachable"
@@ -93,7 +93,7 @@ def test_check_all_json_and_bench_everywhere(
     models = [conv_model(tmp_path / "m.onnx"), TFLITE_MODEL]
     for name in ("pi", "phone", "local"):
         for model in models:
-            res = cli("--json", "--inventory", str(inventory), "bench", name, str(model), "--runs", "10")
+            res = cli("--json", "bench", name, str(model), "--runs", "10", "--inventory", str(inventory))
             assert res.returncode == 0, res.stderr
             doc = json.loads(res.stdout)
             assert doc["device"] == name and doc["runs"] >= 10 and doc["median_ms"] > 0
@@ -104,17 +104,17 @@ def test_unknown_host_key_then_trust(fresh_ssh_device: SshDevice, tmp_path: Path
     known = tmp_path / "known_hosts"
     inventory = tmp_path / "devices.toml"
     inventory.write_text(_ssh_table("new-pi", fresh_ssh_device, known, "~/agent"))
-    res = cli("--inventory", str(inventory), "devices", "check", "new-pi")
-    assert res.returncode == 1
+    res = cli("devices", "check", "new-pi", "--inventory", str(inventory))
+    assert res.returncode == 4  # the device-connection family
     assert "SHA256:" in res.stderr and "ofa-edge devices trust new-pi" in res.stderr
     assert "Traceback" not in res.stderr
-    res = cli("--inventory", str(inventory), "devices", "trust", "new-pi", "--fingerprint", "SHA256:wrong")
-    assert res.returncode == 1 and "not the expected SHA256:wrong" in res.stderr
+    res = cli("devices", "trust", "new-pi", "--fingerprint", "SHA256:wrong", "--inventory", str(inventory))
+    assert res.returncode == 2 and "not the expected SHA256:wrong" in res.stderr
     assert not known.exists() or not known.read_text().strip()
-    res = cli("--json", "--inventory", str(inventory), "devices", "trust", "new-pi")
+    res = cli("--json", "devices", "trust", "new-pi", "--inventory", str(inventory))
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["fingerprint"].startswith("SHA256:")
-    res = cli("--inventory", str(inventory), "devices", "check", "new-pi")
+    res = cli("devices", "check", "new-pi", "--inventory", str(inventory))
     assert res.returncode == 0, res.stderr
 
 
@@ -122,7 +122,7 @@ def test_unknown_host_key_then_trust(fresh_ssh_device: SshDevice, tmp_path: Path
 def test_odd_device_names(name: str, ssh_device: SshDevice, tmp_path: Path) -> None:
     inventory = tmp_path / "devices.toml"
     inventory.write_text(_ssh_table(name.replace('"', '\\"'), ssh_device, ssh_device.known_hosts, "~/odd"))
-    res = cli("--json", "--inventory", str(inventory), "devices", "check", name)
+    res = cli("--json", "devices", "check", name, "--inventory", str(inventory))
     assert res.returncode == 0, res.stderr
     assert name in json.loads(res.stdout)["devices"]
     assert not list(Path(ssh_device.home).rglob("PWNED")) and not list(tmp_path.rglob("PWNED"))
@@ -144,13 +144,13 @@ def test_phone_without_python_uses_benchmark_model(
         f'server_port = {adb_spec.adb.server_port}\nruntime = "tflite"\nbenchmark_model = "{tool}"\n'
         f'workdir = "{phone.sandbox / "data/local/tmp/ofa-edge"}"\n'
     )
-    res = cli("--json", "--inventory", str(inventory), "devices", "check", "pixel")
+    res = cli("--json", "devices", "check", "pixel", "--inventory", str(inventory))
     assert res.returncode == 0, res.stderr
     fp = json.loads(res.stdout)["devices"]["pixel"]["fingerprint"]
     assert fp["runtimes"]["benchmark_model"]["sha256"] and fp["cores"]
-    res = cli("--json", "--inventory", str(inventory), "bench", "pixel", str(TFLITE_MODEL), "--runs", "30")
+    res = cli("--json", "bench", "pixel", str(TFLITE_MODEL), "--runs", "30", "--inventory", str(inventory))
     assert res.returncode == 0, res.stderr
     doc = json.loads(res.stdout)
     assert doc["runs"] >= 30 and doc["median_ms"] > 0  # --min_secs may add runs
-    res = cli("--inventory", str(inventory), "bench", "pixel", str(conv_model(tmp_path / "x.onnx")))
-    assert res.returncode == 1 and "benchmark_model measures TFLite models" in res.stderr
+    res = cli("bench", "pixel", str(conv_model(tmp_path / "x.onnx")), "--inventory", str(inventory))
+    assert res.returncode == 2 and "benchmark_model measures TFLite models" in res.stderr

@@ -13,16 +13,11 @@ from ofa_edge.devices.agent import AgentSession
 from ofa_edge.devices.inventory import local_device
 from ofa_edge.lut.build import build_table, disturbed
 from ofa_edge.lut.keys import enumerate_ops
-from ofa_edge.lut.table import LatencyTable, LutError
+from ofa_edge.lut.table import DeviceRecord, LatencyTable, LutError, Runtime, SupernetRef
 from ofa_edge.supernet.space import SearchSpace
 from ofa_edge.supernet.spec import MBv3Spec
 
-SUPERNET = {
-    "id": "tiny-test",
-    "width_mult": 0.35,
-    "n_classes": 10,
-    "space": SearchSpace(resolutions=(32, 40)).to_dict(),
-}
+SUPERNET = SupernetRef("tiny-test", MBv3Spec(0.35, 10, SearchSpace(resolutions=(32, 40))))
 FAST = {"min_runs": 3, "min_seconds": 0.0, "batch_size": 16, "passes": 1}
 
 
@@ -59,13 +54,13 @@ def test_interrupted_build_resumes_without_remeasuring(tmp_path: Path) -> None:
     final = _keys(table)
     # Earlier measurements are kept, moved only by the common factor of the table's new level.
     assert partial_table.reference is not None and table.reference is not None
-    factor = table.reference["median_ms"] / partial_table.reference["median_ms"]
-    assert table.reference["median_ms"] == statistics.median(table.reference["timings_ms"])
+    factor = table.reference.median_ms / partial_table.reference.median_ms
+    assert table.reference.median_ms == statistics.median(table.reference.timings_ms)
     for key, entry in partial.items():
         assert final[key].raw_median_ms == entry.raw_median_ms and final[key].measured == entry.measured
         assert final[key].median_ms == pytest.approx(entry.median_ms * factor, rel=1e-12)
     assert all(e.median_ms > 0 and e.samples >= 3 for e in final.values())
-    assert table.device["fingerprint"]["cores"] and table.runtime["version"]
+    assert table.device.fingerprint["cores"] and table.runtime.version
 
 
 def test_more_passes_extend_a_table_and_an_interrupted_pass_resumes(tmp_path: Path) -> None:
@@ -89,7 +84,7 @@ def test_more_passes_extend_a_table_and_an_interrupted_pass_resumes(tmp_path: Pa
     assert calls[0] == (n + 5, 3 * n) and calls[-1] == (3 * n, 3 * n)
     assert len(calls) == 1 + 2 * n - 5, "only the missing passes were measured"
     assert one.reference is not None and table.reference is not None
-    factor = table.reference["median_ms"] / one.reference["median_ms"]
+    factor = table.reference.median_ms / one.reference.median_ms
     first = _keys(one)
     for key, entry in _keys(table).items():
         assert len(entry.passes) == 3 and entry.median_ms == statistics.median(entry.passes)
@@ -116,6 +111,7 @@ class ThrottledOnce:
         return report
 
 
+@pytest.mark.usefixtures("steady_cpufreq")  # exact counts: no real clock change may add a batch
 def test_a_disturbed_batch_replaces_its_pass(tmp_path: Path) -> None:
     spec = dataclasses.replace(local_device(), workdir=str(tmp_path / "agent"))
     calls: list[int] = []
@@ -163,16 +159,16 @@ def test_validate_fits_and_stores_calibration(tmp_path: Path) -> None:
         build_table(session, SUPERNET, [32, 40], out, **FAST)
         report = validate(session, out, samples=8, plot=tmp_path / "fit.png", work=tmp_path)
     table = LatencyTable.load(out)
-    assert table.calibration is not None and table.calibration["subnets"] == report["fitted_on"] == 4
-    assert report["held_out"] == 4 and len(report["points"]) == 8
-    assert set(report["calibrated"]) == {"within_10pct", "mape_pct", "spearman"}
+    assert table.calibration is not None and table.calibration.subnets == report.fitted_on == 4
+    assert table.calibration == report.calibration and report.held_out == 4 and len(report.points) == 8
+    assert set(report.to_dict()["calibrated"]) == {"within_10pct", "mape_pct", "spearman"}
     assert (tmp_path / "fit.png").read_bytes()[:4] == b"\x89PNG"
     arch = table.spec.space.min_arch(32)
     cal = table.calibration
     assert table.predict(arch) == pytest.approx(
-        cal["a"] * table.op_sum(arch) + cal["c"] * table.op_count(arch) + cal["b"]
+        cal.a * table.op_sum(arch) + cal.c * table.op_count(arch) + cal.b
     )
-    assert cal["c"] == 0.0, "4 subnets are too few for the per-op term"
+    assert cal.c == 0.0, "4 subnets are too few for the per-op term"
     assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)  # type: ignore[arg-type]
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)  # type: ignore[arg-type]
 
@@ -180,7 +176,7 @@ def test_validate_fits_and_stores_calibration(tmp_path: Path) -> None:
 def test_calibration_subnets_start_with_the_smallest_of_every_resolution() -> None:
     from ofa_edge.lut.validate import calibration_archs, random_archs
 
-    table = LatencyTable(supernet=SUPERNET, device={}, runtime={}, entries={32: {}, 40: {}})
+    table = LatencyTable(SUPERNET, DeviceRecord("pi"), Runtime("onnxruntime"), entries={32: {}, 40: {}})
     space = table.spec.space
     archs = calibration_archs(table, 16, 8, seed=0)
     assert len(archs) == 16 and archs[:2] == [space.min_arch(32), space.min_arch(40)]
@@ -196,5 +192,5 @@ def test_build_on_an_ssh_device(ssh_device, tmp_path: Path) -> None:
         table = build_table(session, SUPERNET, [32], out, **FAST)
     expected = {op.key for op in enumerate_ops(MBv3Spec(0.35, 10, SearchSpace(resolutions=(32, 40))), [32])}
     assert set(LatencyTable.load(out).entries[32]) == expected
-    assert table.device["name"] == "jetson" and table.reference and table.reference["median_ms"] > 0
+    assert table.device.name == "jetson" and table.reference and table.reference.median_ms > 0
     assert all(e.raw_median_ms and e.median_ms > 0 for e in table.entries[32].values())

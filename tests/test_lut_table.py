@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from ofa_edge.lut import LatencyTable, LutError, enumerate_ops, export_ofa, import_ofa
+from ofa_edge.lut.table import Calibration, Reference, SupernetRef
 from ofa_edge.supernet import OFAMobileNetV3
-from ofa_edge.supernet.registry import describe_supernet
 from ofa_edge.supernet.spec import MBv3Spec
 from tests.conftest import NOTE10
 from tests.mit_reference import import_mit
@@ -21,7 +21,7 @@ W12 = "ofa_mbv3_d234_e346_k357_w1.2"
 
 @pytest.fixture(scope="module")
 def note10() -> LatencyTable:
-    return import_ofa(NOTE10, describe_supernet(W12))
+    return import_ofa(NOTE10, SupernetRef.named(W12))
 
 
 def test_enumeration_matches_mit_table_layout() -> None:
@@ -66,7 +66,7 @@ def test_json_and_yaml_round_trips(tmp_path: Path, note10: LatencyTable) -> None
     again = LatencyTable.load(tmp_path / "lut.json")
     assert again.to_dict() == table.to_dict()
     export_ofa(again, tmp_path / "yaml")
-    back = import_ofa(tmp_path / "yaml", describe_supernet(W12))
+    back = import_ofa(tmp_path / "yaml", SupernetRef.named(W12))
     medians = lambda t: {(r, k): e.median_ms for r, sec in t.entries.items() for k, e in sec.items()}  # noqa: E731
     assert medians(back) == medians(table)
 
@@ -126,9 +126,35 @@ def test_older_calibrations_read_without_the_newer_terms(tmp_path: Path, note10:
     table = LatencyTable.load(old)
     arch = table.spec.space.max_arch(table.resolutions[0])
     assert table.predict(arch) == 1.1 * table.op_sum(arch) + 0.5
-    table.calibration = {"a": 1.1, "b": 0.5, "c": -0.01}
+    assert table.calibration == Calibration(a=1.1, b=0.5)  # c and q read as 0, nothing else recorded
+    table.calibration = Calibration(a=1.1, b=0.5, c=-0.01)
     assert table.predict(arch) == pytest.approx(1.1 * table.op_sum(arch) - 0.01 * table.op_count(arch) + 0.5)
-    table.calibration["q"] = 0.02  # schema 5: the curvature
+    table.calibration = Calibration(a=1.1, b=0.5, c=-0.01, q=0.02)  # schema 5: the curvature
     s, n = table.op_sum(arch), table.op_count(arch)
     assert table.predict(arch) == pytest.approx(1.1 * s + 0.02 * s * s - 0.01 * n + 0.5)
     assert table.op_count(arch) == 2 + sum(arch.d) + 4  # first conv and block, the blocks, the final ops
+
+
+def test_schema_4_and_5_metadata_read_with_their_defaults(tmp_path: Path, note10: LatencyTable) -> None:
+    data = note10.to_dict()
+    data["schema_version"] = 4
+    data["calibration"] = {"a": 0.9, "b": 0.1, "c": -0.01, "subnets": 20, "fitted": "2026-01-01", "seed": 0}
+    data["reference"] = {"model": "min subnet", "resolution": 160, "median_ms": 2.0, "measured": "2026-01-01"}
+    old = tmp_path / "v4.json"
+    old.write_text(json.dumps(data))
+    table = LatencyTable.load(old)
+    assert table.calibration == Calibration(0.9, 0.1, -0.01, 0.0, 20, "2026-01-01", 0, None)  # q: schema 5
+    assert table.reference == Reference("min subnet", 160, 2.0, "2026-01-01", [2.0], "bracketed")
+    assert table.device.name == "imported" and table.runtime.name == "unknown (imported from OFA)"
+
+
+def test_supernet_layouts_and_unknown_keys_round_trip(note10: LatencyTable) -> None:
+    """A table of a CIFAR layout (strides in its supernet description) is read into its spec and
+    written back unchanged, with keys this version does not know."""
+    data = note10.to_dict()
+    data["supernet"] = {**data["supernet"], "stem_stride": 1, "stage_strides": [1, 2, 2, 1, 2], "later": "x"}
+    table = LatencyTable.from_dict(data)
+    assert table.spec.stem_stride == 1 and table.spec.stage_strides == (1, 2, 2, 1, 2)
+    assert table.supernet.id == W12 and table.supernet.extra == {"later": "x"}
+    assert json.dumps(table.to_dict()) == json.dumps(data)  # same keys, same order, same values
+    assert LatencyTable.from_dict(note10.to_dict()).supernet == note10.supernet

@@ -69,8 +69,7 @@ def test_official_key_layout_w1_0() -> None:
     from tests.conftest import MIT_DATA
 
     rows = [
-        line.split("\t")
-        for line in (MIT_DATA / "ofa_mbv3_w1.0_state_dict_keys.tsv").read_text().splitlines()
+        line.split("\t") for line in (MIT_DATA / "ofa_mbv3_w1.0_state_dict_keys.tsv").read_text().splitlines()
     ]
     expected = [(name, shape) for name, shape, _ in rows]
     ours = [(k, str(tuple(v.shape))) for k, v in OFAMobileNetV3().state_dict().items()]

@@ -82,7 +82,7 @@ def test_offline_error_names_url_and_alternative(monkeypatch: pytest.MonkeyPatch
     assert "\n" not in message
     assert "http://127.0.0.1:" in message and W10 in message and "--checkpoint PATH" in message
     assert not (cache_dir() / "supernets" / f"{W10}.pth").exists()
-    assert not list((cache_dir() / "supernets").glob("*.part"))
+    assert not list((cache_dir() / "supernets").glob("*"))  # no temp file left behind either
 
 
 def test_local_checkpoint_and_broken_ones(tmp_path: Path) -> None:

@@ -20,12 +20,13 @@ import torch
 from ofa_edge.accuracy.predictor import AccuracyPredictor, ArchEncoder, save_predictor
 from ofa_edge.lut import LatencyTable, LutError, import_ofa
 from ofa_edge.lut.store import find_table
+from ofa_edge.lut.table import Calibration, DeviceRecord, SupernetRef
 from ofa_edge.search import InfeasibleError, Population, SubnetSearch, peak_activation_bytes
+from ofa_edge.search.costs import CostKey
 from ofa_edge.supernet.counting import count
-from ofa_edge.supernet.registry import describe_supernet
 from ofa_edge.supernet.space import ArchConfig
 from tests.conftest import NOTE10
-from tests.test_cli import run
+from tests.test_cli import error_line, run
 
 W12 = "ofa_mbv3_d234_e346_k357_w1.2"
 GENERATIONS = 120
@@ -33,13 +34,13 @@ GENERATIONS = 120
 
 @pytest.fixture(scope="module")
 def tables() -> tuple[LatencyTable, LatencyTable]:
-    note10 = import_ofa(NOTE10, describe_supernet(W12), device_name="note10")
+    note10 = import_ofa(NOTE10, SupernetRef.named(W12), device_name="note10")
     slow = LatencyTable.from_dict(note10.to_dict())
-    slow.device = {"name": "slowpi", "fingerprint": {"made_up": True}}
+    slow.device = DeviceRecord("slowpi", {"made_up": True})
     for section in slow.entries.values():
         for key, entry in section.items():
             entry.median_ms = entry.median_ms * 1.7 + (zlib.crc32(key.encode()) % 100) / 500
-    slow.calibration = {"a": 1.1, "b": 0.8, "c": -0.05, "q": 0.002}
+    slow.calibration = Calibration(a=1.1, b=0.8, c=-0.05, q=0.002)
     return note10, slow
 
 
@@ -53,7 +54,12 @@ def predictor(tables: tuple[LatencyTable, LatencyTable]) -> AccuracyPredictor:
 
 @pytest.fixture(scope="module")
 def searcher(tables: tuple[LatencyTable, LatencyTable], predictor: AccuracyPredictor) -> SubnetSearch:
-    return SubnetSearch(W12, tables[0].spec, list(tables), predictor, generations=GENERATIONS)
+    return SubnetSearch(W12, tables[0].spec, by_name(tables), predictor, generations=GENERATIONS)
+
+
+def by_name(tables: tuple[LatencyTable, ...]) -> dict[str, LatencyTable]:
+    """Each table under the name of the device it was measured on."""
+    return {t.device.name: t for t in tables}
 
 
 def _random_archs(searcher: SubnetSearch, n: int, seed: int) -> list[ArchConfig]:
@@ -62,15 +68,17 @@ def _random_archs(searcher: SubnetSearch, n: int, seed: int) -> list[ArchConfig]
     return [ArchConfig(a.ks, a.e, a.d, rng.choice(res)) for a in (space.sample(rng) for _ in range(n))]
 
 
-def _check(searcher: SubnetSearch, arch: ArchConfig, tables: tuple[LatencyTable, ...]) -> dict[str, float]:
+def _check(
+    searcher: SubnetSearch, arch: ArchConfig, tables: tuple[LatencyTable, ...]
+) -> dict[CostKey, float]:
     spec = tables[0].spec
     c = count(spec, arch)
     return {
-        **{f"latency on {t.device['name']}": t.predict(arch) for t in tables},
-        "macs": c.macs,
-        "params": c.params,
-        "file_size": 4 * c.params,
-        "peak_memory": peak_activation_bytes(spec, arch),
+        **{CostKey("latency", t.device.name): t.predict(arch) for t in tables},
+        CostKey("macs"): c.macs,
+        CostKey("params"): c.params,
+        CostKey("file_size"): 4 * c.params,
+        CostKey("peak_memory"): peak_activation_bytes(spec, arch),
     }
 
 
@@ -78,16 +86,18 @@ def test_vectorized_costs_equal_scalar_references(searcher: SubnetSearch, tables
     archs = _random_archs(searcher, 300, seed=0)
     pop = Population.from_archs(archs, searcher.genome)
     active = searcher.genome.active(pop.d)
-    for label, cost in [
-        *((f"latency on {n}", c) for n, c in searcher.latency.items()),
-        ("macs", searcher.macs),
-        ("params", searcher.params),
-        ("file_size", searcher.file_size),
-        ("peak_memory", searcher.peak_memory),
-    ]:
+    costs = [
+        *searcher.latency.values(),
+        searcher.macs,
+        searcher.params,
+        searcher.file_size,
+        searcher.peak_memory,
+    ]
+    assert [c.key.label for c in costs[:2]] == ["latency on note10", "latency on slowpi"]
+    for cost in costs:
         got = cost.evaluate(pop, active)
-        expected = [_check(searcher, a, tables)[label] for a in archs]
-        assert np.array_equal(got, np.asarray(expected)), label  # bit-exact, calibration included
+        expected = [_check(searcher, a, tables)[cost.key] for a in archs]
+        assert np.array_equal(got, np.asarray(expected)), cost.key  # bit-exact, calibration included
     assert (
         tables[1].calibration
         and len(set(np.round(searcher.latency["slowpi"].evaluate(pop, active), 6))) > 100
@@ -105,9 +115,9 @@ def test_found_subnets_meet_every_budget_on_every_device(searcher: SubnetSearch,
     for cand in out.candidates:
         truth = _check(searcher, cand.arch, tables)
         assert cand.costs == pytest.approx(truth, rel=1e-12)
-        assert truth["latency on note10"] <= 22.0 and truth["latency on slowpi"] <= 40.0
-        assert truth["macs"] <= 230e6 and truth["params"] <= 6.5e6
-        assert truth["file_size"] <= 26e6 and truth["peak_memory"] <= 7e6
+        assert truth[CostKey("latency", "note10")] <= 22.0 and truth[CostKey("latency", "slowpi")] <= 40.0
+        assert truth[CostKey("macs")] <= 230e6 and truth[CostKey("params")] <= 6.5e6
+        assert truth[CostKey("file_size")] <= 26e6 and truth[CostKey("peak_memory")] <= 7e6
         assert cand.score == pytest.approx(
             float(
                 searcher.engine.objective(
@@ -168,7 +178,7 @@ def test_tables_must_match_the_supernet_and_are_found_by_name(
     with pytest.raises(
         LutError, match="is for 'ofa_mbv3_d234_e346_k357_w1.2', not 'ofa_mbv3_d234_e346_k357_w1.0'"
     ):
-        SubnetSearch("ofa_mbv3_d234_e346_k357_w1.0", MBv3Spec(), [tables[0]], objective="macs")
+        SubnetSearch("ofa_mbv3_d234_e346_k357_w1.0", MBv3Spec(), {"note10": tables[0]}, objective="macs")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(LutError, match=f"measure one: ofa-edge lut build note10 --supernet {W12}"):
         find_table("note10", W12, folders=[tmp_path])
@@ -243,13 +253,12 @@ def test_cli_search_json_pareto_and_errors(tmp_path: Path, tables, predictor: Ac
     assert (tmp_path / "sweep" / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     res = run(*base, *devices[:4], "--latency-ms", "3")
-    assert res.returncode == 1 and "below the smallest reachable" in res.stderr
-    assert len(res.stderr.strip().splitlines()) == 1
+    assert "below the smallest reachable" in error_line(res, 9)
     res = run("search", "--supernet", W12, "--device", "nowhere", "--latency-ms", "3", cwd=tmp_path)
-    assert res.returncode == 1 and f"ofa-edge lut build nowhere --supernet {W12}" in res.stderr
+    assert f"ofa-edge lut build nowhere --supernet {W12}" in error_line(res, 6)
     res = run("search", "--supernet", W12, *devices[:4], "--latency-ms", "20", cwd=tmp_path)
     assert (
-        res.returncode == 1
+        res.returncode == 7
         and "no accuracy predictor is shipped" in res.stderr
         and "--objective macs" in res.stderr
     )
@@ -271,22 +280,26 @@ def test_cli_search_json_pareto_and_errors(tmp_path: Path, tables, predictor: Ac
 
 
 def test_objective_macs(searcher: SubnetSearch, tables) -> None:
-    s = SubnetSearch(W12, tables[0].spec, [tables[0]], objective="macs", generations=GENERATIONS)
-    cons = s.constraints({"note10": 20.0})
+    # The device a table is used for is the caller's name for it, not the one in the table.
+    s = SubnetSearch(W12, tables[0].spec, {"pi-7": tables[0]}, objective="macs", generations=GENERATIONS)
+    cons = s.constraints({"pi-7": 20.0})
     out = s.search(cons, seed=0)
-    assert out.best.score == out.best.costs["macs"]
+    assert out.best.score == out.best.costs[CostKey("macs")]
+    assert out.best.costs[CostKey("latency", "pi-7")] == tables[0].predict(out.best.arch) <= 20.0
+    assert out.best.to_dict()["costs"]["latency on pi-7"] == out.best.costs[CostKey("latency", "pi-7")]
     _, random_macs = s.random_feasible(cons, 300, seed=0)
     assert out.best.score >= random_macs.max()
-    assert cons[0].describe() == {"metric": "latency", "device": "note10", "unit": "ms", "budget": 20.0}
+    assert cons[0].describe() == {"metric": "latency", "device": "pi-7", "unit": "ms", "budget": 20.0}
+    assert tables[0].device.name == "note10"
 
 
 def test_pareto_front_never_drops_where_a_looser_search_stalls(tables, predictor: AccuracyPredictor) -> None:
-    short = SubnetSearch(W12, tables[0].spec, list(tables), predictor, generations=1)
+    short = SubnetSearch(W12, tables[0].spec, by_name(tables), predictor, generations=1)
     budgets = [30, 14, 22, 18, 26]
     alone = {b: short.search(short.constraints({"note10": b}), seed=5).best.score for b in budgets}
     assert any(alone[b] < max(alone[c] for c in budgets if c < b) for b in budgets), "a search stalls"
     points = short.pareto("note10", budgets, seed=5)
     assert [p.budget_ms for p in points] == budgets
     for p in points:
-        assert p.outcome.best.costs["latency on note10"] <= p.budget_ms
+        assert p.outcome.best.costs[CostKey("latency", "note10")] <= p.budget_ms
         assert p.outcome.best.score == max(alone[c] for c in budgets if c <= p.budget_ms)

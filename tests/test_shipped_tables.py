@@ -10,7 +10,7 @@ import pytest
 
 from ofa_edge.lut.keys import enumerate_ops
 from ofa_edge.lut.store import load_table_for, shipped_tables_dir
-from ofa_edge.lut.table import PASSES, SCHEMA_VERSION
+from ofa_edge.lut.table import PASSES, SCHEMA_VERSION, LatencyTable
 from ofa_edge.lut.timing import table_timing
 from ofa_edge.supernet.registry import get_supernet_info
 from ofa_edge.supernet.space import ArchConfig
@@ -33,8 +33,8 @@ def test_a_shipped_table_is_current_complete_and_calibrated(path: Path) -> None:
     supernet = data["supernet"]["id"]
     spec = get_supernet_info(supernet).build().spec
     table = load_table_for(path, supernet, spec)
-    assert path.name.startswith(f"{table.device['name']}_{supernet}_{table.precision}_t{table.threads}")
-    assert table.calibration and table.calibration["subnets"] >= 8
+    assert path.name.startswith(f"{table.device.name}_{supernet}_{table.precision}_t{table.threads}")
+    assert table.calibration and table.calibration.subnets is not None and table.calibration.subnets >= 8
     assert table_timing(table) == "interleaved"
     for r in table.resolutions:
         assert {op.key for op in enumerate_ops(spec, [r])} <= set(table.entries[r])
@@ -46,12 +46,19 @@ def test_a_shipped_table_is_current_complete_and_calibrated(path: Path) -> None:
     assert 0 < small < big
 
 
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_a_shipped_table_written_again_is_the_same_file(path: Path, tmp_path: Path) -> None:
+    """Typed in memory, the same bytes on disk: the format did not change."""
+    LatencyTable.load(path).save(tmp_path / path.name)
+    assert (tmp_path / path.name).read_bytes() == path.read_bytes()
+
+
 def test_search_on_two_test_bed_devices_by_name(tmp_path: Path) -> None:
     spec = get_supernet_info(CIFAR).build().spec
     budgets = []
     for device in TEST_BED:
         table = load_table_for(shipped_tables_dir() / f"{device}_{CIFAR}_fp32_t1.json", CIFAR, spec)
-        assert table.device["name"] == device
+        assert table.device.name == device
         low, high = table.predict(spec.space.min_arch(24)), table.predict(spec.space.max_arch(40))
         budgets.append((low + high) / 2)
     args = [x for d, b in zip(TEST_BED, budgets) for x in ("--device", d, "--latency-ms", f"{b:.4f}")]

@@ -13,9 +13,10 @@ import torch
 from ofa_edge.accuracy.predictor import AccuracyPredictor, ArchEncoder, save_predictor
 from ofa_edge.deploy.specialize import specialize, stale_reasons
 from ofa_edge.devices.inventory import DeviceSpec
-from ofa_edge.lut.table import LatencyTable
+from ofa_edge.lut.table import DeviceRecord, LatencyTable, Reference, Runtime, SupernetRef
 from ofa_edge.search.evolution import InfeasibleError
 from ofa_edge.supernet.registry import get_supernet_info
+from ofa_edge.supernet.spec import MBv3Spec
 
 SUPERNET = "ofa-mbv3-cifar10"
 
@@ -34,7 +35,7 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def _run(device: DeviceSpec, out: Path, weights: tuple[Path, Path], **kwargs) -> dict:
     stages: list[str] = []
-    summary = specialize(
+    run = specialize(
         device,
         out,
         supernet=SUPERNET,
@@ -47,6 +48,11 @@ def _run(device: DeviceSpec, out: Path, weights: tuple[Path, Path], **kwargs) ->
         stage=lambda name, message: stages.append(name),
         **kwargs,
     )
+    summary = run.to_dict()
+    assert json.loads(run.summary_file.read_text()) == {
+        k: v for k, v in summary.items() if k != "summary_file"
+    }
+    assert run.choice.best.arch.to_dict() == summary["search"]["arch"]
     summary["stages"] = stages
     return summary
 
@@ -86,16 +92,17 @@ def test_specialize_on_the_adb_phone(adb_spec: DeviceSpec, phone, weights, tmp_p
 
 
 def test_a_table_of_another_cpu_is_stale(tmp_path: Path) -> None:
+    reference = Reference("min subnet", 24, 1.0, "2026-01-01", [1.0], "interleaved")
     table = LatencyTable(
-        supernet={},
-        device={"fingerprint": {"arch": "aarch64", "cpu_model": "Cortex-A72", "cores": 4}},
-        runtime={"name": "onnxruntime", "version": "1.31.1"},
-        reference={"median_ms": 1.0, "timing": "interleaved"},
+        supernet=SupernetRef(SUPERNET, MBv3Spec()),
+        device=DeviceRecord("pi", {"arch": "aarch64", "cpu_model": "Cortex-A72", "cores": 4}),
+        runtime=Runtime("onnxruntime", "1.31.1"),
+        reference=reference,
     )
     same = {"arch": "aarch64", "cpu_model": "Cortex-A72", "cores": 4}
     assert stale_reasons(table, same, "1.31.1", "interleaved") == []
     reasons = stale_reasons(table, {**same, "cores": 2}, "1.32.0", "interleaved")
     assert reasons == ["cores was 4, now 2", "runtime version was 1.31.1, now 1.32.0"]
-    table.reference = {"median_ms": 1.0}  # timed before interleaving existed: bracketed
+    table.reference = dataclasses.replace(reference, timing="bracketed")  # before interleaving existed
     (reason,) = stale_reasons(table, same, "1.31.1", "interleaved")
     assert "timed bracketed" in reason and "now times interleaved" in reason

@@ -79,3 +79,26 @@ def test_image_folder_and_errors(tmp_path: Path) -> None:
         load_split(tmp_path / "ds", "train")
     with pytest.raises(ConfigError, match="does not exist"):
         load_split(tmp_path / "nope", "test")
+
+
+def test_config_carries_its_layout() -> None:
+    cifar = TrainConfig(**{**CONFIG.__dict__, "stem_stride": 1, "stage_strides": (1, 2, 2, 1, 2)})
+    assert TrainConfig.from_dict(cifar.to_dict()) == cifar != CONFIG
+    assert cifar.build().spec.stage_strides == (1, 2, 2, 1, 2) and cifar.build().spec.stem_stride == 1
+    # Runs started before layouts existed stored no strides: they read back as MIT's layout.
+    old = {k: v for k, v in CONFIG.to_dict().items() if k not in ("stem_stride", "stage_strides")}
+    assert TrainConfig.from_dict(old) == CONFIG and CONFIG.build().spec.is_mit_layout
+
+
+def test_cpu_seconds_are_logged_across_resumes(tmp_path: Path) -> None:
+    config = TrainConfig(**{**CONFIG.__dict__, "resolutions": (24,), "phases": CONFIG.phases[:1]})
+    data = _toy_data(192)  # 2 steps
+    first = Trainer(config, data, tmp_path, log=lambda _: None)
+    assert not first.run(stop_after_seconds=0)
+    assert first.state.train_cpu_seconds > 0 and first.state.epoch_cpu_seconds > 0
+    final = Trainer(config, data, tmp_path, log=lambda _: None)
+    assert final.run()
+    (entry,) = final.state.log
+    assert entry["train_cpu_seconds"] == round(final.state.train_cpu_seconds, 1)
+    assert final.state.train_cpu_seconds > first.state.train_cpu_seconds
+    assert entry["epoch_cpu_seconds"] > 0 and final.state.epoch_cpu_seconds == 0  # reset for the next epoch

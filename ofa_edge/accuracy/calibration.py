@@ -8,6 +8,7 @@ the dataset and BN statistics computed from the shipped file are the same.
 
 from __future__ import annotations
 
+import contextlib
 from importlib import resources
 from pathlib import Path
 
@@ -44,6 +45,21 @@ def calibration_and_validation(
         )
     trained_on, val = split_train_val(train, config)
     return trained_on.subset(calib_count, seed=0), val
+
+
+def eval_calibration(data: str | Path, test: ImageArray) -> tuple[ImageArray, str]:
+    """BN calibration images for evaluating on dataset ``data`` (whose test split is ``test``),
+    and the split they come from: a fixed ``CALIB_IMAGES`` of ``DATA/train`` when it exists, else
+    of the test split itself (a dataset without training images can still be evaluated); either
+    way the split whose class folders number the labels."""
+    path = Path(data)
+    train = None
+    if not path.is_dir() or (path / "train").is_dir():
+        with contextlib.suppress(ConfigError):  # an archive without train/ (test/ was just read)
+            train = load_split(path, "train")
+    if train is None:
+        return test.subset(CALIB_IMAGES), "test"
+    return train.subset(CALIB_IMAGES), "train"
 
 
 def write_calibration_set(source: str | Path, out_path: str | Path, calib_count: int = CALIB_IMAGES) -> Path:

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from ofa_edge.errors import CheckpointError, ConfigError
+from ofa_edge.files import atomic_path
 from ofa_edge.supernet.space import ArchConfig, SearchSpace
 
 KIND = "ofa-edge/accuracy-predictor"
@@ -291,9 +292,8 @@ def save_predictor(
         "metrics": dict(metrics or {}),
         "state_dict": predictor.state_dict(),
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(doc, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save(doc, tmp)
     return path
 
 

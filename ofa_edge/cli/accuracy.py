@@ -8,19 +8,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ofa_edge.cli.common import DEFAULT_SUPERNET, add_subnet_args, chosen_subnet
+from ofa_edge.cli.common import (
+    add_command,
+    add_group,
+    add_host_threads,
+    add_subnet_args,
+    add_supernet,
+    chosen_subnet,
+    set_host_threads,
+)
 from ofa_edge.cli.output import Output
 
 
-def _load_net(supernet: str, checkpoint: str | None, threads: int | None) -> Any:
+def _load_net(supernet: str, checkpoint: str | None) -> Any:
     """The supernet with its registry weights, or those of ``checkpoint`` (release file or run)."""
-    import torch
-
     from ofa_edge.supernet.registry import get_supernet_info, load_supernet
     from ofa_edge.training.release import load_weights
 
-    if threads:
-        torch.set_num_threads(threads)
     if checkpoint is None:
         return load_supernet(supernet)
     net = get_supernet_info(supernet).build()
@@ -28,33 +32,17 @@ def _load_net(supernet: str, checkpoint: str | None, threads: int | None) -> Any
     return net.eval()
 
 
-def _eval_calibration(data: str, test: Any) -> tuple[Any, str]:
-    """BN calibration images for ``eval``: from ``DATA/train`` if it exists, else the test split."""
-    from ofa_edge.accuracy.measure import CALIB_IMAGES
-    from ofa_edge.data import load_split
-    from ofa_edge.errors import ConfigError
-
-    path = Path(data)
-    if path.is_dir() and not (path / "train").is_dir():
-        train = None
-    else:
-        try:
-            train = load_split(path, "train")
-        except ConfigError:  # an archive without train/ (test/ was just read from it)
-            train = None
-    if train is None:
-        return test.subset(CALIB_IMAGES), "test"
-    return train.subset(CALIB_IMAGES), "train"
-
-
 def _cmd_eval(args: argparse.Namespace, out: Output) -> int:
+    from ofa_edge.accuracy.calibration import eval_calibration
     from ofa_edge.accuracy.measure import subnet_top1
-    from ofa_edge.data import load_split
+    from ofa_edge.data import align_classes, load_split
 
     test = load_split(args.data, "test")
-    net = _load_net(args.supernet, args.checkpoint, args.threads)
+    set_host_threads(args)
+    net = _load_net(args.supernet, args.checkpoint)
     arch = chosen_subnet(args, net.space)
-    calib, calib_split = _eval_calibration(args.data, test)
+    calib, calib_split = eval_calibration(args.data, test)
+    test = align_classes(test, calib.classes)
     started = time.perf_counter()
     top1 = subnet_top1(net, arch, calib, test)
     seconds = time.perf_counter() - started
@@ -85,7 +73,8 @@ def _cmd_accuracy_build(args: argparse.Namespace, out: Output) -> int:
         raise ConfigError("--samples, --val-images and --workers must be at least 1")
     calib, val = calibration_and_validation(load_split(args.data, "train"))
     val = val.subset(args.val_images)
-    net = _load_net(args.supernet, args.checkpoint, args.threads)
+    set_host_threads(args)
+    net = _load_net(args.supernet, args.checkpoint)
     name = Path(args.data).name
     table = build_accuracy_table(
         net,
@@ -149,36 +138,42 @@ def _cmd_accuracy_fit(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    """Add ``eval`` and ``accuracy build`` to the ``ofa-edge`` parser."""
+def register(sub: Any) -> None:
+    """Add ``eval``, ``accuracy build`` and ``accuracy fit``."""
 
     def weights(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--supernet", default=DEFAULT_SUPERNET, help="registry name")
-        p.add_argument("--checkpoint", help="weights file, or an ofa-edge train run (dir or checkpoint.pt)")
-        p.add_argument("--threads", type=int, help="torch threads (1 is fastest on a busy machine)")
+        add_supernet(p)
+        p.add_argument(
+            "--checkpoint",
+            help="weights file, or an ofa-edge train run (dir or checkpoint.pt) (default: the registry's)",
+        )
+        add_host_threads(p)
 
-    p = sub.add_parser("eval", parents=[common], help="top-1 of one subnet on DATA/test")
+    p = add_command(sub, "eval", "top-1 of one subnet on DATA/test, BN recalibrated")
     weights(p)
     add_subnet_args(p)
     p.add_argument("--data", required=True, help="ImageFolder dir or .tar.gz with test/<class>/")
     p.set_defaults(func=_cmd_eval)
 
-    acc = sub.add_parser("accuracy", parents=[common], help="accuracy tables of random subnets")
-    asub = acc.add_subparsers(dest="accuracy_command", required=True)
-    p = asub.add_parser("build", parents=[common], help="measure random subnets (resumes)")
+    asub = add_group(sub, "accuracy", "accuracy tables of random subnets, and the predictor")
+    p = add_command(asub, "build", "measure random subnets for the accuracy predictor (resumes)")
     weights(p)
     p.add_argument("--data", required=True, help="ImageFolder dir or .tar.gz with train/<class>/")
     p.add_argument("--out", required=True, type=Path, help="table file, JSON lines (resumed if it exists)")
     p.add_argument("--samples", type=int, default=1000, help="subnets in the table")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed the subnets are drawn from")
     p.add_argument("--val-images", type=int, default=5000, help="held-out images each subnet is evaluated on")
-    p.add_argument("--workers", type=int, default=1, help="processes measuring at once, one thread each")
+    p.add_argument(
+        "--workers", type=int, default=1, help="processes measuring at once, one torch thread each"
+    )
     p.set_defaults(func=_cmd_accuracy_build)
 
-    p = asub.add_parser("fit", parents=[common], help="train the accuracy predictor on a table")
-    p.add_argument("table", type=Path, help="accuracy table (from accuracy build)")
+    p = add_command(asub, "fit", "train the accuracy predictor on a table")
+    p.add_argument("table", type=Path, metavar="TABLE.jsonl", help="accuracy table (from accuracy build)")
     p.add_argument("--out", required=True, type=Path, help="predictor file to write")
-    p.add_argument("--epochs", type=int, default=200)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--plot", help="PNG of predicted vs measured top-1 on the held-out subnets")
+    p.add_argument("--epochs", type=int, default=200, help="training epochs")
+    p.add_argument("--seed", type=int, default=0, help="seed of the train/held-out split and the weights")
+    p.add_argument(
+        "--plot", metavar="FILE.png", help="plot predicted vs measured top-1 on the held-out subnets"
+    )
     p.set_defaults(func=_cmd_accuracy_fit)

@@ -1,9 +1,16 @@
-"""What every CLI command module shares: defaults and device selection (no torch imports)."""
+"""What every CLI command module shares: the dialect's options (one spelling each), defaults
+and device selection (no torch imports).
+
+The dialect: one device is a positional ``NAME``, several are a repeatable ``--device NAME``;
+``--precision fp32|int8`` (``--int8`` its alias); ``--threads`` is always the device's threads,
+``--host-threads`` torch's on this machine; ``--inventory`` only on commands that reach devices.
+"""
 
 from __future__ import annotations
 
 import argparse
 import random
+from typing import Any
 
 from ofa_edge.errors import ConfigError
 from ofa_edge.supernet.space import ArchConfig, SearchSpace
@@ -11,18 +18,92 @@ from ofa_edge.supernet.space import ArchConfig, SearchSpace
 #: What commands use when --supernet is not given: the project's own supernet, shipped in the
 #: package with its accuracy predictor, so every command works offline.
 DEFAULT_SUPERNET = "ofa-mbv3-cifar10"
+PRECISIONS = ("fp32", "int8")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except the empty ones (None, False) whose help says what
+    leaving the option out means."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def add_command(sub: Any, name: str, help: str, *, devices: bool = False) -> argparse.ArgumentParser:
+    """A subcommand with the shared formatter and ``--json``; ``devices`` adds ``--inventory``
+    (only commands that reach a device read the inventory)."""
+    p = sub.add_parser(name, help=help, description=help, formatter_class=HelpFormatter)
+    p.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document on stdout"
+    )
+    if devices:
+        p.add_argument(
+            "--inventory",
+            metavar="PATH",
+            help="device inventory file (default: $OFA_EDGE_INVENTORY, else ./devices.toml, else only local)",
+        )
+    return p
+
+
+def add_group(sub: Any, name: str, help: str) -> Any:
+    """A command group (``devices``, ``lut``, ``accuracy``): the action its subcommands join."""
+    p = sub.add_parser(name, help=help, description=help, formatter_class=HelpFormatter)
+    return p.add_subparsers(dest=f"{name}_command", required=True, metavar="COMMAND")
+
+
+def add_device(p: argparse.ArgumentParser) -> None:
+    """The positional ``NAME`` of a command on one device."""
+    p.add_argument("device", metavar="NAME", help="device name in the inventory (local: this machine)")
+
+
+def add_supernet(p: argparse.ArgumentParser, help: str = "supernet registry name") -> None:
+    """``--supernet``, defaulting to the project's shipped supernet."""
+    p.add_argument("--supernet", default=DEFAULT_SUPERNET, metavar="ID", help=help)
+
+
+def add_precision(p: argparse.ArgumentParser, what: str) -> None:
+    """``--precision fp32|int8`` and its alias ``--int8``; ``what`` says what the precision is of."""
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS, help=what)
+    p.add_argument(
+        "--int8", dest="precision", action="store_const", const="int8", help="alias of --precision int8"
+    )
+
+
+def add_device_threads(p: argparse.ArgumentParser, help: str) -> None:
+    """``--threads N``: always the threads a model runs with on the device."""
+    p.add_argument("--threads", type=int, metavar="N", help=help)
+
+
+def add_host_threads(p: argparse.ArgumentParser) -> None:
+    """``--host-threads N``: torch threads on this machine (training, evaluation, export)."""
+    p.add_argument(
+        "--host-threads",
+        type=int,
+        metavar="N",
+        help="torch threads on this machine (default: every core; on a busy machine 1 is often fastest)",
+    )
+
+
+def set_host_threads(args: argparse.Namespace) -> None:
+    """Apply ``--host-threads`` to torch (nothing when it is not given)."""
+    if args.host_threads:
+        import torch
+
+        torch.set_num_threads(args.host_threads)
 
 
 def add_subnet_args(p: argparse.ArgumentParser) -> None:
     """``--arch FILE | --max | --min | --random SEED`` and ``--r``: which subnet a command is about."""
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--arch", help="arch JSON file ({ks, e, d, r})")
+    which.add_argument("--arch", metavar="ARCH.json", help="arch JSON file ({ks, e, d, r})")
     which.add_argument("--max", action="store_true", help="the largest subnet")
     which.add_argument("--min", action="store_true", help="the smallest subnet")
     which.add_argument(
         "--random", type=int, metavar="SEED", help="a uniformly random subnet, drawn from SEED"
     )
-    p.add_argument("--r", type=int, help="override the resolution")
+    p.add_argument("--r", type=int, help="override the resolution (default: the subnet's own)")
 
 
 def chosen_subnet(args: argparse.Namespace, space: SearchSpace) -> ArchConfig:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
-from ofa_edge.cli.common import DEFAULT_SUPERNET
+from ofa_edge.cli.common import add_command, add_host_threads, add_precision, add_supernet, set_host_threads
 from ofa_edge.cli.output import Output
 
 
@@ -16,6 +17,7 @@ def _cmd_export(args: argparse.Namespace, out: Output) -> int:
     from ofa_edge.supernet.space import ArchConfig
 
     arch = ArchConfig.load(args.arch)
+    set_host_threads(args)
     if args.random_weights:
         supernet = get_supernet_info(args.supernet).build().eval()
     else:
@@ -33,7 +35,7 @@ def _cmd_export(args: argparse.Namespace, out: Output) -> int:
         args.supernet,
         arch,
         args.format,
-        args.int8,
+        args.precision == "int8",
         calib,
         args.out,
         val_images=val,
@@ -63,28 +65,31 @@ def _cmd_export(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(sub: Any) -> None:
     """Add ``ofa-edge export``."""
-    p = sub.add_parser(
-        "export",
-        parents=[common],
-        help="export a subnet to ONNX or TFLite (fp32/int8), checked before it is written",
+    p = add_command(
+        sub, "export", "export a subnet to ONNX or TFLite (fp32/int8), checked before it is written"
     )
-    p.add_argument("arch", help="arch JSON file ({ks, e, d, r})")
-    p.add_argument("--supernet", default=DEFAULT_SUPERNET)
-    p.add_argument("--format", required=True, choices=["onnx", "tflite"])
-    p.add_argument("--int8", action="store_true", help="static int8 (ONNX QDQ / full-integer TFLite)")
+    p.add_argument("arch", metavar="ARCH.json", help="arch JSON file ({ks, e, d, r})")
+    add_supernet(p)
+    p.add_argument("--format", required=True, choices=["onnx", "tflite"], help="model file format")
+    add_precision(p, "fp32, or static int8 (ONNX QDQ / full-integer TFLite)")
     calib = p.add_mutually_exclusive_group()
     calib.add_argument(
-        "--calib", help="calibration images: .npz, ImageFolder (folder or .tar.gz, train/) or image folder"
+        "--calib",
+        help="calibration images: .npz, ImageFolder (folder or .tar.gz, train/) or image folder "
+        "(default: the shipped CIFAR-10 set)",
     )
     calib.add_argument("--calib-default", action="store_true", help="the calibration images shipped")
     p.add_argument("--calib-images", type=int, default=256, help="at most this many calibration images")
     p.add_argument("--val", help="labelled validation images (.npz with labels, or ImageFolder with test/)")
     p.add_argument("--val-images", type=int, default=1000, help="at most this many validation images")
     p.add_argument("--max-drop", type=float, default=1.0, help="allowed int8 top-1 drop (points)")
-    p.add_argument("--min-agreement", type=float, help="required int8/fp32 top-1 agreement (%%)")
+    p.add_argument(
+        "--min-agreement", type=float, help="required int8/fp32 top-1 agreement (%%) (default: not checked)"
+    )
     p.add_argument("--fp32-tolerance", type=float, help="max |model - torch| on logits (default 1e-3)")
+    add_host_threads(p)
     weights = p.add_mutually_exclusive_group()
     weights.add_argument("--checkpoint", help="supernet weights file (default: the registry's)")
     weights.add_argument(

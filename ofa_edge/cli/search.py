@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ofa_edge.cli.common import DEFAULT_SUPERNET
+from ofa_edge.cli.common import add_command, add_device_threads, add_precision, add_supernet
 from ofa_edge.cli.output import Output
 from ofa_edge.errors import ConfigError
 
@@ -27,8 +27,9 @@ def _predictor(args: argparse.Namespace, space: Any) -> Any:
     return predictor_for(args.supernet, space, Path(args.predictor) if args.predictor else None)
 
 
-def _tables(args: argparse.Namespace, spec: Any) -> tuple[list[Path], list[Any]]:
-    """One table per --device and where it was found (--lut in order, else the table store)."""
+def _tables(args: argparse.Namespace, spec: Any) -> tuple[dict[str, Path], dict[str, Any]]:
+    """Each device's table and where it was found, by device name (--lut in order, else the
+    table store): the --device names, else (--lut alone) the names the tables record."""
     from ofa_edge.lut.store import find_table, load_table_for
 
     devices, luts = args.device or [], args.lut or []
@@ -40,24 +41,27 @@ def _tables(args: argparse.Namespace, spec: Any) -> tuple[list[Path], list[Any]]
         find_table(d, args.supernet, precision=args.precision, threads=args.threads) for d in devices
     ]
     tables = [load_table_for(p, args.supernet, spec) for p in paths]
-    for name, table in zip(devices, tables):
-        table.device = {**table.device, "name": name}
-    return paths, tables
+    names = devices or [t.device.name for t in tables]
+    if len(set(names)) != len(names):
+        raise ConfigError(
+            f"two latency tables for the same device name: {names}", hint="name each device once"
+        )
+    return dict(zip(names, paths)), dict(zip(names, tables))
 
 
 def _result(c: Any) -> dict[str, Any]:
     """A candidate as JSON: arch, score and costs under stable keys."""
-    costs = dict(c.costs)
+    from ofa_edge.search.costs import CostKey
+
+    costs = c.costs
     return {
         "arch": c.arch.to_dict(),
         "score": c.score,
-        "latency_ms": {
-            k.removeprefix("latency on "): v for k, v in costs.items() if k.startswith("latency on ")
-        },
-        "macs": int(costs["macs"]),
-        "params": int(costs["params"]),
-        "file_bytes": int(costs["file_size"]),
-        "peak_activation_bytes": int(costs["peak_memory"]),
+        "latency_ms": {k.device: v for k, v in costs.items() if k.metric == "latency"},
+        "macs": int(costs[CostKey("macs")]),
+        "params": int(costs[CostKey("params")]),
+        "file_bytes": int(costs[CostKey("file_size")]),
+        "peak_activation_bytes": int(costs[CostKey("peak_memory")]),
     }
 
 
@@ -79,9 +83,9 @@ def _cmd_search(args: argparse.Namespace, out: Output) -> int:
     from ofa_edge.supernet.registry import get_supernet_info
 
     spec = get_supernet_info(args.supernet).build().spec
-    paths, tables = _tables(args, spec)
-    names = [str(t.device["name"]) for t in tables]
-    used = {name: str(path) for name, path in zip(names, paths)}
+    found, tables = _tables(args, spec)
+    names = list(tables)
+    used = {name: str(path) for name, path in found.items()}
     latency = args.latency_ms or []
     sweep = _floats(args.pareto) if args.pareto else None
     expected = len(names) - (1 if sweep else 0)
@@ -148,7 +152,7 @@ def _cmd_search(args: argparse.Namespace, out: Output) -> int:
         outcome.best.arch.save(args.out)
     from ofa_edge.search.evolution import format_value
 
-    budgets = ", ".join(f"{c.cost.label} ≤ {format_value(c.budget, c.cost.unit)}" for c in others)
+    budgets = ", ".join(f"{c.cost.key.label} ≤ {format_value(c.budget, c.cost.unit)}" for c in others)
     text = [
         f"{args.supernet}: {budgets} "
         f"(seed {args.seed}, {outcome.generations} generations, {outcome.seconds:.2f} s)"
@@ -173,21 +177,24 @@ def _cmd_search(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(sub: Any) -> None:
     """Add ``ofa-edge search``."""
-    p = sub.add_parser("search", parents=[common], help="best subnet under device and size budgets")
-    p.add_argument("--supernet", default=DEFAULT_SUPERNET)
-    p.add_argument("--device", action="append", help="device whose latency table to use (repeatable)")
+    p = add_command(sub, "search", "best predicted subnet under per-device latency and size budgets")
+    add_supernet(p)
+    p.add_argument(
+        "--device", action="append", metavar="NAME", help="device whose latency table to use (repeatable)"
+    )
     p.add_argument(
         "--latency-ms", action="append", type=float, help="latency budget of each --device, in order"
     )
     p.add_argument(
         "--lut",
         action="append",
+        metavar="PATH",
         help="latency table of each --device, in order (default: found by name on the table search path)",
     )
-    p.add_argument("--precision", default="fp32", choices=["fp32", "int8"], help="of the default tables")
-    p.add_argument("--threads", type=int, help="of the default tables (default: any one found)")
+    add_precision(p, "precision of the default tables")
+    add_device_threads(p, "device threads of the default tables (default: any one found)")
     p.add_argument("--macs", type=float, help="budget in millions of MACs")
     p.add_argument("--params", type=float, help="budget in millions of parameters")
     p.add_argument("--file-mb", type=float, help="fp32 model file budget (MB, 4 bytes per parameter)")
@@ -197,14 +204,12 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         "--objective",
         default="accuracy",
         choices=["accuracy", "macs"],
-        help="macs: maximize MACs (no predictor)",
+        help="what to maximize (macs: needs no predictor)",
     )
     p.add_argument("--top", type=int, default=1, help="print the K best distinct subnets")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--generations", type=int, default=500)
-    p.add_argument("--out", help="write the best subnet's arch JSON here")
+    p.add_argument("--seed", type=int, default=0, help="seed of the evolutionary search")
+    p.add_argument("--generations", type=int, default=500, help="generations of the evolutionary search")
+    p.add_argument("--out", metavar="ARCH.json", help="write the best subnet's arch JSON here")
     p.add_argument("--pareto", help="latency budgets (ms) of the first device to sweep, e.g. 5,10,15,20")
-    p.add_argument(
-        "--pareto-out", default="pareto", help="prefix of the sweep's .csv/.json/.png (default: pareto)"
-    )
+    p.add_argument("--pareto-out", default="pareto", help="prefix of the sweep's .csv/.json/.png files")
     p.set_defaults(func=_cmd_search)

@@ -20,14 +20,16 @@ without one it is the plain median.
 from __future__ import annotations
 
 import json
-import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ofa_edge.devices.agent import MeasuringSession
-from ofa_edge.errors import ConfigError, OfaEdgeError
-from ofa_edge.files import sha256_file
-from ofa_edge.lut.table import LatencyTable, now
+from ofa_edge.devices.inventory import DeviceSpec, model_runtime
+from ofa_edge.errors import ConfigError, DeployError, LutError, OfaEdgeError
+from ofa_edge.files import sha256_file, write_atomic
+from ofa_edge.lut.store import find_table
+from ofa_edge.lut.table import DeviceRecord, LatencyTable, now
 from ofa_edge.supernet.space import ArchConfig
 
 SCHEMA_VERSION = 1
@@ -35,13 +37,71 @@ KIND = "ofa-edge/deployment"
 MISS_TOLERANCE = 0.10
 #: Export writes ``FILE`` plus ``FILE`` + this suffix: what the file is (arch, supernet, checks).
 EXPORT_RECORD_SUFFIX = ".export.json"
-RUNTIME_OF_FORMAT = {".onnx": "onnxruntime", ".tflite": "tflite"}
 
 
-class DeployError(OfaEdgeError, RuntimeError):
-    """A push that did not arrive intact or could not be measured."""
+@dataclass(frozen=True)
+class PushedFile:
+    """The model file pushed: where it is here and on the device, and what it is."""
 
-    reference = "deploy-failed"
+    local: str
+    remote: str
+    sha256: str  # computed on the device, equal to the local one
+    size_bytes: int
+    format: str  # "onnx" | "tflite"
+    precision: str  # "fp32" | "int8"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "local": self.local,
+            "remote": self.remote,
+            "sha256": self.sha256,
+            "bytes": self.size_bytes,
+            "format": self.format,
+            "precision": self.precision,
+        }
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """One push: the file, the device it went to, and how it ran there against the table's
+    prediction (the module docstring describes the manifest it is written as)."""
+
+    created: str  # ISO-8601
+    device: DeviceRecord
+    file: PushedFile
+    supernet: str | None
+    arch: ArchConfig | None
+    verified: bool
+    measured_ms: float | None
+    predicted_ms: float | None
+    miss_pct: float | None
+    flagged: bool  # missed the prediction by more than MISS_TOLERANCE
+    table: str | None  # the table compared with
+    checks: dict[str, Any] | None  # the export's checks, as its record states them
+    manifest: Path  # where the manifest was written
+
+    def manifest_dict(self) -> dict[str, Any]:
+        """The manifest file's document."""
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "kind": KIND,
+            "created": self.created,
+            "device": self.device.to_dict(),
+            "file": self.file.to_dict(),
+            "supernet": self.supernet,
+            "arch": self.arch.to_dict() if self.arch else None,
+            "verified": self.verified,
+            "measured_ms": self.measured_ms,
+            "predicted_ms": self.predicted_ms,
+            "miss_pct": self.miss_pct,
+            "flagged": self.flagged,
+            "table": self.table,
+            "checks": self.checks,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest and where it is (``push --json``)."""
+        return {**self.manifest_dict(), "manifest": str(self.manifest)}
 
 
 def export_record(model: Path) -> dict[str, Any] | None:
@@ -57,6 +117,20 @@ def export_record(model: Path) -> dict[str, Any] | None:
         ) from None
 
 
+def record_table(device: DeviceSpec, record: dict[str, Any] | None) -> Path | None:
+    """The device's latency table for the model an export ``record`` describes (its supernet and
+    precision, the device's threads), or None when it names no supernet or no table exists (a
+    push then measures without a prediction to compare with)."""
+    if not record or not record.get("supernet"):
+        return None
+    try:
+        return find_table(
+            device.name, record["supernet"], precision=record.get("precision", "fp32"), threads=device.threads
+        )
+    except LutError:
+        return None
+
+
 def push(
     session: MeasuringSession,
     model: Path,
@@ -67,21 +141,19 @@ def push(
     verify: bool = True,
     rounds: int = 3,
     manifest: Path | None = None,
-) -> dict[str, Any]:
+) -> Deployment:
     """Push ``model`` and check its sha256 on the device; with ``verify``, also measure it there
     and compare with ``table``'s prediction.
 
     ``record`` is the model's export record (arch, supernet, precision, checks). Returns the
-    deployment manifest, also written to ``manifest`` (default: ``<model>.deployment.json``).
+    deployment, its manifest also written to ``manifest`` (default: ``<model>.deployment.json``).
     """
     from ofa_edge.lut.timing import table_reference, timed_rounds
 
     model = Path(model)
     if not model.is_file():
         raise ConfigError(f"model {model} does not exist", hint="export one with `ofa-edge export`")
-    runtime = RUNTIME_OF_FORMAT.get(model.suffix)
-    if runtime is None:
-        raise ConfigError(f"{model}: unknown model format", hint="push a .onnx or .tflite file")
+    runtime = model_runtime(model)
     record = record or {}
     precision = record.get("precision", "fp32")
     digest = sha256_file(model)
@@ -95,9 +167,9 @@ def push(
         table is not None
         and arch is not None
         and table.reference is not None
-        and table.runtime.get("name") == runtime
+        and table.runtime.name == runtime
         and table.precision == precision
-        and table.supernet.get("id") == record.get("supernet")
+        and table.supernet.id == record.get("supernet")
     )
     measured = predicted = None
     if not verify:
@@ -110,7 +182,7 @@ def push(
             [model],
             reference,
             rounds=rounds,
-            ref_ms=table.reference["median_ms"],
+            ref_ms=table.reference.median_ms,
             threads=table.threads,
             min_runs=20,
             min_seconds=0.3,
@@ -124,32 +196,24 @@ def push(
             )
         measured = result.median_ms
     miss = None if predicted is None or measured is None else (measured - predicted) / predicted
-    doc = {
-        "schema_version": SCHEMA_VERSION,
-        "kind": KIND,
-        "created": now(),
-        "device": {"name": session.spec.name, "fingerprint": session.fingerprint()},
-        "file": {
-            "local": str(model.resolve()),
-            "remote": remote,
-            "sha256": digest,
-            "bytes": model.stat().st_size,
-            "format": model.suffix.lstrip("."),
-            "precision": precision,
-        },
-        "supernet": record.get("supernet"),
-        "arch": arch.to_dict() if arch else None,
-        "verified": verify,
-        "measured_ms": measured,
-        "predicted_ms": predicted,
-        "miss_pct": None if miss is None else 100 * miss,
-        "flagged": miss is not None and abs(miss) > MISS_TOLERANCE,
-        "table": str(table_path) if verify and usable and table_path else None,
-        "checks": record.get("checks"),
-    }
     out = manifest or model.with_name(model.name + ".deployment.json")
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    os.replace(tmp, out)
-    doc["manifest"] = str(out)
-    return doc
+    deployment = Deployment(
+        created=now(),
+        device=DeviceRecord(session.spec.name, session.fingerprint()),
+        file=PushedFile(
+            str(model.resolve()), remote, digest, model.stat().st_size, model.suffix.lstrip("."), precision
+        ),
+        supernet=record.get("supernet"),
+        arch=arch,
+        verified=verify,
+        measured_ms=measured,
+        predicted_ms=predicted,
+        miss_pct=None if miss is None else 100 * miss,
+        flagged=miss is not None and abs(miss) > MISS_TOLERANCE,
+        table=str(table_path) if verify and usable and table_path else None,
+        checks=record.get("checks"),
+        manifest=out,
+    )
+    doc = deployment.manifest_dict()
+    write_atomic(out, json.dumps(doc, indent=1) + "\n")
+    return deployment

@@ -14,14 +14,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ofa_edge.devices.agent import runtime_version
-from ofa_edge.devices.inventory import DeviceSpec
+from ofa_edge.devices.inventory import DeviceSpec, model_format
 from ofa_edge.errors import ConfigError
 from ofa_edge.lut.store import table_file_name
-from ofa_edge.lut.table import PASSES, LatencyTable
+from ofa_edge.lut.table import PASSES, LatencyTable, SupernetRef
 from ofa_edge.lut.timing import table_timing, timing_of
+
+if TYPE_CHECKING:  # the run's parts; their modules load torch/numpy only when a run starts
+    from ofa_edge.deploy.push import Deployment
+    from ofa_edge.export.check import ExportReport
+    from ofa_edge.lut.validate import ValidationReport
+    from ofa_edge.search.evolution import Candidate
 
 #: Energy assumptions (W): a busy x86 host core, and a small board (Pi / Jetson / phone) under
 #: load. Rough figures for an order of magnitude; override with ``host_watts`` / ``device_watts``.
@@ -51,6 +57,105 @@ class Ledger:
                 self.device_s[stage] = self.device_s.get(stage, 0.0) + time.perf_counter() - wall0
 
 
+@dataclass(frozen=True)
+class RunCost:
+    """What a run cost: device wall time and host CPU time per stage, and the energy they take
+    at ``host_watts_per_core`` and ``device_watts`` (0 for the local machine: its measuring is
+    host CPU time, counted once)."""
+
+    ledger: Ledger
+    host_watts_per_core: float
+    device_watts: float
+
+    @property
+    def device_seconds(self) -> float:
+        return sum(self.ledger.device_s.values())
+
+    @property
+    def host_cpu_seconds(self) -> float:
+        return sum(self.ledger.host_cpu_s.values())
+
+    @property
+    def energy_wh(self) -> float:
+        joules = self.host_cpu_seconds * self.host_watts_per_core + self.device_seconds * self.device_watts
+        return joules / 3600
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "device_seconds": self.device_seconds,
+            "host_cpu_seconds": self.host_cpu_seconds,
+            "per_stage": {"device_s": self.ledger.device_s, "host_cpu_s": self.ledger.host_cpu_s},
+            "energy_wh": self.energy_wh,
+            "assumptions": {
+                "host_watts_per_busy_core": self.host_watts_per_core,
+                "device_watts": self.device_watts,
+                "note": "local device: its measuring is host CPU time, counted once",
+            },
+        }
+
+
+@dataclass(frozen=True)
+class SearchChoice:
+    """The subnet chosen: its latency budget within the reachable range, and the search's pick."""
+
+    budget_ms: float
+    reachable_ms: tuple[float, float]
+    best: Candidate
+    seconds: float  # the chosen budget's search
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "budget_ms": self.budget_ms,
+            "reachable_ms": list(self.reachable_ms),
+            "arch": self.best.arch.to_dict(),
+            "predicted_top1": self.best.score,
+            "costs": self.best.labelled_costs(),
+            "seconds": self.seconds,
+        }
+
+
+@dataclass(frozen=True)
+class Specialization:
+    """One specialize run: the table used (and its calibration's fidelity when it was measured
+    now), the subnet chosen, its export and deployment, and what the run cost."""
+
+    device: str
+    supernet: str
+    format: str
+    precision: str
+    table_path: Path
+    table_reused: bool
+    fidelity: ValidationReport | None  # None: a calibrated table was reused
+    choice: SearchChoice
+    export: ExportReport
+    deployment: Deployment
+    cost: RunCost
+    summary_file: Path
+
+    def summary_dict(self) -> dict[str, Any]:
+        """The summary file's document (``specialize.json``)."""
+        doc: dict[str, Any] = {
+            "device": self.device,
+            "supernet": self.supernet,
+            "format": self.format,
+            "precision": self.precision,
+        }
+        if self.fidelity is not None:
+            report = self.fidelity.to_dict()
+            doc["table_fidelity"] = {k: report[k] for k in ("calibration", "uncalibrated", "calibrated")}
+        return doc | {
+            "table": {"path": str(self.table_path), "reused": self.table_reused},
+            "search": self.choice.to_dict(),
+            "export": self.export.to_dict(),
+            "deployment": self.deployment.to_dict(),
+            "cost": self.cost.to_dict(),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """The summary and where it is (``specialize --json``)."""
+        return {**self.summary_dict(), "summary_file": str(self.summary_file)}
+
+
 def _cpu_seconds() -> float:
     """CPU time of this process and its finished children (a local agent runs as a child)."""
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -62,19 +167,20 @@ def stale_reasons(
 ) -> list[str]:
     """Why ``table`` no longer describes the device with ``fingerprint``, whose session times
     models ``timing`` against the reference (empty: reusable)."""
-    then = table.device.get("fingerprint", {})
+    then = table.device.fingerprint
     reasons = [
         f"{key} was {then.get(key)!r}, now {fingerprint.get(key)!r}"
         for key in TABLE_IDENTITY
         if then.get(key) != fingerprint.get(key)
     ]
-    if table.runtime.get("version") != runtime_version:
-        reasons.append(f"runtime version was {table.runtime.get('version')}, now {runtime_version}")
+    if table.runtime.version != runtime_version:
+        reasons.append(f"runtime version was {table.runtime.version}, now {runtime_version}")
     if table.reference is None:
         reasons.append("the table has no reference timing (older format)")
     elif table_timing(table) != timing:
-        then = table_timing(table)
-        reasons.append(f"it was timed {then} with its reference, the device now times {timing}")
+        reasons.append(
+            f"it was timed {table_timing(table)} with its reference, the device now times {timing}"
+        )
     return reasons
 
 
@@ -98,9 +204,9 @@ def specialize(
     device_watts: float = DEVICE_WATTS,
     stage: Stage = lambda name, message: None,
     progress: Progress = lambda name: lambda done, total: None,
-) -> dict[str, Any]:
+) -> Specialization:
     """Specialize ``supernet`` for ``device`` under ``latency_ms`` (default: the middle of the
-    reachable range) and return the run's summary (also written to ``out_dir/specialize.json``)."""
+    reachable range) and return the run (its summary also written to ``out_dir/specialize.json``)."""
     from ofa_edge.accuracy.predictor import predictor_for
     from ofa_edge.deploy.push import push
     from ofa_edge.devices.agent import open_session
@@ -109,28 +215,23 @@ def specialize(
     from ofa_edge.lut.build import build_table
     from ofa_edge.lut.validate import validate
     from ofa_edge.search import SubnetSearch
+    from ofa_edge.search.costs import CostKey
     from ofa_edge.search.pareto import write_pareto
-    from ofa_edge.supernet.registry import describe_supernet, get_supernet_info, load_supernet
+    from ofa_edge.supernet.registry import get_supernet_info, load_supernet
 
     if fmt not in ("onnx", "tflite"):
         raise ConfigError(f"unknown format {fmt!r}", hint="use onnx or tflite")
-    wanted_runtime = "tflite" if fmt == "tflite" else "onnxruntime"
-    if device.runtime != wanted_runtime:
+    if model_format(device.runtime) != fmt:
         raise ConfigError(
             f"device {device.name!r} runs {device.runtime}, which cannot run {fmt} models",
-            hint=f"use --format {'tflite' if device.runtime == 'tflite' else 'onnx'}",
+            hint=f"use --format {model_format(device.runtime)}",
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     precision = "int8" if int8 else "fp32"
     spec = get_supernet_info(supernet).build().spec
     resolutions = resolutions or list(spec.space.resolutions)
     ledger = Ledger()
-    summary: dict[str, Any] = {
-        "device": device.name,
-        "supernet": supernet,
-        "format": fmt,
-        "precision": precision,
-    }
+    fidelity: ValidationReport | None = None
     with open_session(device) as session:
         stage("device", f"connecting to {device.name}")
         fingerprint = ledger.timed("device", True, session.fingerprint)
@@ -158,7 +259,7 @@ def specialize(
                 True,
                 lambda: build_table(
                     session,
-                    describe_supernet(supernet),
+                    SupernetRef.named(supernet),
                     resolutions,
                     table_path,
                     precision=precision,
@@ -169,7 +270,7 @@ def specialize(
                 ),
             )
             stage("table", f"calibrating on {validate_samples} subnets measured whole")
-            report = ledger.timed(
+            fidelity = ledger.timed(
                 "calibrate",
                 True,
                 lambda: validate(
@@ -182,15 +283,13 @@ def specialize(
                     progress=progress("calibrate"),
                 ),
             )
-            summary["table_fidelity"] = {k: report[k] for k in ("calibration", "uncalibrated", "calibrated")}
         else:
             stage("table", f"reusing {table_path.name} (same device and runtime, calibrated)")
         table = LatencyTable.load(table_path)
-        summary["table"] = {"path": str(table_path), "reused": reused}
 
-        def search() -> Any:
+        def search() -> SearchChoice:
             model = predictor_for(supernet, spec.space, predictor)
-            searcher = SubnetSearch(supernet, spec, [table], model, generations=generations)
+            searcher = SubnetSearch(supernet, spec, {device.name: table}, model, generations=generations)
             low, high = searcher.latency_range(device.name)
             sweep = [low + (high - low) * q for q in (0.1, 0.3, 0.5, 0.7, 0.9)]
             budget = latency_ms if latency_ms is not None else sweep[2]  # the middle of the range
@@ -203,25 +302,17 @@ def specialize(
             if chosen.outcome is None:
                 assert chosen.infeasible is not None
                 raise chosen.infeasible
-            return budget, low, high, chosen.outcome
+            return SearchChoice(budget, (low, high), chosen.outcome.best, chosen.outcome.seconds)
 
-        budget, low, high, outcome = ledger.timed("search", False, search)
-        best = outcome.best
-        summary["search"] = {
-            "budget_ms": budget,
-            "reachable_ms": [low, high],
-            "arch": best.arch.to_dict(),
-            "predicted_top1": best.score,
-            "costs": best.costs,
-            "seconds": outcome.seconds,
-        }
+        choice = ledger.timed("search", False, search)
+        best = choice.best
         best.arch.save(out_dir / "subnet.json")
         costs = best.costs
         stage(
             "search",
             f"predicted top-1 {best.score:.4g} at r={best.arch.r}: "
-            f"{costs[f'latency on {device.name}']:.3f} ms predicted on {device.name}, "
-            f"{costs['macs'] / 1e6:.2f}M MACs, {costs['params'] / 1e6:.2f}M params",
+            f"{costs[CostKey('latency', device.name)]:.3f} ms predicted on {device.name}, "
+            f"{costs[CostKey('macs')] / 1e6:.2f}M MACs, {costs[CostKey('params')] / 1e6:.2f}M params",
         )
 
         def export() -> Any:
@@ -231,7 +322,6 @@ def specialize(
 
         stage("export", f"extracting, recalibrating BN and exporting {fmt} {precision}")
         exported = ledger.timed("export", False, export)
-        summary["export"] = exported.to_dict()
         stage("push", f"pushing {Path(exported.path).name} to {device.name} and measuring it there")
         model = Path(exported.path)
         deployment = ledger.timed(
@@ -239,20 +329,21 @@ def specialize(
             True,
             lambda: push(session, model, table=table, table_path=table_path, record=exported.to_dict()),
         )
-        summary["deployment"] = deployment
-    device_s, host_s = sum(ledger.device_s.values()), sum(ledger.host_cpu_s.values())
     local = device.transport == "local"
-    summary["cost"] = {
-        "device_seconds": device_s,
-        "host_cpu_seconds": host_s,
-        "per_stage": {"device_s": ledger.device_s, "host_cpu_s": ledger.host_cpu_s},
-        "energy_wh": (host_s * host_watts_per_core + (0 if local else device_s * device_watts)) / 3600,
-        "assumptions": {
-            "host_watts_per_busy_core": host_watts_per_core,
-            "device_watts": 0 if local else device_watts,
-            "note": "local device: its measuring is host CPU time, counted once",
-        },
-    }
+    run = Specialization(
+        device=device.name,
+        supernet=supernet,
+        format=fmt,
+        precision=precision,
+        table_path=table_path,
+        table_reused=reused,
+        fidelity=fidelity,
+        choice=choice,
+        export=exported,
+        deployment=deployment,
+        cost=RunCost(ledger, host_watts_per_core, 0.0 if local else device_watts),
+        summary_file=out_dir / "specialize.json",
+    )
+    summary = run.summary_dict()
     (out_dir / "specialize.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
-    summary["summary_file"] = str(out_dir / "specialize.json")
-    return summary
+    return run

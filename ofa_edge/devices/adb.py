@@ -39,6 +39,7 @@ from ofa_edge.devices.transport import (
     Transport,
     shell_command,
 )
+from ofa_edge.errors import AdbNotFound
 
 ADB_TIMEOUT_S = 30.0  # one bookkeeping call (devices, connect, get-state); the first starts the server
 CONNECT_WAIT_S = 10.0  # how long a just-connected phone may stay "offline"/"connecting"
@@ -80,12 +81,6 @@ _ADB_FAILURES: tuple[tuple[re.Pattern[str], type[DeviceError], str], ...] = (
         "the adb server did not start: try `adb start-server` (with the same server_port)",
     ),
 )
-
-
-class AdbNotFound(DeviceError, FileNotFoundError):
-    """The ``adb`` client program is not installed or not where the inventory says."""
-
-    reference = "adb-not-found"
 
 
 class AdbTransport(Transport):

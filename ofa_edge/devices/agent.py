@@ -27,17 +27,12 @@ from ofa_edge.devices.transport import (
     DeviceUnreachable,
     Transport,
 )
+from ofa_edge.errors import AgentError
 from ofa_edge.files import sha256_file
 
 PROTOCOL = 1
 AGENT_FILE = "ofa_edge_agent.py"
 REQUEST_TIMEOUT_S = 120.0
-
-
-class AgentError(DeviceError):
-    """The agent answered with an error, died, or speaks another protocol."""
-
-    reference = "agent-error"
 
 
 def agent_source() -> Path:

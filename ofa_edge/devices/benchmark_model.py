@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ofa_edge.errors import ConfigError, OfaEdgeError
+from ofa_edge.errors import BenchmarkOutputError, ConfigError
 
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _PAIR = re.compile(rf"([A-Za-z][\w\- ]*?)\s*=\s*({_NUM})")
@@ -38,12 +38,6 @@ _MEMORY = (
     (re.compile(r"\[Init Phase\] - Memory usage:(.*)"), "init_phase"),
     (re.compile(r"\[Overall\] - Memory usage:(.*)"), "overall_phase"),
 )
-
-
-class BenchmarkOutputError(OfaEdgeError, ValueError):
-    """``benchmark_model`` printed no usable timing (it failed, or this is not its output)."""
-
-    reference = "benchmark-output"
 
 
 @dataclass(frozen=True)

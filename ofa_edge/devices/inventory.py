@@ -26,7 +26,9 @@ import tomllib
 from ofa_edge.errors import ConfigError
 
 TRANSPORTS = ("ssh", "adb", "local")
-RUNTIMES = ("onnxruntime", "tflite")
+#: The model file format each runtime runs: the one map between runtimes and formats.
+FORMAT_OF_RUNTIME = {"onnxruntime": "onnx", "tflite": "tflite"}
+RUNTIMES = tuple(FORMAT_OF_RUNTIME)
 #: Where phones let a shell user write and execute.
 ADB_WORKDIR = "/data/local/tmp/ofa-edge-agent"
 _COMMON = {"transport", "runtime", "threads", "workdir", "python", "cpus", "description"}
@@ -35,6 +37,20 @@ _FIELDS = {
     "adb": _COMMON | {"serial", "adb", "server_port", "benchmark_model"},
     "local": _COMMON,
 }
+
+
+def model_format(runtime: str) -> str:
+    """The model file format (``onnx`` or ``tflite``) that ``runtime`` runs; ONNX for a runtime
+    this package does not drive (e.g. a table imported from MIT's files)."""
+    return FORMAT_OF_RUNTIME.get(runtime, "onnx")
+
+
+def model_runtime(model: Path) -> str:
+    """The runtime that runs a model file, by its suffix (``.onnx`` or ``.tflite``)."""
+    for runtime, fmt in FORMAT_OF_RUNTIME.items():
+        if model.suffix == f".{fmt}":
+            return runtime
+    raise ConfigError(f"{model}: unknown model format", hint="use a .onnx or .tflite file")
 
 
 @dataclass(frozen=True)
@@ -71,8 +87,14 @@ class DeviceSpec:
     adb: AdbOptions | None = None
 
 
+def local_workdir() -> str:
+    """The agent's folder on this machine: ``$OFA_EDGE_AGENT_DIR`` (tests isolate it), else the
+    default ``~/.cache/ofa-edge-agent``."""
+    return os.environ.get("OFA_EDGE_AGENT_DIR") or DeviceSpec.workdir
+
+
 def local_device() -> DeviceSpec:
-    return DeviceSpec(name="local", description="this machine")
+    return DeviceSpec(name="local", description="this machine", workdir=local_workdir())
 
 
 def _int(name: str, key: str, value: Any, lo: int, hi: int) -> int:
@@ -136,12 +158,13 @@ def parse_device(name: str, table: dict[str, Any], base: Path) -> DeviceSpec:
             else None,
             benchmark_model=path("benchmark_model"),
         )
+    default_workdir = {"adb": ADB_WORKDIR, "local": local_workdir()}.get(transport, DeviceSpec.workdir)
     return DeviceSpec(
         name=name,
         transport=transport,
         runtime=runtime,
         threads=_int(name, "threads", table.get("threads", 1), 1, 1024),
-        workdir=_str(name, "workdir", table.get("workdir", ADB_WORKDIR if adb else DeviceSpec.workdir)),
+        workdir=_str(name, "workdir", table.get("workdir", default_workdir)),
         python=_str(name, "python", table.get("python", DeviceSpec.python)),
         cpus=cpus,
         description=str(table.get("description", "")),

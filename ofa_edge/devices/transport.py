@@ -15,37 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from ofa_edge.errors import OfaEdgeError
+from ofa_edge.errors import AuthError as AuthError
+from ofa_edge.errors import CommandFailed
+from ofa_edge.errors import CommandTimeout as CommandTimeout
+from ofa_edge.errors import DeviceError as DeviceError
+from ofa_edge.errors import DeviceUnreachable as DeviceUnreachable
+from ofa_edge.errors import HostKeyError as HostKeyError
 
 DEFAULT_TIMEOUT_S = 60.0
-
-
-class DeviceError(OfaEdgeError, RuntimeError):
-    """Something went wrong on or on the way to a device."""
-
-    reference = "device-error"
-
-
-class DeviceUnreachable(DeviceError, ConnectionError):
-    reference = "device-unreachable"
-
-
-class HostKeyError(DeviceError, ConnectionError):
-    """The SSH host key is unknown or has changed (strict checking is the default)."""
-
-    reference = "host-key"
-
-
-class AuthError(DeviceError, PermissionError):
-    reference = "auth-failed"
-
-
-class CommandFailed(DeviceError):
-    reference = "command-failed"
-
-
-class CommandTimeout(DeviceError, TimeoutError):
-    reference = "command-timeout"
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ofa_edge.errors import ConfigError, OfaEdgeError
+from ofa_edge.errors import ConfigError, ExportCheckError
 from ofa_edge.export.formats import FORMATS, convert, quantize
 from ofa_edge.files import sha256_file
 from ofa_edge.supernet.space import ArchConfig
@@ -51,12 +51,6 @@ CHECK_FIELDS = (
     "int8_check",
 )
 RECORD_VERSION = 1
-
-
-class ExportCheckError(OfaEdgeError, RuntimeError):
-    """An exported model that failed its check; nothing was written under the requested name."""
-
-    reference = "export-check-failed"
 
 
 @dataclass

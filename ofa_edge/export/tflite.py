@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ofa_edge.errors import OfaEdgeError
+from ofa_edge.errors import ConverterMissing
 
 #: The fastest reliable install of the converter we measured (pip backtracks for minutes over
 #: the ``[tflite]`` extra as one requirement set).
@@ -34,12 +34,6 @@ TFLITE_INSTALL = (
     "rich immutabledict packaging && pip install --no-deps litert-torch==0.10.0 ai-edge-quantizer==0.10.0"
 )
 _DISTRIBUTIONS = {"litert_torch": "litert-torch", "ai_edge_quantizer": "ai-edge-quantizer"}
-
-
-class ConverterMissing(OfaEdgeError, ImportError):
-    """A model converter (litert-torch, ai-edge-quantizer) that is not installed."""
-
-    reference = "converter-missing"
 
 
 def require(module: str) -> ModuleType:

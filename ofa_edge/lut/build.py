@@ -18,16 +18,26 @@ from __future__ import annotations
 import random
 import statistics
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ofa_edge.devices.agent import runtime_version
+from ofa_edge.devices.inventory import model_format
 from ofa_edge.lut.keys import Op, enumerate_ops
 from ofa_edge.lut.micro import export_micro_models
-from ofa_edge.lut.table import PASSES, Entry, LatencyTable, LutError, now
+from ofa_edge.lut.table import (
+    PASSES,
+    DeviceRecord,
+    Entry,
+    LatencyTable,
+    LutError,
+    Reference,
+    Runtime,
+    SupernetRef,
+    now,
+)
 from ofa_edge.lut.timing import Timed, reference_model, table_timing, timed_round, timing_of
-from ofa_edge.supernet.space import SearchSpace
-from ofa_edge.supernet.spec import MBv3Spec
 
 #: ``progress(done, total)`` after each measured op.
 BuildProgress = Callable[[int, int], None]
@@ -53,17 +63,17 @@ def _compatible(table: LatencyTable, fresh: LatencyTable, out: Path) -> None:
                 f"this build has {getattr(fresh, field)!r}",
                 hint="use another --out, or delete the file to start over",
             )
-    if table.device.get("name") != fresh.device.get("name"):
+    if table.device.name != fresh.device.name:
         raise LutError(
-            f"{out} belongs to device {table.device.get('name')!r}, not {fresh.device.get('name')!r}",
+            f"{out} belongs to device {table.device.name!r}, not {fresh.device.name!r}",
             hint="use another --out",
         )
 
 
 def build_table(
     session: Any,
-    supernet: dict[str, Any],
-    resolutions: Sequence[int],
+    supernet: SupernetRef,
+    resolutions: Sequence[int] | None,
     out: Path,
     *,
     precision: str = "fp32",
@@ -75,19 +85,20 @@ def build_table(
     progress: BuildProgress | None = None,
     exporting: BuildProgress | None = None,
 ) -> LatencyTable:
-    """Measure every op of ``supernet`` at ``resolutions`` on ``session``'s device into ``out``,
-    ``passes`` times (an existing table gains the passes it lacks).
+    """Measure every op of ``supernet`` at ``resolutions`` (None: all of the supernet's) on
+    ``session``'s device into ``out``, ``passes`` times (an existing table gains the passes it lacks).
 
     ``progress`` follows the measured ops, ``exporting`` the op models written first (only those
     not cached yet)."""
-    spec = MBv3Spec(supernet["width_mult"], supernet["n_classes"], SearchSpace(**supernet["space"]))
+    spec = supernet.spec
+    resolutions = spec.space.resolutions if resolutions is None else resolutions
     device = session.spec
     threads = threads or device.threads
     fingerprint = session.fingerprint()
     fresh = LatencyTable(
         supernet=supernet,
-        device={"name": device.name, "fingerprint": fingerprint},
-        runtime={"name": device.runtime, "version": runtime_version(fingerprint, device.runtime)},
+        device=DeviceRecord(device.name, fingerprint),
+        runtime=Runtime(device.runtime, runtime_version(fingerprint, device.runtime)),
         precision=precision,
         threads=threads,
     )
@@ -128,7 +139,7 @@ def build_table(
     count = sum(min(passes_of(k), passes) for k in where)
     if progress:
         progress(count, total)
-    fmt = "tflite" if device.runtime == "tflite" else "onnx"
+    fmt = model_format(device.runtime)
     paths = export_micro_models(spec, need, fmt, precision, exporting)
     key_of = {paths[op.key].name: op.key for op in need}
     kwargs: dict[str, Any] = dict(threads=threads, min_runs=min_runs, min_seconds=min_seconds)
@@ -138,19 +149,14 @@ def build_table(
         ref = session.bench([reference], **{**kwargs, "min_runs": 3 * min_runs}).results[0]
         if ref.error is not None or ref.median_ms is None:
             raise LutError(f"{device.name}: the reference model failed: {ref.error}")
-        table.reference = {
-            "model": described,
-            "resolution": r_ref,
-            "median_ms": ref.median_ms,
-            "measured": now(),
-            "timings_ms": [ref.median_ms],
-            "timing": timing_of(session),
-        }
+        table.reference = Reference(
+            described, r_ref, ref.median_ms, now(), [ref.median_ms], timing_of(session)
+        )
         table.save(out)
     elif need:
         assert table.reference is not None
-        reference, _ = reference_model(spec, table.reference["resolution"], fmt, precision)
-    level = table.reference["median_ms"] if table.reference else 0.0
+        reference, _ = reference_model(spec, table.reference.resolution, fmt, precision)
+    level = table.reference.median_ms if table.reference else 0.0
 
     def record(item: Timed, remeasured: bool) -> None:
         """Add this pass's value to the op's entry (a re-measured batch replaces its pass)."""
@@ -211,9 +217,9 @@ def relevel(table: LatencyTable, timings: Sequence[float]) -> None:
     """
     assert table.reference is not None
     ref = table.reference
-    ref["timings_ms"] = [*ref.get("timings_ms", [ref["median_ms"]]), *timings]
-    level = statistics.median(ref["timings_ms"])
-    factor = level / ref["median_ms"]
+    all_timings = [*ref.timings_ms, *timings]
+    level = statistics.median(all_timings)
+    factor = level / ref.median_ms
     seen: set[int] = set()
     for section in table.entries.values():
         for entry in section.values():
@@ -224,8 +230,6 @@ def relevel(table: LatencyTable, timings: Sequence[float]) -> None:
             entry.p10_ms = None if entry.p10_ms is None else entry.p10_ms * factor
             entry.p90_ms = None if entry.p90_ms is None else entry.p90_ms * factor
             entry.passes_ms = None if entry.passes_ms is None else [v * factor for v in entry.passes_ms]
-    if table.calibration is not None:  # its intercept and per-op term are in ms, q in 1/ms
-        for term, power in (("b", 1), ("c", 1), ("q", -1)):
-            if term in table.calibration:
-                table.calibration[term] = table.calibration[term] * factor**power
-    ref["median_ms"] = level
+    if table.calibration is not None:
+        table.calibration = table.calibration.scaled(factor)
+    table.reference = replace(ref, median_ms=level, timings_ms=all_timings)

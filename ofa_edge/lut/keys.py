@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ofa_edge.supernet.space import ArchConfig
-from ofa_edge.supernet.spec import BlockSpec, MBv3Spec, conv_out_size
+from ofa_edge.supernet.spec import BlockSpec, MBv3Spec
 
 
 @dataclass(frozen=True, order=True)
@@ -47,7 +47,7 @@ class Op:
 def subnet_ops(spec: MBv3Spec, arch: ArchConfig) -> list[Op]:
     """The ops ``arch`` runs, in order; its latency is (about) the sum of theirs."""
     r = arch.r
-    size = conv_out_size(r, 2)
+    size = spec.stem_size(r)
     ops = [Op("Conv", (r, r, 3), (size, size, spec.first_conv_width))]
     blocks = spec.blocks(arch)
     for b in blocks:

@@ -10,6 +10,7 @@ micro-models are calibrated on random normal inputs, which is enough for timing.
 from __future__ import annotations
 
 import hashlib
+import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from torch import nn
 from ofa_edge.errors import ConfigError
 from ofa_edge.export.formats import FORMATS, convert, quantize
 from ofa_edge.export.onnx import OPSET
+from ofa_edge.files import atomic_path
 from ofa_edge.lut.keys import Op
 from ofa_edge.supernet.layers import ConvBNAct, LinearLayer, MBConv, ResidualBlock
 from ofa_edge.supernet.registry import cache_dir
@@ -50,7 +52,7 @@ def op_module(spec: MBv3Spec, op: Op) -> nn.Module:
     """The op as a module taking a (1, C, H, W) input."""
     cin, cout = op.input[-1], op.output[-1]
     if op.kind == "Conv":
-        return ConvBNAct(3, cout, 3, 2, act="h_swish")
+        return ConvBNAct(3, cout, 3, spec.stem_stride, act="h_swish")
     if op.kind == "expanded_conv":
         assert op.block is not None
         return ResidualBlock(MBConv(op.block), op.block.shortcut)
@@ -108,18 +110,15 @@ def export_for_timing(
     module: torch.nn.Module, shape: tuple[int, ...], fmt: str, precision: str, path: Path
 ) -> Path:
     """Write ``module`` in the device's format and precision, for timing only (int8 calibrates on
-    random inputs: latency does not depend on the values); atomically, via a temp name."""
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    fp32 = tmp if precision == "fp32" else path.with_name(path.stem + ".fp32.tmp" + path.suffix)
-    try:
+    random inputs: latency does not depend on the values); atomically, via temp files of this
+    writer's own, so two builds exporting one op into the shared cache never mix their files."""
+    with atomic_path(path, suffix=path.suffix) as tmp, tempfile.TemporaryDirectory() as scratch:
+        fp32 = tmp if precision == "fp32" else Path(scratch) / f"fp32{path.suffix}"
         convert(module, shape, fmt, fp32)
         if precision == "int8":
             calib = torch.randn((CALIB_SAMPLES, *shape[1:]), generator=torch.Generator().manual_seed(0))
             quantize(fp32, tmp, fmt, calib.numpy())
-        return tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-        fp32.unlink(missing_ok=True)
+    return path
 
 
 def export_micro_models(

@@ -84,13 +84,30 @@ def find_table(
     )
 
 
+def locate_table(
+    path: str | Path | None,
+    device: str,
+    supernet: str,
+    *,
+    precision: str = "fp32",
+    threads: int | None = None,
+) -> Path:
+    """The table a command works on: ``path`` when given (it must exist), else the one
+    :func:`find_table` finds for ``device`` and ``supernet``."""
+    if path is None:
+        return find_table(device, supernet, precision=precision, threads=threads)
+    if not Path(path).is_file():
+        raise LutError(f"no latency table at {path}", hint="check the --lut path")
+    return Path(path)
+
+
 def load_table_for(path: Path, supernet: str, spec: MBv3Spec) -> LatencyTable:
     """Load a table and refuse it unless it describes ``supernet`` (id and layout)."""
     table = LatencyTable.load(path)
-    their = table.supernet.get("id")
+    their = table.supernet.id
     if their != supernet or table.spec != spec:
         raise LutError(
             f"latency table {path} was measured for supernet {their!r}, not {supernet!r}",
-            hint=f"build one for it: ofa-edge lut build {table.device.get('name')} --supernet {supernet}",
+            hint=f"build one for it: ofa-edge lut build {table.device.name} --supernet {supernet}",
         )
     return table

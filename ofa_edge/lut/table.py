@@ -13,10 +13,11 @@ and ``raw_median_ms``, calibrations before version 3 have no ``c`` and before ve
 "bracketed", and entries before version 6 have no ``passes_ms``, read as one pass)::
 
     {"schema_version": 6, "kind": "ofa-edge/latency-table",
-     "supernet": {"id", "width_mult", "n_classes", "space": {...}},
+     "supernet": {"id", "width_mult", "n_classes", "space": {...}
+                  [, "stem_stride", "stage_strides": [...]]},
      "device": {"name", "fingerprint": {...}}, "runtime": {"name", "version"},
      "precision": "fp32" | "int8", "threads": N, "delegate": "cpu", "created": ISO-8601,
-     "calibration": null | {"a", "b", "c", "q", "subnets", "fitted": ISO-8601},
+     "calibration": null | {"a", "b", "c", "q", "subnets", "fitted": ISO-8601, "seed", "rounds"},
      "reference": null | {"model", "resolution", "median_ms", "measured": ISO-8601,
                           "timings_ms": [...], "timing": "interleaved" | "bracketed"},
      "entries": {RESOLUTION: {KEY: {"median_ms", "p10_ms", "p90_ms", "samples",
@@ -39,6 +40,10 @@ Entries are grouped by resolution as in MIT's per-resolution YAML files: an op s
 resolutions (the classifier, say) appears under each (measured once by ``lut build``, but MIT's
 tables hold a separate measurement per file). ``p10_ms``/``p90_ms`` are null for tables imported
 from MIT's YAML, which keep mean and std.
+
+In memory the metadata are dataclasses (:class:`SupernetRef`, :class:`DeviceRecord`,
+:class:`Runtime`, :class:`Calibration`, :class:`Reference`); their ``from_dict``/``to_dict`` are
+the only places the file's dicts appear, and a table read then written is the same file.
 """
 
 from __future__ import annotations
@@ -46,14 +51,15 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
-import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ofa_edge.errors import OfaEdgeError
+from ofa_edge.devices.inventory import model_format
+from ofa_edge.errors import LutError
+from ofa_edge.files import write_atomic
 from ofa_edge.lut.keys import subnet_ops
-from ofa_edge.supernet.space import ArchConfig, SearchSpace
+from ofa_edge.supernet.space import ArchConfig
 from ofa_edge.supernet.spec import MBv3Spec
 
 SCHEMA_VERSION = 6
@@ -63,22 +69,136 @@ KIND = "ofa-edge/latency-table"
 PRECISIONS = ("fp32", "int8")
 
 
-def apply_calibration(cal: dict[str, Any], op_sum: Any, n_ops: Any) -> Any:
-    """``a * op_sum + q * op_sum**2 + c * n_ops + b`` for scalars or arrays (``c`` is 0 before
-    schema 3, ``q`` before schema 5); the search's vectorized costs call this very function."""
-    return cal["a"] * op_sum + cal.get("q", 0.0) * (op_sum * op_sum) + cal.get("c", 0.0) * n_ops + cal["b"]
+def apply_calibration(cal: Calibration, op_sum: Any, n_ops: Any) -> Any:
+    """``a * op_sum + q * op_sum**2 + c * n_ops + b`` for scalars or arrays; the search's
+    vectorized costs call this very function."""
+    return cal.a * op_sum + cal.q * (op_sum * op_sum) + cal.c * n_ops + cal.b
 
 
-def describe_calibration(cal: dict[str, Any]) -> str:
+def describe_calibration(cal: Calibration) -> str:
     """One line for people: the fitted terms in ms (and µs per op)."""
-    text = f"a={cal['a']:.3f}, c={1e3 * cal.get('c', 0.0):.1f} µs/op, b={cal['b']:.3f} ms"
-    return text + (f", q={cal['q']:.3f}/ms" if cal.get("q") else "")
+    text = f"a={cal.a:.3f}, c={1e3 * cal.c:.1f} µs/op, b={cal.b:.3f} ms"
+    return text + (f", q={cal.q:.3f}/ms" if cal.q else "")
 
 
-class LutError(OfaEdgeError, ValueError):
-    """A latency table that is malformed, truncated, too new, or lacks an op."""
+@dataclass(frozen=True)
+class SupernetRef:
+    """The supernet a table describes: its registry id and its layout, so a table is only used
+    with the network it was measured for.
 
-    reference = "bad-latency-table"
+    ``extra`` keeps keys of the file's description this version does not know (or states
+    redundantly, like MIT's strides spelled out), so they are written back unchanged.
+    """
+
+    id: str
+    spec: MBv3Spec
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def named(cls, name: str) -> SupernetRef:
+        """The reference of a registered supernet (builds it once to read its layout)."""
+        from ofa_edge.supernet.registry import describe_supernet
+
+        return cls.from_dict(describe_supernet(name))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SupernetRef:
+        spec = MBv3Spec.from_dict(data)
+        known = {"id", *spec.to_dict()}
+        return cls(data["id"], spec, {k: v for k, v in data.items() if k not in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, **self.spec.to_dict(), **self.extra}
+
+
+@dataclass(frozen=True)
+class DeviceRecord:
+    """The device a table was measured on: its inventory name and its fingerprint then (the
+    agent's free-form report: CPU, cores, OS, runtimes...), to tell later whether it changed."""
+
+    name: str
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DeviceRecord:
+        return cls(data["name"], data.get("fingerprint", {}))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "fingerprint": self.fingerprint}
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The inference runtime a table was measured with ("onnxruntime", "tflite") and its version."""
+
+    name: str
+    version: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Runtime:
+        return cls(data["name"], data.get("version"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version}
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A whole-network correction of the op sum, ``a * sum + q * sum**2 + c * n_ops + b`` (ms),
+    and how it was fitted (``None``: not recorded, as for a bare fit).
+
+    ``c`` is absent before schema 3 and ``q`` before schema 5: both read as 0.
+    """
+
+    a: float
+    b: float
+    c: float = 0.0
+    q: float = 0.0
+    subnets: int | None = None  # how many whole subnets it was fitted on
+    fitted: str | None = None  # ISO-8601
+    seed: int | None = None  # of the subnets drawn
+    rounds: int | None = None  # timing rounds per subnet
+
+    @property
+    def terms(self) -> dict[str, float]:
+        """The fitted coefficients alone (what reports show)."""
+        return {"a": self.a, "b": self.b, "c": self.c, "q": self.q}
+
+    def scaled(self, factor: float) -> Calibration:
+        """The same correction for a table whose every ms is multiplied by ``factor`` (``b`` and
+        ``c`` are in ms, ``q`` in 1/ms, ``a`` has no unit)."""
+        return replace(self, b=self.b * factor, c=self.c * factor, q=self.q / factor)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Calibration:
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The model every op of a table is timed against (``ofa_edge.lut.timing``) and its level:
+    ``median_ms`` is the median of ``timings_ms``, all its timings during the builds.
+
+    Before schema 4 ``timing`` is absent and read as "bracketed"; a table without
+    ``timings_ms`` counts its ``median_ms`` as its one timing.
+    """
+
+    model: str  # what the reference is, for people
+    resolution: int
+    median_ms: float
+    measured: str  # ISO-8601
+    timings_ms: list[float]
+    timing: str = "bracketed"  # "interleaved" | "bracketed"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Reference:
+        return cls(**{"timings_ms": [data["median_ms"]], **data})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def now() -> str:
@@ -109,28 +229,27 @@ class Entry:
 class LatencyTable:
     """One device's op latencies for one supernet, runtime, precision and thread count."""
 
-    supernet: dict[str, Any]
-    device: dict[str, Any]
-    runtime: dict[str, Any]
+    supernet: SupernetRef
+    device: DeviceRecord
+    runtime: Runtime
     precision: str = "fp32"
     threads: int = 1
     delegate: str = "cpu"
     entries: dict[int, dict[str, Entry]] = field(default_factory=dict)
-    calibration: dict[str, Any] | None = None
-    reference: dict[str, Any] | None = None
+    calibration: Calibration | None = None
+    reference: Reference | None = None
     created: str = field(default_factory=now)
 
     # --- the supernet it describes -----------------------------------------------------------
 
     @property
     def spec(self) -> MBv3Spec:
-        sup = self.supernet
-        return MBv3Spec(sup["width_mult"], sup["n_classes"], SearchSpace(**sup["space"]))
+        return self.supernet.spec
 
     @property
     def model_format(self) -> str:
         """The model file format the table's runtime runs ("onnx" or "tflite")."""
-        return "tflite" if self.runtime.get("name") == "tflite" else "onnx"
+        return model_format(self.runtime.name)
 
     @property
     def resolutions(self) -> list[int]:
@@ -166,7 +285,7 @@ class LatencyTable:
     def predict(self, arch: ArchConfig, calibrated: bool = True) -> float:
         """Predicted whole-network latency (ms) of ``arch`` on this table's device."""
         total, n_ops = self._sum_and_count(arch)
-        if calibrated and self.calibration:
+        if calibrated and self.calibration is not None:
             return apply_calibration(self.calibration, total, n_ops)
         return total
 
@@ -176,27 +295,26 @@ class LatencyTable:
         return {
             "schema_version": SCHEMA_VERSION,
             "kind": KIND,
-            "supernet": self.supernet,
-            "device": self.device,
-            "runtime": self.runtime,
+            "supernet": self.supernet.to_dict(),
+            "device": self.device.to_dict(),
+            "runtime": self.runtime.to_dict(),
             "precision": self.precision,
             "threads": self.threads,
             "delegate": self.delegate,
             "created": self.created,
-            "calibration": self.calibration,
-            "reference": self.reference,
+            "calibration": None if self.calibration is None else self.calibration.to_dict(),
+            "reference": None if self.reference is None else self.reference.to_dict(),
             "entries": {
                 str(r): {k: e.to_dict() for k, e in sorted(self.entries[r].items())} for r in self.resolutions
             },
         }
 
     def save(self, path: str | Path) -> None:
-        """Write atomically (temp file + rename): a crash never leaves half a table."""
+        """Write atomically (a temp file of this writer's own, renamed): a crash never leaves half
+        a table, and two writers never mix theirs."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(self.to_dict(), indent=1) + "\n")
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "latency table") -> LatencyTable:
@@ -219,19 +337,19 @@ class LatencyTable:
                     if not isinstance(median, (int, float)) or not math.isfinite(median):
                         raise ValueError(f"entry {r}/{key}: median_ms={median!r}")
                     entries.setdefault(int(r), {})[key] = entry
+            calibration, reference = data.get("calibration"), data.get("reference")
             table = cls(
-                supernet=data["supernet"],
-                device=data["device"],
-                runtime=data["runtime"],
+                supernet=SupernetRef.from_dict(data["supernet"]),
+                device=DeviceRecord.from_dict(data["device"]),
+                runtime=Runtime.from_dict(data["runtime"]),
                 precision=data["precision"],
                 threads=int(data["threads"]),
                 delegate=data.get("delegate", "cpu"),
                 entries=entries,
-                calibration=data.get("calibration"),
-                reference=data.get("reference"),
+                calibration=None if calibration is None else Calibration.from_dict(calibration),
+                reference=None if reference is None else Reference.from_dict(reference),
                 created=data.get("created", ""),
             )
-            table.spec  # noqa: B018 - the supernet description must be usable
         except (KeyError, TypeError, ValueError) as err:
             raise LutError(f"{source} is malformed: {type(err).__name__}: {err}") from None
         if table.precision not in PRECISIONS:
@@ -258,7 +376,7 @@ class LatencyTable:
 # --- MIT's YAML tables ----------------------------------------------------------------------------
 
 
-def import_ofa(folder: str | Path, supernet: dict[str, Any], device_name: str = "imported") -> LatencyTable:
+def import_ofa(folder: str | Path, supernet: SupernetRef, device_name: str = "imported") -> LatencyTable:
     """A table from MIT's ``<r>_lookup_table.yaml`` files (their ``mean`` becomes the median)."""
     import yaml
 
@@ -281,8 +399,8 @@ def import_ofa(folder: str | Path, supernet: dict[str, Any], device_name: str = 
             raise LutError(f"{file} is not an OFA latency table: {type(err).__name__}: {err}") from None
     return LatencyTable(
         supernet=supernet,
-        device={"name": device_name, "fingerprint": {"source": str(folder)}},
-        runtime={"name": "unknown (imported from OFA)", "version": None},
+        device=DeviceRecord(device_name, {"source": str(folder)}),
+        runtime=Runtime("unknown (imported from OFA)"),
         entries=entries,
     )
 

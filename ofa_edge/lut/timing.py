@@ -53,7 +53,7 @@ def timing_of(session: Any) -> str:
 
 def table_timing(table: LatencyTable) -> str:
     """How a table's entries were timed (tables before the field was added: "bracketed")."""
-    return (table.reference or {}).get("timing", "bracketed")
+    return "bracketed" if table.reference is None else table.reference.timing
 
 
 def _schedule(models: Sequence[Path], ref_every: int, rng: random.Random) -> list[Path | None]:
@@ -201,6 +201,7 @@ def reference_model(
     """
     import hashlib
 
+    from ofa_edge.files import copy_atomic
     from ofa_edge.lut.micro import tool_versions
     from ofa_edge.lut.validate import export_subnets
     from ofa_edge.supernet.registry import cache_dir
@@ -214,7 +215,7 @@ def reference_model(
         with tempfile.TemporaryDirectory() as tmp:
             (made,) = export_subnets(spec, [arch], Path(tmp), fmt, precision)
             path.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(made, path)
+            copy_atomic(made, path)  # never a part of it in the cache, whatever the filesystems
     return path, describe
 
 
@@ -225,5 +226,4 @@ def table_reference(table: LatencyTable) -> Path:
             "the latency table has no reference timing (built by an older ofa-edge)",
             hint="rebuild it with `ofa-edge lut build` into a new --out",
         )
-    resolution = table.reference["resolution"]
-    return reference_model(table.spec, resolution, table.model_format, table.precision)[0]
+    return reference_model(table.spec, table.reference.resolution, table.model_format, table.precision)[0]

@@ -17,13 +17,13 @@ and after calibration.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ofa_edge.lut.table import LatencyTable, apply_calibration, now
+from ofa_edge.lut.table import Calibration, LatencyTable, apply_calibration, now
 from ofa_edge.lut.timing import table_reference, timed_rounds
 from ofa_edge.supernet.space import ArchConfig
 from ofa_edge.supernet.spec import MBv3Spec
@@ -41,6 +41,58 @@ class Fidelity:
 
     def to_dict(self) -> dict[str, float]:
         return {"within_10pct": self.within_10pct, "mape_pct": self.mape, "spearman": self.spearman}
+
+
+@dataclass(frozen=True)
+class SubnetPoint:
+    """One subnet measured whole: its op sum and count in the table, and its measured latency."""
+
+    arch: ArchConfig
+    op_sum_ms: float
+    n_ops: int
+    measured_ms: float
+    fitted: bool  # among the calibration's subnets (else held out)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "arch": self.arch.to_dict(),
+            "op_sum_ms": self.op_sum_ms,
+            "n_ops": self.n_ops,
+            "measured_ms": self.measured_ms,
+            "fitted": self.fitted,
+        }
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """What :func:`validate` measured, the calibration it stored, and the fidelity on held-out
+    subnets before and after it."""
+
+    subnets: int
+    fitted_on: int
+    held_out: int
+    rounds: int
+    calibration: Calibration
+    uncalibrated: Fidelity
+    calibrated: Fidelity
+    points: list[SubnetPoint]
+    plot: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as ``lut validate --json`` prints it (the calibration's terms only)."""
+        data: dict[str, Any] = {
+            "subnets": self.subnets,
+            "fitted_on": self.fitted_on,
+            "held_out": self.held_out,
+            "rounds": self.rounds,
+            "calibration": self.calibration.terms,
+            "uncalibrated": self.uncalibrated.to_dict(),
+            "calibrated": self.calibrated.to_dict(),
+            "points": [p.to_dict() for p in self.points],
+        }
+        if self.plot is not None:
+            data["plot"] = str(self.plot)
+        return data
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
@@ -76,10 +128,10 @@ def fit_calibration(
     measured: np.ndarray,
     bounds: np.ndarray | None = None,
     forms: tuple[tuple[str, ...], ...] = TERMS,
-) -> dict[str, float]:
-    """Least-squares ``measured = a * op_sum + q * op_sum**2 + c * n_ops + b`` (``{"a", "b",
-    "c", "q"}``), where the op-count term ``c`` and the curvature ``q`` are each kept only if
-    the fit with them predicts the measured subnets better.
+) -> Calibration:
+    """Least-squares ``measured = a * op_sum + q * op_sum**2 + c * n_ops + b`` (a bare
+    :class:`Calibration`: terms only), where the op-count term ``c`` and the curvature ``q`` are
+    each kept only if the fit with them predicts the measured subnets better.
 
     Forms are compared by leave-one-out error on the measured subnets, so a term is kept only
     where the data show it (a fit to 20 noisy points can otherwise invent one, and a search
@@ -96,7 +148,7 @@ def fit_calibration(
     columns = {"q": op_sums * op_sums, "c": n_ops}
     low = min(float(bounds[:, 0].min()), float(op_sums.min())) / 2
     high = 2 * max(float(bounds[:, 0].max()), float(op_sums.max()))
-    best: tuple[float, dict[str, float]] | None = None
+    best: tuple[float, Calibration] | None = None
     for terms in forms:
         if len(op_sums) < (MIN_TERMS_FIT if terms else MIN_LINEAR_FIT) or (
             "c" in terms and np.ptp(n_ops) == 0
@@ -104,9 +156,9 @@ def fit_calibration(
             continue
         x = np.stack([op_sums, *(columns[t] for t in terms), np.ones_like(op_sums)], axis=1)
         coef, *_ = np.linalg.lstsq(x, measured, rcond=None)
-        cal = {"a": 0.0, "b": 0.0, "c": 0.0, "q": 0.0}
-        cal.update({name: float(v) for name, v in zip(("a", *terms, "b"), coef)})
-        grows = cal["a"] + 2 * cal["q"] * low > 0 and cal["a"] + 2 * cal["q"] * high > 0
+        fitted = dict(zip(("a", *terms, "b"), map(float, coef)))
+        cal = Calibration(fitted["a"], fitted["b"], fitted.get("c", 0.0), fitted.get("q", 0.0))
+        grows = cal.a + 2 * cal.q * low > 0 and cal.a + 2 * cal.q * high > 0
         if not (grows and np.all(apply_calibration(cal, bounds[:, 0], bounds[:, 1]) > 0)):
             continue
         # Leave-one-out residuals of least squares: r_i / (1 - h_ii), h the hat matrix's diagonal.
@@ -117,7 +169,7 @@ def fit_calibration(
             best = (error, cal)
     if best is not None:
         return best[1]
-    return {"a": float(np.median(measured / op_sums)), "b": 0.0, "c": 0.0, "q": 0.0}
+    return Calibration(a=float(np.median(measured / op_sums)), b=0.0)
 
 
 def random_archs(table: LatencyTable, n: int, seed: int) -> list[ArchConfig]:
@@ -174,6 +226,7 @@ def measure_subnets(
     import tempfile
 
     reference = table_reference(table)
+    assert table.reference is not None  # table_reference refuses a table without one
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         paths = export_subnets(table.spec, archs, Path(tmp), table.model_format, table.precision)
         ms, _ = timed_rounds(
@@ -181,7 +234,7 @@ def measure_subnets(
             paths,
             reference,
             rounds=rounds,
-            ref_ms=table.reference["median_ms"],
+            ref_ms=table.reference.median_ms,
             seed=seed,
             progress=progress,
             threads=table.threads,
@@ -219,7 +272,7 @@ def validate(
     rounds: int = 3,
     fit: int = MAX_FIT,
     progress: Any = None,
-) -> dict[str, Any]:
+) -> ValidationReport:
     """Measure ``samples`` subnets whole (:func:`calibration_archs`), store a calibration fitted
     on the first ``fit`` (at most half), and report fidelity on the other, random ones."""
     table = LatencyTable.load(table_path)
@@ -233,31 +286,24 @@ def validate(
     held = slice(n_fit, None) if samples > n_fit else slice(None)
     before = fidelity(op_sums[held], measured[held])
     after = fidelity(predicted[held], measured[held])
-    table.calibration = {**cal, "subnets": n_fit, "fitted": now(), "seed": seed, "rounds": rounds}
+    table.calibration = replace(cal, subnets=n_fit, fitted=now(), seed=seed, rounds=rounds)
     table.save(table_path)
-    result = {
-        "subnets": samples,
-        "fitted_on": n_fit,
-        "held_out": len(measured[held]),
-        "rounds": rounds,
-        "calibration": cal,
-        "uncalibrated": before.to_dict(),
-        "calibrated": after.to_dict(),
-        "points": [
-            {
-                "arch": arch.to_dict(),
-                "op_sum_ms": float(s),
-                "n_ops": int(n),
-                "measured_ms": float(m),
-                "fitted": i < n_fit,
-            }
+    if plot is not None:
+        scatter_plot(op_sums, predicted, measured, n_fit, table.device.name, plot)
+    return ValidationReport(
+        subnets=samples,
+        fitted_on=n_fit,
+        held_out=len(measured[held]),
+        rounds=rounds,
+        calibration=table.calibration,
+        uncalibrated=before,
+        calibrated=after,
+        points=[
+            SubnetPoint(arch, float(s), int(n), float(m), i < n_fit)
             for i, (arch, s, n, m) in enumerate(zip(archs, op_sums, n_ops, measured))
         ],
-    }
-    if plot is not None:
-        scatter_plot(op_sums, predicted, measured, n_fit, table.device.get("name", "?"), plot)
-        result["plot"] = str(plot)
-    return result
+        plot=plot,
+    )
 
 
 def scatter_plot(

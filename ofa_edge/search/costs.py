@@ -31,20 +31,34 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ofa_edge.lut.keys import subnet_ops
-from ofa_edge.lut.table import LatencyTable, LutError, apply_calibration
+from ofa_edge.lut.table import Calibration, LatencyTable, LutError, apply_calibration
 from ofa_edge.search.population import Genome, Population
 from ofa_edge.supernet.counting import _block_counts, count
 from ofa_edge.supernet.space import ArchConfig
-from ofa_edge.supernet.spec import BlockSpec, MBv3Spec, conv_out_size
+from ofa_edge.supernet.spec import BlockSpec, MBv3Spec
 
 FP32_BYTES = 4
+
+
+@dataclass(frozen=True)
+class CostKey:
+    """Which cost: a metric ("latency", "macs", "params", "file_size", "peak_memory") and, for
+    latency, the device it is predicted on. Costs are keyed by it; ``label`` is for display."""
+
+    metric: str
+    device: str | None = None
+
+    @property
+    def label(self) -> str:
+        """For messages, plots and CSV columns only: "latency on NAME", or the metric alone."""
+        return f"{self.metric} on {self.device}" if self.device else self.metric
 
 
 @dataclass
 class CostModel:
     """One metric of a subnet as precomputed arrays (see the module docstring)."""
 
-    name: str  # "latency" | "macs" | "params" | "file_size" | "peak_memory"
+    key: CostKey
     unit: str
     head: np.ndarray  # [R, h]
     slots: np.ndarray  # [R, n_blocks, n_k, n_e]
@@ -52,13 +66,8 @@ class CostModel:
     reduce: str = "sum"  # "sum" (in op order) or "max"
     # value = apply_calibration(calibration, reduced, n_ops) (a table's calibration; n_ops: the
     # head and tail ops plus the active slots); None: the reduced value itself.
-    calibration: dict[str, float] | None = None
-    device: str | None = None
+    calibration: Calibration | None = None
     _min: tuple[float, Population] | None = field(default=None, repr=False)
-
-    @property
-    def label(self) -> str:
-        return f"{self.name} on {self.device}" if self.device else self.name
 
     def evaluate(self, pop: Population, active: np.ndarray) -> np.ndarray:
         """The cost of every member; ``active`` [P, n_blocks] says which slots each runs."""
@@ -94,7 +103,7 @@ class CostModel:
 
 def _slot_grid(
     spec: MBv3Spec, genome: Genome, per_op: Callable[[ArchConfig], np.ndarray]
-) -> tuple[np.ndarray, ...]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(head, slots, tail) arrays from ``per_op(arch)`` over every (resolution, kernel, expand).
 
     ``per_op`` gets the max-depth subnet with uniform (k, e) at one resolution and returns one
@@ -118,8 +127,9 @@ def _slot_grid(
     return np.stack(heads), np.stack(slots), np.stack(tails)
 
 
-def latency_cost(table: LatencyTable, genome: Genome) -> CostModel:
-    """A table's predicted latency (ms), calibration included, for the genome's resolutions."""
+def latency_cost(device: str, table: LatencyTable, genome: Genome) -> CostModel:
+    """The predicted latency (ms) on ``device`` from its table, calibration included, for the
+    genome's resolutions."""
     spec = table.spec
 
     def per_op(arch: ArchConfig) -> np.ndarray:
@@ -129,8 +139,7 @@ def latency_cost(table: LatencyTable, genome: Genome) -> CostModel:
             entry = section.get(op.key)
             if entry is None:
                 raise LutError(
-                    f"the latency table of {table.device.get('name')} has no entry for {op.key} "
-                    f"(needed at r={arch.r})",
+                    f"the latency table of {device} has no entry for {op.key} (needed at r={arch.r})",
                     hint=f"resolutions in the table: {table.resolutions}; "
                     "rebuild it with `ofa-edge lut build`",
                 )
@@ -138,15 +147,7 @@ def latency_cost(table: LatencyTable, genome: Genome) -> CostModel:
         return np.asarray(values, dtype=np.float64)
 
     head, slots, tail = _slot_grid(spec, genome, per_op)
-    return CostModel(
-        "latency",
-        "ms",
-        head,
-        slots,
-        tail,
-        calibration=table.calibration,
-        device=str(table.device.get("name")),
-    )
+    return CostModel(CostKey("latency", device), "ms", head, slots, tail, calibration=table.calibration)
 
 
 def count_costs(spec: MBv3Spec, genome: Genome) -> tuple[CostModel, CostModel]:
@@ -161,18 +162,18 @@ def count_costs(spec: MBv3Spec, genome: Genome) -> tuple[CostModel, CostModel]:
 
     macs = _slot_grid(spec, genome, lambda a: per_op(a, "macs"))
     params = _slot_grid(spec, genome, lambda a: per_op(a, "params"))
-    return CostModel("macs", "MACs", *macs), CostModel("params", "params", *params)
+    return CostModel(CostKey("macs"), "MACs", *macs), CostModel(CostKey("params"), "params", *params)
 
 
 def file_size_cost(params: CostModel) -> CostModel:
     """fp32 model file size in bytes: 4 bytes per parameter (see the module docstring)."""
     return CostModel(
-        "file_size",
+        CostKey("file_size"),
         "bytes",
         params.head,
         params.slots,
         params.tail,
-        calibration={"a": float(FP32_BYTES), "b": 0.0},
+        calibration=Calibration(a=float(FP32_BYTES), b=0.0),
     )
 
 
@@ -188,7 +189,7 @@ def _block_peak(b: BlockSpec) -> int:
 
 def _peak_per_op(spec: MBv3Spec, arch: ArchConfig) -> list[int]:
     """Peak live elements per op, in op order: first conv, every block, then the four final ops."""
-    r, s0 = arch.r, conv_out_size(arch.r, 2)
+    r, s0 = arch.r, spec.stem_size(arch.r)
     blocks = spec.blocks(arch)
     last = blocks[-1]
     s, fe, lc = last.out_size, spec.final_expand_width, spec.last_channel
@@ -210,4 +211,4 @@ def peak_activation_bytes(spec: MBv3Spec, arch: ArchConfig) -> int:
 def peak_memory_cost(spec: MBv3Spec, genome: Genome) -> CostModel:
     """Peak activation bytes for whole populations (a masked max over the ops)."""
     grid = _slot_grid(spec, genome, lambda a: FP32_BYTES * np.asarray(_peak_per_op(spec, a), dtype=np.int64))
-    return CostModel("peak_memory", "bytes", *grid, reduce="max")
+    return CostModel(CostKey("peak_memory"), "bytes", *grid, reduce="max")

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from ofa_edge.errors import OfaEdgeError
-from ofa_edge.search.costs import CostModel
+from ofa_edge.errors import InfeasibleError
+from ofa_edge.search.costs import CostKey, CostModel
 from ofa_edge.search.population import Genome, Population, crossover, mutate, random_population
 from ofa_edge.supernet.space import ArchConfig
 
@@ -29,12 +29,6 @@ SEED_ROUNDS = 20
 
 #: Fitness of a population (higher is better), given its active-slot mask.
 Objective = Callable[[Population, np.ndarray], np.ndarray]
-
-
-class InfeasibleError(OfaEdgeError, ValueError):
-    """Budgets no subnet meets; ``fields['minimums']`` holds each binding constraint's minimum."""
-
-    reference = "infeasible-budget"
 
 
 def format_value(value: float, unit: str) -> str:
@@ -55,8 +49,8 @@ class Constraint:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "metric": self.cost.name,
-            "device": self.cost.device,
+            "metric": self.cost.key.metric,
+            "device": self.cost.key.device,
             "unit": self.cost.unit,
             "budget": self.budget,
         }
@@ -68,10 +62,14 @@ class Candidate:
 
     arch: ArchConfig
     score: float
-    costs: dict[str, float]  # cost label -> value
+    costs: dict[CostKey, float]
+
+    def labelled_costs(self) -> dict[str, float]:
+        """The costs under their display labels ("latency on NAME", "macs", ...), for files."""
+        return {key.label: value for key, value in self.costs.items()}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"arch": self.arch.to_dict(), "score": self.score, "costs": self.costs}
+        return {"arch": self.arch.to_dict(), "score": self.score, "costs": self.labelled_costs()}
 
 
 @dataclass
@@ -126,12 +124,12 @@ class EvolutionSearch:
                 short.append((c, value, pop.archs(self.genome)[0]))
         if short:
             c, value, arch = short[0]
-            more = "; ".join(f"{s.cost.label}: {format_value(v, s.cost.unit)}" for s, v, _ in short[1:])
+            more = "; ".join(f"{s.cost.key.label}: {format_value(v, s.cost.unit)}" for s, v, _ in short[1:])
             raise InfeasibleError(
-                f"{c.cost.label}: budget {format_value(c.budget, c.cost.unit)} is below the smallest "
+                f"{c.cost.key.label}: budget {format_value(c.budget, c.cost.unit)} is below the smallest "
                 f"reachable {format_value(value, c.cost.unit)} (at r={arch.r})"
                 + (f"; also below the minimum: {more}" if more else ""),
-                hint=f"raise the {c.cost.label} budget to at least {format_value(value, c.cost.unit)}",
+                hint=f"raise the {c.cost.key.label} budget to at least {format_value(value, c.cost.unit)}",
                 minimums=[{**s.describe(), "minimum": v, "arch": a.to_dict()} for s, v, a in short],
             )
 
@@ -172,7 +170,9 @@ class EvolutionSearch:
         if total == 0:
             raise InfeasibleError(
                 "no subnet meets all the budgets together ("
-                + ", ".join(f"{c.cost.label} <= {format_value(c.budget, c.cost.unit)}" for c in constraints)
+                + ", ".join(
+                    f"{c.cost.key.label} <= {format_value(c.budget, c.cost.unit)}" for c in constraints
+                )
                 + "), though each alone is reachable",
                 hint="relax one of them",
                 minimums=[],
@@ -273,8 +273,8 @@ class EvolutionSearch:
         chosen = order[np.sort(first)][:top]
         best = pop.canonical(self.genome).take(chosen)
         active = self.genome.active(best.d)
-        values = {c.label: c.evaluate(best, active) for c in self.costs}
+        values = {c.key: c.evaluate(best, active) for c in self.costs}
         return [
-            Candidate(arch, float(fitness[j]), {label: v[i].item() for label, v in values.items()})
+            Candidate(arch, float(fitness[j]), {key: v[i].item() for key, v in values.items()})
             for i, (arch, j) in enumerate(zip(best.archs(self.genome), chosen))
         ]

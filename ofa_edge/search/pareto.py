@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ofa_edge.search.costs import CostKey
 from ofa_edge.search.searcher import ParetoPoint
 
 
@@ -17,7 +18,9 @@ def pareto_rows(points: list[ParetoPoint], device: str) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"budget_ms": p.budget_ms, "device": device}
         if p.outcome is not None:
             best = p.outcome.best
-            row.update(feasible=True, score=best.score, **best.costs, arch=json.dumps(best.arch.to_dict()))
+            row.update(
+                feasible=True, score=best.score, **best.labelled_costs(), arch=json.dumps(best.arch.to_dict())
+            )
         else:
             first = (p.infeasible.fields.get("minimums") or [{}])[0]
             row.update(
@@ -47,7 +50,7 @@ def write_pareto(points: list[ParetoPoint], device: str, prefix: Path, score_nam
         writer.writerows(rows)
     paths[1].write_text(json.dumps({"device": device, "score": score_name, "rows": rows}, indent=1) + "\n")
     found = [r for r in rows if r["feasible"]]
-    lat_key = f"latency on {device}"
+    lat_key = CostKey("latency", device).label
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot([r[lat_key] for r in found], [r["score"] for r in found], "o-")
     budgets_at: dict[tuple[float, float], list[float]] = {}  # budgets that kept the same subnet

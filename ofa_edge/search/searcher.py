@@ -1,12 +1,12 @@
 """The search's Python API: a supernet, its devices' tables and a predictor in; subnets out.
 
-``SubnetSearch(supernet, tables, predictor)`` precomputes every cost once, then ``search``
+``SubnetSearch(supernet, spec, {device: table}, predictor)`` precomputes every cost once, then ``search``
 answers one set of budgets (≈0.1-1 s) and ``pareto`` a list of latency budgets.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,31 +57,27 @@ class SubnetSearch:
         self,
         supernet: str,
         spec: MBv3Spec,
-        tables: Sequence[LatencyTable] = (),
+        tables: Mapping[str, LatencyTable] | None = None,
         predictor: AccuracyPredictor | None = None,
         *,
         objective: str = "accuracy",
         **evolution: Any,
     ) -> None:
-        """``spec`` is the supernet's layout (``get_supernet_info(id).build().spec``); every table
-        must describe it; ``evolution`` overrides :class:`EvolutionSearch`'s settings."""
+        """``spec`` is the supernet's layout (``get_supernet_info(id).build().spec``); ``tables``
+        maps each device name (what budgets and results are keyed by) to its latency table, which
+        must describe the supernet; ``evolution`` overrides :class:`EvolutionSearch`'s settings."""
         if objective not in OBJECTIVES:
             raise ConfigError(f"objective {objective!r} is not one of {list(OBJECTIVES)}")
         if objective == "accuracy" and predictor is None:
             raise ConfigError(
                 "the accuracy objective needs a predictor", hint="pass one, or objective='macs'"
             )
-        names = [str(t.device.get("name")) for t in tables]
-        if len(set(names)) != len(names):
-            raise ConfigError(f"two latency tables for the same device name: {names}")
-        for t in tables:
-            if t.supernet.get("id") != supernet or t.spec != spec:
-                raise LutError(
-                    f"the latency table of {t.device.get('name')} is for {t.supernet.get('id')!r}, "
-                    f"not {supernet!r}"
-                )
+        tables = dict(tables or {})
+        for name, t in tables.items():
+            if t.supernet.id != supernet or t.spec != spec:
+                raise LutError(f"the latency table of {name} is for {t.supernet.id!r}, not {supernet!r}")
         resolutions = set(spec.space.resolutions)
-        sources = [(f"the table of {n}", t.resolutions) for n, t in zip(names, tables)]
+        sources = [(f"the table of {n}", t.resolutions) for n, t in tables.items()]
         if objective == "accuracy":
             sources.append(("the predictor", predictor.encoder.resolutions))
         for _, res in sources:
@@ -94,7 +90,7 @@ class SubnetSearch:
             )
         self.supernet = supernet
         self.genome = Genome(spec.space, tuple(sorted(resolutions)))
-        self.latency = {n: latency_cost(t, self.genome) for n, t in zip(names, tables)}
+        self.latency = {n: latency_cost(n, t, self.genome) for n, t in tables.items()}
         self.macs, self.params = count_costs(spec, self.genome)
         self.file_size = file_size_cost(self.params)
         self.peak_memory = peak_memory_cost(spec, self.genome)

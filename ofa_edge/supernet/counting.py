@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ofa_edge.supernet.space import ArchConfig
-from ofa_edge.supernet.spec import BlockSpec, MBv3Spec, conv_out_size
+from ofa_edge.supernet.spec import BlockSpec, MBv3Spec
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ def count(spec: MBv3Spec, arch: ArchConfig) -> Counts:
     """MACs and params of ``arch`` (validated against ``spec.space``) at resolution ``arch.r``."""
     arch = arch.validate(spec.space)
     c0, fe, lc, n = spec.first_conv_width, spec.final_expand_width, spec.last_channel, spec.n_classes
-    first_px = conv_out_size(arch.r, 2) ** 2
+    first_px = spec.stem_size(arch.r) ** 2
     macs = 3 * c0 * 9 * first_px
     params = 3 * c0 * 9 + 2 * c0
     blocks = spec.blocks(arch)

@@ -25,14 +25,18 @@ from ofa_edge.supernet.layers import (
     ResidualBlock,
 )
 from ofa_edge.supernet.space import OFA_RESOLUTIONS, ArchConfig, SearchSpace
-from ofa_edge.supernet.spec import BlockSpec, MBv3Spec
+from ofa_edge.supernet.spec import MIT_STAGE_STRIDES, MIT_STEM_STRIDE, BlockSpec, MBv3Spec
+
+#: State-dict key of a non-MIT layout's strides, so weights cannot load into another layout
+#: (same tensor shapes) unnoticed; MIT's layout has none, so official checkpoints load strictly.
+LAYOUT_KEY = "layout_strides"
 
 
 class _MBv3Body(nn.Module):
     """What the supernet and a static subnet share: the fixed head and tail around the blocks."""
 
     def _build_head(self, spec: MBv3Spec) -> None:
-        self.first_conv = ConvBNAct(3, spec.first_conv_width, 3, 2, act="h_swish")
+        self.first_conv = ConvBNAct(3, spec.first_conv_width, 3, spec.stem_stride, act="h_swish")
 
     def _build_tail(self, spec: MBv3Spec, last_block_width: int, dropout_rate: float) -> None:
         self.final_expand_layer = ConvBNAct(last_block_width, spec.final_expand_width, act="h_swish")
@@ -68,8 +72,7 @@ class MobileNetV3(_MBv3Body):
     @staticmethod
     def build_from_config(config: Mapping[str, Any]) -> MobileNetV3:
         """Rebuild (without weights) from ``OFAMobileNetV3.get_active_net_config()``."""
-        sup = config["supernet"]
-        spec = MBv3Spec(sup["width_mult"], sup["n_classes"], SearchSpace(**sup["space"]))
+        spec = MBv3Spec.from_dict(config["supernet"])
         arch = ArchConfig.from_dict(config["arch"]).validate(spec.space)
         return MobileNetV3(spec, spec.blocks(arch), config.get("dropout_rate", 0.0))
 
@@ -87,10 +90,14 @@ class OFAMobileNetV3(_MBv3Body):
         dropout_rate: float = 0.0,
         resolutions: tuple[int, ...] = OFA_RESOLUTIONS,
         bn_param: tuple[float, float] = (0.1, 1e-5),
+        stem_stride: int = MIT_STEM_STRIDE,
+        stage_strides: tuple[int, ...] = MIT_STAGE_STRIDES,
     ) -> None:
         super().__init__()
         space = SearchSpace(ks_list, expand_ratio_list, depth_list, resolutions)
-        self.spec = MBv3Spec(width_mult, n_classes, space)
+        self.spec = MBv3Spec(width_mult, n_classes, space, stem_stride, stage_strides)
+        if not self.spec.is_mit_layout:
+            self.register_buffer(LAYOUT_KEY, torch.tensor([stem_stride, *self.spec.stage_strides]))
         self.dropout_rate = dropout_rate
         self._build_head(self.spec)
         first = self.spec.first_block(0)
@@ -235,11 +242,7 @@ class OFAMobileNetV3(_MBv3Body):
         """A JSON-able description of the active subnet; ``MobileNetV3.build_from_config`` reads it."""
         return {
             "name": "MobileNetV3",
-            "supernet": {
-                "width_mult": self.spec.width_mult,
-                "n_classes": self.spec.n_classes,
-                "space": self.space.to_dict(),
-            },
+            "supernet": self.spec.to_dict(),
             "arch": self._arch.to_dict(),
             "dropout_rate": self.dropout_rate,
             "bn": dict(zip(("momentum", "eps"), self._bn_param())),
@@ -255,6 +258,7 @@ class OFAMobileNetV3(_MBv3Body):
         if "state_dict" in state_dict and isinstance(state_dict["state_dict"], Mapping):
             state_dict = state_dict["state_dict"]
         state_dict = {k.replace(".mobile_inverted_conv.", ".conv."): v for k, v in state_dict.items()}
+        self._check_layout(state_dict)
         problems = _mismatches(self.state_dict(), state_dict, strict)
         if problems:
             raise CheckpointError(
@@ -265,6 +269,23 @@ class OFAMobileNetV3(_MBv3Body):
                 hint="build the supernet with the width/classes/space the checkpoint was saved with",
             )
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def _check_layout(self, state_dict: Mapping[str, Any]) -> None:
+        """Refuse weights trained with other strides: their shapes fit, their features would not."""
+        given = state_dict.get(LAYOUT_KEY)
+        theirs = _describe_layout(None if given is None else [int(v) for v in given])
+        ours = _describe_layout([self.spec.stem_stride, *self.spec.stage_strides])
+        if theirs != ours:
+            raise CheckpointError(
+                f"checkpoint was trained with {theirs}, this supernet has {ours}",
+                hint="load it into the supernet it was trained for (--supernet NAME)",
+            )
+
+
+def _describe_layout(strides: list[int] | None) -> str:
+    """'stem stride S, stage strides [...]'; None (a checkpoint without the key) is MIT's layout."""
+    stem, *stages = strides if strides is not None else [MIT_STEM_STRIDE, *MIT_STAGE_STRIDES]
+    return f"stem stride {stem}, stage strides {stages}"
 
 
 def _mismatches(own: Mapping[str, torch.Tensor], given: Mapping[str, Any], strict: bool) -> list[str]:

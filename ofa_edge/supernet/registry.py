@@ -22,7 +22,7 @@ import platformdirs
 import torch
 
 from ofa_edge.errors import CheckpointError, DownloadError, RegistryError, UnknownName
-from ofa_edge.files import sha256_file
+from ofa_edge.files import atomic_path, sha256_file, write_atomic
 from ofa_edge.supernet.ofa_mbv3 import OFAMobileNetV3
 
 OFA_BASE_URL = "https://raw.githubusercontent.com/han-cai/files/master/ofa/ofa_nets"
@@ -75,11 +75,15 @@ def cache_dir() -> Path:
 
 
 def download(url: str, dest: Path, progress: ByteProgress | None = None) -> None:
-    """Fetch ``url`` to ``dest`` atomically (a ``.part`` file renamed when complete)."""
+    """Fetch ``url`` to ``dest`` atomically (a temp file of this download's own, renamed when
+    complete): two downloads of one file never mix, and a cut one leaves nothing behind."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
     try:
-        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as resp, part.open("wb") as f:
+        with (
+            atomic_path(dest) as part,
+            urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as resp,
+            part.open("wb") as f,
+        ):
             total = int(resp.headers["Content-Length"]) if resp.headers["Content-Length"] else None
             done = 0
             while chunk := resp.read(1 << 20):
@@ -87,13 +91,11 @@ def download(url: str, dest: Path, progress: ByteProgress | None = None) -> None
                 done += len(chunk)
                 if progress:
                     progress(done, total)
-        if total is not None and done != total:
-            raise OSError(f"connection closed after {done} of {total} bytes")
+            if total is not None and done != total:  # inside: a short file is never moved in place
+                raise OSError(f"connection closed after {done} of {total} bytes")
     except (urllib.error.URLError, OSError, ValueError) as err:
-        part.unlink(missing_ok=True)
         reason = getattr(err, "reason", None) or err
         raise DownloadError(f"cannot download {url}: {reason}", url=url) from None
-    part.replace(dest)
 
 
 def checkpoint_path(info: SupernetInfo, progress: ByteProgress | None = None) -> Path:
@@ -123,7 +125,7 @@ def checkpoint_path(info: SupernetInfo, progress: ByteProgress | None = None) ->
         record.unlink(missing_ok=True)
     digest = sha256_file(path)
     if not record.is_file():
-        record.write_text(digest + "\n")
+        write_atomic(record, digest + "\n")
     elif record.read_text().strip() != digest:
         raise CheckpointError(
             f"cached checkpoint {path} has sha256 {digest[:12]}..., "
@@ -204,12 +206,26 @@ CIFAR10_SUPERNET = register_supernet(
 )
 
 
+def _recipe_supernet(recipe: str) -> OFAMobileNetV3:
+    """The untrained supernet a training recipe trains (its config is the one source of its layout)."""
+    from ofa_edge.training.progressive import RECIPES
+
+    return RECIPES[recipe]().build()
+
+
+#: The candidate successor of the default (issue 20): a CIFAR layout (stride 1 early on, so 32-px
+#: images do not end as a 1x1 map). No packaged weights yet: pass ``--checkpoint RUN``.
+CIFAR10_V2_SUPERNET = register_supernet(
+    SupernetInfo(
+        name="ofa-mbv3-cifar10-v2",
+        description="ofa-edge's OFA-MobileNetV3 w0.5 in a CIFAR layout, CIFAR-10, r 24-40 "
+        "(recipe cifar10-v2; weights: --checkpoint)",
+        build=lambda: _recipe_supernet("cifar10-v2"),
+    )
+)
+
+
 def describe_supernet(name: str) -> dict[str, Any]:
-    """What files that depend on a supernet record of it: its id, width, classes and space."""
-    spec = get_supernet_info(name).build().spec
-    return {
-        "id": name,
-        "width_mult": spec.width_mult,
-        "n_classes": spec.n_classes,
-        "space": spec.space.to_dict(),
-    }
+    """What files that depend on a supernet record of it: its id, width, classes, space (and
+    strides, when not MIT's)."""
+    return {"id": name, **get_supernet_info(name).build().spec.to_dict()}

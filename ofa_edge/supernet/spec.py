@@ -7,14 +7,19 @@ latency-table enumeration, so they cannot disagree about channel counts or featu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
+from ofa_edge.errors import ConfigError
 from ofa_edge.supernet.space import ArchConfig, SearchSpace
 
 CHANNEL_DIVISIBLE = 8
 SE_REDUCTION = 4
 
 _BASE_WIDTHS = (16, 16, 24, 40, 80, 112, 160, 960, 1280)
-_STRIDES = (1, 2, 2, 2, 1, 2)
+#: MIT's layout: the stem conv's stride and the first-block stride of each elastic stage.
+MIT_STEM_STRIDE = 2
+MIT_STAGE_STRIDES = (2, 2, 2, 1, 2)
+_FIRST_BLOCK_STRIDE = 1
 _ACTS = ("relu", "relu", "relu", "h_swish", "h_swish", "h_swish")
 _SE = (False, False, True, False, True, True)
 
@@ -68,11 +73,57 @@ class BlockSpec:
 
 @dataclass(frozen=True)
 class MBv3Spec:
-    """Fixed hyperparameters of an OFA-MobileNetV3 supernet of a given width."""
+    """Fixed hyperparameters of an OFA-MobileNetV3 supernet of a given width.
+
+    The strides are the layout: MIT's by default; small images (CIFAR) keep larger feature maps
+    with stride 1 in the stem and/or early stages, the blocks and LUT keys being otherwise the same.
+    """
 
     width_mult: float = 1.0
     n_classes: int = 1000
     space: SearchSpace = field(default_factory=SearchSpace)
+    stem_stride: int = MIT_STEM_STRIDE
+    stage_strides: tuple[int, ...] = MIT_STAGE_STRIDES
+
+    def __post_init__(self) -> None:
+        strides = tuple(self.stage_strides)
+        object.__setattr__(self, "stage_strides", strides)
+        if self.stem_stride not in (1, 2):
+            raise ConfigError(f"stem_stride={self.stem_stride!r} is not 1 or 2")
+        if len(strides) != self.space.n_stages or any(s not in (1, 2) for s in strides):
+            raise ConfigError(
+                f"stage_strides={list(strides)}: expected {self.space.n_stages} strides, each 1 or 2"
+            )
+
+    @property
+    def is_mit_layout(self) -> bool:
+        return self.stem_stride == MIT_STEM_STRIDE and self.stage_strides == MIT_STAGE_STRIDES
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able; the strides only when not MIT's, so MIT's descriptions stay as they were."""
+        data: dict[str, Any] = {
+            "width_mult": self.width_mult,
+            "n_classes": self.n_classes,
+            "space": self.space.to_dict(),
+        }
+        if not self.is_mit_layout:
+            data.update(stem_stride=self.stem_stride, stage_strides=list(self.stage_strides))
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MBv3Spec:
+        """A spec from ``to_dict`` output (or a supernet description); no strides: MIT's."""
+        return cls(
+            data["width_mult"],
+            data["n_classes"],
+            SearchSpace(**data["space"]),
+            data.get("stem_stride", MIT_STEM_STRIDE),
+            tuple(data.get("stage_strides", MIT_STAGE_STRIDES)),
+        )
+
+    def stem_size(self, r: int) -> int:
+        """Side of the stem conv's output (the first block's input) at resolution ``r``."""
+        return conv_out_size(r, self.stem_stride)
 
     def _width(self, base: int) -> int:
         return make_divisible(base * self.width_mult)
@@ -89,7 +140,7 @@ class MBv3Spec:
     def stages(self) -> list[StageSpec]:
         return [
             StageSpec(self._width(w), s, a, se)
-            for w, s, a, se in zip(_BASE_WIDTHS[2:7], _STRIDES[1:], _ACTS[1:], _SE[1:])
+            for w, s, a, se in zip(_BASE_WIDTHS[2:7], self.stage_strides, _ACTS[1:], _SE[1:])
         ]
 
     @property
@@ -108,7 +159,7 @@ class MBv3Spec:
             make_divisible(round(c_in * 1)),
             c_out,
             3,
-            _STRIDES[0],
+            _FIRST_BLOCK_STRIDE,
             _SE[0],
             _ACTS[0],
             c_in == c_out,
@@ -120,8 +171,7 @@ class MBv3Spec:
 
     def blocks(self, arch: ArchConfig) -> list[BlockSpec]:
         """The blocks ``arch`` runs, first block included, with their input sizes."""
-        size = conv_out_size(arch.r, 2)
-        first = self.first_block(size)
+        first = self.first_block(self.stem_size(arch.r))
         blocks = [first]
         size, cin = first.out_size, first.cout
         for stage_id, stage in enumerate(self.stages):

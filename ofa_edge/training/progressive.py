@@ -29,7 +29,9 @@ import torch.nn.functional as F
 from ofa_edge.accuracy.measure import subnet_top1
 from ofa_edge.data import ImageArray, batches, resize
 from ofa_edge.errors import CheckpointError, ConfigError
+from ofa_edge.files import atomic_path, copy_atomic
 from ofa_edge.supernet import ArchConfig, OFAMobileNetV3
+from ofa_edge.supernet.spec import MIT_STAGE_STRIDES, MIT_STEM_STRIDE
 
 CHECKPOINT_VERSION = 1
 
@@ -57,6 +59,8 @@ class TrainConfig:
     width_mult: float = 0.5
     n_classes: int = 10
     resolutions: tuple[int, ...] = (24, 28, 32, 36, 40)
+    stem_stride: int = MIT_STEM_STRIDE  # the layout (see MBv3Spec); MIT's unless a recipe says so
+    stage_strides: tuple[int, ...] = MIT_STAGE_STRIDES
     batch_size: int = 128
     weight_decay: float = 4e-5
     momentum: float = 0.9
@@ -69,7 +73,11 @@ class TrainConfig:
 
     def build(self) -> OFAMobileNetV3:
         return OFAMobileNetV3(
-            n_classes=self.n_classes, width_mult=self.width_mult, resolutions=self.resolutions
+            n_classes=self.n_classes,
+            width_mult=self.width_mult,
+            resolutions=self.resolutions,
+            stem_stride=self.stem_stride,
+            stage_strides=self.stage_strides,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -81,8 +89,9 @@ class TrainConfig:
         data["phases"] = tuple(
             Phase(**{k: tuple(v) if isinstance(v, list) else v for k, v in p.items()}) for p in data["phases"]
         )
-        for key in ("resolutions",):
-            data[key] = tuple(data[key])
+        for key in ("resolutions", "stage_strides"):
+            if key in data:  # stage_strides: absent from runs started before layouts existed
+                data[key] = tuple(data[key])
         return cls(**data)
 
 
@@ -107,6 +116,12 @@ def progressive_shrinking(
 #: Named recipes for ``ofa-edge train --recipe``.
 RECIPES: dict[str, Callable[[], TrainConfig]] = {
     "cifar10-default": progressive_shrinking,
+    # Issue 20 (ofa-mbv3-cifar10-v2): stem stride 1, so 32-px images end as a 2x2 map, not 1x1
+    # (~370 CPU-s per teacher epoch on 1 thread, 2.5x the MIT layout); a 3x longer teacher and
+    # longer shrinking phases, about 13 CPU-hours in all; CIFAR's usual weight decay.
+    "cifar10-v2": lambda: progressive_shrinking(
+        epochs=(60, 10, 3, 10, 3, 12), stem_stride=1, weight_decay=5e-4
+    ),
     # A minutes-long run on a data subset: for tests and to try the pipeline end to end.
     "smoke": lambda: progressive_shrinking(
         epochs=(1, 1, 1, 1, 1, 1),
@@ -129,6 +144,10 @@ class RunState:
     train_seconds: float = 0.0
     epoch_loss_sum: float = 0.0  # over the current epoch's steps, across resumes
     epoch_seconds: float = 0.0
+    # CPU time of the training process (all its threads): the budget on a shared machine,
+    # where wall time depends on the neighbours.
+    train_cpu_seconds: float = 0.0
+    epoch_cpu_seconds: float = 0.0
 
 
 def _rng(config: TrainConfig, *parts: int) -> random.Random:
@@ -199,21 +218,37 @@ class Trainer:
         self.state = RunState()
         self.optimizer: torch.optim.SGD | None = None
         self.ckpt_path = self.run_dir / "checkpoint.pt"
-        if self.ckpt_path.exists():
-            self._load()
+        self._load()
 
     # --- checkpoints -----------------------------------------------------------------------
 
     def _load(self) -> None:
-        try:
-            ckpt = torch.load(self.ckpt_path, map_location="cpu", weights_only=False)
-            saved = TrainConfig.from_dict(ckpt["config"])
-        except Exception as err:
+        """Resume from ``checkpoint.pt``, else (unreadable or missing) from ``checkpoint.pt.prev``,
+        saying so: a folder holding checkpoints never starts over silently."""
+        prev = self.ckpt_path.with_suffix(".pt.prev")
+        problems: list[str] = []
+        for path in (self.ckpt_path, prev):
+            if not path.exists():
+                continue
+            try:
+                ckpt = torch.load(path, map_location="cpu", weights_only=False)
+                saved = TrainConfig.from_dict(ckpt["config"])
+                break
+            except Exception as err:
+                problems.append(f"{path.name}: {str(err).splitlines()[0] if str(err) else repr(err)}")
+        else:
+            if not problems:
+                return  # a new run
             raise CheckpointError(
-                f"cannot resume from {self.ckpt_path}: {str(err).splitlines()[0] if str(err) else err!r}",
-                hint=f"move {self.ckpt_path} away to start over (its last good copy may be "
-                f"{self.ckpt_path.with_suffix('.pt.prev')})",
-            ) from None
+                f"cannot resume from {self.ckpt_path} ({'; '.join(problems)})",
+                hint=f"move the checkpoint files in {self.run_dir} away to start over",
+            )
+        if path == prev:
+            why = "missing"
+            if problems:  # moved out of the way of the next save, kept for a look
+                bad = self.ckpt_path.replace(self.ckpt_path.with_suffix(".pt.unreadable"))
+                why = f"unreadable ({problems[0].split(': ', 1)[1]}; kept as {bad.name})"
+            self.log(f"{self.ckpt_path} is {why}: resuming from {prev.name}, the checkpoint before it")
         if ckpt.get("version") != CHECKPOINT_VERSION or saved != self.config:
             raise ConfigError(
                 f"{self.ckpt_path} was written by another training config",
@@ -231,23 +266,23 @@ class Trainer:
             self.optimizer.load_state_dict(ckpt["optimizer"])
 
     def save(self) -> None:
-        """Write the checkpoint atomically, keeping the previous one as ``.prev``."""
+        """Write the checkpoint atomically, keeping the previous one as ``.prev``: a kill at any
+        instant leaves a complete ``checkpoint.pt`` (the new one replaces it in one step)."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.ckpt_path.with_suffix(".pt.tmp")
-        torch.save(
-            {
-                "version": CHECKPOINT_VERSION,
-                "config": self.config.to_dict(),
-                "model": self.net.state_dict(),
-                "teacher": None if self.teacher is None else self.teacher.state_dict(),
-                "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
-                "state": dataclasses.asdict(self.state),
-            },
-            tmp,
-        )
-        if self.ckpt_path.exists():
-            self.ckpt_path.replace(self.ckpt_path.with_suffix(".pt.prev"))
-        tmp.replace(self.ckpt_path)
+        with atomic_path(self.ckpt_path) as tmp:
+            torch.save(
+                {
+                    "version": CHECKPOINT_VERSION,
+                    "config": self.config.to_dict(),
+                    "model": self.net.state_dict(),
+                    "teacher": None if self.teacher is None else self.teacher.state_dict(),
+                    "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
+                    "state": dataclasses.asdict(self.state),
+                },
+                tmp,
+            )
+            if self.ckpt_path.exists():
+                copy_atomic(self.ckpt_path, self.ckpt_path.with_suffix(".pt.prev"))
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -258,7 +293,7 @@ class Trainer:
     def run(self, stop_after_seconds: float | None = None) -> bool:
         """Train until finished (True) or until ``stop_after_seconds`` passed (False, saved)."""
         started = time.monotonic()
-        last_save = started
+        last_save, last_cpu = started, time.process_time()
         while not self.done:
             phase = self.config.phases[self.state.phase]
             self._enter_phase(phase)
@@ -281,21 +316,26 @@ class Trainer:
                 now = time.monotonic()
                 stop = stop_after_seconds is not None and now - started > stop_after_seconds
                 if stop or now - last_save > self.checkpoint_seconds:
-                    self._account(now - last_save)
+                    last_cpu = self._account(now - last_save, last_cpu)
                     last_save = now
                     self.save()
                 if stop:
                     return False
             now = time.monotonic()
-            self._account(now - last_save)
+            last_cpu = self._account(now - last_save, last_cpu)
             last_save = now
             self._end_epoch(phase, steps)
             self.save()
         return True
 
-    def _account(self, seconds: float) -> None:
+    def _account(self, seconds: float, cpu_since: float) -> float:
+        """Add ``seconds`` of wall time and the CPU time since ``cpu_since``; the CPU clock now."""
+        cpu = time.process_time()
         self.state.train_seconds += seconds
         self.state.epoch_seconds += seconds
+        self.state.train_cpu_seconds += cpu - cpu_since
+        self.state.epoch_cpu_seconds += cpu - cpu_since
+        return cpu
 
     def _enter_phase(self, phase: Phase) -> None:
         if self.optimizer is not None:
@@ -351,12 +391,14 @@ class Trainer:
             "val_top1_max": accs["max"],
             "val_top1_min": accs["min"],
             "epoch_seconds": round(self.state.epoch_seconds, 1),
+            "epoch_cpu_seconds": round(self.state.epoch_cpu_seconds, 1),
+            "train_cpu_seconds": round(self.state.train_cpu_seconds, 1),
         }
         self.state.log.append(entry)
         self.log(json.dumps(entry))
         self.state.epoch += 1
         self.state.step = 0
-        self.state.epoch_loss_sum = self.state.epoch_seconds = 0.0
+        self.state.epoch_loss_sum = self.state.epoch_seconds = self.state.epoch_cpu_seconds = 0.0
         if self.state.epoch >= phase.epochs:
             self.state.phase += 1
             self.state.epoch = 0

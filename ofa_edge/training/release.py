@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from ofa_edge.errors import CheckpointError
+from ofa_edge.files import atomic_path
 from ofa_edge.supernet.registry import CIFAR10_SUPERNET, get_supernet_info, read_checkpoint
 from ofa_edge.training.progressive import CHECKPOINT_VERSION, TrainConfig
 
@@ -89,8 +90,7 @@ def release_weights(
     }
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save(half, tmp)
-    tmp.replace(out)
+    with atomic_path(out) as tmp:
+        torch.save(half, tmp)
     data = out.read_bytes()
     return ReleasedWeights(out, hashlib.sha256(data).hexdigest(), len(data))

@@ -1,0 +1,162 @@
+"""``ofa-edge devices list|check|trust`` and ``bench``: the fleet, and a model measured on it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from ofa_edge.cli.common import add_command, add_device, add_device_threads, add_group, select_devices
+from ofa_edge.cli.output import Output
+from ofa_edge.errors import AgentError, ConfigError, OfaEdgeError
+
+
+def _cmd_devices_list(args: argparse.Namespace, out: Output) -> int:
+    from ofa_edge.devices.inventory import load_inventory
+
+    devices = load_inventory(args.inventory)
+
+    def where(d: Any) -> str:
+        if d.ssh:
+            return f"{d.ssh.user + '@' if d.ssh.user else ''}{d.ssh.host}:{d.ssh.port}"
+        if d.adb:
+            return f"adb {d.adb.serial or '(only device)'}"
+        return "this machine"
+
+    out.result(
+        "devices",
+        {
+            "devices": [
+                {
+                    "name": d.name,
+                    "transport": d.transport,
+                    "address": where(d),
+                    "runtime": d.runtime,
+                    "threads": d.threads,
+                }
+                for d in devices.values()
+            ]
+        },
+        "\n".join(
+            f"{d.name:16s} {d.transport:6s} {where(d):28s} {d.runtime} x{d.threads}" for d in devices.values()
+        ),
+    )
+    return 0
+
+
+def _cmd_devices_check(args: argparse.Namespace, out: Output) -> int:
+    from ofa_edge.devices.fleet import check_devices
+
+    specs = select_devices(args, args.names)
+    status = None if out.json_mode else (lambda n, m: print(f"{n}: {m}", file=sys.stderr, flush=True))
+    results = check_devices(specs, status)
+    failed = {n: r for n, r in results.items() if isinstance(r, OfaEdgeError)}
+    lines = [f"{n}: {'FAILED: ' + str(r) if n in failed else 'ok'}" for n, r in results.items()]
+    out.result(
+        "devices-check",
+        {
+            "devices": {
+                n: (
+                    {"ok": False, "error": str(r), "reference": r.reference, "exit_code": r.exit_code}
+                    if isinstance(r, OfaEdgeError)
+                    else {"ok": True, "fingerprint": r}
+                )
+                for n, r in results.items()
+            }
+        },
+        "\n".join(lines),
+    )
+    # One failure: its family's code; several: the first one's (each is named in the output).
+    return next((r.exit_code for r in failed.values()), 0)
+
+
+def _cmd_devices_trust(args: argparse.Namespace, out: Output) -> int:
+    from ofa_edge.devices.ssh import host_key_fingerprint, trust_host
+
+    (spec,) = select_devices(args, [args.device])
+    if spec.ssh is None:
+        raise ConfigError(f"device {spec.name!r} uses {spec.transport}: only SSH devices have host keys")
+    key_type, fingerprint = host_key_fingerprint(spec)
+    if args.fingerprint and args.fingerprint != fingerprint:
+        raise ConfigError(
+            f"{spec.name} offers {key_type} {fingerprint}, not the expected {args.fingerprint}",
+            hint="do not trust it; check the device's key out of band",
+        )
+    trust_host(spec)
+    out.result(
+        "devices-trust",
+        {
+            "device": spec.name,
+            "key_type": key_type,
+            "fingerprint": fingerprint,
+            "known_hosts": str(spec.ssh.known_hosts),
+        },
+        f"{spec.name}: trusted {key_type} {fingerprint} (recorded in {spec.ssh.known_hosts})",
+    )
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace, out: Output) -> int:
+    from ofa_edge.devices.agent import open_session
+    from ofa_edge.devices.inventory import model_runtime
+
+    (spec,) = select_devices(args, [args.device])
+    model = Path(args.model)
+    if not model.is_file():
+        raise ConfigError(f"model {model} does not exist")
+    runtime = model_runtime(model)
+    with open_session(spec) as session:
+        report = session.bench([model], runtime=runtime, threads=args.threads, min_runs=args.runs)
+    (r,) = report.results
+    if r.error:
+        raise AgentError(f"{spec.name}: {model.name}: {r.error}")
+    threads = args.threads or spec.threads
+    median = "mean" if r.median_is_mean else "median"
+    spread = (
+        f", p10 {r.p10_ms:.3f}, p90 {r.p90_ms:.3f}" if r.p10_ms is not None and r.p90_ms is not None else ""
+    )
+    out.result(
+        "bench",
+        {
+            "device": spec.name,
+            "model": str(model),
+            "runtime": runtime,
+            "threads": threads,
+            "median_ms": r.median_ms,
+            "median_is_mean": r.median_is_mean,
+            "p10_ms": r.p10_ms,
+            "p90_ms": r.p90_ms,
+            "runs": r.runs,
+            **({"samples_ms": list(r.samples_ms)} if args.samples else {}),
+            "conditions_before": report.conditions_before,
+            "conditions_after": report.conditions_after,
+        },
+        f"{spec.name} {model.name} ({runtime}, {threads} thread(s)): {median} {r.median_ms:.3f} ms{spread} "
+        f"over {r.runs} runs"
+        + (f"\nsamples (ms): {' '.join(f'{v:.3f}' for v in r.samples_ms)}" if args.samples else ""),
+    )
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Add ``devices list|check|trust`` and ``bench``."""
+    dsub = add_group(sub, "devices", "the device fleet")
+    p = add_command(dsub, "list", "devices in the inventory", devices=True)
+    p.set_defaults(func=_cmd_devices_list)
+    p = add_command(dsub, "check", "connect, deploy the agent, print each fingerprint", devices=True)
+    p.add_argument("names", nargs="*", metavar="NAME", help="devices to check (or --all)")
+    p.add_argument("--all", action="store_true", help="every device in the inventory, concurrently")
+    p.set_defaults(func=_cmd_devices_check)
+    p = add_command(dsub, "trust", "show and record an SSH device's host key", devices=True)
+    add_device(p)
+    p.add_argument("--fingerprint", metavar="SHA256:...", help="refuse unless the key has this fingerprint")
+    p.set_defaults(func=_cmd_devices_trust)
+
+    p = add_command(sub, "bench", "push a model file and measure it on a device", devices=True)
+    add_device(p)
+    p.add_argument("model", metavar="MODEL", help="MODEL.onnx or MODEL.tflite")
+    add_device_threads(p, "threads the model runs with (default: the device's)")
+    p.add_argument("--runs", type=int, default=50, help="minimum timed runs")
+    p.add_argument("--samples", action="store_true", help="also report every timed run (--json: samples_ms)")
+    p.set_defaults(func=_cmd_bench)

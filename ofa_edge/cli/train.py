@@ -1,0 +1,81 @@
+"""``ofa-edge train`` and ``release``: progressive shrinking, and a finished run's weights."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from ofa_edge.cli.common import add_command, add_host_threads, add_supernet, set_host_threads
+from ofa_edge.cli.output import Output
+
+
+def _cmd_train(args: argparse.Namespace, out: Output) -> int:
+    from ofa_edge.data import load_split
+    from ofa_edge.errors import UnknownName
+    from ofa_edge.training import RECIPES, Trainer
+
+    if args.recipe not in RECIPES:
+        raise UnknownName("recipe", args.recipe, list(RECIPES))
+    set_host_threads(args)
+    trainer = Trainer(
+        RECIPES[args.recipe](),
+        load_split(args.data, "train"),
+        Path(args.out),
+        checkpoint_minutes=args.checkpoint_minutes,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    finished = trainer.run(None if args.hours is None else args.hours * 3600)
+    state = trainer.state
+    out.result(
+        "train",
+        {
+            "finished": finished,
+            "run_dir": str(Path(args.out).resolve()),
+            "log": state.log,
+            "train_seconds": state.train_seconds,
+            "train_cpu_seconds": state.train_cpu_seconds,
+        },
+        f"{'finished' if finished else 'paused (run the same command to resume)'}: "
+        f"{len(state.log)} epochs logged, {state.train_seconds / 3600:.2f} h "
+        f"({state.train_cpu_seconds / 3600:.2f} CPU-h), checkpoint in {args.out}",
+    )
+    return 0
+
+
+def _cmd_release(args: argparse.Namespace, out: Output) -> int:
+    from ofa_edge.training.release import release_weights
+
+    made = release_weights(args.run, args.out, supernet=args.supernet, allow_unfinished=args.allow_unfinished)
+    out.result(
+        "release",
+        {"path": str(made.path), "sha256": made.sha256, "bytes": made.size_bytes, "supernet": args.supernet},
+        f"{made.path}: {made.size_bytes / 1e6:.2f} MB fp16, sha256 {made.sha256}",
+    )
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Add ``train`` and ``release``."""
+    p = add_command(sub, "train", "train a supernet (progressive shrinking); resumes")
+    p.add_argument("--data", required=True, help="ImageFolder dir or .tar.gz with train/<class>/")
+    p.add_argument(
+        "--out", required=True, metavar="RUN_DIR", help="run folder (resumed if it holds a checkpoint)"
+    )
+    p.add_argument(
+        "--recipe", default="cifar10-default", help="training recipe (cifar10-default, cifar10-v2 or smoke)"
+    )
+    p.add_argument(
+        "--hours", type=float, help="pause, checkpointed, after this long (default: run to the end)"
+    )
+    p.add_argument("--checkpoint-minutes", type=float, default=5.0, help="minutes between checkpoints")
+    add_host_threads(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = add_command(sub, "release", "a finished training run's weights as fp16")
+    p.add_argument("run", metavar="RUN_DIR", help="the run folder of ofa-edge train (or its checkpoint.pt)")
+    p.add_argument("--out", required=True, help="weights file to write")
+    add_supernet(p, "registry entry the weights are for")
+    p.add_argument("--allow-unfinished", action="store_true", help="release a run still training")
+    p.set_defaults(func=_cmd_release)
