@@ -10,8 +10,8 @@ Extraction (``ElasticMBConv.extract``) copies the very slices ``forward`` uses i
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Generic, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -54,23 +54,61 @@ class ConvBNAct(nn.Module):
         return x if self.act is None else self.act(x)
 
 
+class _SqueezeExciteFC(nn.Module):
+    """SE's reduce -> ReLU -> expand -> hard sigmoid, under MIT's names (``fc.reduce`` ...)."""
+
+    def __init__(self, channels: int, mid: int) -> None:
+        super().__init__()
+        self.reduce = nn.Conv2d(channels, mid, 1, bias=True)
+        self.relu = nn.ReLU()
+        self.expand = nn.Conv2d(mid, channels, 1, bias=True)
+        self.h_sigmoid = nn.Hardsigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.h_sigmoid(self.expand(self.relu(self.reduce(x))))
+
+
 class SqueezeExcite(nn.Module):
     """SE with a hard-sigmoid gate; mid width make_divisible(channels // 4, 8)."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        mid = make_divisible(channels // SE_REDUCTION)
-        self.fc = nn.Sequential(
-            OrderedDict(
-                reduce=nn.Conv2d(channels, mid, 1, bias=True),
-                relu=nn.ReLU(),
-                expand=nn.Conv2d(mid, channels, 1, bias=True),
-                h_sigmoid=nn.Hardsigmoid(),
-            )
-        )
+        self.fc = _SqueezeExciteFC(channels, make_divisible(channels // SE_REDUCTION))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.fc(x.mean((2, 3), keepdim=True))
+
+
+ConvT = TypeVar("ConvT", bound=nn.Module)
+NormT = TypeVar("NormT", bound=nn.Module)
+SqueezeT = TypeVar("SqueezeT", bound=SqueezeExcite)
+
+
+class ConvUnit(nn.Module, Generic[ConvT, NormT, SqueezeT]):
+    """conv -> bn [-> act] [-> se] under MIT's names: a typed stand-in for OFA's named
+    ``nn.Sequential`` (same state-dict keys, in the same order)."""
+
+    def __init__(
+        self, conv: ConvT, bn: NormT, act: nn.Module | None = None, se: SqueezeT | None = None
+    ) -> None:
+        super().__init__()
+        self.conv = conv
+        self.bn = bn
+        self.act = act
+        self.se = se
+
+    def activate(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.act is None else self.act(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.activate(self.bn(self.conv(x)))
+        return x if self.se is None else self.se(x)
+
+
+def _bias(conv: nn.Conv2d) -> torch.Tensor:
+    """The bias of a conv built with one (SE's)."""
+    assert conv.bias is not None
+    return conv.bias
 
 
 class MBConv(nn.Module):
@@ -79,30 +117,21 @@ class MBConv(nn.Module):
     def __init__(self, spec: BlockSpec) -> None:
         super().__init__()
         self.spec = spec
-        self.inverted_bottleneck = (
-            nn.Sequential(
-                OrderedDict(
-                    conv=nn.Conv2d(spec.cin, spec.mid, 1, bias=False),
-                    bn=nn.BatchNorm2d(spec.mid),
-                    act=activation(spec.act),
-                )
+        self.inverted_bottleneck: ConvUnit[nn.Conv2d, nn.BatchNorm2d, SqueezeExcite] | None = (
+            ConvUnit(
+                nn.Conv2d(spec.cin, spec.mid, 1, bias=False), nn.BatchNorm2d(spec.mid), activation(spec.act)
             )
             if spec.has_expand
             else None
         )
-        depth = OrderedDict(
-            conv=nn.Conv2d(spec.mid, spec.mid, spec.k, spec.stride, spec.k // 2, groups=spec.mid, bias=False),
-            bn=nn.BatchNorm2d(spec.mid),
-            act=activation(spec.act),
+        self.depth_conv = ConvUnit(
+            nn.Conv2d(spec.mid, spec.mid, spec.k, spec.stride, spec.k // 2, groups=spec.mid, bias=False),
+            nn.BatchNorm2d(spec.mid),
+            activation(spec.act),
+            SqueezeExcite(spec.mid) if spec.se else None,
         )
-        if spec.se:
-            depth["se"] = SqueezeExcite(spec.mid)
-        self.depth_conv = nn.Sequential(depth)
-        self.point_linear = nn.Sequential(
-            OrderedDict(
-                conv=nn.Conv2d(spec.mid, spec.cout, 1, bias=False),
-                bn=nn.BatchNorm2d(spec.cout),
-            )
+        self.point_linear: ConvUnit[nn.Conv2d, nn.BatchNorm2d, SqueezeExcite] = ConvUnit(
+            nn.Conv2d(spec.mid, spec.cout, 1, bias=False), nn.BatchNorm2d(spec.cout)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -168,8 +197,10 @@ class ElasticBatchNorm2d(nn.Module):
             return bn(x)
         factor = 0.0
         if bn.training and bn.track_running_stats:
+            assert bn.num_batches_tracked is not None
             bn.num_batches_tracked += 1
             factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+        assert bn.running_mean is not None and bn.running_var is not None  # BN built with stats
         return F.batch_norm(
             x,
             bn.running_mean[:c],
@@ -224,9 +255,9 @@ class ElasticSqueezeExcite(SqueezeExcite):
         fc = self.fc
         return {
             "fc.reduce.weight": fc.reduce.weight[:mid, :channels],
-            "fc.reduce.bias": fc.reduce.bias[:mid],
+            "fc.reduce.bias": _bias(fc.reduce)[:mid],
             "fc.expand.weight": fc.expand.weight[:channels, :mid],
-            "fc.expand.bias": fc.expand.bias[:channels],
+            "fc.expand.bias": _bias(fc.expand)[:channels],
         }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -257,32 +288,26 @@ class ElasticMBConv(nn.Module):
         max_mid = mid_channels(max_cin, max(expand_ratio_list))
         self.cout, self.stride, self.act, self.use_se = cout, stride, act, use_se
         self.expand_ratio_list = tuple(expand_ratio_list)
-        self.inverted_bottleneck = nn.Sequential(
-            OrderedDict(
-                conv=ElasticConv2d(max_cin, max_mid),
-                bn=ElasticBatchNorm2d(max_mid),
-                act=activation(act),
-            )
+        self.inverted_bottleneck: ConvUnit[ElasticConv2d, ElasticBatchNorm2d, ElasticSqueezeExcite] = (
+            ConvUnit(ElasticConv2d(max_cin, max_mid), ElasticBatchNorm2d(max_mid), activation(act))
         )
-        depth = OrderedDict(
-            conv=ElasticDepthwiseConv2d(max_mid, ks_list, stride),
-            bn=ElasticBatchNorm2d(max_mid),
-            act=activation(act),
+        self.depth_conv = ConvUnit(
+            ElasticDepthwiseConv2d(max_mid, ks_list, stride),
+            ElasticBatchNorm2d(max_mid),
+            activation(act),
+            ElasticSqueezeExcite(max_mid) if use_se else None,
         )
-        if use_se:
-            depth["se"] = ElasticSqueezeExcite(max_mid)
-        self.depth_conv = nn.Sequential(depth)
-        self.point_linear = nn.Sequential(
-            OrderedDict(conv=ElasticConv2d(max_mid, cout), bn=ElasticBatchNorm2d(cout))
+        self.point_linear: ConvUnit[ElasticConv2d, ElasticBatchNorm2d, ElasticSqueezeExcite] = ConvUnit(
+            ElasticConv2d(max_mid, cout), ElasticBatchNorm2d(cout)
         )
         self.active: tuple[int, float] = (max(ks_list), max(expand_ratio_list))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k, e = self.active
         ib, dw, pl = self.inverted_bottleneck, self.depth_conv, self.point_linear
-        x = ib.act(ib.bn(ib.conv(x, mid_channels(x.size(1), e))))
-        x = dw.act(dw.bn(dw.conv(x, k)))
-        if self.use_se:
+        x = ib.activate(ib.bn(ib.conv(x, mid_channels(x.size(1), e))))
+        x = dw.activate(dw.bn(dw.conv(x, k)))
+        if dw.se is not None:
             x = dw.se(x)
         return pl.bn(pl.conv(x, self.cout))
 
@@ -296,7 +321,7 @@ class ElasticMBConv(nn.Module):
         ib.bn.copy_to(block.inverted_bottleneck.bn)
         block.depth_conv.conv.weight.copy_(dw.conv.filter(spec.mid, spec.k))
         dw.bn.copy_to(block.depth_conv.bn)
-        if spec.se:
+        if block.depth_conv.se is not None and dw.se is not None:
             block.depth_conv.se.load_state_dict(dw.se.sliced(spec.mid))
         block.point_linear.conv.weight.copy_(pl.conv.weight(spec.cout, spec.mid))
         pl.bn.copy_to(block.point_linear.bn)
@@ -326,12 +351,12 @@ class ElasticMBConv(nn.Module):
         for bn in (ib.bn.bn, dw.bn.bn):
             for name in ("weight", "bias", "running_mean", "running_var"):
                 getattr(bn, name).copy_(getattr(bn, name)[order])
-        if self.use_se:
+        if dw.se is not None:
             fc = dw.se.fc
             fc.expand.weight.copy_(fc.expand.weight[order])
-            fc.expand.bias.copy_(fc.expand.bias[order])
+            _bias(fc.expand).copy_(_bias(fc.expand)[order])
             fc.reduce.weight.copy_(fc.reduce.weight[:, order])
             se_order = torch.argsort(fc.expand.weight.abs().sum(dim=(0, 2, 3)), descending=True)
             fc.expand.weight.copy_(fc.expand.weight[:, se_order])
             fc.reduce.weight.copy_(fc.reduce.weight[se_order])
-            fc.reduce.bias.copy_(fc.reduce.bias[se_order])
+            _bias(fc.reduce).copy_(_bias(fc.reduce)[se_order])
