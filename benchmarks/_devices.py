@@ -8,22 +8,8 @@ import dataclasses
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-from ofa_edge.devices.inventory import DeviceSpec, local_device
-
-
-class Bracketed:
-    """A device session with its interleaving turned off: the reference is timed in slots of its
-    own between the models (as for ``benchmark_model`` phones), to compare the two timings."""
-
-    interleaves = False
-
-    def __init__(self, session: Any) -> None:
-        self.session = session
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.session, name)
+from ofa_edge.devices.spec import DeviceSpec, local_device
 
 
 def add_device_args(parser: argparse.ArgumentParser) -> None:

@@ -11,7 +11,7 @@ picks' bias, and the share of picks measured more than 5 % above their predictio
 keeps a pick's prediction within its budget, so that share bounds how often a pick misses
 budget x 1.05).
 
-    python benchmarks/calibration_forms.py --device local|sshd --lut TABLE.json [--save RAW.json]
+    python -m benchmarks.calibration_forms --device local|sshd --lut TABLE.json [--save RAW.json]
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-from _devices import add_device_args, device_spec  # the script's folder is on sys.path
 
+from benchmarks._devices import add_device_args, device_spec
 from ofa_edge.accuracy.predictor import predictor_for
-from ofa_edge.devices.agent import open_session
+from ofa_edge.devices.sessions import open_session
 from ofa_edge.lut.table import LatencyTable, apply_calibration
 from ofa_edge.lut.validate import (
     TERMS,

@@ -5,7 +5,7 @@ micro-model cache (export included), then again with the cache warm. Prints wall
 number of micro-benchmarks, and the median absolute difference between the two builds' entries
 (target: full w1.0 space at 5 resolutions in <= 5 minutes on ``local``; difference <= 3 %).
 
-    python benchmarks/lut_build.py [--device local|sshd] [--supernet ID] [--resolutions ...] [--bracketed]
+    python -m benchmarks.lut_build [--device local|sshd] [--supernet ID] [--resolutions ...] [--bracketed]
         [--passes N] [--min-seconds S]
 """
 
@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _devices import Bracketed, add_device_args, device_spec  # the script's folder is on sys.path
 
-from ofa_edge.devices.agent import open_session
+from benchmarks._devices import add_device_args, device_spec
+from ofa_edge.devices.sessions import open_session
 from ofa_edge.lut.build import build_table
 from ofa_edge.lut.table import PASSES, SupernetRef
 
@@ -45,15 +45,15 @@ def main() -> None:
             out = Path(tmp) / f"build{run}.json"
             began = time.perf_counter()
             with open_session(spec) as session:
-                way = Bracketed(session) if args.bracketed else session
                 tables.append(
                     build_table(
-                        way,
+                        session,
                         supernet,
                         resolutions,
                         out,
                         threads=args.threads,
                         passes=args.passes,
+                        timing="bracketed" if args.bracketed else None,
                         **({"min_seconds": args.min_seconds} if args.min_seconds else {}),
                     )
                 )

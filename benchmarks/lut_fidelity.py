@@ -7,7 +7,7 @@ the share within ±10 % and the MAPE, uncalibrated and calibrated (target: >= 99
 MAPE <= 3 %, calibrated on <= 20 subnets). The
 noise floor is the same figures between two independent measurements of the same subnets.
 
-    python benchmarks/lut_fidelity.py [--device local|sshd] [--supernet ID] [--plot FILE.png] [--passes N]
+    python -m benchmarks.lut_fidelity [--device local|sshd] [--supernet ID] [--plot FILE.png] [--passes N]
         [--out TABLE.json]
 
 ``--out`` keeps the calibrated table (how the tables in ``latency_tables/`` are made).
@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _devices import add_device_args, device_spec  # the script's folder is on sys.path
 
-from ofa_edge.devices.agent import open_session
+from benchmarks._devices import add_device_args, device_spec
+from ofa_edge.devices.sessions import open_session
 from ofa_edge.lut.build import build_table
 from ofa_edge.lut.table import PASSES, LatencyTable, SupernetRef, describe_calibration
 from ofa_edge.lut.validate import fidelity, measure_subnets, validate

@@ -13,8 +13,8 @@ before (such as a shipped one) instead. Target: measured <= budget x 1.05
 in >= 95 % of cases. Without ``--predictor`` the objective is MACs, which pushes every subnet
 against its latency budget (the hard case for this check; an accuracy predictor may stop short).
 
-    python benchmarks/search_quality.py [--budgets 12,15,20,25,30] [--random 1000] [--seeds 0,1,2]
-    python benchmarks/search_quality.py --measure [--device local|sshd] [--supernet ofa-mbv3-cifar10]
+    python -m benchmarks.search_quality [--budgets 12,15,20,25,30] [--random 1000] [--seeds 0,1,2]
+    python -m benchmarks.search_quality --measure [--device local|sshd] [--supernet ofa-mbv3-cifar10]
         [--lut latency_tables/testbed-local_ofa-mbv3-cifar10_fp32_t1.json | --passes N]
 """
 
@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _devices import add_device_args, device_spec  # the script's folder is on sys.path
 
+from benchmarks._devices import add_device_args, device_spec
 from ofa_edge.accuracy.predictor import AccuracyPredictor, ArchEncoder
 from ofa_edge.lut import import_ofa
 from ofa_edge.lut.table import PASSES, SupernetRef
@@ -63,7 +63,7 @@ def optimizer_half(args: argparse.Namespace) -> None:
 def device_half(args: argparse.Namespace) -> None:
     """Subnets found at budgets across the device's reachable range, measured there whole."""
     from ofa_edge.accuracy.predictor import load_predictor
-    from ofa_edge.devices.agent import open_session
+    from ofa_edge.devices.sessions import open_session
     from ofa_edge.lut.build import build_table
     from ofa_edge.lut.table import LatencyTable, describe_calibration
     from ofa_edge.lut.validate import measure_subnets, validate

@@ -7,7 +7,7 @@ into MIT's ``AccuracyPredictor`` and ours) and OFA's settings: population 100, 5
 its own OFA-MBv3 network. Budgets must be reachable (MIT's finder loops forever otherwise).
 torch runs on one thread in both (on a busy machine extra threads only slow MIT's predictor).
 
-    python benchmarks/search_speed.py [--budgets 15,20,25] [--mit-budgets 20] [--generations 500]
+    python -m benchmarks.search_speed [--budgets 15,20,25] [--mit-budgets 20] [--generations 500]
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import argparse
 import contextlib
 import io
 import random
-import sys
 import time
 from pathlib import Path
 
@@ -24,15 +23,14 @@ import numpy as np
 import torch
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # tests.mit_reference imports MIT's package
+from ofa_edge.accuracy.predictor import AccuracyPredictor, ArchEncoder
+from ofa_edge.lut import import_ofa
+from ofa_edge.lut.table import SupernetRef
+from ofa_edge.search import SubnetSearch
+from ofa_edge.supernet.space import ArchConfig
+from ofa_edge.testing.mit_reference import import_mit
 
-from ofa_edge.accuracy.predictor import AccuracyPredictor, ArchEncoder  # noqa: E402
-from ofa_edge.lut import import_ofa  # noqa: E402
-from ofa_edge.lut.table import SupernetRef  # noqa: E402
-from ofa_edge.search import SubnetSearch  # noqa: E402
-from ofa_edge.supernet.space import ArchConfig  # noqa: E402
-from tests.mit_reference import import_mit  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 W12 = "ofa_mbv3_d234_e346_k357_w1.2"
 NOTE10 = ROOT / "latency_tables" / "ofa_note10_lut_w1.2"

@@ -7,7 +7,7 @@ of ``--rounds`` shuffled rounds. The noise floor of a mode is the gap between it
 measurements of the same subnets (MAPE, share within ±10 %); a latency table cannot be checked
 more precisely than that. Also printed: the reference's raw time in 9 timings right after.
 
-    python benchmarks/timing_noise.py [--device local|sshd] [--supernet ofa-mbv3-cifar10]
+    python -m benchmarks.timing_noise [--device local|sshd] [--supernet ofa-mbv3-cifar10]
         [--subnets 20] [--rounds 3]
 """
 
@@ -20,11 +20,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _devices import Bracketed, add_device_args, device_spec  # the script's folder is on sys.path
 
-from ofa_edge.devices.agent import open_session
-from ofa_edge.lut.timing import reference_model, timed_round, timed_rounds
-from ofa_edge.lut.validate import export_subnets, fidelity
+from benchmarks._devices import add_device_args, device_spec
+from ofa_edge.devices.sessions import open_session
+from ofa_edge.lut.validate import fidelity
+from ofa_edge.measure.models import export_subnets
+from ofa_edge.measure.reference import reference_model
+from ofa_edge.measure.timing import TIMINGS, timed_round, timed_rounds
 from ofa_edge.supernet.registry import get_supernet_info
 
 
@@ -45,16 +47,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ofa-edge-noise-") as tmp, device_spec(args) as device:
         paths = export_subnets(spec, archs, Path(tmp))
         with open_session(device) as session:
-            timing = dict(threads=args.threads, min_runs=20, min_seconds=0.3)
-            for k, mode in enumerate(["bracketed", "interleaved"] * 2):
+            bench = dict(threads=args.threads, min_runs=20, min_seconds=0.3)
+            for k, mode in enumerate(TIMINGS[::-1] * 2):  # bracketed, interleaved, ...
                 began = time.perf_counter()
-                way = session if mode == "interleaved" else Bracketed(session)
                 ms, _ = timed_rounds(
-                    way, paths, reference, rounds=args.rounds, ref_ms=1.0, seed=args.seed + k, **timing
+                    session,
+                    paths,
+                    reference,
+                    timing=mode,
+                    rounds=args.rounds,
+                    ref_ms=1.0,
+                    seed=args.seed + k,
+                    **bench,
                 )
                 seconds[mode] += time.perf_counter() - began
                 measured[mode].append(np.array([ms[p.name] for p in paths]))
-            _, refs, _ = timed_round(Bracketed(session), paths[:8], reference, ref_every=1, **timing)
+            _, refs, _ = timed_round(session, paths[:8], reference, timing="bracketed", ref_every=1, **bench)
     print(f"device: {device.name} ({device.description}), supernet {args.supernet}, reference {described}")
     print(
         f"{args.subnets} random subnets, each measurement the median of {args.rounds} rounds; "

@@ -21,9 +21,11 @@ import torch
 import torch.nn.functional as F
 
 from ofa_edge.errors import ConfigError
-from ofa_edge.files import atomic_path
+from ofa_edge.files import atomic_path, cache_dir
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+#: Images of a training split held out for validation: never trained on, never calibrated on.
+VAL_IMAGES = 5000
 #: Per-channel mean/std of CIFAR-10's training images (0-1 scale).
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
@@ -53,7 +55,7 @@ def _decode(data: bytes, size: int | None) -> np.ndarray:
 
     img = Image.open(io.BytesIO(data)).convert("RGB")
     if size is not None and img.size != (size, size):
-        img = img.resize((size, size), Image.BILINEAR)
+        img = img.resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(img, dtype=np.uint8)
 
 
@@ -91,8 +93,6 @@ def _members(source: Path, split: str) -> Iterator[tuple[str, str, bytes]]:
 
 def load_split(source: str | Path, split: str, size: int | None = None) -> ImageArray:
     """All images of ``split`` (e.g. "train", "test") from ``source``, cached after first decode."""
-    from ofa_edge.supernet.registry import cache_dir
-
     source = Path(source).resolve()
     if not source.exists():
         raise ConfigError(f"dataset {source} does not exist", hint="check the --data path")
@@ -185,3 +185,17 @@ def batches(
         if resolution is not None:
             x = resize(x, resolution)
         yield x, torch.from_numpy(data.labels[idx])
+
+
+def split_train_val(
+    train: ImageArray, val_images: int = VAL_IMAGES, train_images: int | None = None
+) -> tuple[ImageArray, ImageArray]:
+    """(images trained on, held-out validation images) of a training split: a fixed shuffle
+    (seed 12345) whose first ``val_images`` are held out; ``train_images`` caps the rest (None:
+    all). Training, accuracy tables and the shipped calibration set all split this way."""
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(12345)).numpy()
+    val_idx, train_idx = order[:val_images], order[val_images:]
+    if train_images is not None:
+        train_idx = train_idx[:train_images]
+    pick = lambda idx: ImageArray(train.images[idx], train.labels[idx], train.classes)  # noqa: E731
+    return pick(train_idx), pick(val_idx)

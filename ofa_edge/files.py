@@ -15,6 +15,8 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import platformdirs
+
 
 def sha256_file(path: str | Path) -> str:
     """Hex sha256 of a file, read in 1 MiB chunks (model files and checkpoints can be large)."""
@@ -77,3 +79,10 @@ def copy_atomic(source: str | Path, target: str | Path) -> None:
             os.link(source, tmp)
         except OSError:
             shutil.copyfile(source, tmp)
+
+
+def cache_dir() -> Path:
+    """ofa-edge's per-user cache (``$OFA_EDGE_CACHE``, else platformdirs' cache dir): downloaded
+    supernets, decoded datasets, model files written for timing."""
+    root = os.environ.get("OFA_EDGE_CACHE") or platformdirs.user_cache_dir("ofa-edge")
+    return Path(root)

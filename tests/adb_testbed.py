@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import pytest
 
 from ofa_edge.devices.adb import AdbTransport
-from ofa_edge.devices.inventory import AdbOptions, DeviceSpec
+from ofa_edge.devices.spec import AdbOptions, DeviceSpec
 from ofa_edge.testing.fake_adbd import FakeAdbd
 
 ADB_CALL_TIMEOUT_S = 30.0

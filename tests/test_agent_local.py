@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from ofa_edge.devices.agent import AgentError, AgentSession, BenchResult, agent_source
-from ofa_edge.devices.inventory import DeviceSpec, local_device
+from ofa_edge.devices.agent import AgentSession, agent_source
+from ofa_edge.devices.session import BenchResult
+from ofa_edge.devices.spec import DeviceSpec, local_device
+from ofa_edge.errors import AgentError
 from tests.models import conv_model, slow_model
 from tests.testbed import bench_seconds, measuring_children
 

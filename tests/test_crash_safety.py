@@ -23,8 +23,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from ofa_edge.devices.agent import AgentError, AgentSession
-from ofa_edge.errors import CheckpointError
+from ofa_edge.devices.agent import AgentSession
+from ofa_edge.errors import AgentError, CheckpointError
 from ofa_edge.lut.build import build_table
 from ofa_edge.lut.keys import enumerate_ops
 from ofa_edge.lut.micro import export_micro_models

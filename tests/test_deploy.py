@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from ofa_edge.deploy.push import EXPORT_RECORD_SUFFIX, DeployError, export_record, push
+from ofa_edge.deploy.push import DeployError, push
 from ofa_edge.devices.agent import AgentSession
 from ofa_edge.errors import ConfigError
+from ofa_edge.export.record import export_record, record_path, write_record
 from ofa_edge.lut.build import build_table
 from ofa_edge.lut.keys import subnet_ops
 from ofa_edge.lut.table import SupernetRef
-from ofa_edge.lut.validate import export_subnets
+from ofa_edge.measure.models import export_subnets
 from ofa_edge.supernet.space import SearchSpace
 from ofa_edge.supernet.spec import MBv3Spec
 
@@ -32,7 +33,7 @@ def exported(tmp_path: Path) -> Path:
     arch = SPACE.min_arch(32)
     (model,) = export_subnets(MBv3Spec(0.35, 10, SPACE), [arch], tmp_path)
     record = {"supernet": "tiny-test", "arch": arch.to_dict(), "precision": "fp32", "checks": {"ok": True}}
-    model.with_name(model.name + EXPORT_RECORD_SUFFIX).write_text(json.dumps(record))
+    write_record(record_path(model), record)
     return model
 
 

@@ -14,8 +14,9 @@ import torch
 
 from ofa_edge.data import ImageArray
 from ofa_edge.errors import ConfigError
-from ofa_edge.export.check import BATCH, ExportCheckError, export_subnet, record_path, run_model
+from ofa_edge.export.check import BATCH, ExportCheckError, export_subnet, run_model
 from ofa_edge.export.images import prepare_images
+from ofa_edge.export.record import record_path
 from ofa_edge.lut.keys import subnet_ops
 from ofa_edge.lut.micro import export_micro_models, input_shape, micro_path, op_module
 from ofa_edge.supernet.bn import recalibrate_bn
@@ -106,7 +107,7 @@ def test_tflite_round_trip(tmp_path: Path, images: ImageArray) -> None:
 CALIB = 256
 #: Subnets of the shipped trained supernet: ONNX the largest at r=40 and the smallest at r=24 (with
 #: every layer int8 the smallest dropped 1.48 points and agreed with fp32 on 86.8 % of images, the
-#: largest on 92.6 %; see ``ofa_edge.export.quantize``), TFLite the smallest (LiteRT runs the
+#: largest on 92.6 %; see ``ofa_edge.convert.quantize``), TFLite the smallest (LiteRT runs the
 #: largest's int8 model over 744 images in about a minute here, the smallest's in a second).
 TRAINED = [
     ("onnx", ArchConfig((7,) * 20, (6,) * 20, (4,) * 5, 40)),

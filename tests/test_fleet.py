@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ofa_edge.devices.agent import AgentSession
-from ofa_edge.devices.inventory import DeviceSpec
+from ofa_edge.devices.spec import DeviceSpec
 from ofa_edge.testing.fake_adbd import FakeAdbd
 from ofa_edge.testing.sshd import SshDevice
 from tests.models import conv_model

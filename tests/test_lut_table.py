@@ -13,8 +13,8 @@ from ofa_edge.lut import LatencyTable, LutError, enumerate_ops, export_ofa, impo
 from ofa_edge.lut.table import Calibration, Reference, SupernetRef
 from ofa_edge.supernet import OFAMobileNetV3
 from ofa_edge.supernet.spec import MBv3Spec
+from ofa_edge.testing.mit_reference import import_mit
 from tests.conftest import NOTE10
-from tests.mit_reference import import_mit
 
 W12 = "ofa_mbv3_d234_e346_k357_w1.2"
 

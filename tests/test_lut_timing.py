@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ofa_edge.devices.agent import BenchReport, BenchResult
+from ofa_edge.devices.session import BenchReport, BenchResult
 from ofa_edge.lut.table import LutError
-from ofa_edge.lut.timing import REF_PREFIX, timed_round, timed_rounds
+from ofa_edge.measure.timing import REF_PREFIX, timed_round, timed_rounds
 
 
 class DriftingDevice:

@@ -15,7 +15,7 @@ import torch
 
 from ofa_edge.supernet import ArchConfig, OFAMobileNetV3
 from ofa_edge.supernet.counting import count
-from tests.mit_reference import import_mit
+from ofa_edge.testing.mit_reference import import_mit
 
 mit_mbv3 = import_mit("ofa.imagenet_classification.elastic_nn.networks.ofa_mbv3")
 mit_utils = import_mit("ofa.utils.pytorch_utils")

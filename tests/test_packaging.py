@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -34,7 +35,10 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("wheel")
     pip = [sys.executable, "-m", "pip"]
     run = lambda *cmd: subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)  # noqa: E731
-    run(*pip, "wheel", "-q", "--no-deps", "--no-build-isolation", str(ROOT), "-w", str(tmp))
+    # Built from a copy: a build/ folder left in the checkout could carry files that no longer exist.
+    skip = shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__", ".*_cache")
+    source = shutil.copytree(ROOT, tmp / "source", ignore=skip)
+    run(*pip, "wheel", "-q", "--no-deps", "--no-build-isolation", str(source), "-w", str(tmp))
     (wheel,) = tmp.glob("ofa_edge-*.whl")
     venv = tmp / "venv"
     run(sys.executable, "-m", "venv", "--without-pip", str(venv))

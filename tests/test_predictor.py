@@ -18,7 +18,7 @@ from ofa_edge.accuracy.predictor import (
 )
 from ofa_edge.errors import CheckpointError
 from ofa_edge.supernet.space import ArchConfig, SearchSpace
-from tests.mit_reference import import_mit
+from ofa_edge.testing.mit_reference import import_mit
 from tests.test_cli import error_line
 
 RESOLUTIONS = [160, 176, 192, 208, 224]

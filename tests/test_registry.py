@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from ofa_edge.errors import CheckpointError, DownloadError, UnknownName
+from ofa_edge.files import cache_dir
 from ofa_edge.supernet import OFAMobileNetV3
-from ofa_edge.supernet.registry import cache_dir, list_supernets, load_supernet
+from ofa_edge.supernet.registry import list_supernets, load_supernet
 
 W10 = "ofa_mbv3_d234_e346_k357_w1.0"
 

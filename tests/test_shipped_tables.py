@@ -10,8 +10,7 @@ import pytest
 
 from ofa_edge.lut.keys import enumerate_ops
 from ofa_edge.lut.store import load_table_for, shipped_tables_dir
-from ofa_edge.lut.table import PASSES, SCHEMA_VERSION, LatencyTable
-from ofa_edge.lut.timing import table_timing
+from ofa_edge.lut.table import PASSES, SCHEMA_VERSION, LatencyTable, table_timing
 from ofa_edge.supernet.registry import get_supernet_info
 from ofa_edge.supernet.space import ArchConfig
 from tests.test_cli import run

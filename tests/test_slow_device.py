@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ofa_edge.devices.agent import AgentSession
-from ofa_edge.devices.inventory import local_device
+from ofa_edge.devices.spec import local_device
 from ofa_edge.lut.build import build_table
 from ofa_edge.lut.keys import enumerate_ops
 from ofa_edge.lut.table import LatencyTable, SupernetRef

@@ -12,7 +12,7 @@ import torch
 
 from ofa_edge.accuracy.predictor import AccuracyPredictor, ArchEncoder, save_predictor
 from ofa_edge.deploy.specialize import specialize, stale_reasons
-from ofa_edge.devices.inventory import DeviceSpec
+from ofa_edge.devices.spec import DeviceSpec
 from ofa_edge.lut.table import DeviceRecord, LatencyTable, Reference, Runtime, SupernetRef
 from ofa_edge.search.evolution import InfeasibleError
 from ofa_edge.supernet.registry import get_supernet_info

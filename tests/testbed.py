@@ -19,9 +19,10 @@ from typing import Any
 
 import pytest
 
-from ofa_edge.devices.agent import AgentSession, open_transport
-from ofa_edge.devices.inventory import DeviceSpec
+from ofa_edge.devices.agent import AgentSession
+from ofa_edge.devices.spec import DeviceSpec
 from ofa_edge.devices.ssh import SshTransport
+from ofa_edge.devices.transports import open_transport
 from ofa_edge.testing.sshd import SshDevice, sshd_unavailable
 
 #: A fixed amount of pure-Python CPU work; it prints the seconds it took on the device.

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ofa_edge.accuracy.measure import CALIB_IMAGES
-from ofa_edge.data import ImageArray, load_split
+from ofa_edge.data import VAL_IMAGES, ImageArray, load_split, split_train_val
 from ofa_edge.errors import ConfigError
 
 CALIB_FILE = "cifar10_calib.npz"
@@ -34,16 +34,13 @@ def calibration_and_validation(
     The calibration set is a fixed random ``calib_count`` of the trained-on images (seed 0);
     the validation set is the 5,000 images training holds out.
     """
-    from ofa_edge.training.progressive import TrainConfig, split_train_val
-
-    config = TrainConfig()
-    if len(train) < config.val_images + calib_count:
+    if len(train) < VAL_IMAGES + calib_count:
         raise ConfigError(
-            f"the training split has {len(train)} images; holding out {config.val_images} for "
+            f"the training split has {len(train)} images; holding out {VAL_IMAGES} for "
             f"validation and calibrating on {calib_count} needs more",
             hint="use the full CIFAR-10 training split",
         )
-    trained_on, val = split_train_val(train, config)
+    trained_on, val = split_train_val(train)
     return trained_on.subset(calib_count, seed=0), val
 
 

@@ -36,7 +36,8 @@ def subnet_top1(
     The supernet's own weights and statistics are left untouched.
     """
     net.set_arch(arch)
-    subnet = net.get_active_subnet().to(memory_format=torch.channels_last)
+    # torch's stubs lack Module.to's memory_format keyword, which it accepts and applies.
+    subnet = net.get_active_subnet().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     recalibrate_bn(subnet, batches(calib_images, batch_size, resolution=arch.r), max_images=calib_count)
     subnet.eval()
     correct = 0

@@ -126,22 +126,24 @@ class AccuracyPredictor(nn.Module):
         ]
         layers.append(nn.Linear(hidden_size, 1, bias=False))
         self.layers = nn.Sequential(*layers)
+        self.base_acc: torch.Tensor
         self.register_buffer("base_acc", torch.zeros(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x).squeeze(-1) + self.base_acc
 
-    def compile(self) -> CompiledPredictor:
+    def frozen(self) -> CompiledPredictor:
         """A frozen copy for batched inference: the search calls it once per generation."""
-        mats = [
-            (seq[0].weight.detach().T.contiguous(), seq[0].bias.detach().clone()) for seq in self.layers[:-1]
-        ]
-        head = self.layers[-1].weight.detach().T.contiguous()
-        return CompiledPredictor(mats, head, float(self.base_acc.item()))
+        *hidden, head = [m for m in self.layers.modules() if isinstance(m, nn.Linear)]
+        mats = []
+        for linear in hidden:
+            assert linear.bias is not None
+            mats.append((linear.weight.detach().T.contiguous(), linear.bias.detach().clone()))
+        return CompiledPredictor(mats, head.weight.detach().T.contiguous(), float(self.base_acc.item()))
 
     def predict(self, archs: Sequence[ArchConfig]) -> np.ndarray:
         """Predicted accuracy of each arch (float32 numpy, the training targets' units)."""
-        return self.compile()(self.encoder.encode(archs))
+        return self.frozen()(self.encoder.encode(archs))
 
 
 class CompiledPredictor:
@@ -225,7 +227,7 @@ def fit_predictor(
     with one_thread():
         _train(model, x, y, train, epochs, batch_size, lr, gen)
     model.eval()
-    pred = model.compile()(x[val].numpy())
+    pred = model.frozen()(x[val].numpy())
     truth = y[val].numpy()
     rmse = float(np.sqrt(np.mean((pred - truth) ** 2)))
     return FitResult(model, rmse, spearman(pred, truth), len(train), n_val, (pred, truth))

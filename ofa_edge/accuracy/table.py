@@ -27,7 +27,7 @@ import multiprocessing
 import os
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,7 +169,7 @@ def _worker_measure(index: int) -> AccuracyRecord:
     return _worker_measurer(index)
 
 
-def _measured(measurer: _Measurer, todo: list[int], workers: int) -> Iterator[AccuracyRecord]:
+def _measured(measurer: _Measurer, todo: list[int], workers: int) -> Generator[AccuracyRecord, None, None]:
     """Records of ``todo`` as they finish: in this process, or spread over ``workers`` processes."""
     if workers <= 1:
         yield from map(measurer, todo)

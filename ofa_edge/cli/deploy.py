@@ -27,8 +27,9 @@ if TYPE_CHECKING:
 
 
 def _cmd_push(args: argparse.Namespace, out: Output) -> int:
-    from ofa_edge.deploy.push import export_record, push, record_table
-    from ofa_edge.devices.agent import open_session
+    from ofa_edge.deploy.push import push, record_table
+    from ofa_edge.devices.sessions import open_session
+    from ofa_edge.export.record import export_record
     from ofa_edge.lut.table import LatencyTable
 
     (spec,) = select_devices(args, [args.device])

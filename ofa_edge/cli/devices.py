@@ -9,20 +9,18 @@ from typing import Any
 
 from ofa_edge.cli.common import add_command, add_device, add_device_threads, add_group, select_devices
 from ofa_edge.cli.output import Output
+from ofa_edge.devices.spec import DeviceSpec
 from ofa_edge.errors import AgentError, ConfigError, OfaEdgeError
 
 
 def _cmd_devices_list(args: argparse.Namespace, out: Output) -> int:
     from ofa_edge.devices.inventory import load_inventory
+    from ofa_edge.devices.transports import TRANSPORTS
 
     devices = load_inventory(args.inventory)
 
-    def where(d: Any) -> str:
-        if d.ssh:
-            return f"{d.ssh.user + '@' if d.ssh.user else ''}{d.ssh.host}:{d.ssh.port}"
-        if d.adb:
-            return f"adb {d.adb.serial or '(only device)'}"
-        return "this machine"
+    def where(d: DeviceSpec) -> str:
+        return TRANSPORTS[d.transport].address(d)
 
     out.result(
         "devices",
@@ -98,8 +96,8 @@ def _cmd_devices_trust(args: argparse.Namespace, out: Output) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace, out: Output) -> int:
-    from ofa_edge.devices.agent import open_session
-    from ofa_edge.devices.inventory import model_runtime
+    from ofa_edge.devices.sessions import open_session
+    from ofa_edge.devices.spec import model_runtime
 
     (spec,) = select_devices(args, [args.device])
     model = Path(args.model)

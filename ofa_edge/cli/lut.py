@@ -22,7 +22,7 @@ from ofa_edge.lut.table import PASSES
 
 
 def _cmd_lut_build(args: argparse.Namespace, out: Output) -> int:
-    from ofa_edge.devices.agent import open_session
+    from ofa_edge.devices.sessions import open_session
     from ofa_edge.lut.build import build_table
     from ofa_edge.lut.store import new_table_path
     from ofa_edge.lut.table import SupernetRef
@@ -52,7 +52,7 @@ def _cmd_lut_build(args: argparse.Namespace, out: Output) -> int:
 
 
 def _cmd_lut_validate(args: argparse.Namespace, out: Output) -> int:
-    from ofa_edge.devices.agent import open_session
+    from ofa_edge.devices.sessions import open_session
     from ofa_edge.lut.store import locate_table
     from ofa_edge.lut.table import describe_calibration
     from ofa_edge.lut.validate import validate

@@ -27,7 +27,7 @@ class Output:
         message = str(err)
         print(f"ofa-edge: error: {message}", file=sys.stderr)
         if self.json_mode:
-            fields = {"message": message}
+            fields: dict[str, str | None] = {"message": message}
             if isinstance(err, OfaEdgeError):
                 fields = {"reference": err.reference, "message": err.message, "hint": err.hint}
             self.result("error", {"error": fields}, "")

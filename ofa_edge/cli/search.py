@@ -77,6 +77,14 @@ def _line(rank: int, c: Any, score_name: str) -> str:
     )
 
 
+def _point(p: Any) -> dict[str, Any]:
+    """A Pareto point as JSON: its best subnet, or why its budget is unreachable."""
+    doc = {"budget_ms": p.budget_ms, "feasible": p.outcome is not None}
+    if p.outcome is not None:
+        return doc | {"result": _result(p.outcome.best), "seconds": p.outcome.seconds}
+    return doc | {"error": p.infeasible.message, "minimums": p.infeasible.fields["minimums"]}
+
+
 def _cmd_search(args: argparse.Namespace, out: Output) -> int:
     from ofa_edge.search import SubnetSearch
     from ofa_edge.search.pareto import write_pareto
@@ -131,15 +139,7 @@ def _cmd_search(args: argparse.Namespace, out: Output) -> int:
                 "seed": args.seed,
                 "objective": args.objective,
                 "constraints": [c.describe() for c in others],
-                "points": [
-                    {"budget_ms": p.budget_ms, "feasible": p.outcome is not None}
-                    | (
-                        {"result": _result(p.outcome.best), "seconds": p.outcome.seconds}
-                        if p.outcome
-                        else {"error": p.infeasible.message, "minimums": p.infeasible.fields["minimums"]}
-                    )
-                    for p in points
-                ],
+                "points": [_point(p) for p in points],
                 "files": [str(p) for p in paths],
             },
             "\n".join(lines) + "\nwritten: " + ", ".join(str(p) for p in paths),

@@ -7,26 +7,22 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
+from ofa_edge.convert.onnx import export_onnx
+from ofa_edge.convert.quantize import quantize_onnx
+from ofa_edge.convert.tflite import export_tflite, quantize_tflite
+
 FORMATS = ("onnx", "tflite")
 
 
 def convert(model: nn.Module, shape: int | tuple[int, ...], fmt: str, path: str | Path) -> Path:
     """Write ``model`` as an fp32 ``fmt`` file (ONNX opset 18, or TFLite via litert-torch)."""
     if fmt == "onnx":
-        from ofa_edge.export.onnx import export_onnx
-
         return export_onnx(model, shape, path)
-    from ofa_edge.export.tflite import export_tflite
-
     return export_tflite(model, shape, path)
 
 
 def quantize(fp32_path: str | Path, out: str | Path, fmt: str, calib: np.ndarray) -> Path:
     """Write the int8 version of an fp32 ``fmt`` file, calibrated on ``calib`` (NCHW floats)."""
     if fmt == "onnx":
-        from ofa_edge.export.quantize import quantize_onnx
-
         return quantize_onnx(fp32_path, out, calib)
-    from ofa_edge.export.tflite import quantize_tflite
-
     return quantize_tflite(fp32_path, out, calib)

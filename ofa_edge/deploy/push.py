@@ -4,7 +4,7 @@ The file goes to the device named by its content, its sha256 is computed on the 
 equal the local one (a corrupted transfer is an error, not a warning), then it is measured
 through the device's session. When the file's export record names its subnet and a latency
 table for that device, runtime and precision exists, the measurement is compared with the
-table's prediction, both at the table's reference speed (``ofa_edge.lut.timing``), and a miss
+table's prediction, both at the table's reference speed (``ofa_edge.measure.timing``), and a miss
 above 10 % is flagged. Everything lands in a deployment manifest (JSON)::
 
     {"schema_version": 1, "kind": "ofa-edge/deployment", "created": ISO-8601,
@@ -24,19 +24,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ofa_edge.devices.agent import MeasuringSession
-from ofa_edge.devices.inventory import DeviceSpec, model_runtime
+from ofa_edge.devices.session import MeasuringSession
+from ofa_edge.devices.spec import DeviceSpec, model_runtime
 from ofa_edge.errors import ConfigError, DeployError, LutError, OfaEdgeError
 from ofa_edge.files import sha256_file, write_atomic
 from ofa_edge.lut.store import find_table
 from ofa_edge.lut.table import DeviceRecord, LatencyTable, now
+from ofa_edge.lut.validate import timed_at_table_speed
 from ofa_edge.supernet.space import ArchConfig
 
 SCHEMA_VERSION = 1
 KIND = "ofa-edge/deployment"
 MISS_TOLERANCE = 0.10
-#: Export writes ``FILE`` plus ``FILE`` + this suffix: what the file is (arch, supernet, checks).
-EXPORT_RECORD_SUFFIX = ".export.json"
 
 
 @dataclass(frozen=True)
@@ -104,19 +103,6 @@ class Deployment:
         return {**self.manifest_dict(), "manifest": str(self.manifest)}
 
 
-def export_record(model: Path) -> dict[str, Any] | None:
-    """The export record beside ``model`` (written by ``ofa-edge export``), if there is one."""
-    path = model.with_name(model.name + EXPORT_RECORD_SUFFIX)
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ConfigError(
-            f"export record {path} is unreadable ({err})", hint="export the model again, or delete it"
-        ) from None
-
-
 def record_table(device: DeviceSpec, record: dict[str, Any] | None) -> Path | None:
     """The device's latency table for the model an export ``record`` describes (its supernet and
     precision, the device's threads), or None when it names no supernet or no table exists (a
@@ -148,8 +134,6 @@ def push(
     ``record`` is the model's export record (arch, supernet, precision, checks). Returns the
     deployment, its manifest also written to ``manifest`` (default: ``<model>.deployment.json``).
     """
-    from ofa_edge.lut.timing import table_reference, timed_rounds
-
     model = Path(model)
     if not model.is_file():
         raise ConfigError(f"model {model} does not exist", hint="export one with `ofa-edge export`")
@@ -175,18 +159,8 @@ def push(
     if not verify:
         pass
     elif usable:
-        assert table is not None and table.reference is not None and arch is not None
-        reference = table_reference(table)
-        ms, _ = timed_rounds(
-            session,
-            [model],
-            reference,
-            rounds=rounds,
-            ref_ms=table.reference.median_ms,
-            threads=table.threads,
-            min_runs=20,
-            min_seconds=0.3,
-        )
+        assert table is not None and arch is not None
+        ms = timed_at_table_speed(session, table, [model], rounds=rounds)
         measured, predicted = ms[model.name], table.predict(arch)
     else:
         result = session.bench([model], threads=table.threads if table else None, min_runs=30).results[0]

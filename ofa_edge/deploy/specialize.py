@@ -14,20 +14,26 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ofa_edge.devices.agent import runtime_version
-from ofa_edge.devices.inventory import DeviceSpec, model_format
+from ofa_edge.accuracy.predictor import predictor_for
+from ofa_edge.deploy.push import Deployment, push
+from ofa_edge.devices.session import runtime_version
+from ofa_edge.devices.sessions import open_session
+from ofa_edge.devices.spec import DeviceSpec, model_format
 from ofa_edge.errors import ConfigError
+from ofa_edge.export.check import ExportReport, export_subnet
+from ofa_edge.export.images import default_calibration, load_images
+from ofa_edge.lut.build import build_table
 from ofa_edge.lut.store import table_file_name
-from ofa_edge.lut.table import PASSES, LatencyTable, SupernetRef
-from ofa_edge.lut.timing import table_timing, timing_of
-
-if TYPE_CHECKING:  # the run's parts; their modules load torch/numpy only when a run starts
-    from ofa_edge.deploy.push import Deployment
-    from ofa_edge.export.check import ExportReport
-    from ofa_edge.lut.validate import ValidationReport
-    from ofa_edge.search.evolution import Candidate
+from ofa_edge.lut.table import PASSES, LatencyTable, SupernetRef, table_timing
+from ofa_edge.lut.validate import ValidationReport, validate
+from ofa_edge.measure.timing import timing_of
+from ofa_edge.search import SubnetSearch
+from ofa_edge.search.costs import CostKey
+from ofa_edge.search.evolution import Candidate
+from ofa_edge.search.pareto import write_pareto
+from ofa_edge.supernet.registry import get_supernet_info, load_supernet
 
 #: Energy assumptions (W): a busy x86 host core, and a small board (Pi / Jetson / phone) under
 #: load. Rough figures for an order of magnitude; override with ``host_watts`` / ``device_watts``.
@@ -207,18 +213,6 @@ def specialize(
 ) -> Specialization:
     """Specialize ``supernet`` for ``device`` under ``latency_ms`` (default: the middle of the
     reachable range) and return the run (its summary also written to ``out_dir/specialize.json``)."""
-    from ofa_edge.accuracy.predictor import predictor_for
-    from ofa_edge.deploy.push import push
-    from ofa_edge.devices.agent import open_session
-    from ofa_edge.export.check import export_subnet
-    from ofa_edge.export.images import default_calibration, load_images
-    from ofa_edge.lut.build import build_table
-    from ofa_edge.lut.validate import validate
-    from ofa_edge.search import SubnetSearch
-    from ofa_edge.search.costs import CostKey
-    from ofa_edge.search.pareto import write_pareto
-    from ofa_edge.supernet.registry import get_supernet_info, load_supernet
-
     if fmt not in ("onnx", "tflite"):
         raise ConfigError(f"unknown format {fmt!r}", hint="use onnx or tflite")
     if model_format(device.runtime) != fmt:

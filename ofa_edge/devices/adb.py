@@ -28,8 +28,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ofa_edge.devices.inventory import AdbOptions, DeviceSpec
 from ofa_edge.devices.local import ProcessChannel
+from ofa_edge.devices.spec import AdbOptions, DeviceSpec
 from ofa_edge.devices.transport import (
     DEFAULT_TIMEOUT_S,
     CommandTimeout,

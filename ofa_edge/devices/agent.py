@@ -14,20 +14,15 @@ import itertools
 import json
 import posixpath
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from ofa_edge.devices.inventory import DeviceSpec
-from ofa_edge.devices.transport import (
-    Channel,
-    CommandTimeout,
-    DeviceError,
-    DeviceUnreachable,
-    Transport,
-)
-from ofa_edge.errors import AgentError
+from ofa_edge.devices.session import BenchReport, BenchResult, pushed
+from ofa_edge.devices.spec import DeviceSpec
+from ofa_edge.devices.transport import Channel, Transport
+from ofa_edge.devices.transports import open_transport
+from ofa_edge.errors import AgentError, CommandTimeout, DeviceError, DeviceUnreachable
 from ofa_edge.files import sha256_file
 
 PROTOCOL = 1
@@ -40,74 +35,20 @@ def agent_source() -> Path:
     return Path(str(resources.files("device_agents") / AGENT_FILE))
 
 
-def open_transport(spec: DeviceSpec) -> Transport:
-    """The transport for ``spec.transport`` (imported lazily: paramiko only when SSH is used)."""
-    if spec.transport == "local":
-        from ofa_edge.devices.local import LocalTransport
-
-        return LocalTransport(spec)
-    if spec.transport == "ssh":
-        from ofa_edge.devices.ssh import SshTransport
-
-        return SshTransport(spec)
-    if spec.transport == "adb":
-        from ofa_edge.devices.adb import AdbTransport
-
-        return AdbTransport(spec)
-    raise DeviceError(f"{spec.name}: unknown transport {spec.transport!r}")
-
-
-@dataclass(frozen=True)
-class BenchResult:
-    """One model's measurement on a device (``error`` set when it crashed or timed out)."""
-
-    name: str
-    median_ms: float | None = None
-    p10_ms: float | None = None
-    p90_ms: float | None = None
-    mean_ms: float | None = None
-    runs: int = 0
-    samples_ms: tuple[float, ...] = ()
-    error: str | None = None
-    ratio: float | None = None  # timed against a reference: model / reference, interleaved
-    ref_median_ms: float | None = None  # the reference's median during this model's timing
-    median_is_mean: bool = False  # a tool without percentiles: median_ms holds its mean instead
-
-    @classmethod
-    def from_agent(cls, data: dict[str, Any]) -> BenchResult:
-        return cls(
-            name=data["name"],
-            median_ms=data.get("median_ms"),
-            p10_ms=data.get("p10_ms"),
-            p90_ms=data.get("p90_ms"),
-            mean_ms=data.get("mean_ms"),
-            runs=int(data.get("runs", 0)),
-            samples_ms=tuple(data.get("samples_ms", ())),
-            error=data.get("error"),
-            ratio=data.get("ratio"),
-            ref_median_ms=data.get("ref_median_ms"),
-        )
-
-
-@dataclass
-class BenchReport:
-    results: list[BenchResult]
-    conditions_before: dict[str, Any] = field(default_factory=dict)
-    conditions_after: dict[str, Any] = field(default_factory=dict)
-
-
-def pushed(session: MeasuringSession, models: Sequence[Path]) -> list[str]:
-    """Each model's path on the device, pushing each file once: a bracketed reference model is
-    listed many times per batch as hard links of one file."""
-    remote: dict[tuple[int, int], str] = {}
-    out = []
-    for p in models:
-        st = Path(p).stat()
-        key = (st.st_dev, st.st_ino)
-        if key not in remote:
-            remote[key] = session.push_model(Path(p))
-        out.append(remote[key])
-    return out
+def _agent_result(data: dict[str, Any]) -> BenchResult:
+    """A result as the agent reports it (its JSON fields are ``BenchResult``'s)."""
+    return BenchResult(
+        name=data["name"],
+        median_ms=data.get("median_ms"),
+        p10_ms=data.get("p10_ms"),
+        p90_ms=data.get("p90_ms"),
+        mean_ms=data.get("mean_ms"),
+        runs=int(data.get("runs", 0)),
+        samples_ms=tuple(data.get("samples_ms", ())),
+        error=data.get("error"),
+        ratio=data.get("ratio"),
+        ref_median_ms=data.get("ref_median_ms"),
+    )
 
 
 class AgentSession:
@@ -274,7 +215,7 @@ class AgentSession:
         current: list[str] = [entries[0]["name"]] if entries else []
 
         def event(msg: dict[str, Any]) -> None:
-            result = BenchResult.from_agent(msg["result"])
+            result = _agent_result(msg["result"])
             done = [e["name"] for e in entries].index(result.name)
             if done + 1 < len(entries):
                 current[:] = [entries[done + 1]["name"]]
@@ -304,7 +245,7 @@ class AgentSession:
                 model=model,
             ) from None
         return BenchReport(
-            [BenchResult.from_agent(r) for r in reply["results"]],
+            [_agent_result(r) for r in reply["results"]],
             reply.get("conditions_before", {}),
             reply.get("conditions_after", {}),
         )
@@ -312,55 +253,3 @@ class AgentSession:
     def cleanup(self) -> None:
         """Remove pushed models from the device."""
         self.request("cleanup", path=posixpath.join(self.workdir, "models"))
-
-
-def runtime_version(fingerprint: dict[str, Any], runtime: str) -> str | None:
-    """The version of ``runtime`` ("onnxruntime" or "tflite") in an agent fingerprint."""
-    found = fingerprint.get("runtimes", {})
-    names = ("ai_edge_litert", "tflite_runtime", "tflite") if runtime == "tflite" else (runtime,)
-    for name in names:
-        if (found.get(name) or {}).get("version"):
-            return found[name]["version"]
-    return None
-
-
-class MeasuringSession(Protocol):
-    """What the rest of ofa-edge needs of a device: the Python agent and phones without Python
-    (``BenchmarkModelSession``) both provide it."""
-
-    spec: DeviceSpec
-    #: Whether ``bench(..., reference=)`` times each model interleaved with the reference (the
-    #: agent); otherwise the reference is timed as a model of its own between the others.
-    interleaves: bool
-
-    def fingerprint(self) -> dict[str, Any]: ...
-
-    def push_model(self, local: Path) -> str: ...
-
-    def bench(
-        self,
-        models: Sequence[Path],
-        *,
-        runtime: str | None = None,
-        threads: int | None = None,
-        warmup: int = 5,
-        min_runs: int = 20,
-        min_seconds: float = 0.5,
-        model_timeout: float = 60.0,
-        reference: Path | None = None,
-        on_result: Callable[[BenchResult], None] | None = None,
-    ) -> BenchReport: ...
-
-    def __enter__(self) -> MeasuringSession: ...
-
-    def __exit__(self, *exc: object) -> None: ...
-
-
-def open_session(spec: DeviceSpec) -> MeasuringSession:
-    """The measuring session for a device: the Python agent, or for an ADB device that names
-    a ``benchmark_model`` binary, TFLite's own tool (phones without Python)."""
-    if spec.adb is not None and spec.adb.benchmark_model is not None:
-        from ofa_edge.devices.android import BenchmarkModelSession
-
-        return BenchmarkModelSession(spec)
-    return AgentSession(spec)

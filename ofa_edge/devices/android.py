@@ -16,15 +16,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ofa_edge.devices.agent import AgentError, BenchReport, BenchResult, pushed
+from ofa_edge.devices.agent import AgentSession
 from ofa_edge.devices.benchmark_model import (
     BenchmarkOutputError,
     benchmark_model_argv,
     parse_benchmark_model,
 )
-from ofa_edge.devices.inventory import DeviceSpec
-from ofa_edge.devices.transport import DeviceError, Transport
-from ofa_edge.errors import ConfigError
+from ofa_edge.devices.session import BenchReport, BenchResult, pushed
+from ofa_edge.devices.spec import DeviceSpec
+from ofa_edge.devices.transport import Transport
+from ofa_edge.devices.transports import open_transport
+from ofa_edge.errors import AgentError, ConfigError, DeviceError
 from ofa_edge.files import sha256_file
 
 _PROPS = ("ro.product.manufacturer", "ro.product.model", "ro.board.platform", "ro.build.version.release")
@@ -38,8 +40,6 @@ class BenchmarkModelSession:
     def __init__(self, spec: DeviceSpec, transport: Transport | None = None) -> None:
         if spec.adb is None or spec.adb.benchmark_model is None:
             raise ConfigError(f"device {spec.name!r}: benchmark_model is not set in the inventory")
-        from ofa_edge.devices.agent import AgentSession, open_transport
-
         self.spec, self.binary = spec, spec.adb.benchmark_model
         self.transport = transport or open_transport(spec)
         self._files = AgentSession(spec, self.transport)  # for workdir and content-named pushes

@@ -6,8 +6,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ofa_edge.devices.agent import open_session
-from ofa_edge.devices.inventory import DeviceSpec
+from ofa_edge.devices.sessions import open_session
+from ofa_edge.devices.spec import DeviceSpec
 from ofa_edge.errors import OfaEdgeError
 
 #: ``status(device_name, message)`` as each device moves on.

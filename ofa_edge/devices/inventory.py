@@ -11,90 +11,26 @@ Where the file is: ``--inventory PATH``, else ``$OFA_EDGE_INVENTORY``, else ``./
     runtime = "onnxruntime"      # all: runtime, threads, workdir, python, cpus (pinning)
     threads = 4
 
-A device named ``local`` (this machine) always exists unless the inventory defines one.
+A device named ``local`` (this machine) always exists unless the inventory defines one. The
+transports and the fields each takes are ``ofa_edge.devices.transports.TRANSPORTS``.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+import tomllib
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
+from ofa_edge.devices.ansible import parse_ansible
+from ofa_edge.devices.spec import RUNTIMES, AdbOptions, DeviceSpec, SshOptions, local_device, local_workdir
+from ofa_edge.devices.transports import TRANSPORTS
 from ofa_edge.errors import ConfigError
 
-TRANSPORTS = ("ssh", "adb", "local")
-#: The model file format each runtime runs: the one map between runtimes and formats.
-FORMAT_OF_RUNTIME = {"onnxruntime": "onnx", "tflite": "tflite"}
-RUNTIMES = tuple(FORMAT_OF_RUNTIME)
 #: Where phones let a shell user write and execute.
 ADB_WORKDIR = "/data/local/tmp/ofa-edge-agent"
-_COMMON = {"transport", "runtime", "threads", "workdir", "python", "cpus", "description"}
-_FIELDS = {
-    "ssh": _COMMON | {"host", "port", "user", "key", "known_hosts", "connect_timeout"},
-    "adb": _COMMON | {"serial", "adb", "server_port", "benchmark_model"},
-    "local": _COMMON,
-}
-
-
-def model_format(runtime: str) -> str:
-    """The model file format (``onnx`` or ``tflite``) that ``runtime`` runs; ONNX for a runtime
-    this package does not drive (e.g. a table imported from MIT's files)."""
-    return FORMAT_OF_RUNTIME.get(runtime, "onnx")
-
-
-def model_runtime(model: Path) -> str:
-    """The runtime that runs a model file, by its suffix (``.onnx`` or ``.tflite``)."""
-    for runtime, fmt in FORMAT_OF_RUNTIME.items():
-        if model.suffix == f".{fmt}":
-            return runtime
-    raise ConfigError(f"{model}: unknown model format", hint="use a .onnx or .tflite file")
-
-
-@dataclass(frozen=True)
-class SshOptions:
-    host: str
-    port: int = 22
-    user: str | None = None
-    key: Path | None = None  # None: keys from the SSH agent / default identities
-    known_hosts: Path = field(default_factory=lambda: Path("~/.ssh/known_hosts").expanduser())
-    connect_timeout: float = 10.0
-
-
-@dataclass(frozen=True)
-class AdbOptions:
-    serial: str | None = None
-    adb: str = "adb"
-    server_port: int | None = None  # a private adb server (ANDROID_ADB_SERVER_PORT)
-    benchmark_model: Path | None = None  # TFLite's benchmark_model, for phones without Python
-
-
-@dataclass(frozen=True)
-class DeviceSpec:
-    """One device of the fleet and how to reach and use it."""
-
-    name: str
-    transport: str = "local"
-    runtime: str = "onnxruntime"
-    threads: int = 1
-    workdir: str = "~/.cache/ofa-edge-agent"
-    python: str = "python3"
-    cpus: tuple[int, ...] | None = None
-    description: str = ""
-    ssh: SshOptions | None = None
-    adb: AdbOptions | None = None
-
-
-def local_workdir() -> str:
-    """The agent's folder on this machine: ``$OFA_EDGE_AGENT_DIR`` (tests isolate it), else the
-    default ``~/.cache/ofa-edge-agent``."""
-    return os.environ.get("OFA_EDGE_AGENT_DIR") or DeviceSpec.workdir
-
-
-def local_device() -> DeviceSpec:
-    return DeviceSpec(name="local", description="this machine", workdir=local_workdir())
+#: Fields every device table may set, whatever its transport.
+COMMON_FIELDS = frozenset({"transport", "runtime", "threads", "workdir", "python", "cpus", "description"})
 
 
 def _int(name: str, key: str, value: Any, lo: int, hi: int) -> int:
@@ -116,11 +52,12 @@ def parse_device(name: str, table: dict[str, Any], base: Path) -> DeviceSpec:
     transport = table.get("transport", "ssh" if "host" in table else "local")
     if transport not in TRANSPORTS:
         raise ConfigError(f"device {name!r}: transport={transport!r} is not one of {list(TRANSPORTS)}")
-    unknown = sorted(set(table) - _FIELDS[transport])
+    allowed = COMMON_FIELDS | TRANSPORTS[transport].fields
+    unknown = sorted(set(table) - allowed)
     if unknown:
         raise ConfigError(
             f"device {name!r}: unknown field(s) {unknown} for transport {transport!r}",
-            hint=f"allowed: {', '.join(sorted(_FIELDS[transport]))}",
+            hint=f"allowed: {', '.join(sorted(allowed))}",
         )
     runtime = table.get("runtime", "onnxruntime")
     if runtime not in RUNTIMES:
@@ -205,6 +142,4 @@ def _parse_tables(file: Path, text: str) -> dict[str, dict[str, Any]]:
         if not isinstance(tables, dict):
             raise ConfigError(f"{file}: [devices] must hold one table per device")
         return tables
-    from ofa_edge.devices.ansible import parse_ansible
-
     return parse_ansible(file, text)

@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
-from ofa_edge.devices.inventory import DeviceSpec
+from ofa_edge.devices.spec import DeviceSpec
 from ofa_edge.devices.transport import (
     DEFAULT_TIMEOUT_S,
     Channel,
@@ -26,6 +26,7 @@ from ofa_edge.devices.transport import (
     RunResult,
     Transport,
 )
+from ofa_edge.files import sha256_file
 
 
 class ProcessChannel(Channel):
@@ -202,8 +203,6 @@ class LocalTransport(Transport):
         shutil.copyfile(_local_path(remote), local)
 
     def sha256(self, remote: str) -> str | None:
-        from ofa_edge.files import sha256_file
-
         path = _local_path(remote)
         return sha256_file(path) if path.is_file() else None
 

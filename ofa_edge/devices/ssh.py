@@ -23,7 +23,7 @@ from typing import TypeVar
 import paramiko
 from paramiko.hostkeys import InvalidHostKey
 
-from ofa_edge.devices.inventory import DeviceSpec, SshOptions
+from ofa_edge.devices.spec import DeviceSpec, SshOptions
 from ofa_edge.devices.transport import (
     DEFAULT_TIMEOUT_S,
     AuthError,

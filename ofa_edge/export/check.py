@@ -12,7 +12,6 @@ sha256, checks), which ``ofa-edge push`` reads.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import time
@@ -23,9 +22,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from ofa_edge.convert.formats import FORMATS, convert, quantize
+from ofa_edge.convert.onnx import run_onnx
+from ofa_edge.convert.tflite import run_tflite
 from ofa_edge.errors import ConfigError, ExportCheckError
-from ofa_edge.export.formats import FORMATS, convert, quantize
+from ofa_edge.export.images import prepare_images
+from ofa_edge.export.record import RECORD_KIND, RECORD_VERSION, record_path, write_record
 from ofa_edge.files import sha256_file
+from ofa_edge.supernet.bn import recalibrate_bn
 from ofa_edge.supernet.space import ArchConfig
 
 #: Max |exported - torch| allowed on fp32 logits: 40x the largest difference measured here
@@ -50,7 +54,6 @@ CHECK_FIELDS = (
     "int8_top1_drop",
     "int8_check",
 )
-RECORD_VERSION = 1
 
 
 @dataclass
@@ -80,17 +83,13 @@ class ExportReport:
         """The export record (also the CLI's ``--json`` document): what the file is, and its checks."""
         doc = asdict(self)
         checks = {k: doc.pop(k) for k in CHECK_FIELDS}
-        return {"schema_version": RECORD_VERSION, "kind": "ofa-edge/export", **doc, "checks": checks}
+        return {"schema_version": RECORD_VERSION, "kind": RECORD_KIND, **doc, "checks": checks}
 
 
 def run_model(path: Path, x: np.ndarray) -> np.ndarray:
     """Outputs of an .onnx or .tflite file on a channels-first float batch."""
     if path.suffix == ".onnx":
-        from ofa_edge.export.onnx import run_onnx
-
         return run_onnx(path, x)
-    from ofa_edge.export.tflite import run_tflite
-
     return run_tflite(path, x)
 
 
@@ -114,9 +113,6 @@ def export_subnet(
     ``calib_images`` are uint8 N x H x W x 3; ``checks`` are ``export_model``'s keywords
     (validation images and labels, tolerances). Returns the report of the file written at ``out``.
     """
-    from ofa_edge.export.images import prepare_images
-    from ofa_edge.supernet.bn import recalibrate_bn
-
     start = time.perf_counter()
     arch = arch.validate(supernet.space)
     _check_target(fmt, Path(out), calib_images)
@@ -125,8 +121,17 @@ def export_subnet(
     calib = torch.from_numpy(prepare_images(calib_images, arch.r))
     recalibrate_bn(subnet, calib.split(BATCH), max_images=len(calib))
     extract_s = time.perf_counter() - start
-    meta = {"supernet": supernet_id, "arch": arch.to_dict()}
-    report = export_model(subnet.eval(), arch.r, fmt, int8, calib_images, out, **meta, **checks)
+    report = export_model(
+        subnet.eval(),
+        arch.r,
+        fmt,
+        int8,
+        calib_images,
+        out,
+        supernet=supernet_id,
+        arch=arch.to_dict(),
+        **checks,
+    )
     report.timings = {"extract_s": extract_s, **report.timings}
     return report
 
@@ -162,8 +167,6 @@ def export_model(
     result, else the calibration images do (all uint8 N x H x W x 3). Raises ``ExportCheckError``
     with the numbers, leaving nothing at ``out``, when a check fails.
     """
-    from ofa_edge.export.images import prepare_images
-
     out = Path(out)
     _check_target(fmt, out, calib_images)
     if val_labels is not None and (val_images is None or len(val_labels) != len(val_images)):
@@ -217,18 +220,10 @@ def export_model(
         report.sha256 = sha256_file(final)
         report.size_bytes = final.stat().st_size
         record = Path(tmp) / "record.json"
-        record.write_text(json.dumps(report.to_dict(), indent=1) + "\n")
+        write_record(record, report.to_dict())
         shutil.move(final, out)
         shutil.move(record, record_path(out))
     return report
-
-
-def record_path(model: str | Path) -> Path:
-    """The export record written beside a model file (``ofa-edge push`` reads it)."""
-    from ofa_edge.deploy.push import EXPORT_RECORD_SUFFIX
-
-    model = Path(model)
-    return model.with_name(model.name + EXPORT_RECORD_SUFFIX)
 
 
 def _check_int8(

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ofa_edge.accuracy.calibration import packaged_calibration_path
+from ofa_edge.data import _decode, load_split, resize, to_tensor
 from ofa_edge.errors import ConfigError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -17,8 +19,6 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 def prepare_images(images: np.ndarray, resolution: int) -> np.ndarray:
     """uint8 N x H x W x 3 images -> float32 N x 3 x R x R, normalized and resized as in training."""
-    from ofa_edge.data import resize, to_tensor
-
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
         raise ConfigError(
             f"images must be a uint8 N x H x W x 3 array, got {images.dtype} {tuple(images.shape)}",
@@ -34,8 +34,6 @@ def load_images(path: str | Path, n: int, split: str, size: int) -> tuple[np.nda
     (folder or .tar/.tar.gz with ``<split>/<class>/``) gives a fixed random subset with labels; a
     folder of image files gives the first ``n`` (sorted), decoded at ``size`` x ``size``, no labels.
     """
-    from ofa_edge.data import _decode, load_split
-
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path} does not exist", hint="pass an .npz, an ImageFolder or a folder of images")
@@ -55,8 +53,6 @@ def load_images(path: str | Path, n: int, split: str, size: int) -> tuple[np.nda
 
 def default_calibration() -> Path:
     """The calibration set shipped in the package (``--calib-default``)."""
-    from ofa_edge.accuracy.calibration import packaged_calibration_path
-
     path = packaged_calibration_path()
     if not path.is_file():
         raise ConfigError(

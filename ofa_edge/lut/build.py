@@ -22,8 +22,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ofa_edge.devices.agent import runtime_version
-from ofa_edge.devices.inventory import model_format
+from ofa_edge.devices.session import MeasuringSession, runtime_version
+from ofa_edge.devices.spec import model_format
 from ofa_edge.lut.keys import Op, enumerate_ops
 from ofa_edge.lut.micro import export_micro_models
 from ofa_edge.lut.table import (
@@ -36,8 +36,10 @@ from ofa_edge.lut.table import (
     Runtime,
     SupernetRef,
     now,
+    table_timing,
 )
-from ofa_edge.lut.timing import Timed, reference_model, table_timing, timed_round, timing_of
+from ofa_edge.measure.reference import reference_model
+from ofa_edge.measure.timing import Timed, Timing, chosen_timing, timed_round
 
 #: ``progress(done, total)`` after each measured op.
 BuildProgress = Callable[[int, int], None]
@@ -71,7 +73,7 @@ def _compatible(table: LatencyTable, fresh: LatencyTable, out: Path) -> None:
 
 
 def build_table(
-    session: Any,
+    session: MeasuringSession,
     supernet: SupernetRef,
     resolutions: Sequence[int] | None,
     out: Path,
@@ -84,12 +86,15 @@ def build_table(
     min_seconds: float = 0.1,
     progress: BuildProgress | None = None,
     exporting: BuildProgress | None = None,
+    timing: Timing | None = None,
 ) -> LatencyTable:
     """Measure every op of ``supernet`` at ``resolutions`` (None: all of the supernet's) on
     ``session``'s device into ``out``, ``passes`` times (an existing table gains the passes it lacks).
 
     ``progress`` follows the measured ops, ``exporting`` the op models written first (only those
-    not cached yet)."""
+    not cached yet); ``timing`` is how ops are timed against the reference (None: the session's
+    own way, ``ofa_edge.measure.timing.timing_of``)."""
+    timing = chosen_timing(session, timing)
     spec = supernet.spec
     resolutions = spec.space.resolutions if resolutions is None else resolutions
     device = session.spec
@@ -105,10 +110,10 @@ def build_table(
     if out.exists():
         table = LatencyTable.load(out)
         _compatible(table, fresh, out)
-        if table.reference is not None and table_timing(table) != timing_of(session):
+        if table.reference is not None and table_timing(table) != timing:
             raise LutError(
-                f"{out} was timed {table_timing(table)} with its reference, {device.name} times "
-                f"{timing_of(session)} (an older table?)",
+                f"{out} was timed {table_timing(table)} with its reference, this build times {timing} "
+                "(an older table?)",
                 hint="use another --out, or delete the file to start over",
             )
     else:
@@ -149,9 +154,7 @@ def build_table(
         ref = session.bench([reference], **{**kwargs, "min_runs": 3 * min_runs}).results[0]
         if ref.error is not None or ref.median_ms is None:
             raise LutError(f"{device.name}: the reference model failed: {ref.error}")
-        table.reference = Reference(
-            described, r_ref, ref.median_ms, now(), [ref.median_ms], timing_of(session)
-        )
+        table.reference = Reference(described, r_ref, ref.median_ms, now(), [ref.median_ms], timing)
         table.save(out)
     elif need:
         assert table.reference is not None
@@ -196,12 +199,24 @@ def build_table(
             batch = todo[start : start + batch_size]
             seed = 1000 * n + i
             _, refs, report = timed_round(
-                session, batch, reference, seed=seed, on_timed=lambda t: record(t, False), **kwargs
+                session,
+                batch,
+                reference,
+                timing=timing,
+                seed=seed,
+                on_timed=lambda t: record(t, False),
+                **kwargs,
             )
             timings += refs
             if disturbed(report.conditions_before, report.conditions_after):
                 timed_round(
-                    session, batch, reference, seed=seed, on_timed=lambda t: record(t, True), **kwargs
+                    session,
+                    batch,
+                    reference,
+                    timing=timing,
+                    seed=seed,
+                    on_timed=lambda t: record(t, True),
+                    **kwargs,
                 )
     if timings:
         relevel(table, timings)

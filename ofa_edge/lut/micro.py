@@ -4,32 +4,30 @@ The op's module is built from the same layer classes the extracted subnets use, 
 entry times exactly what a whole subnet runs. Files are keyed by (op, format, precision,
 exporter versions) so rebuilds and other devices with the same runtime reuse them. Formats:
 ONNX and TFLite (channels-last I/O, as whole exported subnets run), each fp32 or int8; int8
-micro-models are calibrated on random normal inputs, which is enough for timing.
+micro-models are calibrated on random normal inputs, which is enough for timing
+(``ofa_edge.measure.models.export_for_timing`` writes them).
 """
 
 from __future__ import annotations
 
 import hashlib
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ofa_edge.convert.formats import FORMATS
+from ofa_edge.convert.onnx import OPSET
 from ofa_edge.errors import ConfigError
-from ofa_edge.export.formats import FORMATS, convert, quantize
-from ofa_edge.export.onnx import OPSET
-from ofa_edge.files import atomic_path
+from ofa_edge.files import cache_dir
 from ofa_edge.lut.keys import Op
+from ofa_edge.measure.models import export_for_timing, tool_versions
 from ofa_edge.supernet.layers import ConvBNAct, LinearLayer, MBConv, ResidualBlock
-from ofa_edge.supernet.registry import cache_dir
 from ofa_edge.supernet.spec import MBv3Spec
 
 MICRO_VERSION = 1
 PRECISIONS = ("fp32", "int8")
-#: Random normal samples that calibrate an int8 micro-model's activation ranges.
-CALIB_SAMPLES = 8
 
 
 class GlobalAvgPool(nn.Module):
@@ -72,19 +70,6 @@ def input_shape(op: Op) -> tuple[int, int, int, int]:
     return (1, c, h, w)
 
 
-def tool_versions(fmt: str, precision: str) -> str:
-    """The converter versions a micro-model file depends on (beyond torch and the opset)."""
-    if fmt == "tflite":
-        from ofa_edge.export.tflite import converter_versions
-
-        return "|".join(f"{k}={v}" for k, v in sorted(converter_versions().items()))
-    if precision == "int8":
-        import onnxruntime
-
-        return f"onnxruntime={onnxruntime.__version__}"
-    return ""
-
-
 def micro_path(op: Op, fmt: str, precision: str) -> Path:
     """Where ``op``'s model file is cached, keyed by content and the tools that make it."""
     ident = f"{MICRO_VERSION}|{op.key}|{fmt}|{precision}|{torch.__version__}|opset{OPSET}"
@@ -104,21 +89,6 @@ def export_micro_model(spec: MBv3Spec, op: Op, fmt: str, precision: str, path: P
         torch.manual_seed(0)
         module = op_module(spec, op).eval()
     return export_for_timing(module, input_shape(op), fmt, precision, path)
-
-
-def export_for_timing(
-    module: torch.nn.Module, shape: tuple[int, ...], fmt: str, precision: str, path: Path
-) -> Path:
-    """Write ``module`` in the device's format and precision, for timing only (int8 calibrates on
-    random inputs: latency does not depend on the values); atomically, via temp files of this
-    writer's own, so two builds exporting one op into the shared cache never mix their files."""
-    with atomic_path(path, suffix=path.suffix) as tmp, tempfile.TemporaryDirectory() as scratch:
-        fp32 = tmp if precision == "fp32" else Path(scratch) / f"fp32{path.suffix}"
-        convert(module, shape, fmt, fp32)
-        if precision == "int8":
-            calib = torch.randn((CALIB_SAMPLES, *shape[1:]), generator=torch.Generator().manual_seed(0))
-            quantize(fp32, tmp, fmt, calib.numpy())
-    return path
 
 
 def export_micro_models(

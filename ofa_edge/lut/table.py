@@ -25,7 +25,7 @@ and ``raw_median_ms``, calibrations before version 3 have no ``c`` and before ve
                                     "raw_median_ms", "passes_ms": [...]}}}}
 
 ``reference`` is the model every op is timed against to cancel device drift
-(``ofa_edge.lut.timing``; ``timing`` says how): each entry's times are its raw times scaled by
+(``ofa_edge.measure.timing``; ``timing`` says how): each entry's times are its raw times scaled by
 ``reference.median_ms`` over the reference times measured with it, so all entries are at one
 device speed. ``timings_ms`` lists every reference
 timing of the builds and ``median_ms`` is their median (an optional field: tables without it
@@ -55,7 +55,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ofa_edge.devices.inventory import model_format
+from ofa_edge.devices.spec import model_format
 from ofa_edge.errors import LutError
 from ofa_edge.files import write_atomic
 from ofa_edge.lut.keys import subnet_ops
@@ -179,7 +179,7 @@ class Calibration:
 
 @dataclass(frozen=True)
 class Reference:
-    """The model every op of a table is timed against (``ofa_edge.lut.timing``) and its level:
+    """The model every op of a table is timed against (``ofa_edge.measure.timing``) and its level:
     ``median_ms`` is the median of ``timings_ms``, all its timings during the builds.
 
     Before schema 4 ``timing`` is absent and read as "bracketed"; a table without
@@ -202,7 +202,7 @@ class Reference:
 
 
 def now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 @dataclass
@@ -422,3 +422,9 @@ def export_ofa(table: LatencyTable, folder: str | Path) -> list[Path]:
         path.write_text(yaml.safe_dump(out, sort_keys=True))
         written.append(path)
     return written
+
+
+def table_timing(table: LatencyTable) -> str:
+    """How a table's entries were timed against its reference, "interleaved" or "bracketed"
+    (tables before the field was added: "bracketed")."""
+    return "bracketed" if table.reference is None else table.reference.timing

@@ -17,16 +17,21 @@ and after calibration.
 from __future__ import annotations
 
 import random
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ofa_edge.devices.session import MeasuringSession
+from ofa_edge.errors import LutError
 from ofa_edge.lut.table import Calibration, LatencyTable, apply_calibration, now
-from ofa_edge.lut.timing import table_reference, timed_rounds
+from ofa_edge.measure.models import export_subnets
+from ofa_edge.measure.reference import reference_model
+from ofa_edge.measure.timing import timed_rounds
 from ofa_edge.supernet.space import ArchConfig
-from ofa_edge.supernet.spec import MBv3Spec
 
 MAX_FIT = 20
 
@@ -181,66 +186,60 @@ def random_archs(table: LatencyTable, n: int, seed: int) -> list[ArchConfig]:
     return out
 
 
-def export_subnets(
-    spec: MBv3Spec, archs: list[ArchConfig], folder: Path, fmt: str = "onnx", precision: str = "fp32"
-) -> list[Path]:
-    """Whole subnets as model files to time (random weights: latency does not depend on them)."""
-    import torch
+def table_reference(table: LatencyTable) -> Path:
+    """The reference model file of a table built with one (see ``LatencyTable.reference``)."""
+    if table.reference is None:
+        raise LutError(
+            "the latency table has no reference timing (built by an older ofa-edge)",
+            hint="rebuild it with `ofa-edge lut build` into a new --out",
+        )
+    return reference_model(table.spec, table.reference.resolution, table.model_format, table.precision)[0]
 
-    from ofa_edge.lut.micro import export_for_timing
-    from ofa_edge.supernet.ofa_mbv3 import OFAMobileNetV3
 
-    torch.manual_seed(0)
-    net = OFAMobileNetV3(
-        n_classes=spec.n_classes,
-        width_mult=spec.width_mult,
-        ks_list=spec.space.ks_list,
-        expand_ratio_list=spec.space.expand_ratio_list,
-        depth_list=spec.space.depth_list,
-        resolutions=spec.space.resolutions,
-    ).eval()
-    paths = []
-    for i, arch in enumerate(archs):
-        net.set_arch(arch)
-        shape = (1, 3, arch.r, arch.r)
-        path = folder / f"subnet{i:03d}.{fmt}"
-        paths.append(export_for_timing(net.get_active_subnet(), shape, fmt, precision, path))
-    return paths
+def timed_at_table_speed(
+    session: MeasuringSession,
+    table: LatencyTable,
+    models: list[Path],
+    *,
+    rounds: int = 3,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, float]:
+    """Latency (ms, by file name) of ``models`` on the table's device at the table's reference
+    speed: timed in ``rounds`` shuffled rounds against the table's reference model (see
+    ``ofa_edge.measure.timing``), so the device's drift since the table was built cancels out
+    and the result compares with the table's predictions."""
+    reference = table_reference(table)
+    assert table.reference is not None  # table_reference refuses a table without one
+    ms, _ = timed_rounds(
+        session,
+        models,
+        reference,
+        rounds=rounds,
+        ref_ms=table.reference.median_ms,
+        seed=seed,
+        progress=progress,
+        threads=table.threads,
+        min_runs=20,
+        min_seconds=0.3,
+    )
+    return ms
 
 
 def measure_subnets(
-    session: Any,
+    session: MeasuringSession,
     table: LatencyTable,
     archs: list[ArchConfig],
     *,
     rounds: int = 3,
     seed: int = 0,
     work: Path | None = None,
-    progress: Any = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
-    """Whole-subnet latencies (ms) on the table's device, at the table's reference speed.
-
-    Subnets are timed in ``rounds`` shuffled rounds against the table's reference model (see
-    ``ofa_edge.lut.timing``), so the device's drift since the table was built cancels out.
-    """
-    import tempfile
-
-    reference = table_reference(table)
-    assert table.reference is not None  # table_reference refuses a table without one
+    """Whole-subnet latencies (ms) on the table's device, at the table's reference speed."""
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         paths = export_subnets(table.spec, archs, Path(tmp), table.model_format, table.precision)
-        ms, _ = timed_rounds(
-            session,
-            paths,
-            reference,
-            rounds=rounds,
-            ref_ms=table.reference.median_ms,
-            seed=seed,
-            progress=progress,
-            threads=table.threads,
-            min_runs=20,
-            min_seconds=0.3,
-        )
+        ms = timed_at_table_speed(session, table, paths, rounds=rounds, seed=seed, progress=progress)
     return np.array([ms[p.name] for p in paths])
 
 
@@ -262,7 +261,7 @@ def calibration_bounds(table: LatencyTable) -> np.ndarray:
 
 
 def validate(
-    session: Any,
+    session: MeasuringSession,
     table_path: Path,
     samples: int = 50,
     seed: int = 0,
@@ -271,7 +270,7 @@ def validate(
     *,
     rounds: int = 3,
     fit: int = MAX_FIT,
-    progress: Any = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ValidationReport:
     """Measure ``samples`` subnets whole (:func:`calibration_archs`), store a calibration fitted
     on the first ``fit`` (at most half), and report fidelity on the other, random ones."""

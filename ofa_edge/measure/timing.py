@@ -3,7 +3,8 @@
 A shared or thermally limited device runs at a speed that moves by tens of percent, within
 minutes and, on a shared host, within a second, more than the ±10 % a latency table aims for.
 What the device's speed does not change is a model's time relative to a reference model timed
-at the same moment. Two ways of timing the reference (``timing_of`` a session says which):
+at the same moment. Two ways of timing the reference (``timing``: a session's own way is
+``timing_of(session)``; a session that interleaves can also be timed bracketed, to compare):
 
 - ``interleaved`` (the agent): each model runs in bursts of a few runs alternating with bursts
   of the reference, and its ratio is the median over bursts of its time divided by the geometric
@@ -29,12 +30,14 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from ofa_edge.devices.agent import BenchResult
-from ofa_edge.lut.table import LatencyTable, LutError
+from ofa_edge.devices.session import BenchReport, BenchResult, MeasuringSession
+from ofa_edge.errors import ConfigError, LutError
 
 REF_PREFIX = "ofa-edge-reference-"
+Timing = Literal["interleaved", "bracketed"]
+TIMINGS: tuple[Timing, ...] = ("interleaved", "bracketed")
 
 
 @dataclass(frozen=True)
@@ -46,14 +49,22 @@ class Timed:
     result: BenchResult  # the raw measurement
 
 
-def timing_of(session: Any) -> str:
-    """How ``session`` times models against the reference: "interleaved" or "bracketed"."""
+def timing_of(session: MeasuringSession) -> Timing:
+    """How ``session`` times models against the reference by itself: "interleaved" or "bracketed"."""
     return "interleaved" if getattr(session, "interleaves", False) else "bracketed"
 
 
-def table_timing(table: LatencyTable) -> str:
-    """How a table's entries were timed (tables before the field was added: "bracketed")."""
-    return "bracketed" if table.reference is None else table.reference.timing
+def chosen_timing(session: MeasuringSession, timing: Timing | None) -> Timing:
+    """``timing`` (None: the session's own), refused where the session cannot time that way:
+    any session can be timed bracketed, only an interleaving one interleaved."""
+    if timing is None:
+        return timing_of(session)
+    if timing not in TIMINGS or (timing == "interleaved" and timing_of(session) != "interleaved"):
+        raise ConfigError(
+            f"{session.spec.name}: cannot time {timing!r} against the reference",
+            hint=f"this session times {timing_of(session)}",
+        )
+    return timing
 
 
 def _schedule(models: Sequence[Path], ref_every: int, rng: random.Random) -> list[Path | None]:
@@ -71,16 +82,18 @@ def _schedule(models: Sequence[Path], ref_every: int, rng: random.Random) -> lis
 
 
 def timed_round(
-    session: Any,
+    session: MeasuringSession,
     models: Sequence[Path],
     reference: Path,
     *,
+    timing: Timing | None = None,
     ref_every: int = 4,
     seed: int = 0,
     on_timed: Callable[[Timed], None] | None = None,
     **bench_kwargs: Any,
-) -> tuple[list[Timed], list[float], Any]:
-    """Time ``models`` once each, in a shuffled order, against the reference.
+) -> tuple[list[Timed], list[float], BenchReport]:
+    """Time ``models`` once each, in a shuffled order, against the reference, ``timing`` its way
+    (None: the session's own, :func:`timing_of`).
 
     Returns the normalized results (also streamed to ``on_timed`` as soon as each is known, so a
     caller can save each at once), the reference's median times, and the session's bench report.
@@ -102,7 +115,7 @@ def timed_round(
         if on_timed is not None:
             on_timed(item)
 
-    if timing_of(session) == "interleaved":
+    if chosen_timing(session, timing) == "interleaved":
         order = list(models)
         random.Random(seed).shuffle(order)
 
@@ -156,10 +169,11 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 
 def timed_rounds(
-    session: Any,
+    session: MeasuringSession,
     models: Sequence[Path],
     reference: Path,
     *,
+    timing: Timing | None = None,
     rounds: int = 3,
     ref_ms: float | None = None,
     ref_every: int = 4,
@@ -170,7 +184,8 @@ def timed_rounds(
     """Latency (ms) of each model: median over ``rounds`` of its ratio, times the reference level.
 
     ``ref_ms`` is the reference level to express results in (a table's); by default the median
-    of this call's reference times. Returns (model name -> ms, reference level used).
+    of this call's reference times; ``timing`` as for :func:`timed_round`. Returns (model name
+    -> ms, reference level used).
     """
     ratios: dict[str, list[float]] = {Path(m).name: [] for m in models}
     all_refs: list[float] = []
@@ -185,45 +200,15 @@ def timed_rounds(
                 progress(done, rounds * len(models))
 
         _, refs, _ = timed_round(
-            session, models, reference, ref_every=ref_every, seed=seed + k, on_timed=tick, **bench_kwargs
+            session,
+            models,
+            reference,
+            timing=timing,
+            ref_every=ref_every,
+            seed=seed + k,
+            on_timed=tick,
+            **bench_kwargs,
         )
         all_refs += refs
     level = ref_ms if ref_ms is not None else statistics.median(all_refs)
     return {name: statistics.median(r) * level for name, r in ratios.items()}, level
-
-
-def reference_model(
-    spec: Any, resolution: int, fmt: str = "onnx", precision: str = "fp32"
-) -> tuple[Path, str]:
-    """The reference for a table of ``spec``: its smallest subnet at ``resolution``, cached.
-
-    Returns the file and a description to record in the table.
-    """
-    import hashlib
-
-    from ofa_edge.files import copy_atomic
-    from ofa_edge.lut.micro import tool_versions
-    from ofa_edge.lut.validate import export_subnets
-    from ofa_edge.supernet.registry import cache_dir
-
-    arch = spec.space.min_arch(resolution)
-    describe = f"min subnet @ {resolution}px ({fmt} {precision})"
-    ident = f"reference|{spec.width_mult}|{spec.n_classes}|{spec.space.to_dict()}|{arch.to_json()}"
-    ident += f"|{fmt}|{precision}|{tool_versions(fmt, precision)}"
-    path = cache_dir() / "micro" / f"reference-{hashlib.sha256(ident.encode()).hexdigest()[:20]}.{fmt}"
-    if not path.is_file():
-        with tempfile.TemporaryDirectory() as tmp:
-            (made,) = export_subnets(spec, [arch], Path(tmp), fmt, precision)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            copy_atomic(made, path)  # never a part of it in the cache, whatever the filesystems
-    return path, describe
-
-
-def table_reference(table: LatencyTable) -> Path:
-    """The reference model file of a table built with one (see ``LatencyTable.reference``)."""
-    if table.reference is None:
-        raise LutError(
-            "the latency table has no reference timing (built by an older ofa-edge)",
-            hint="rebuild it with `ofa-edge lut build` into a new --out",
-        )
-    return reference_model(table.spec, table.reference.resolution, table.model_format, table.precision)[0]

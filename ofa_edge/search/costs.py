@@ -123,6 +123,7 @@ def _slot_grid(
                     heads.append(values[:2])
                     tails.append(values[2 + n_b :])
                 grid[:, ki, ei] = values[2 : 2 + n_b]
+        assert grid is not None  # the space has at least one kernel and expand ratio
         slots.append(grid)
     return np.stack(heads), np.stack(slots), np.stack(tails)
 

@@ -22,6 +22,7 @@ def pareto_rows(points: list[ParetoPoint], device: str) -> list[dict[str, Any]]:
                 feasible=True, score=best.score, **best.labelled_costs(), arch=json.dumps(best.arch.to_dict())
             )
         else:
+            assert p.infeasible is not None  # a point has an outcome or the reason it has none
             first = (p.infeasible.fields.get("minimums") or [{}])[0]
             row.update(
                 feasible=False,

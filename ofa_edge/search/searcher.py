@@ -37,7 +37,7 @@ def predictor_objective(predictor: AccuracyPredictor, genome: Genome) -> Objecti
             "the predictor's block layout differs from the supernet's", hint="use its own predictor"
         )
     r_map = np.array([enc.resolutions.index(r) for r in genome.resolutions], dtype=np.int64)
-    mlp = predictor.compile()
+    mlp = predictor.frozen()
     return lambda pop, active: mlp(enc.encode_indices(pop.k, pop.e, pop.d, r_map[pop.r]))
 
 
@@ -78,8 +78,8 @@ class SubnetSearch:
                 raise LutError(f"the latency table of {name} is for {t.supernet.id!r}, not {supernet!r}")
         resolutions = set(spec.space.resolutions)
         sources = [(f"the table of {n}", t.resolutions) for n, t in tables.items()]
-        if objective == "accuracy":
-            sources.append(("the predictor", predictor.encoder.resolutions))
+        if predictor is not None and objective == "accuracy":
+            sources.append(("the predictor", list(predictor.encoder.resolutions)))
         for _, res in sources:
             resolutions &= set(res)
         if not resolutions:
@@ -95,7 +95,7 @@ class SubnetSearch:
         self.file_size = file_size_cost(self.params)
         self.peak_memory = peak_memory_cost(spec, self.genome)
         self.objective = objective
-        if objective == "accuracy":
+        if predictor is not None and objective == "accuracy":
             fitness = predictor_objective(predictor, self.genome)
         else:
             fitness = lambda pop, active: self.macs.evaluate(pop, active).astype(np.float64)  # noqa: E731
@@ -119,14 +119,14 @@ class SubnetSearch:
                     f"no latency table for device {device!r}", hint=f"tables: {list(self.latency)}"
                 )
             out.append(Constraint(self.latency[device], float(budget)))
-        for cost, budget in (
+        for cost, limit in (
             (self.macs, macs),
             (self.params, params),
             (self.file_size, file_bytes),
             (self.peak_memory, peak_bytes),
         ):
-            if budget is not None:
-                out.append(Constraint(cost, float(budget)))
+            if limit is not None:
+                out.append(Constraint(cost, float(limit)))
         return out
 
     def search(self, constraints: Sequence[Constraint], *, seed: int = 0, top: int = 1) -> SearchOutcome:

@@ -35,6 +35,8 @@ LAYOUT_KEY = "layout_strides"
 class _MBv3Body(nn.Module):
     """What the supernet and a static subnet share: the fixed head and tail around the blocks."""
 
+    blocks: nn.ModuleList
+
     def _build_head(self, spec: MBv3Spec) -> None:
         self.first_conv = ConvBNAct(3, spec.first_conv_width, 3, spec.stem_stride, act="h_swish")
 
@@ -127,6 +129,21 @@ class OFAMobileNetV3(_MBv3Body):
         self._arch = space.max_arch()
         self._apply_arch()
 
+    @classmethod
+    def from_spec(cls, spec: MBv3Spec) -> OFAMobileNetV3:
+        """The (untrained) supernet of ``spec``: its width, classes, space and layout."""
+        space = spec.space
+        return cls(
+            n_classes=spec.n_classes,
+            width_mult=spec.width_mult,
+            ks_list=space.ks_list,
+            expand_ratio_list=space.expand_ratio_list,
+            depth_list=space.depth_list,
+            resolutions=space.resolutions,
+            stem_stride=spec.stem_stride,
+            stage_strides=spec.stage_strides,
+        )
+
     # --- the search space ----------------------------------------------------------------
 
     @property
@@ -188,9 +205,13 @@ class OFAMobileNetV3(_MBv3Body):
         arch = arch.validate(self.space)
         self.set_active_subnet(arch.ks, arch.e, arch.d, r=arch.r)
 
+    def _elastic_blocks(self) -> list[ElasticMBConv]:
+        """Every block after the fixed first one, as the elastic block it holds."""
+        return [_elastic(block) for block in self.blocks[1:]]
+
     def _apply_arch(self) -> None:
-        for slot, block in enumerate(self.blocks[1:]):
-            block.conv.active = (self._arch.ks[slot], self._arch.e[slot])
+        for slot, block in enumerate(self._elastic_blocks()):
+            block.active = (self._arch.ks[slot], self._arch.e[slot])
 
     def set_max_net(self) -> None:
         self.set_arch(self.space.max_arch(self._arch.r))
@@ -206,8 +227,8 @@ class OFAMobileNetV3(_MBv3Body):
 
     def re_organize_middle_weights(self, expand_ratio_stage: int = 0) -> None:
         """Sort every elastic block's hidden channels by importance (before expand training)."""
-        for block in self.blocks[1:]:
-            block.conv.sort_channels(expand_ratio_stage)
+        for block in self._elastic_blocks():
+            block.sort_channels(expand_ratio_stage)
 
     def _active_blocks(self) -> list[nn.Module]:
         active = [self.blocks[0]]
@@ -227,7 +248,7 @@ class OFAMobileNetV3(_MBv3Body):
                 setattr(net, fixed, copy.deepcopy(getattr(self, fixed)))
             net.blocks[0] = copy.deepcopy(self.blocks[0])
             for i, (block, spec) in enumerate(zip(self._active_blocks()[1:], specs[1:]), 1):
-                net.blocks[i] = ResidualBlock(block.conv.extract(spec), spec.shortcut)
+                net.blocks[i] = ResidualBlock(_elastic(block).extract(spec), spec.shortcut)
         for m in net.modules():
             if isinstance(m, nn.BatchNorm2d):
                 m.momentum, m.eps = self._bn_param()
@@ -309,3 +330,9 @@ def _mismatches(own: Mapping[str, torch.Tensor], given: Mapping[str, Any], stric
     if shapes:
         problems.append(f"{len(shapes)} shape mismatch(es): {few(shapes)}")
     return problems
+
+
+def _elastic(block: nn.Module) -> ElasticMBConv:
+    """The elastic block inside one of the supernet's residual blocks."""
+    assert isinstance(block, ResidualBlock) and isinstance(block.conv, ElasticMBConv)
+    return block.conv

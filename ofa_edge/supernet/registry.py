@@ -9,6 +9,7 @@ inside the package and loads offline.
 
 from __future__ import annotations
 
+import functools
 import os
 import urllib.error
 import urllib.request
@@ -18,12 +19,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import platformdirs
 import torch
 
 from ofa_edge.errors import CheckpointError, DownloadError, RegistryError, UnknownName
-from ofa_edge.files import atomic_path, sha256_file, write_atomic
+from ofa_edge.files import atomic_path, cache_dir, sha256_file, write_atomic
 from ofa_edge.supernet.ofa_mbv3 import OFAMobileNetV3
+from ofa_edge.supernet.space import SearchSpace
+from ofa_edge.supernet.spec import MBv3Spec
 
 OFA_BASE_URL = "https://raw.githubusercontent.com/han-cai/files/master/ofa/ofa_nets"
 DOWNLOAD_TIMEOUT_S = 30.0
@@ -67,11 +69,6 @@ def get_supernet_info(name: str) -> SupernetInfo:
     if name not in _SUPERNETS:
         raise UnknownName("supernet", name, list(_SUPERNETS))
     return _SUPERNETS[name]
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("OFA_EDGE_CACHE") or platformdirs.user_cache_dir("ofa-edge")
-    return Path(root)
 
 
 def download(url: str, dest: Path, progress: ByteProgress | None = None) -> None:
@@ -190,7 +187,7 @@ for _width in (1.0, 1.2):
         SupernetInfo(
             name=_name,
             description=f"MIT's OFA-MobileNetV3 w{_width}, ImageNet (1000 classes), r 128-224",
-            build=lambda w=_width: OFAMobileNetV3(n_classes=1000, width_mult=w),
+            build=functools.partial(OFAMobileNetV3, n_classes=1000, width_mult=_width),
             url_name=_name,
         )
     )
@@ -206,21 +203,16 @@ CIFAR10_SUPERNET = register_supernet(
 )
 
 
-def _recipe_supernet(recipe: str) -> OFAMobileNetV3:
-    """The untrained supernet a training recipe trains (its config is the one source of its layout)."""
-    from ofa_edge.training.progressive import RECIPES
-
-    return RECIPES[recipe]().build()
-
-
-#: The candidate successor of the default (issue 20): a CIFAR layout (stride 1 early on, so 32-px
-#: images do not end as a 1x1 map). No packaged weights yet: pass ``--checkpoint RUN``.
+#: The layout of the candidate successor of the default (issue 20): a CIFAR layout, stem stride
+#: 1, so 32-px images do not end as a 1x1 map; the ``cifar10-v2`` training recipe trains it.
+CIFAR10_V2_SPEC = MBv3Spec(0.5, 10, SearchSpace(resolutions=(24, 28, 32, 36, 40)), stem_stride=1)
+#: No packaged weights yet: pass ``--checkpoint RUN``.
 CIFAR10_V2_SUPERNET = register_supernet(
     SupernetInfo(
         name="ofa-mbv3-cifar10-v2",
         description="ofa-edge's OFA-MobileNetV3 w0.5 in a CIFAR layout, CIFAR-10, r 24-40 "
         "(recipe cifar10-v2; weights: --checkpoint)",
-        build=lambda: _recipe_supernet("cifar10-v2"),
+        build=lambda: OFAMobileNetV3.from_spec(CIFAR10_V2_SPEC),
     )
 )
 

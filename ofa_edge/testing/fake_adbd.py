@@ -564,14 +564,14 @@ class FakeAdbd:
 
     def _sync_list(self, stream: _Stream, path: str) -> bool:
         full = self._inside(path)
-        try:
-            names = [".", "..", *sorted(os.listdir(full or ""))]
-        except OSError:
-            names = []  # adbd ends an unreadable listing with DONE and nothing else
+        entries: list[tuple[str, Path]] = []  # adbd ends an unreadable listing with DONE alone
+        if full is not None:
+            with contextlib.suppress(OSError):
+                entries = [(name, full / name) for name in (".", "..", *sorted(os.listdir(full)))]
         out = bytearray()
-        for name in names:
+        for name, item in entries:
             try:
-                st = os.lstat(full / name)
+                st = os.lstat(item)
             except OSError:
                 continue
             raw = os.fsencode(name)

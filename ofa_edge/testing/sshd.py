@@ -26,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from ofa_edge.devices.inventory import DeviceSpec, SshOptions
+from ofa_edge.devices.spec import DeviceSpec, SshOptions
 
 SSHD = Path("/usr/sbin/sshd")
 DEVICE_USER = "ofa-device"
@@ -148,7 +148,7 @@ class SshDevice:
         )
         ssh = dataclasses.replace(ssh, **{k: v for k, v in overrides.items() if k in ssh_fields})
         quota = f", {self.cpu_quota:g} CPU" if self.cpu_quota else ""
-        spec = {"description": f"test sshd on {self.host}:{self.port}{quota}"}
+        spec: dict[str, Any] = {"description": f"test sshd on {self.host}:{self.port}{quota}"}
         spec.update({k: v for k, v in overrides.items() if k not in ssh_fields})
         return DeviceSpec(name=name, transport="ssh", ssh=ssh, **spec)
 

@@ -27,11 +27,12 @@ import torch
 import torch.nn.functional as F
 
 from ofa_edge.accuracy.measure import subnet_top1
-from ofa_edge.data import ImageArray, batches, resize
+from ofa_edge.data import VAL_IMAGES, ImageArray, batches, resize, split_train_val
 from ofa_edge.errors import CheckpointError, ConfigError
 from ofa_edge.files import atomic_path, copy_atomic
 from ofa_edge.supernet import ArchConfig, OFAMobileNetV3
-from ofa_edge.supernet.spec import MIT_STAGE_STRIDES, MIT_STEM_STRIDE
+from ofa_edge.supernet.registry import CIFAR10_V2_SPEC
+from ofa_edge.supernet.spec import MIT_STAGE_STRIDES, MIT_STEM_STRIDE, MBv3Spec
 
 CHECKPOINT_VERSION = 1
 
@@ -66,7 +67,7 @@ class TrainConfig:
     momentum: float = 0.9
     label_smoothing: float = 0.1
     kd_ratio: float = 1.0
-    val_images: int = 5000  # held out of the training split, never trained on
+    val_images: int = VAL_IMAGES  # held out of the training split, never trained on
     train_images: int | None = None  # None: every training image not held out
     seed: int = 0
     phases: tuple[Phase, ...] = field(default_factory=tuple)
@@ -86,13 +87,28 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         data = dict(data)
-        data["phases"] = tuple(
-            Phase(**{k: tuple(v) if isinstance(v, list) else v for k, v in p.items()}) for p in data["phases"]
-        )
+        phases: list[dict[str, Any]] = data["phases"]
+        data["phases"] = tuple(Phase(**_tuples(p)) for p in phases)
         for key in ("resolutions", "stage_strides"):
             if key in data:  # stage_strides: absent from runs started before layouts existed
                 data[key] = tuple(data[key])
         return cls(**data)
+
+
+def layout_of(spec: MBv3Spec) -> dict[str, Any]:
+    """The ``TrainConfig`` fields that fix the supernet trained: those of the registry's ``spec``."""
+    return {
+        "width_mult": spec.width_mult,
+        "n_classes": spec.n_classes,
+        "resolutions": spec.space.resolutions,
+        "stem_stride": spec.stem_stride,
+        "stage_strides": spec.stage_strides,
+    }
+
+
+def _tuples(fields: dict[str, Any]) -> dict[str, Any]:
+    """JSON's lists back as the tuples a frozen config holds."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
 
 
 def progressive_shrinking(
@@ -120,7 +136,7 @@ RECIPES: dict[str, Callable[[], TrainConfig]] = {
     # (~370 CPU-s per teacher epoch on 1 thread, 2.5x the MIT layout); a 3x longer teacher and
     # longer shrinking phases, about 13 CPU-hours in all; CIFAR's usual weight decay.
     "cifar10-v2": lambda: progressive_shrinking(
-        epochs=(60, 10, 3, 10, 3, 12), stem_stride=1, weight_decay=5e-4
+        epochs=(60, 10, 3, 10, 3, 12), weight_decay=5e-4, **layout_of(CIFAR10_V2_SPEC)
     ),
     # A minutes-long run on a data subset: for tests and to try the pipeline end to end.
     "smoke": lambda: progressive_shrinking(
@@ -156,16 +172,6 @@ def _rng(config: TrainConfig, *parts: int) -> random.Random:
 
 def _torch_gen(config: TrainConfig, *parts: int) -> torch.Generator:
     return torch.Generator().manual_seed(hash((config.seed, *parts)) & 0x7FFFFFFF)
-
-
-def split_train_val(train: ImageArray, config: TrainConfig) -> tuple[ImageArray, ImageArray]:
-    """The fixed held-out validation images, and the images trained on."""
-    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(12345)).numpy()
-    val_idx, train_idx = order[: config.val_images], order[config.val_images :]
-    if config.train_images is not None:
-        train_idx = train_idx[: config.train_images]
-    pick = lambda idx: ImageArray(train.images[idx], train.labels[idx], train.classes)  # noqa: E731
-    return pick(train_idx), pick(val_idx)
 
 
 def sample_phase_arch(net: OFAMobileNetV3, phase: Phase, rng: random.Random, r: int) -> ArchConfig:
@@ -210,7 +216,7 @@ class Trainer:
     ) -> None:
         self.config, self.run_dir, self.log = config, Path(run_dir), log
         self.checkpoint_seconds = checkpoint_minutes * 60
-        self.train, self.val = split_train_val(train, config)
+        self.train, self.val = split_train_val(train, config.val_images, config.train_images)
         with torch.random.fork_rng():
             torch.manual_seed(config.seed)  # the initial weights belong to the config too
             self.net = config.build().to(memory_format=torch.channels_last)

@@ -1,0 +1,75 @@
+"""What ofa-edge knows of one device: how to reach it and how to run models there.
+
+``DeviceSpec`` is what the inventory (``ofa_edge.devices.inventory``) reads a device's table
+into, and what transports and sessions take; this module depends on nothing else of ofa-edge.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ofa_edge.errors import ConfigError
+
+#: The model file format each runtime runs: the one map between runtimes and formats.
+FORMAT_OF_RUNTIME = {"onnxruntime": "onnx", "tflite": "tflite"}
+RUNTIMES = tuple(FORMAT_OF_RUNTIME)
+
+
+def model_format(runtime: str) -> str:
+    """The model file format (``onnx`` or ``tflite``) that ``runtime`` runs; ONNX for a runtime
+    this package does not drive (e.g. a table imported from MIT's files)."""
+    return FORMAT_OF_RUNTIME.get(runtime, "onnx")
+
+
+def model_runtime(model: Path) -> str:
+    """The runtime that runs a model file, by its suffix (``.onnx`` or ``.tflite``)."""
+    for runtime, fmt in FORMAT_OF_RUNTIME.items():
+        if model.suffix == f".{fmt}":
+            return runtime
+    raise ConfigError(f"{model}: unknown model format", hint="use a .onnx or .tflite file")
+
+
+@dataclass(frozen=True)
+class SshOptions:
+    host: str
+    port: int = 22
+    user: str | None = None
+    key: Path | None = None  # None: keys from the SSH agent / default identities
+    known_hosts: Path = field(default_factory=lambda: Path("~/.ssh/known_hosts").expanduser())
+    connect_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class AdbOptions:
+    serial: str | None = None
+    adb: str = "adb"
+    server_port: int | None = None  # a private adb server (ANDROID_ADB_SERVER_PORT)
+    benchmark_model: Path | None = None  # TFLite's benchmark_model, for phones without Python
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """One device of the fleet and how to reach and use it."""
+
+    name: str
+    transport: str = "local"
+    runtime: str = "onnxruntime"
+    threads: int = 1
+    workdir: str = "~/.cache/ofa-edge-agent"
+    python: str = "python3"
+    cpus: tuple[int, ...] | None = None
+    description: str = ""
+    ssh: SshOptions | None = None
+    adb: AdbOptions | None = None
+
+
+def local_workdir() -> str:
+    """The agent's folder on this machine: ``$OFA_EDGE_AGENT_DIR`` (tests isolate it), else the
+    default ``~/.cache/ofa-edge-agent``."""
+    return os.environ.get("OFA_EDGE_AGENT_DIR") or DeviceSpec.workdir
+
+
+def local_device() -> DeviceSpec:
+    return DeviceSpec(name="local", description="this machine", workdir=local_workdir())
