@@ -489,6 +489,7 @@ class FakeAdbd:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE if v2 else subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_default_hangup,
         )
         with self._lock:
             self._procs.add(proc)
@@ -766,6 +767,13 @@ def _feed_stdin(stream: _Stream, proc: subprocess.Popen[bytes], v2: bool, rewrit
 def _close_quietly(pipe: IO[bytes]) -> None:
     with contextlib.suppress(OSError):  # a child that exited leaves a broken pipe behind
         pipe.close()
+
+
+def _default_hangup() -> None:
+    """In the child, before exec: SIGHUP back to its default, as a phone's shell starts with it
+    (run under nohup, the double's children would otherwise inherit it ignored, and a shell cannot
+    trap a signal ignored on entry)."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
