@@ -3,8 +3,9 @@
 Reads an ImageFolder layout (``<root>/<split>/<class>/*.jpg``) from a directory or straight from a
 ``.tar``/``.tar.gz`` archive of one (such as CIFAR-10's ``cifar10-jpg.tar.gz``), decodes it once
 into uint8 arrays and caches them (``.npz`` in the ofa-edge cache), so later epochs and runs
-cost no JPEG decoding. Batches are normalized float tensors, optionally augmented (random crop
-with 4-px padding, horizontal flip) and resized to the subnet's resolution.
+cost no JPEG decoding. Batches are float tensors normalized with the supernet's statistics (its
+registry entry's ``Preprocessing``), optionally augmented (random crop with 4-px padding,
+horizontal flip) and resized to the subnet's resolution.
 """
 
 from __future__ import annotations
@@ -22,13 +23,11 @@ import torch.nn.functional as F
 
 from ofa_edge.errors import ConfigError
 from ofa_edge.files import atomic_path, cache_dir
+from ofa_edge.supernet.preprocessing import Preprocessing
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 #: Images of a training split held out for validation: never trained on, never calibrated on.
 VAL_IMAGES = 5000
-#: Per-channel mean/std of CIFAR-10's training images (0-1 scale).
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
 
 @dataclass(frozen=True)
@@ -134,11 +133,11 @@ def align_classes(data: ImageArray, classes: tuple[str, ...]) -> ImageArray:
     return ImageArray(data.images, index[data.labels], classes)
 
 
-def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 N x H x W x 3 -> normalized float N x 3 x H x W."""
+def to_tensor(images: np.ndarray, preprocessing: Preprocessing) -> torch.Tensor:
+    """uint8 N x H x W x 3 -> float N x 3 x H x W, normalized with ``preprocessing``."""
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(CIFAR_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(preprocessing.mean).view(1, 3, 1, 1)
+    std = torch.tensor(preprocessing.std).view(1, 3, 1, 1)
     return (x - mean) / std
 
 
@@ -165,6 +164,7 @@ def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 def batches(
     data: ImageArray,
     batch_size: int,
+    preprocessing: Preprocessing,
     *,
     shuffle: bool = False,
     generator: torch.Generator | None = None,
@@ -172,13 +172,14 @@ def batches(
     resolution: int | None = None,
     drop_last: bool = False,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(images, labels) batches; shuffling and augmentation draw from ``generator``."""
+    """(images, labels) batches normalized with ``preprocessing``; shuffling and augmentation
+    draw from ``generator``."""
     n = len(data)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     stop = n - n % batch_size if drop_last else n
     for start in range(0, stop, batch_size):
         idx = order[start : start + batch_size].numpy()
-        x = to_tensor(data.images[idx])
+        x = to_tensor(data.images[idx], preprocessing)
         if train_augment:
             assert generator is not None
             x = augment(x, generator)

@@ -21,8 +21,9 @@ from ofa_edge.accuracy.calibration import (
 )
 from ofa_edge.accuracy.measure import CALIB_IMAGES, subnet_top1
 from ofa_edge.accuracy.table import build_accuracy_table, read_table, sample_arch
-from ofa_edge.data import ImageArray
+from ofa_edge.data import ImageArray, batches
 from ofa_edge.errors import CheckpointError, ConfigError
+from ofa_edge.supernet.preprocessing import CIFAR10, IMAGENET, Preprocessing
 from ofa_edge.supernet.registry import get_supernet_info, load_supernet
 from ofa_edge.supernet.space import ArchConfig
 from ofa_edge.training.progressive import RECIPES, Trainer
@@ -63,10 +64,42 @@ def _build(net, path: Path, n: int, seed: int = 0, val: ImageArray | None = None
 def test_subnet_top1_leaves_the_supernet_untouched(net) -> None:
     before = {k: v.clone() for k, v in net.state_dict().items()}
     arch = net.space.min_arch(24)
-    first = subnet_top1(net, arch, _images(16, 1), _images(20, 2), calib_count=8)
-    assert first == subnet_top1(net, arch, _images(16, 1), _images(20, 2), calib_count=8)
+    first = subnet_top1(net, arch, _images(16, 1), _images(20, 2), CIFAR10, calib_count=8)
+    assert first == subnet_top1(net, arch, _images(16, 1), _images(20, 2), CIFAR10, calib_count=8)
     assert 0 <= first <= 100 and (first * 20 / 100).is_integer()  # a count of 20 images
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+def test_eval_and_tables_normalize_with_the_supernets_statistics(
+    net, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A table of MIT's supernet measures its subnets on ImageNet-normalized images, and
+    ``subnet_top1`` recalibrates BN and evaluates on images normalized as it is told."""
+    import ofa_edge.accuracy.measure as measure
+    import ofa_edge.accuracy.table as table
+
+    batched = []
+
+    def spy_batches(data: ImageArray, batch_size: int, preprocessing: Preprocessing, **kw):
+        batched.append(preprocessing)
+        return batches(data, batch_size, preprocessing, **kw)
+
+    monkeypatch.setattr(measure, "batches", spy_batches)
+    subnet_top1(net, net.space.min_arch(24), _images(8, 1), _images(8, 2), IMAGENET)
+    assert batched == [IMAGENET, IMAGENET], "BN recalibration and evaluation"
+
+    measured = []
+
+    def spy_top1(net, arch, calib, val, preprocessing: Preprocessing, **kw) -> float:
+        measured.append(preprocessing)
+        return 50.0
+
+    monkeypatch.setattr(table, "subnet_top1", spy_top1)
+    mit = "ofa_mbv3_d234_e346_k357_w1.0"
+    built = build_accuracy_table(
+        get_supernet_info(mit).build(), mit, tmp_path / "t.jsonl", 2, calib=_images(4), val=_images(4)
+    )
+    assert measured == [IMAGENET, IMAGENET] and len(built.records) == 2
 
 
 def test_table_resumes_without_losing_or_repeating(net, tmp_path: Path) -> None:
@@ -219,7 +252,7 @@ def test_eval_top1_has_the_known_answer(tmp_path: Path) -> None:
     torch.save(net.state_dict(), weights)
     arch = ArchConfig(ks=(3, 5, 7, 3) * 5, e=(3, 4, 6, 4) * 5, d=(2, 3, 4, 2, 3), r=28)
     for a in (arch, net.space.min_arch(24), net.space.max_arch(40)):
-        top1 = subnet_top1(net, a, load_split(data, "train"), load_split(data, "test"))
+        top1 = subnet_top1(net, a, load_split(data, "train"), load_split(data, "test"), CIFAR10)
         assert top1 == 70.0, (a, top1)
     arch.save(tmp_path / "arch.json")
     common = ["--supernet", SUPERNET, "--checkpoint", str(weights), "--host-threads", "1"]
@@ -270,6 +303,10 @@ def test_release_weights_round_trip(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="has not finished training"):
         release_weights(tmp_path / "run", tmp_path / "w.fp16.pt")
     release = release_weights(tmp_path / "run", tmp_path / "w.fp16.pt", allow_unfinished=True)
+    with pytest.raises(CheckpointError, match="normalized images with .*0.4914.* but supernet .*0.485"):
+        mit = "ofa_mbv3_d234_e346_k357_w1.0"
+        release_weights(tmp_path / "run", tmp_path / "mit.pt", supernet=mit, allow_unfinished=True)
+    assert not (tmp_path / "mit.pt").exists(), "a run trained on CIFAR-10 is no release of MIT's net"
     import hashlib
 
     assert release.sha256 == hashlib.sha256(release.path.read_bytes()).hexdigest()

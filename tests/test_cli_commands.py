@@ -246,6 +246,7 @@ def test_eval_accuracy_build_resume_and_fit(dataset: Path, tmp_path: Path) -> No
     from ofa_edge.accuracy.predictor import load_predictor
     from ofa_edge.accuracy.table import read_table
     from ofa_edge.data import load_split
+    from ofa_edge.supernet.preprocessing import CIFAR10
     from ofa_edge.supernet.registry import load_supernet
 
     doc = ok("eval", "--max", "--r", "32", "--data", str(dataset), "--host-threads", "1")
@@ -256,6 +257,7 @@ def test_eval_accuracy_build_resume_and_fit(dataset: Path, tmp_path: Path) -> No
         ArchConfig.from_dict(doc["arch"]),
         load_split(dataset, "train").subset(CALIB_IMAGES),
         load_split(dataset, "test"),
+        CIFAR10,
     )
     assert doc["top1"] == pytest.approx(expected) and doc["top1"] >= 50  # images it was trained on
 

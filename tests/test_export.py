@@ -21,6 +21,7 @@ from ofa_edge.lut.keys import subnet_ops
 from ofa_edge.lut.micro import export_micro_models, input_shape, micro_path, op_module
 from ofa_edge.supernet.bn import recalibrate_bn
 from ofa_edge.supernet.counting import count
+from ofa_edge.supernet.preprocessing import CIFAR10, IMAGENET, Preprocessing
 from ofa_edge.supernet.registry import get_supernet_info, load_supernet
 from ofa_edge.supernet.space import ArchConfig
 from ofa_edge.supernet.spec import MBv3Spec
@@ -62,7 +63,7 @@ def reference(net: torch.nn.Module, arch: ArchConfig, calib: np.ndarray, x: np.n
     """Torch logits of the subnet, extracted and recalibrated here independently of the export."""
     net.set_arch(arch)
     sub = net.get_active_subnet()
-    recalibrate_bn(sub, torch.from_numpy(prepare_images(calib, arch.r)).split(BATCH))
+    recalibrate_bn(sub, torch.from_numpy(prepare_images(calib, arch.r, CIFAR10)).split(BATCH))
     with torch.no_grad():
         return sub.eval()(torch.from_numpy(x)).numpy()
 
@@ -81,7 +82,7 @@ def test_onnx_round_trip(tmp_path: Path, images: ImageArray, arch: ArchConfig) -
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.onnx.export.json"]
     assert report.size_bytes == out.stat().st_size and len(report.sha256) == 64
     assert report.fp32_max_abs_diff < 1e-4 and report.input_shape == [1, 3, arch.r, arch.r]
-    x = prepare_images(val[:8], arch.r)
+    x = prepare_images(val[:8], arch.r, CIFAR10)
     assert "QuantizeLinear" not in {n.op_type for n in onnx.load(str(out)).graph.node}
     assert report.int8_agreement is None and report.precision == "fp32"
     np.testing.assert_allclose(run_model(out, x), reference(supernet(), arch, calib, x), atol=1e-4)
@@ -99,7 +100,7 @@ def test_tflite_round_trip(tmp_path: Path, images: ImageArray) -> None:
     assert list(detail["shape"]) == [1, 24, 24, 3], "channels-last input"
     assert detail["dtype"] == np.float32
     assert report.size_bytes > 4 * count(supernet().spec, arch).params
-    x = prepare_images(val[:8], arch.r)
+    x = prepare_images(val[:8], arch.r, CIFAR10)
     np.testing.assert_allclose(run_model(out, x), reference(supernet(), arch, calib, x), atol=1e-4)
 
 
@@ -131,7 +132,7 @@ def test_int8_keeps_the_trained_accuracy(
         load_supernet(SUPERNET), SUPERNET, arch, fmt, True, calib, out, val_images=val, val_labels=labels
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == [out.name, f"{out.name}.export.json"]
-    x = prepare_images(val, arch.r)
+    x = prepare_images(val, arch.r, CIFAR10)
     fp32 = 100 * float((reference(load_supernet(SUPERNET), arch, calib, x).argmax(1) == labels).mean())
     int8 = 100 * float((run_model(out, x).argmax(1) == labels).mean())
     assert fp32 > 60, f"trained weights score far above chance (10 %), got {fp32:.2f} %"
@@ -164,6 +165,41 @@ def test_failed_checks_write_nothing(tmp_path: Path, images: ImageArray) -> None
     report = export_subnet(supernet(), SUPERNET, arch, "onnx", True, calib, out, min_agreement=0.0)
     assert report.check_images == len(calib) and report.fp32_top1 is None, "no labels: agreement only"
     assert report.int8_check == "agreement reported, no labels; agreement ≥ 0%"
+
+
+class _Converting(Exception):
+    """Raised in place of conversion: the test looks only at what came before it."""
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("ofa_mbv3_d234_e346_k357_w1.0", IMAGENET), (SUPERNET, CIFAR10)],
+    ids=["mit", "cifar"],
+)
+def test_export_normalizes_with_the_supernets_statistics(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, images: ImageArray, name: str, expected: Preprocessing
+) -> None:
+    """BN recalibration, int8 calibration and the checks of an export all see images normalized
+    with the statistics of the supernet's registry entry: ImageNet's for MIT's."""
+    import ofa_edge.export.check as check
+
+    seen = []
+
+    def spy(imgs: np.ndarray, resolution: int, preprocessing: Preprocessing) -> np.ndarray:
+        seen.append(preprocessing)
+        return prepare_images(imgs, resolution, preprocessing)
+
+    def converting(*args: object) -> None:
+        raise _Converting
+
+    monkeypatch.setattr(check, "prepare_images", spy)
+    monkeypatch.setattr(check, "convert", converting)
+    net = get_supernet_info(name).build().eval()
+    arch = net.space.min_arch(min(net.space.resolutions))
+    calib, val = images.images[:8], images.images[8:12]
+    with pytest.raises(_Converting):
+        export_subnet(net, name, arch, "onnx", True, calib, tmp_path / "m.onnx", val_images=val)
+    assert seen == [expected] * 3, "recalibration, calibration and check images"
 
 
 def micro_ops() -> tuple[MBv3Spec, list]:

@@ -8,13 +8,16 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from ofa_edge.errors import CheckpointError, DownloadError, UnknownName
+from ofa_edge.export.images import prepare_images
 from ofa_edge.files import cache_dir
 from ofa_edge.supernet import OFAMobileNetV3
-from ofa_edge.supernet.registry import list_supernets, load_supernet
+from ofa_edge.supernet.preprocessing import CIFAR10, IMAGENET
+from ofa_edge.supernet.registry import get_supernet_info, list_supernets, load_supernet
 
 W10 = "ofa_mbv3_d234_e346_k357_w1.0"
 
@@ -46,6 +49,31 @@ def test_registry_names() -> None:
     assert W10 in names and "ofa_mbv3_d234_e346_k357_w1.2" in names
     with pytest.raises(UnknownName, match="did you mean ofa_mbv3_d234_e346_k357_w1.0"):
         load_supernet("ofa_mbv3_d234_e346_k357_w1.00")
+
+
+#: The pixel (255, 0, 102) normalized by hand, (p / 255 - mean) / std per channel.
+PIXEL = np.array([255, 0, 102], np.uint8)
+PIXEL_IMAGENET = [(1 - 0.485) / 0.229, (0 - 0.456) / 0.224, (0.4 - 0.406) / 0.225]
+PIXEL_CIFAR10 = [(1 - 0.4914) / 0.2470, (0 - 0.4822) / 0.2435, (0.4 - 0.4465) / 0.2616]
+
+
+def test_each_supernet_normalizes_with_its_own_statistics() -> None:
+    """MIT's supernets were trained on ImageNet, ofa-edge's on CIFAR-10: images prepared for a
+    subnet of each are normalized with that dataset's mean and std."""
+    imagenet, cifar10 = (IMAGENET, PIXEL_IMAGENET), (CIFAR10, PIXEL_CIFAR10)
+    expected = {
+        "ofa_mbv3_d234_e346_k357_w1.0": imagenet,
+        "ofa_mbv3_d234_e346_k357_w1.2": imagenet,
+        "ofa-mbv3-cifar10": cifar10,
+        "ofa-mbv3-cifar10-v2": cifar10,
+    }
+    assert sorted(expected) == sorted(i.name for i in list_supernets())
+    for name, (preprocessing, pixel) in expected.items():
+        info = get_supernet_info(name)
+        assert info.preprocessing == preprocessing, name
+        x = prepare_images(np.tile(PIXEL, (1, 2, 2, 1)), 2, info.preprocessing)
+        assert x.shape == (1, 3, 2, 2) and x.dtype == np.float32
+        np.testing.assert_allclose(x[0, :, 1, 1], pixel, atol=1e-6, err_msg=name)
 
 
 def test_download_records_and_checks_sha(mirror, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,7 +10,9 @@ import torch
 
 from ofa_edge.data import ImageArray, load_split
 from ofa_edge.errors import ConfigError
-from ofa_edge.training.progressive import Phase, TrainConfig, Trainer
+from ofa_edge.supernet.preprocessing import CIFAR10, IMAGENET
+from ofa_edge.supernet.registry import CIFAR10_SUPERNET, CIFAR10_V2_SUPERNET
+from ofa_edge.training.progressive import RECIPES, Phase, TrainConfig, Trainer
 
 
 def _toy_data(n: int) -> ImageArray:
@@ -88,6 +90,19 @@ def test_config_carries_its_layout() -> None:
     # Runs started before layouts existed stored no strides: they read back as MIT's layout.
     old = {k: v for k, v in CONFIG.to_dict().items() if k not in ("stem_stride", "stage_strides")}
     assert TrainConfig.from_dict(old) == CONFIG and CONFIG.build().spec.is_mit_layout
+
+
+def test_config_carries_its_preprocessing() -> None:
+    """Training normalizes with the config's statistics: CIFAR-10's in every recipe, as in runs
+    started before the field existed (their stored configs read back equal), and as the registry
+    entries each recipe trains say."""
+    imagenet = TrainConfig(**{**CONFIG.__dict__, "preprocessing": IMAGENET})
+    assert TrainConfig.from_dict(imagenet.to_dict()) == imagenet != CONFIG
+    old = {k: v for k, v in CONFIG.to_dict().items() if k != "preprocessing"}
+    assert TrainConfig.from_dict(old) == CONFIG and CONFIG.preprocessing == CIFAR10
+    for name, recipe in RECIPES.items():
+        assert recipe().preprocessing == CIFAR10, name
+    assert CIFAR10_SUPERNET.preprocessing == CIFAR10_V2_SUPERNET.preprocessing == CIFAR10
 
 
 def test_cpu_seconds_are_logged_across_resumes(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import torch
 from ofa_edge.data import ImageArray, batches
 from ofa_edge.supernet.bn import recalibrate_bn
 from ofa_edge.supernet.ofa_mbv3 import OFAMobileNetV3
+from ofa_edge.supernet.preprocessing import Preprocessing
 from ofa_edge.supernet.space import ArchConfig
 
 #: Images BN statistics are re-estimated on. OFA uses 2,000 for ImageNet; on the CIFAR-10
@@ -25,11 +26,13 @@ def subnet_top1(
     arch: ArchConfig,
     calib_images: ImageArray,
     eval_images: ImageArray,
+    preprocessing: Preprocessing,
     *,
     calib_count: int = CALIB_IMAGES,
     batch_size: int = 256,
 ) -> float:
-    """Top-1 (%) of ``arch`` on ``eval_images`` at ``arch.r``, BN recalibrated on ``calib_images``.
+    """Top-1 (%) of ``arch`` on ``eval_images`` at ``arch.r``, BN recalibrated on ``calib_images``,
+    both normalized with ``preprocessing`` (the supernet's registry entry's).
 
     BN statistics come from the first ``calib_count`` images of ``calib_images`` (pass a fixed,
     shuffled set, such as :func:`ofa_edge.accuracy.calibration.load_calibration_set`).
@@ -38,9 +41,11 @@ def subnet_top1(
     net.set_arch(arch)
     # torch's stubs lack Module.to's memory_format keyword, which it accepts and applies.
     subnet = net.get_active_subnet().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    recalibrate_bn(subnet, batches(calib_images, batch_size, resolution=arch.r), max_images=calib_count)
+    recalibrate_bn(
+        subnet, batches(calib_images, batch_size, preprocessing, resolution=arch.r), max_images=calib_count
+    )
     subnet.eval()
     correct = 0
-    for x, y in batches(eval_images, batch_size, resolution=arch.r):
+    for x, y in batches(eval_images, batch_size, preprocessing, resolution=arch.r):
         correct += int((subnet(x.to(memory_format=torch.channels_last)).argmax(1) == y).sum())
     return 100.0 * correct / len(eval_images)

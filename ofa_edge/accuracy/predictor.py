@@ -17,7 +17,6 @@ Saved files (``torch.save`` of a dict, read with ``weights_only=True``)::
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -30,6 +29,7 @@ from torch import nn
 
 from ofa_edge.errors import CheckpointError, ConfigError
 from ofa_edge.files import atomic_path
+from ofa_edge.stats import spearman
 from ofa_edge.supernet.space import ArchConfig, SearchSpace
 
 KIND = "ofa-edge/accuracy-predictor"
@@ -180,16 +180,6 @@ class FitResult:
         return {"rmse": self.rmse, "spearman": self.spearman, "n_train": self.n_train, "n_val": self.n_val}
 
 
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation (ties ranked by order; fine for continuous predictions)."""
-    ra = np.argsort(np.argsort(a)).astype(np.float64)
-    rb = np.argsort(np.argsort(b)).astype(np.float64)
-    ra -= ra.mean()
-    rb -= rb.mean()
-    denom = math.sqrt(float((ra**2).sum() * (rb**2).sum()))
-    return float((ra * rb).sum() / denom) if denom else 0.0
-
-
 def fit_predictor(
     archs: Sequence[ArchConfig],
     accs: Sequence[float],
@@ -235,13 +225,11 @@ def fit_predictor(
 
 def fit_plot(fit: FitResult, title: str, path: Path) -> None:
     """Predicted vs measured top-1 of the held-out subnets, with RMSE and Spearman."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     pred, truth = fit.held_out
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig = Figure(figsize=(5.5, 5))  # no pyplot: no global backend or figure registry touched
+    ax = fig.add_subplot()
     lo, hi = float(min(pred.min(), truth.min())), float(max(pred.max(), truth.max()))
     pad = 0.03 * (hi - lo)
     ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "k-", lw=1, label="predicted = measured")
@@ -253,7 +241,6 @@ def fit_plot(fit: FitResult, title: str, path: Path) -> None:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def _train(

@@ -40,6 +40,8 @@ from ofa_edge.accuracy.measure import CALIB_IMAGES, subnet_top1
 from ofa_edge.data import ImageArray
 from ofa_edge.errors import ConfigError
 from ofa_edge.supernet.ofa_mbv3 import OFAMobileNetV3
+from ofa_edge.supernet.preprocessing import Preprocessing
+from ofa_edge.supernet.registry import get_supernet_info
 from ofa_edge.supernet.space import ArchConfig, SearchSpace
 
 SCHEMA = "ofa-edge/accuracy-table"
@@ -145,12 +147,15 @@ class _Measurer:
     seed: int
     calib: ImageArray
     val: ImageArray
+    preprocessing: Preprocessing
     calib_count: int
 
     def __call__(self, index: int) -> AccuracyRecord:
         arch = sample_arch(self.net.space, self.seed, index)
         started = time.perf_counter()
-        top1 = subnet_top1(self.net, arch, self.calib, self.val, calib_count=self.calib_count)
+        top1 = subnet_top1(
+            self.net, arch, self.calib, self.val, self.preprocessing, calib_count=self.calib_count
+        )
         return AccuracyRecord(index, arch, top1, round(time.perf_counter() - started, 3))
 
 
@@ -201,7 +206,8 @@ def build_accuracy_table(
 ) -> AccuracyTable:
     """Measure subnets ``0..n-1`` into ``out_path``, resuming what an earlier build left.
 
-    Each subnet is BN-recalibrated on ``calib`` and evaluated on ``val``
+    Each subnet is BN-recalibrated on ``calib`` and evaluated on ``val``, images normalized as
+    the registry says supernet ``supernet_id``'s are
     (:func:`~ofa_edge.accuracy.measure.subnet_top1`); ``progress(done, n)`` follows every one.
     With ``workers`` > 1 the subnets are measured in that many processes (one thread each) and
     written in the order they finish; a subnet's result does not depend on where it ran.
@@ -230,7 +236,8 @@ def build_accuracy_table(
     todo = [i for i in range(n) if i not in done]
     if progress:
         progress(n - len(todo), n)
-    measurer = _Measurer(net, seed, calib, val, calib_count)
+    preprocessing = get_supernet_info(supernet_id).preprocessing
+    measurer = _Measurer(net, seed, calib, val, preprocessing, calib_count)
     records = _measured(measurer, todo, workers)
     with path.open("a") as f, contextlib.closing(records):  # closing stops the workers at once
         for finished, record in enumerate(records, n - len(todo) + 1):

@@ -36,6 +36,7 @@ def _cmd_eval(args: argparse.Namespace, out: Output) -> int:
     from ofa_edge.accuracy.calibration import eval_calibration
     from ofa_edge.accuracy.measure import subnet_top1
     from ofa_edge.data import align_classes, load_split
+    from ofa_edge.supernet.registry import get_supernet_info
 
     test = load_split(args.data, "test")
     set_host_threads(args)
@@ -44,7 +45,7 @@ def _cmd_eval(args: argparse.Namespace, out: Output) -> int:
     calib, calib_split = eval_calibration(args.data, test)
     test = align_classes(test, calib.classes)
     started = time.perf_counter()
-    top1 = subnet_top1(net, arch, calib, test)
+    top1 = subnet_top1(net, arch, calib, test, get_supernet_info(args.supernet).preprocessing)
     seconds = time.perf_counter() - started
     out.result(
         "eval",

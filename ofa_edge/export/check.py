@@ -30,6 +30,8 @@ from ofa_edge.export.images import prepare_images
 from ofa_edge.export.record import RECORD_KIND, RECORD_VERSION, record_path, write_record
 from ofa_edge.files import sha256_file
 from ofa_edge.supernet.bn import recalibrate_bn
+from ofa_edge.supernet.preprocessing import Preprocessing
+from ofa_edge.supernet.registry import get_supernet_info
 from ofa_edge.supernet.space import ArchConfig
 
 #: Max |exported - torch| allowed on fp32 logits: 40x the largest difference measured here
@@ -110,15 +112,17 @@ def export_subnet(
 ) -> ExportReport:
     """Extract ``arch`` from ``supernet``, recalibrate its BN on ``calib_images``, export and check.
 
-    ``calib_images`` are uint8 N x H x W x 3; ``checks`` are ``export_model``'s keywords
-    (validation images and labels, tolerances). Returns the report of the file written at ``out``.
+    ``calib_images`` are uint8 N x H x W x 3, normalized as the registry says ``supernet_id``'s
+    images are; ``checks`` are ``export_model``'s keywords (validation images and labels,
+    tolerances). Returns the report of the file written at ``out``.
     """
     start = time.perf_counter()
     arch = arch.validate(supernet.space)
     _check_target(fmt, Path(out), calib_images)
+    preprocessing = get_supernet_info(supernet_id).preprocessing
     supernet.set_arch(arch)
     subnet = supernet.get_active_subnet(preserve_weight=True)
-    calib = torch.from_numpy(prepare_images(calib_images, arch.r))
+    calib = torch.from_numpy(prepare_images(calib_images, arch.r, preprocessing))
     recalibrate_bn(subnet, calib.split(BATCH), max_images=len(calib))
     extract_s = time.perf_counter() - start
     report = export_model(
@@ -128,6 +132,7 @@ def export_subnet(
         int8,
         calib_images,
         out,
+        preprocessing=preprocessing,
         supernet=supernet_id,
         arch=arch.to_dict(),
         **checks,
@@ -153,6 +158,7 @@ def export_model(
     calib_images: np.ndarray,
     out: str | Path,
     *,
+    preprocessing: Preprocessing,
     val_images: np.ndarray | None = None,
     val_labels: np.ndarray | None = None,
     fp32_tolerance: float = FP32_TOLERANCE,
@@ -164,7 +170,8 @@ def export_model(
     """Export a static image classifier (eval mode, BN ready) to ``out`` and check it first.
 
     ``calib_images`` calibrate int8; ``val_images`` (optionally with ``val_labels``) check the
-    result, else the calibration images do (all uint8 N x H x W x 3). Raises ``ExportCheckError``
+    result, else the calibration images do (all uint8 N x H x W x 3, normalized with
+    ``preprocessing``, the statistics the model was trained with). Raises ``ExportCheckError``
     with the numbers, leaving nothing at ``out``, when a check fails.
     """
     out = Path(out)
@@ -172,8 +179,8 @@ def export_model(
     if val_labels is not None and (val_images is None or len(val_labels) != len(val_images)):
         raise ConfigError("val_labels must label every validation image", hint="pass val_images too")
     timings: dict[str, float] = {}
-    calib = prepare_images(calib_images, resolution)
-    check = prepare_images(val_images, resolution) if val_images is not None else calib
+    calib = prepare_images(calib_images, resolution, preprocessing)
+    check = prepare_images(val_images, resolution, preprocessing) if val_images is not None else calib
     with torch.no_grad():
         expected = torch.cat([model(b) for b in torch.from_numpy(check).split(BATCH)]).numpy()
 

@@ -1,7 +1,8 @@
 """Calibration and validation images for export: loading them, and preparing them for a subnet.
 
 Images travel as uint8 N x H x W x 3 arrays (as ``ofa_edge.data`` decodes them) and are
-normalized and resized exactly as in training when a subnet needs them.
+normalized (with the supernet's statistics) and resized exactly as in training when a subnet
+needs them.
 """
 
 from __future__ import annotations
@@ -13,18 +14,20 @@ import numpy as np
 from ofa_edge.accuracy.calibration import packaged_calibration_path
 from ofa_edge.data import _decode, load_split, resize, to_tensor
 from ofa_edge.errors import ConfigError
+from ofa_edge.supernet.preprocessing import Preprocessing
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
-def prepare_images(images: np.ndarray, resolution: int) -> np.ndarray:
-    """uint8 N x H x W x 3 images -> float32 N x 3 x R x R, normalized and resized as in training."""
+def prepare_images(images: np.ndarray, resolution: int, preprocessing: Preprocessing) -> np.ndarray:
+    """uint8 N x H x W x 3 images -> float32 N x 3 x R x R, normalized with ``preprocessing`` and
+    resized as in training."""
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
         raise ConfigError(
             f"images must be a uint8 N x H x W x 3 array, got {images.dtype} {tuple(images.shape)}",
             hint="decode images as RGB uint8 arrays",
         )
-    return resize(to_tensor(images), resolution).numpy()
+    return resize(to_tensor(images, preprocessing), resolution).numpy()
 
 
 def load_images(path: str | Path, n: int, split: str, size: int) -> tuple[np.ndarray, np.ndarray | None]:

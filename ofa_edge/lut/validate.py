@@ -31,6 +31,7 @@ from ofa_edge.lut.table import Calibration, LatencyTable, apply_calibration, now
 from ofa_edge.measure.models import export_subnets
 from ofa_edge.measure.reference import reference_model
 from ofa_edge.measure.timing import timed_rounds
+from ofa_edge.stats import spearman
 from ofa_edge.supernet.space import ArchConfig
 
 MAX_FIT = 20
@@ -98,23 +99,6 @@ class ValidationReport:
         if self.plot is not None:
             data["plot"] = str(self.plot)
         return data
-
-
-def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Rank correlation (ties get their average rank)."""
-
-    def ranks(v: np.ndarray) -> np.ndarray:
-        order = np.argsort(v, kind="stable")
-        r = np.empty(len(v))
-        r[order] = np.arange(len(v), dtype=float)
-        for value in np.unique(v):
-            tie = v == value
-            r[tie] = r[tie].mean()
-        return r
-
-    if len(x) < 2:
-        return float("nan")
-    return float(np.corrcoef(ranks(np.asarray(x)), ranks(np.asarray(y)))[0, 1])
 
 
 def fidelity(predicted: np.ndarray, measured: np.ndarray) -> Fidelity:
@@ -309,12 +293,10 @@ def scatter_plot(
     op_sums: np.ndarray, predicted: np.ndarray, measured: np.ndarray, n_fit: int, device: str, path: Path
 ) -> None:
     """Predicted vs measured latency, before and after calibration, with the +-10 % band."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig = Figure(figsize=(5.5, 5))  # no pyplot: no global backend or figure registry touched
+    ax = fig.add_subplot()
     hi = float(max(measured.max(), op_sums.max(), predicted.max())) * 1.05
     line = np.linspace(0, hi, 50)
     ax.plot(line, line, "k-", lw=1, label="predicted = measured")
@@ -338,4 +320,3 @@ def scatter_plot(
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -36,10 +36,7 @@ def pareto_rows(points: list[ParetoPoint], device: str) -> list[dict[str, Any]]:
 
 def write_pareto(points: list[ParetoPoint], device: str, prefix: Path, score_name: str) -> list[Path]:
     """Write the table (CSV and JSON) and the plot of score vs predicted latency on ``device``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     rows = pareto_rows(points, device)
     prefix.parent.mkdir(parents=True, exist_ok=True)
@@ -52,7 +49,8 @@ def write_pareto(points: list[ParetoPoint], device: str, prefix: Path, score_nam
     paths[1].write_text(json.dumps({"device": device, "score": score_name, "rows": rows}, indent=1) + "\n")
     found = [r for r in rows if r["feasible"]]
     lat_key = CostKey("latency", device).label
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))  # no pyplot: no global backend or figure registry touched
+    ax = fig.add_subplot()
     ax.plot([r[lat_key] for r in found], [r["score"] for r in found], "o-")
     budgets_at: dict[tuple[float, float], list[float]] = {}  # budgets that kept the same subnet
     for r in found:
@@ -66,5 +64,4 @@ def write_pareto(points: list[ParetoPoint], device: str, prefix: Path, score_nam
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(paths[2], dpi=120)
-    plt.close(fig)
     return paths

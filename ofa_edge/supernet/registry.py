@@ -24,6 +24,7 @@ import torch
 from ofa_edge.errors import CheckpointError, DownloadError, RegistryError, UnknownName
 from ofa_edge.files import atomic_path, cache_dir, sha256_file, write_atomic
 from ofa_edge.supernet.ofa_mbv3 import OFAMobileNetV3
+from ofa_edge.supernet.preprocessing import CIFAR10, IMAGENET, Preprocessing
 from ofa_edge.supernet.space import SearchSpace
 from ofa_edge.supernet.spec import MBv3Spec
 
@@ -36,11 +37,13 @@ ByteProgress = Callable[[int, "int | None"], None]
 
 @dataclass(frozen=True)
 class SupernetInfo:
-    """A registry entry: the architecture and the source of its weights."""
+    """A registry entry: the architecture, how its input images are normalized, and the source
+    of its weights."""
 
     name: str
     description: str
     build: Callable[[], OFAMobileNetV3]
+    preprocessing: Preprocessing
     url_name: str | None = None  # file name under the download base URL
     packaged: str | None = None  # file name under ofa_edge/weights/
 
@@ -188,6 +191,7 @@ for _width in (1.0, 1.2):
             name=_name,
             description=f"MIT's OFA-MobileNetV3 w{_width}, ImageNet (1000 classes), r 128-224",
             build=functools.partial(OFAMobileNetV3, n_classes=1000, width_mult=_width),
+            preprocessing=IMAGENET,
             url_name=_name,
         )
     )
@@ -198,6 +202,7 @@ CIFAR10_SUPERNET = register_supernet(
         name="ofa-mbv3-cifar10",
         description="ofa-edge's OFA-MobileNetV3 w0.5, CIFAR-10 (10 classes), r 24-40, shipped offline",
         build=lambda: OFAMobileNetV3(n_classes=10, width_mult=0.5, resolutions=(24, 28, 32, 36, 40)),
+        preprocessing=CIFAR10,
         packaged="ofa_mbv3_cifar10.fp16.pt",
     )
 )
@@ -213,6 +218,7 @@ CIFAR10_V2_SUPERNET = register_supernet(
         description="ofa-edge's OFA-MobileNetV3 w0.5 in a CIFAR layout, CIFAR-10, r 24-40 "
         "(recipe cifar10-v2; weights: --checkpoint)",
         build=lambda: OFAMobileNetV3.from_spec(CIFAR10_V2_SPEC),
+        preprocessing=CIFAR10,
     )
 )
 

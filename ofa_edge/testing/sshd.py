@@ -1,10 +1,19 @@
-"""A real OpenSSH device on loopback, so the SSH transport is tested against the real thing.
+"""A test bed, not for production use: a real OpenSSH "device" on loopback, so the SSH transport
+is tested against the real thing.
 
-``SshDevice`` starts a private ``sshd`` on a 127/8 address and a free port, with its own host
-key, client key, config and login account (own HOME, ``/bin/sh``, a ``python3`` that has numpy
-and onnxruntime first on PATH), optionally inside a CPU-quota cgroup that makes it as slow as a
-small board. The account lives in a copy of ``/etc/passwd`` bind-mounted in a private mount
-namespace for this sshd only: the host's files stay untouched. Needs root and OpenSSH.
+``SshDevice`` starts a real, private ``sshd`` process (it and its sessions are killed on
+``stop``) on a 127.0.0.x address and a free port, with its own host key, client key, config and
+login account (own HOME, ``/bin/sh``, a ``python3`` that has numpy and onnxruntime first on PATH),
+optionally inside a CPU-quota cgroup that makes it as slow as a small board. The account lives in
+a copy of ``/etc/passwd`` bind-mounted in a private mount namespace for this sshd only: the
+host's files stay untouched.
+
+It needs root (a private sshd, ``unshare --mount``, the bind mount), OpenSSH's ``/usr/sbin/sshd``
+and, for ``cpu_quota``, a writable cgroup hierarchy under ``/sys/fs/cgroup`` (v2 ``cpu.max`` or
+v1 CFS), where it creates and removes one cgroup per device: run it only on a disposable test
+machine or container. ``sshd_unavailable`` says why it cannot run here (the tests' skip reason).
+It ships in the package so that tests and benchmarks share it; nothing in ofa-edge's pipeline
+imports it.
 """
 
 from __future__ import annotations

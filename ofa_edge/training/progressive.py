@@ -31,6 +31,7 @@ from ofa_edge.data import VAL_IMAGES, ImageArray, batches, resize, split_train_v
 from ofa_edge.errors import CheckpointError, ConfigError
 from ofa_edge.files import atomic_path, copy_atomic
 from ofa_edge.supernet import ArchConfig, OFAMobileNetV3
+from ofa_edge.supernet.preprocessing import CIFAR10, Preprocessing
 from ofa_edge.supernet.registry import CIFAR10_V2_SPEC
 from ofa_edge.supernet.spec import MIT_STAGE_STRIDES, MIT_STEM_STRIDE, MBv3Spec
 
@@ -71,6 +72,9 @@ class TrainConfig:
     train_images: int | None = None  # None: every training image not held out
     seed: int = 0
     phases: tuple[Phase, ...] = field(default_factory=tuple)
+    # How images are normalized (the trained supernet's registry entry must say the same).
+    # CIFAR-10's, as before the field existed, so the configs of earlier runs compare equal.
+    preprocessing: Preprocessing = CIFAR10
 
     def build(self) -> OFAMobileNetV3:
         return OFAMobileNetV3(
@@ -92,6 +96,8 @@ class TrainConfig:
         for key in ("resolutions", "stage_strides"):
             if key in data:  # stage_strides: absent from runs started before layouts existed
                 data[key] = tuple(data[key])
+        if "preprocessing" in data:  # absent from runs started before it was configurable
+            data["preprocessing"] = Preprocessing(**_tuples(data["preprocessing"]))
         return cls(**data)
 
 
@@ -309,6 +315,7 @@ class Trainer:
                 batches(
                     self.train,
                     self.config.batch_size,
+                    self.config.preprocessing,
                     shuffle=True,
                     generator=gen,
                     train_augment=True,
@@ -385,8 +392,8 @@ class Trainer:
         r = max(space.resolutions)
         val_subset = self.val.subset(1000)
         accs = {
-            "max": subnet_top1(self.net, space.max_arch(r), self.train, val_subset),
-            "min": subnet_top1(self.net, space.min_arch(r), self.train, val_subset),
+            size: subnet_top1(self.net, arch, self.train, val_subset, self.config.preprocessing)
+            for size, arch in (("max", space.max_arch(r)), ("min", space.min_arch(r)))
         }
         self.net.set_max_net()
         entry = {

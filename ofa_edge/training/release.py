@@ -1,8 +1,9 @@
 """Releasing a trained supernet: a training run's weights as the fp16 file the package ships.
 
-``release_weights`` reads a run's Trainer checkpoint, checks it fits the registry's network and
-writes the bare state dict with every floating-point tensor in fp16 (half the size); loading it
-into the fp32 network converts back (``load_supernet`` does so for the packaged file).
+``release_weights`` reads a run's Trainer checkpoint, checks it fits the registry's network (and
+was trained on images normalized as that entry normalizes them) and writes the bare state dict
+with every floating-point tensor in fp16 (half the size); loading it into the fp32 network
+converts back (``load_supernet`` does so for the packaged file).
 """
 
 from __future__ import annotations
@@ -84,7 +85,14 @@ def release_weights(
             f"{config.phases[phase].name!r}, epoch {ckpt['state']['epoch'] + 1})",
             hint="release it when ofa-edge train reports finished (or pass allow_unfinished=True)",
         )
-    get_supernet_info(supernet).build().load_state_dict(ckpt["model"])  # fits, or says what does not
+    info = get_supernet_info(supernet)
+    if config.preprocessing != info.preprocessing:
+        raise CheckpointError(
+            f"the run in {run_dir} normalized images with {config.preprocessing}, "
+            f"but supernet {supernet!r} is evaluated and exported with {info.preprocessing}",
+            hint="release it for a supernet whose registry entry has the run's preprocessing",
+        )
+    info.build().load_state_dict(ckpt["model"])  # fits, or says what does not
     half = {
         name: (t.half() if t.is_floating_point() else t).contiguous() for name, t in ckpt["model"].items()
     }
