@@ -78,7 +78,7 @@ def test_lut_build_and_validate_write_a_calibrated_table(local_lut: tuple[Path, 
     folder, built, validated = local_lut
     from ofa_edge.lut.keys import enumerate_ops
 
-    spec = get_supernet_info(SUPERNET).build().spec
+    spec = get_supernet_info(SUPERNET).spec
     table = LatencyTable.load(folder / TABLE)
     assert built["out"] == TABLE and built["device"] == "local" and built["resolutions"] == [24]
     expected = {op.key for op in enumerate_ops(spec, [24])}
@@ -96,7 +96,7 @@ def test_lut_predict_and_import_ofa_round_trip(local_lut: tuple[Path, dict, dict
     from ofa_edge.lut.table import export_ofa
 
     table = _table_copy(local_lut, tmp_path)
-    arch = get_supernet_info(SUPERNET).build().space.min_arch(24)
+    arch = get_supernet_info(SUPERNET).spec.space.min_arch(24)
     arch.save(tmp_path / "arch.json")
     calibrated = ok("lut", "predict", str(tmp_path / TABLE), "--arch", str(tmp_path / "arch.json"))
     assert calibrated["calibrated"] and calibrated["device"] == "local" and calibrated["arch"]["r"] == 24
@@ -117,7 +117,7 @@ def test_search_export_push_and_bench_on_local(local_lut: tuple[Path, dict, dict
     import onnxruntime as ort
 
     table = _table_copy(local_lut, tmp_path)  # found by its default name in the working directory
-    space = get_supernet_info(SUPERNET).build().space
+    space = get_supernet_info(SUPERNET).spec.space
     budget = (table.predict(space.min_arch(24)) + table.predict(space.max_arch(24))) / 2
     options = ("--latency-ms", f"{budget}", "--generations", "30", "--out", "best.json")
     found = ok("search", "--device", "local", *options, cwd=tmp_path)
@@ -344,7 +344,7 @@ def test_error_families_exit_codes_and_json(
     from ofa_edge.errors import EXIT_CODES
 
     (tmp_path / "bad.json").write_text('{"schema_version": 6, "entries": ')  # cut short
-    get_supernet_info(SUPERNET).build().space.min_arch(24).save(tmp_path / "arch.json")
+    get_supernet_info(SUPERNET).spec.space.min_arch(24).save(tmp_path / "arch.json")
     (tmp_path / "m.onnx").write_bytes(b"not a model")
     (tmp_path / "devices.toml").write_text(f'[devices.gone]\nhost = "127.0.0.1"\nport = {free_port()}\n')
     res = run("--json", *(a.format(tmp=tmp_path) for a in argv))
@@ -470,7 +470,7 @@ def test_lut_build_defaults_to_the_supernets_resolutions(
     from ofa_edge.lut.table import Entry
 
     table = _table_copy(local_lut, tmp_path)
-    space = get_supernet_info(SUPERNET).build().space
+    space = get_supernet_info(SUPERNET).spec.space
     for r in space.resolutions:
         for op in enumerate_ops(table.spec, [r]):
             table.entries.setdefault(r, {}).setdefault(op.key, Entry(median_ms=1.0))

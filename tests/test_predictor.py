@@ -105,7 +105,7 @@ def test_fit_cli_trains_saves_and_plots(tmp_path: Path) -> None:
     from ofa_edge.accuracy.table import SCHEMA, SCHEMA_VERSION, sample_arch
     from ofa_edge.supernet.registry import get_supernet_info
 
-    space = get_supernet_info("ofa-mbv3-cifar10").build().space
+    space = get_supernet_info("ofa-mbv3-cifar10").spec.space
     enc = ArchEncoder.for_space(space)
     archs = [sample_arch(space, 0, i) for i in range(300)]
     w_true = np.random.default_rng(0).normal(0.0, 1.0, enc.n_dim)

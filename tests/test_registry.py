@@ -134,3 +134,23 @@ def test_local_checkpoint_and_broken_ones(tmp_path: Path) -> None:
     torch.save(sd, partial)
     with pytest.raises(CheckpointError, match=r"1 missing key\(s\): classifier.linear.bias"):
         load_supernet(W10, checkpoint=partial)
+
+
+def test_an_entry_describes_its_supernet_without_building_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading a supernet's layout (tables, search, counting) builds no torch module."""
+    from ofa_edge.supernet import registry
+    from ofa_edge.supernet.ofa_mbv3 import OFAMobileNetV3
+
+    built = {
+        name: registry.get_supernet_info(name).build().spec
+        for name in ("ofa-mbv3-cifar10", "ofa-mbv3-cifar10-v2")
+    }
+
+    def refuse(*_: object, **__: object) -> None:
+        raise AssertionError("a torch module was built")
+
+    monkeypatch.setattr(OFAMobileNetV3, "__init__", refuse)
+    for info in registry.list_supernets():
+        assert registry.describe_supernet(info.name) == {"id": info.name, **info.spec.to_dict()}
+    for name, spec in built.items():
+        assert registry.get_supernet_info(name).spec == spec  # the entry's spec is the built net's

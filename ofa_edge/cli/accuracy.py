@@ -117,7 +117,7 @@ def _cmd_accuracy_fit(args: argparse.Namespace, out: Output) -> int:
 
     table = read_table(args.table)
     supernet = table.header["supernet"]
-    space = get_supernet_info(supernet).build().space
+    space = get_supernet_info(supernet).spec.space
     fit = fit_predictor(  # a fraction, as MIT's predictors give (the table stores percent)
         [r.arch for r in table.records],
         [r.top1 / 100 for r in table.records],

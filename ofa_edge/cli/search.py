@@ -90,7 +90,7 @@ def _cmd_search(args: argparse.Namespace, out: Output) -> int:
     from ofa_edge.search.pareto import write_pareto
     from ofa_edge.supernet.registry import get_supernet_info
 
-    spec = get_supernet_info(args.supernet).build().spec
+    spec = get_supernet_info(args.supernet).spec
     found, tables = _tables(args, spec)
     names = list(tables)
     used = {name: str(path) for name, path in found.items()}

@@ -222,7 +222,7 @@ def specialize(
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     precision = "int8" if int8 else "fp32"
-    spec = get_supernet_info(supernet).build().spec
+    spec = get_supernet_info(supernet).spec
     resolutions = resolutions or list(spec.space.resolutions)
     ledger = Ledger()
     fidelity: ValidationReport | None = None

@@ -63,7 +63,7 @@ class SubnetSearch:
         objective: str = "accuracy",
         **evolution: Any,
     ) -> None:
-        """``spec`` is the supernet's layout (``get_supernet_info(id).build().spec``); ``tables``
+        """``spec`` is the supernet's layout (``get_supernet_info(id).spec``); ``tables``
         maps each device name (what budgets and results are keyed by) to its latency table, which
         must describe the supernet; ``evolution`` overrides :class:`EvolutionSearch`'s settings."""
         if objective not in OBJECTIVES:

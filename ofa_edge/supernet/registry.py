@@ -9,7 +9,6 @@ inside the package and loads offline.
 
 from __future__ import annotations
 
-import functools
 import os
 import urllib.error
 import urllib.request
@@ -37,15 +36,19 @@ ByteProgress = Callable[[int, "int | None"], None]
 
 @dataclass(frozen=True)
 class SupernetInfo:
-    """A registry entry: the architecture, how its input images are normalized, and the source
-    of its weights."""
+    """A registry entry: the architecture (its spec: nothing to build to read it), how its input
+    images are normalized, and the source of its weights."""
 
     name: str
     description: str
-    build: Callable[[], OFAMobileNetV3]
+    spec: MBv3Spec
     preprocessing: Preprocessing
     url_name: str | None = None  # file name under the download base URL
     packaged: str | None = None  # file name under ofa_edge/weights/
+
+    def build(self) -> OFAMobileNetV3:
+        """The untrained supernet of this entry's spec."""
+        return OFAMobileNetV3.from_spec(self.spec)
 
     @property
     def url(self) -> str | None:
@@ -190,7 +193,7 @@ for _width in (1.0, 1.2):
         SupernetInfo(
             name=_name,
             description=f"MIT's OFA-MobileNetV3 w{_width}, ImageNet (1000 classes), r 128-224",
-            build=functools.partial(OFAMobileNetV3, n_classes=1000, width_mult=_width),
+            spec=MBv3Spec(_width, 1000),
             preprocessing=IMAGENET,
             url_name=_name,
         )
@@ -201,7 +204,7 @@ CIFAR10_SUPERNET = register_supernet(
     SupernetInfo(
         name="ofa-mbv3-cifar10",
         description="ofa-edge's OFA-MobileNetV3 w0.5, CIFAR-10 (10 classes), r 24-40, shipped offline",
-        build=lambda: OFAMobileNetV3(n_classes=10, width_mult=0.5, resolutions=(24, 28, 32, 36, 40)),
+        spec=MBv3Spec(0.5, 10, SearchSpace(resolutions=(24, 28, 32, 36, 40))),
         preprocessing=CIFAR10,
         packaged="ofa_mbv3_cifar10.fp16.pt",
     )
@@ -217,7 +220,7 @@ CIFAR10_V2_SUPERNET = register_supernet(
         name="ofa-mbv3-cifar10-v2",
         description="ofa-edge's OFA-MobileNetV3 w0.5 in a CIFAR layout, CIFAR-10, r 24-40 "
         "(recipe cifar10-v2; weights: --checkpoint)",
-        build=lambda: OFAMobileNetV3.from_spec(CIFAR10_V2_SPEC),
+        spec=CIFAR10_V2_SPEC,
         preprocessing=CIFAR10,
     )
 )
@@ -226,4 +229,4 @@ CIFAR10_V2_SUPERNET = register_supernet(
 def describe_supernet(name: str) -> dict[str, Any]:
     """What files that depend on a supernet record of it: its id, width, classes, space (and
     strides, when not MIT's)."""
-    return {"id": name, **get_supernet_info(name).build().spec.to_dict()}
+    return {"id": name, **get_supernet_info(name).spec.to_dict()}
