@@ -15,6 +15,7 @@ the median of all its reference timings, so one unlucky timing cannot shift ever
 
 from __future__ import annotations
 
+import functools
 import random
 import statistics
 from collections.abc import Callable, Sequence
@@ -197,27 +198,20 @@ def build_table(
         random.Random(n).shuffle(todo)  # each pass in other batches and another order
         for i, start in enumerate(range(0, len(todo), batch_size)):
             batch = todo[start : start + batch_size]
-            seed = 1000 * n + i
-            _, refs, report = timed_round(
-                session,
-                batch,
-                reference,
-                timing=timing,
-                seed=seed,
-                on_timed=lambda t: record(t, False),
-                **kwargs,
-            )
-            timings += refs
-            if disturbed(report.conditions_before, report.conditions_after):
-                timed_round(
+            for again in (False, True):  # a batch the device disturbed is measured once more
+                _, refs, report = timed_round(
                     session,
                     batch,
                     reference,
                     timing=timing,
-                    seed=seed,
-                    on_timed=lambda t: record(t, True),
+                    seed=1000 * n + i,
+                    on_timed=functools.partial(record, remeasured=again),
                     **kwargs,
                 )
+                if not again:
+                    timings += refs
+                if not disturbed(report.conditions_before, report.conditions_after):
+                    break
     if timings:
         relevel(table, timings)
     table.save(out)

@@ -30,7 +30,7 @@ from ofa_edge.accuracy.measure import subnet_top1
 from ofa_edge.data import VAL_IMAGES, ImageArray, batches, resize, split_train_val
 from ofa_edge.errors import CheckpointError, ConfigError
 from ofa_edge.files import atomic_path, copy_atomic
-from ofa_edge.supernet import ArchConfig, OFAMobileNetV3
+from ofa_edge.supernet import ArchConfig, OFAMobileNetV3, SearchSpace
 from ofa_edge.supernet.preprocessing import CIFAR10, Preprocessing
 from ofa_edge.supernet.registry import CIFAR10_V2_SPEC
 from ofa_edge.supernet.spec import MIT_STAGE_STRIDES, MIT_STEM_STRIDE, MBv3Spec
@@ -77,13 +77,10 @@ class TrainConfig:
     preprocessing: Preprocessing = CIFAR10
 
     def build(self) -> OFAMobileNetV3:
-        return OFAMobileNetV3(
-            n_classes=self.n_classes,
-            width_mult=self.width_mult,
-            resolutions=self.resolutions,
-            stem_stride=self.stem_stride,
-            stage_strides=self.stage_strides,
-        )
+        """The untrained supernet this run trains (its layout is part of the config)."""
+        space = SearchSpace(resolutions=self.resolutions)
+        spec = MBv3Spec(self.width_mult, self.n_classes, space, self.stem_stride, self.stage_strides)
+        return OFAMobileNetV3.from_spec(spec)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
