@@ -352,7 +352,8 @@ def test_phone_stopped_mid_session_is_unreachable_not_a_hang(
     assert "reconnect" in str(offline.value.hint)
     with pytest.raises(DeviceUnreachable, match="adb: .*(offline|closed|not found)"):
         other.run(["true"])
-    # Not a hang: every call above has its own timeout (10-20 s); together they took 10-15 s here.
+    # Not a hang: every call above has its own timeout. Here they took 15 s: the double's stop()
+    # waits up to 5 s for its threads, and adb reports the phone offline after a 10 s connect wait.
     assert time.monotonic() - started < 60
 
 
