@@ -15,6 +15,7 @@ Subnet ``index`` is drawn from ``(seed, index)`` alone, uniformly over the space
 resolution is ``resolutions[index % len(resolutions)]``, so every resolution is measured equally
 often. Re-running the same build resumes: indices already in the file are skipped, a line cut
 short by a kill is dropped. A file measured with other weights, data or settings is refused.
+Under ``torchrun`` the ranks share the subnets and rank 0 alone reads and writes the file.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import torch
 
 from ofa_edge.accuracy.measure import CALIB_IMAGES, subnet_top1
 from ofa_edge.data import ImageArray
+from ofa_edge.distributed import Group
 from ofa_edge.errors import ConfigError
 from ofa_edge.supernet.ofa_mbv3 import OFAMobileNetV3
 from ofa_edge.supernet.preprocessing import Preprocessing
@@ -139,6 +141,52 @@ def _check_same_settings(path: Path, old: dict[str, Any], new: dict[str, Any]) -
             )
 
 
+def _check_ranks_agree(headers: list[dict[str, Any]]) -> None:
+    """Refuse a distributed build whose ranks loaded other weights or images than rank 0: their
+    subnets would be measured on another network or data than the header says."""
+
+    def identity(header: dict[str, Any]) -> dict[str, Any]:  # what, not where from (paths differ)
+        images = {
+            key: (header[key]["images"], header[key]["sha256"]) for key in ("calibration", "validation")
+        }
+        return {"weights": header["weights_sha256"], "calib_count": header["calib_count"], **images}
+
+    ours = identity(headers[0])
+    for rank, header in enumerate(headers[1:], 1):
+        theirs = identity(header)
+        for key in ours:
+            if theirs[key] != ours[key]:
+                raise ConfigError(
+                    f"rank {rank} loaded other {key} than rank 0",
+                    hint="give every machine the same --checkpoint and --data",
+                )
+
+
+def _open_table(path: Path, header: dict[str, Any]) -> AccuracyTable:
+    """The table at ``path`` ready to append to (checked against ``header``, an unfinished last
+    line dropped), or a new file holding only ``header``."""
+    if path.is_file() and path.stat().st_size > 0:
+        table = read_table(path)
+        _check_same_settings(path, table.header, header)
+        with path.open("r+b") as f:  # drop an unfinished last line before appending
+            f.truncate(f.read().rfind(b"\n") + 1)
+        return table
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(header) + "\n")
+    return AccuracyTable(header, [])
+
+
+def check_workers(workers: int, group: Group) -> None:
+    """Refuse ``workers`` > 1 under ``torchrun``: a distributed build already measures one subnet
+    per process, so more processes come from ``--nproc-per-node``, not from pools inside ranks."""
+    if workers > 1 and group.world_size > 1:
+        raise ConfigError(
+            f"--workers {workers} under torchrun ({group.world_size} processes): "
+            "a distributed build's processes are its workers",
+            hint="drop --workers and start more processes (torchrun --nproc-per-node N)",
+        )
+
+
 @dataclass
 class _Measurer:
     """Measures subnet ``index`` of a table: what each worker process of a parallel build holds."""
@@ -203,6 +251,7 @@ def build_accuracy_table(
     calib_count: int = CALIB_IMAGES,
     workers: int = 1,
     progress: Callable[[int, int], None] | None = None,
+    group: Group | None = None,
 ) -> AccuracyTable:
     """Measure subnets ``0..n-1`` into ``out_path``, resuming what an earlier build left.
 
@@ -211,7 +260,17 @@ def build_accuracy_table(
     (:func:`~ofa_edge.accuracy.measure.subnet_top1`); ``progress(done, n)`` follows every one.
     With ``workers`` > 1 the subnets are measured in that many processes (one thread each) and
     written in the order they finish; a subnet's result does not depend on where it ran.
+
+    With a ``group`` of several ranks (``torchrun``; default: a group of one, this process) rank
+    0 alone reads, checks and writes the file: it hands the subnets still to measure to all
+    ranks, rank ``k`` measures every ``world_size``-th of them from the ``k``-th, and after each
+    round (one subnet per rank) rank 0 appends the round's records, so a killed build loses at
+    most the round under way. Every rank must load the same weights and images (checked), and
+    every rank returns the same table; only rank 0 calls ``progress``. ``workers`` > 1 is
+    refused there (:func:`check_workers`): the ranks are the workers.
     """
+    group = group or Group()
+    check_workers(workers, group)
     path = Path(out_path)
     header = {
         "schema": SCHEMA,
@@ -223,28 +282,41 @@ def build_accuracy_table(
         "calibration": describe_images(calib, calib_source),
         "validation": describe_images(val, val_source),
     }
-    if path.is_file() and path.stat().st_size > 0:
-        table = read_table(path)
-        _check_same_settings(path, table.header, header)
-        with path.open("r+b") as f:  # drop an unfinished last line before appending
-            f.truncate(f.read().rfind(b"\n") + 1)
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(header) + "\n")
-        table = AccuracyTable(header, [])
+    headers = group.gather(header)
+    found: tuple[AccuracyTable | None, ConfigError | None] = (None, None)
+    if group.is_main:
+        try:
+            _check_ranks_agree(headers)
+            found = (_open_table(path, header), None)
+        except ConfigError as err:
+            found = (None, err)
+    table, error = group.broadcast(found)
+    if error is not None:
+        raise error
+    assert table is not None
     done = {r.index for r in table.records}
     todo = [i for i in range(n) if i not in done]
+    finished = n - len(todo)
+    progress = progress if group.is_main else None
     if progress:
-        progress(n - len(todo), n)
+        progress(finished, n)
     preprocessing = get_supernet_info(supernet_id).preprocessing
     measurer = _Measurer(net, seed, calib, val, preprocessing, calib_count)
-    records = _measured(measurer, todo, workers)
-    with path.open("a") as f, contextlib.closing(records):  # closing stops the workers at once
-        for finished, record in enumerate(records, n - len(todo) + 1):
-            f.write(json.dumps(record.to_dict()) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-            table.records.append(record)
-            if progress:
-                progress(finished, n)
+    mine = _measured(measurer, todo[group.rank :: group.world_size], workers)
+    rounds = -(-len(todo) // group.world_size)  # the most subnets any rank measures
+    with contextlib.ExitStack() as stack:
+        f = stack.enter_context(path.open("a")) if group.is_main else None
+        stack.enter_context(contextlib.closing(mine))  # closing stops the workers at once
+        for _ in range(rounds):
+            for record in group.gather(next(mine, None)):  # None: that rank has measured its share
+                if record is None:
+                    continue
+                if f is not None:
+                    f.write(json.dumps(record.to_dict()) + "\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+                table.records.append(record)
+                finished += 1
+                if progress:
+                    progress(finished, n)
     return table

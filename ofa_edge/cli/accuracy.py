@@ -65,14 +65,23 @@ def _cmd_eval(args: argparse.Namespace, out: Output) -> int:
 
 
 def _cmd_accuracy_build(args: argparse.Namespace, out: Output) -> int:
+    """Measure a table in this process, or (under torchrun) share the subnets among the ranks:
+    rank 0 writes the table and prints the result, the other ranks print nothing."""
     from ofa_edge.accuracy.calibration import calibration_and_validation
-    from ofa_edge.accuracy.table import build_accuracy_table
+    from ofa_edge.accuracy.table import build_accuracy_table, check_workers
     from ofa_edge.data import load_split
+    from ofa_edge.distributed import join
     from ofa_edge.errors import ConfigError
 
     if args.samples < 1 or args.val_images < 1 or args.workers < 1:
         raise ConfigError("--samples, --val-images and --workers must be at least 1")
-    calib, val = calibration_and_validation(load_split(args.data, "train"))
+    group = join()  # one process, or this process's rank when torchrun started it
+    check_workers(args.workers, group)
+    for first in (True, False):  # rank 0 decodes (and caches) the images, then the others read
+        if group.is_main == first:
+            train = load_split(args.data, "train")
+        group.barrier()
+    calib, val = calibration_and_validation(train)
     val = val.subset(args.val_images)
     set_host_threads(args)
     net = _load_net(args.supernet, args.checkpoint)
@@ -88,8 +97,11 @@ def _cmd_accuracy_build(args: argparse.Namespace, out: Output) -> int:
         calib_source=f"{name} train: fixed calibration set (trained-on images)",
         val_source=f"{name} train: held-out validation images",
         workers=args.workers,
-        progress=out.counter("accuracy", "subnet"),
+        progress=out.counter("accuracy", "subnet") if group.is_main else None,
+        group=group,
     )
+    if not group.is_main:
+        return 0
     rows = [r for r in table.records if r.index < args.samples]
     top1 = [r.top1 for r in rows]
     seconds = sum(r.seconds for r in rows) / max(1, len(rows))
@@ -102,9 +114,11 @@ def _cmd_accuracy_build(args: argparse.Namespace, out: Output) -> int:
             "top1_min": min(top1),
             "top1_max": max(top1),
             "mean_seconds_per_subnet": seconds,
+            "processes": group.world_size,
         },
         f"{len(rows)} subnets in {args.out}: top-1 {min(top1):.2f}-{max(top1):.2f}% on {len(val)} "
-        f"held-out images, {seconds:.1f} s per subnet",
+        f"held-out images, {seconds:.1f} s per subnet"
+        + (f" ({group.world_size} processes)" if group.world_size > 1 else ""),
     )
     return 0
 
@@ -165,7 +179,10 @@ def register(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed the subnets are drawn from")
     p.add_argument("--val-images", type=int, default=5000, help="held-out images each subnet is evaluated on")
     p.add_argument(
-        "--workers", type=int, default=1, help="processes measuring at once, one torch thread each"
+        "--workers",
+        type=int,
+        default=1,
+        help="processes measuring at once, one torch thread each (not under torchrun: start more ranks)",
     )
     p.set_defaults(func=_cmd_accuracy_build)
 
