@@ -236,9 +236,11 @@ def test_train_pauses_and_release_refuses_until_allowed(dataset: Path, tmp_path:
 
     res = run("release", str(tmp_path / "run"), "--out", str(tmp_path / "w.pt"))
     assert "has not finished training" in error_line(res, 7) and not (tmp_path / "w.pt").exists()
-    released = ok("release", str(tmp_path / "run"), "--out", str(tmp_path / "w.pt"), "--allow-unfinished")
+    for_registry = ("--supernet", SUPERNET, "--allow-unfinished")
+    released = ok("release", str(tmp_path / "run"), "--out", str(tmp_path / "w.pt"), *for_registry)
     assert released["sha256"] == sha256(tmp_path / "w.pt")
     assert released["bytes"] == (tmp_path / "w.pt").stat().st_size and released["supernet"] == SUPERNET
+    assert released["entry"] is None and not (tmp_path / "w.toml").exists()  # the registry's: no entry file
 
 
 def test_eval_accuracy_build_resume_and_fit(dataset: Path, tmp_path: Path) -> None:

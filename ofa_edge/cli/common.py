@@ -58,9 +58,14 @@ def add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("device", metavar="NAME", help="device name in the inventory (local: this machine)")
 
 
-def add_supernet(p: argparse.ArgumentParser, help: str = "supernet registry name") -> None:
-    """``--supernet``, defaulting to the project's shipped supernet."""
-    p.add_argument("--supernet", default=DEFAULT_SUPERNET, metavar="ID", help=help)
+def add_supernet(
+    p: argparse.ArgumentParser,
+    help: str = "supernet: a registry name or a supernet entry file (ENTRY.toml)",
+    default: str | None = DEFAULT_SUPERNET,
+) -> None:
+    """``--supernet`` (a registry name or an entry file's path; ``main`` turns the path into its
+    name), defaulting to the project's shipped supernet."""
+    p.add_argument("--supernet", default=default, metavar="ID|ENTRY.toml", help=help)
 
 
 def add_precision(p: argparse.ArgumentParser, what: str) -> None:

@@ -42,6 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out = Output(json_mode=args.json)
     try:
+        if getattr(args, "supernet", None) is not None:
+            from ofa_edge.supernet.registry import get_supernet_info
+
+            # An entry file's path becomes its name: the id what the command writes records (and
+            # names tables by), which resolves to the file for the rest of the command.
+            args.supernet = get_supernet_info(args.supernet).name
         return args.func(args, out)
     except OfaEdgeError as err:
         if os.environ.get(DEBUG_ENV):

@@ -47,11 +47,27 @@ def _cmd_train(args: argparse.Namespace, out: Output) -> int:
 def _cmd_release(args: argparse.Namespace, out: Output) -> int:
     from ofa_edge.training.release import release_weights
 
-    made = release_weights(args.run, args.out, supernet=args.supernet, allow_unfinished=args.allow_unfinished)
+    made = release_weights(
+        args.run,
+        args.out,
+        supernet=args.supernet,
+        allow_unfinished=args.allow_unfinished,
+        name=args.name,
+        entry=args.entry,
+    )
+    text = f"{made.path}: {made.size_bytes / 1e6:.2f} MB fp16, sha256 {made.sha256}"
+    if made.entry is not None:
+        text += f"\nsupernet entry {made.entry} (name {made.supernet}): pass --supernet {made.entry}"
     out.result(
         "release",
-        {"path": str(made.path), "sha256": made.sha256, "bytes": made.size_bytes, "supernet": args.supernet},
-        f"{made.path}: {made.size_bytes / 1e6:.2f} MB fp16, sha256 {made.sha256}",
+        {
+            "path": str(made.path),
+            "sha256": made.sha256,
+            "bytes": made.size_bytes,
+            "supernet": made.supernet,
+            "entry": None if made.entry is None else str(made.entry),
+        },
+        text,
     )
     return 0
 
@@ -76,6 +92,19 @@ def register(sub: Any) -> None:
     p = add_command(sub, "release", "a finished training run's weights as fp16")
     p.add_argument("run", metavar="RUN_DIR", help="the run folder of ofa-edge train (or its checkpoint.pt)")
     p.add_argument("--out", required=True, help="weights file to write")
-    add_supernet(p, "registry entry the weights are for")
+    add_supernet(
+        p,
+        "registry supernet (or entry file) the weights are for (default: none; write a supernet entry "
+        "file for the run's own layout)",
+        default=None,
+    )
+    p.add_argument(
+        "--name", help="name of the supernet entry written without --supernet (default: the run folder's)"
+    )
+    p.add_argument(
+        "--entry",
+        metavar="ENTRY.toml",
+        help="supernet entry file to write without --supernet (default: --out with suffix .toml)",
+    )
     p.add_argument("--allow-unfinished", action="store_true", help="release a run still training")
     p.set_defaults(func=_cmd_release)

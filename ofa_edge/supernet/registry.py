@@ -5,11 +5,48 @@ platformdirs' cache dir); the sha256 of the first download is recorded beside th
 checked on every later load, since MIT publishes no hashes. ``OFA_EDGE_MIRROR`` replaces the
 download base URL (for mirrors and air-gapped fleets). The project's own default supernet ships
 inside the package and loads offline.
+
+A supernet of one's own needs no registry entry: a *supernet entry file* (``NAME.toml``, what
+``ofa-edge release`` writes) describes it, and wherever a registry name is taken, the path of such
+a file is too (``get_supernet_info``). Format (version 1)::
+
+    format_version = 1
+    name = "flowers-mbv3"           # the id files record: letters, digits, . _ -
+    description = "..."             # optional
+
+    [weights]
+    file = "flowers-mbv3.fp16.pt"   # a state dict; relative to the entry file's folder
+    sha256 = "<64 hex digits>"      # checked at every load
+
+    [spec]                          # MBv3Spec.to_dict()
+    width_mult = 1.0
+    n_classes = 5
+    stem_stride = 2                 # optional, with stage_strides: MIT's layout when left out
+    stage_strides = [2, 2, 2, 1, 2]
+
+    [spec.space]                    # SearchSpace.to_dict()
+    ks_list = [3, 5, 7]
+    expand_ratio_list = [3, 4, 6]
+    depth_list = [2, 3, 4]
+    resolutions = [128, 160, 192, 224]
+    n_stages = 5                    # optional
+
+    [preprocessing]                 # RGB mean and std on the 0-1 scale
+    mean = [0.485, 0.456, 0.406]
+    std = [0.229, 0.224, 0.225]
+
+An entry's ``name`` is its id: once a command has read the file, the name resolves to it for the
+rest of the process, so what that command records (latency tables, records, predictors) names
+the supernet as every later command given the same file does.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import tomllib
+import typing
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -20,7 +57,7 @@ from typing import Any
 
 import torch
 
-from ofa_edge.errors import CheckpointError, DownloadError, RegistryError, UnknownName
+from ofa_edge.errors import CheckpointError, ConfigError, DownloadError, RegistryError, UnknownName
 from ofa_edge.files import atomic_path, cache_dir, sha256_file, write_atomic
 from ofa_edge.supernet.ofa_mbv3 import OFAMobileNetV3
 from ofa_edge.supernet.preprocessing import CIFAR10, IMAGENET, Preprocessing
@@ -33,11 +70,23 @@ DOWNLOAD_TIMEOUT_S = 30.0
 #: ``progress(done_bytes, total_bytes_or_None)`` while a checkpoint downloads.
 ByteProgress = Callable[[int, "int | None"], None]
 
+#: The version of the supernet entry file format this code reads and writes.
+ENTRY_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class LocalWeights:
+    """The weights a supernet entry file names: the file on this machine and its recorded sha256."""
+
+    path: Path
+    sha256: str
+    entry: Path  # the entry file naming them
+
 
 @dataclass(frozen=True)
 class SupernetInfo:
-    """A registry entry: the architecture (its spec: nothing to build to read it), how its input
-    images are normalized, and the source of its weights."""
+    """A registry entry (or supernet entry file): the architecture (its spec: nothing to build to
+    read it), how its input images are normalized, and the source of its weights."""
 
     name: str
     description: str
@@ -45,6 +94,7 @@ class SupernetInfo:
     preprocessing: Preprocessing
     url_name: str | None = None  # file name under the download base URL
     packaged: str | None = None  # file name under ofa_edge/weights/
+    local: LocalWeights | None = None  # from a supernet entry file
 
     def build(self) -> OFAMobileNetV3:
         """The untrained supernet of this entry's spec."""
@@ -58,6 +108,8 @@ class SupernetInfo:
 
 
 _SUPERNETS: dict[str, SupernetInfo] = {}
+#: The supernet entry files read in this process, by name (the last one read under each name).
+_ENTRIES: dict[str, SupernetInfo] = {}
 
 
 def register_supernet(info: SupernetInfo) -> SupernetInfo:
@@ -71,10 +123,201 @@ def list_supernets() -> list[SupernetInfo]:
     return list(_SUPERNETS.values())
 
 
-def get_supernet_info(name: str) -> SupernetInfo:
-    if name not in _SUPERNETS:
-        raise UnknownName("supernet", name, list(_SUPERNETS))
-    return _SUPERNETS[name]
+def get_supernet_info(name: str | Path) -> SupernetInfo:
+    """The supernet of a registry name, or of a supernet entry file (a path ending in ``.toml``),
+    whose name then resolves to it for the rest of the process."""
+    if str(name).endswith(".toml"):
+        info = _read_entry(Path(name))
+        _ENTRIES[info.name] = info
+        return info
+    found = _SUPERNETS.get(str(name)) or _ENTRIES.get(str(name))
+    if found is None:
+        raise UnknownName("supernet", str(name), list(_SUPERNETS))
+    return found
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+#: Each table of an entry file (by its dotted name; "" the top level): key -> (type, required).
+#: Parents come before their sub-tables, so each is known to be a table when its keys are checked.
+_ENTRY_TABLES: dict[str, dict[str, tuple[Any, bool]]] = {
+    "": {
+        "format_version": (int, True),
+        "name": (str, True),
+        "description": (str, False),
+        "weights": (dict, True),
+        "spec": (dict, True),
+        "preprocessing": (dict, True),
+    },
+    "weights": {"file": (str, True), "sha256": (str, True)},
+    "spec": {
+        "width_mult": (float, True),
+        "n_classes": (int, True),
+        "space": (dict, True),
+        "stem_stride": (int, False),
+        "stage_strides": (list[int], False),
+    },
+    "spec.space": {
+        "ks_list": (list[int], True),
+        "expand_ratio_list": (list[float], True),
+        "depth_list": (list[int], True),
+        "resolutions": (list[int], True),
+        "n_stages": (int, False),
+    },
+    "preprocessing": {"mean": (list[float], True), "std": (list[float], True)},
+}
+_KIND_NAMES: dict[Any, str] = {
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    dict: "a table",
+    list[int]: "a list of integers",
+    list[float]: "a list of numbers",
+}
+
+
+def check_entry_name(name: str) -> str:
+    """``name`` if it can name a supernet entry: an id safe in file names, not a registry name."""
+    if not _NAME.fullmatch(name) or name.endswith(".toml"):
+        raise ConfigError(
+            f"{name!r} cannot name a supernet",
+            hint="use letters, digits, '.', '_' and '-', starting with a letter or digit (not *.toml)",
+        )
+    if name in _SUPERNETS:
+        raise RegistryError(
+            f"supernet name {name!r} is the registry's", hint="give the supernet entry a name of its own"
+        )
+    return name
+
+
+def _fits(value: Any, kind: Any) -> bool:
+    """Whether a parsed TOML value is of ``kind`` (a number may be written as an integer)."""
+    if typing.get_origin(kind) is list:
+        return (
+            isinstance(value, list) and bool(value) and all(_fits(v, typing.get_args(kind)[0]) for v in value)
+        )
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, (int, float)) if kind is float else isinstance(value, kind)
+
+
+def _read_entry(path: Path) -> SupernetInfo:
+    """The supernet a supernet entry file describes (format in the module docstring), checked."""
+    if not path.is_file():
+        raise ConfigError(
+            f"no supernet entry file {path}",
+            hint="--supernet takes a registry name or a supernet entry .toml",
+        )
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"supernet entry {path} is unreadable: {err}", hint="fix its TOML") from None
+    version = data.get("format_version")
+    if version != ENTRY_FORMAT_VERSION:
+        raise ConfigError(
+            f"supernet entry {path} has format_version = {version!r}, not {ENTRY_FORMAT_VERSION}",
+            hint=f"write format_version = {ENTRY_FORMAT_VERSION} (README: Supernet entry files), "
+            "or update ofa-edge to read a newer entry",
+        )
+    for where, fields in _ENTRY_TABLES.items():
+        table = data
+        for part in where.split(".") if where else []:
+            table = table[part]
+        dotted = f"{where}." if where else ""
+        unknown = sorted(set(table) - set(fields))
+        if unknown:
+            raise ConfigError(
+                f"supernet entry {path} has unknown key {dotted}{unknown[0]}",
+                hint=f"the keys of {f'[{where}]' if where else 'its top level'} are {', '.join(fields)}",
+            )
+        for key, (kind, required) in fields.items():
+            if key not in table and required:
+                raise ConfigError(
+                    f"supernet entry {path} lacks {dotted}{key}",
+                    hint="add it (README: Supernet entry files)",
+                )
+            if key in table and not _fits(table[key], kind):
+                raise ConfigError(
+                    f"supernet entry {path}: {dotted}{key} = {table[key]!r} is not {_KIND_NAMES[kind]}",
+                    hint="correct it (README: Supernet entry files)",
+                )
+    weights, pre = data["weights"], data["preprocessing"]
+    if not _SHA256.fullmatch(weights["sha256"]):
+        raise ConfigError(
+            f"supernet entry {path}: weights.sha256 = {weights['sha256']!r} is not 64 lowercase hex digits",
+            hint="write the weights file's sha256 (sha256sum FILE)",
+        )
+    try:
+        spec = MBv3Spec.from_dict(data["spec"])
+        if len(pre["mean"]) != 3 or len(pre["std"]) != 3 or min(pre["std"]) <= 0:
+            raise ConfigError("preprocessing: mean and std need 3 values (R, G, B), std above 0")
+    except ConfigError as err:
+        hint = err.hint or "correct it (README: Supernet entry files)"
+        raise ConfigError(f"supernet entry {path}: {err.message}", hint=hint) from None
+    try:
+        name = check_entry_name(data["name"])
+    except (ConfigError, RegistryError) as err:
+        raise type(err)(f"supernet entry {path}: {err.message}", hint=err.hint) from None
+    return SupernetInfo(
+        name=name,
+        description=data.get("description", f"supernet entry {path}"),
+        spec=spec,
+        preprocessing=Preprocessing(_rgb(pre["mean"]), _rgb(pre["std"])),
+        local=LocalWeights(Path(os.path.normpath(path.parent / weights["file"])), weights["sha256"], path),
+    )
+
+
+def _rgb(values: list[float]) -> tuple[float, float, float]:
+    r, g, b = (float(v) for v in values)
+    return r, g, b
+
+
+def write_entry(
+    path: str | Path,
+    *,
+    name: str,
+    description: str,
+    spec: MBv3Spec,
+    preprocessing: Preprocessing,
+    weights: str | Path,
+) -> SupernetInfo:
+    """Write a supernet entry file for the weights file ``weights`` (recorded relative to the
+    entry's folder, with its sha256), atomically; returns the supernet as read back from it."""
+    path = Path(path)
+    data = {
+        "format_version": ENTRY_FORMAT_VERSION,
+        "name": check_entry_name(name),
+        "description": description,
+        "weights": {
+            "file": os.path.relpath(Path(weights).absolute(), path.parent.absolute()),
+            "sha256": sha256_file(weights),
+        },
+        "spec": spec.to_dict(),
+        "preprocessing": {"mean": list(preprocessing.mean), "std": list(preprocessing.std)},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, "\n".join(_toml_lines(data)) + "\n")
+    return get_supernet_info(path)
+
+
+def _toml_lines(table: dict[str, Any], prefix: str = "") -> list[str]:
+    """``table`` as TOML lines: its values, then each sub-table under its dotted ``[header]``."""
+    lines = [f"{key} = {_toml_value(value)}" for key, value in table.items() if not isinstance(value, dict)]
+    for key, sub in table.items():
+        if isinstance(sub, dict):
+            lines += ["", f"[{prefix}{key}]", *_toml_lines(sub, f"{prefix}{key}.")]
+    return lines
+
+
+def _toml_value(value: Any) -> str:
+    """One TOML value: a string (JSON's escapes are TOML's), a number or a flat list."""
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML value for {value!r}")
 
 
 def download(url: str, dest: Path, progress: ByteProgress | None = None) -> None:
@@ -103,6 +346,8 @@ def download(url: str, dest: Path, progress: ByteProgress | None = None) -> None
 
 def checkpoint_path(info: SupernetInfo, progress: ByteProgress | None = None) -> Path:
     """Where ``info``'s weights are on this machine, downloading and hash-checking as needed."""
+    if info.local is not None:
+        return _checked_local(info.name, info.local)
     if info.packaged is not None:
         path = Path(str(resources.files("ofa_edge") / "weights" / info.packaged))
         if not path.is_file():
@@ -136,6 +381,24 @@ def checkpoint_path(info: SupernetInfo, progress: ByteProgress | None = None) ->
             hint=f"delete {path} to download it again",
         )
     return path
+
+
+def _checked_local(name: str, local: LocalWeights) -> Path:
+    """An entry file's weights file, if it is there with the sha256 the entry records."""
+    if not local.path.is_file():
+        raise CheckpointError(
+            f"the weights of supernet {name!r} are missing: no file {local.path} (named in {local.entry})",
+            hint="put the weights file there, or correct weights.file in the entry",
+        )
+    digest = sha256_file(local.path)
+    if digest != local.sha256:
+        raise CheckpointError(
+            f"weights file {local.path} has sha256 {digest[:12]}..., "
+            f"but its supernet entry {local.entry} records {local.sha256[:12]}...",
+            hint=f"restore the file the entry was written for; if these are the weights you mean, "
+            f'set sha256 = "{digest}" in {local.entry}',
+        )
+    return local.path
 
 
 def read_checkpoint(path: str | Path, trusted: bool = False) -> dict[str, Any]:
@@ -177,14 +440,20 @@ def load_supernet(
     pretrained: bool = True,
     progress: ByteProgress | None = None,
 ) -> OFAMobileNetV3:
-    """Build the named supernet and load its weights (from ``checkpoint`` if given)."""
+    """Build the named supernet (or entry file's) and load its weights (from ``checkpoint`` if given)."""
     info = get_supernet_info(name)
     net = info.build()
     if checkpoint is not None:
         net.load_state_dict(read_checkpoint(checkpoint))
     elif pretrained:
-        net.load_state_dict(read_checkpoint(checkpoint_path(info, progress), trusted=True))
+        net.load_state_dict(supernet_weights(info, progress))
     return net.eval()
+
+
+def supernet_weights(info: SupernetInfo, progress: ByteProgress | None = None) -> dict[str, Any]:
+    """``info``'s own state dict (downloaded and hash-checked as needed); only the registry's own
+    files, whose hashes were checked, may be fully unpickled."""
+    return read_checkpoint(checkpoint_path(info, progress), trusted=info.local is None)
 
 
 for _width in (1.0, 1.2):
@@ -226,7 +495,8 @@ CIFAR10_V2_SUPERNET = register_supernet(
 )
 
 
-def describe_supernet(name: str) -> dict[str, Any]:
-    """What files that depend on a supernet record of it: its id, width, classes, space (and
-    strides, when not MIT's)."""
-    return {"id": name, **get_supernet_info(name).spec.to_dict()}
+def describe_supernet(name: str | Path) -> dict[str, Any]:
+    """What files that depend on a supernet record of it: its id (an entry file's name, not its
+    path), width, classes, space (and strides, when not MIT's)."""
+    info = get_supernet_info(name)
+    return {"id": info.name, **info.spec.to_dict()}

@@ -88,6 +88,11 @@ class MBv3Spec:
     def __post_init__(self) -> None:
         strides = tuple(self.stage_strides)
         object.__setattr__(self, "stage_strides", strides)
+        if not self.width_mult > 0 or self.n_classes < 1:
+            raise ConfigError(
+                f"width_mult={self.width_mult!r}, n_classes={self.n_classes!r}: "
+                "the width must be above 0 and the classes at least 1"
+            )
         if self.stem_stride not in (1, 2):
             raise ConfigError(f"stem_stride={self.stem_stride!r} is not 1 or 2")
         if len(strides) != self.space.n_stages or any(s not in (1, 2) for s in strides):
