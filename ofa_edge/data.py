@@ -26,8 +26,15 @@ from ofa_edge.files import atomic_path, cache_dir
 from ofa_edge.supernet.preprocessing import Preprocessing
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-#: Images of a training split held out for validation: never trained on, never calibrated on.
+#: Images of a training split held out for validation (at most; a tenth of a smaller split):
+#: never trained on, never calibrated on.
 VAL_IMAGES = 5000
+
+
+def held_out_count(n: int) -> int:
+    """How many of a training split's ``n`` images are held out for validation: ``VAL_IMAGES``,
+    or a tenth of a split smaller than ten times that (CIFAR-10's 50,000 hold out 5,000)."""
+    return min(VAL_IMAGES, n // 10)
 
 
 @dataclass(frozen=True)
@@ -90,12 +97,33 @@ def _members(source: Path, split: str) -> Iterator[tuple[str, str, bytes]]:
         ) from None
 
 
-def load_split(source: str | Path, split: str, size: int | None = None) -> ImageArray:
-    """All images of ``split`` (e.g. "train", "test") from ``source``, cached after first decode."""
+def _common_size(
+    items: list[tuple[str, str, bytes]], source: Path, split: str, fallback: int | None
+) -> int | None:
+    """None when every image has one size (decode as they are), else ``fallback``."""
+    from PIL import Image
+
+    sizes = {Image.open(io.BytesIO(data)).size for _, _, data in items}  # headers only
+    if len(sizes) == 1:
+        return None
+    if fallback is None:
+        raise ConfigError(
+            f"the images in {source}/{split} have {len(sizes)} different sizes",
+            hint="resize them to one size, or set image_size in the training recipe",
+        )
+    return fallback
+
+
+def load_split(
+    source: str | Path, split: str, size: int | None = None, *, size_if_mixed: int | None = None
+) -> ImageArray:
+    """All images of ``split`` (e.g. "train", "test") from ``source``, cached after first decode,
+    at ``size`` x ``size``; with no ``size``, at their own size when they share one, else at
+    ``size_if_mixed`` (a network's largest resolution, say)."""
     source = Path(source).resolve()
     if not source.exists():
         raise ConfigError(f"dataset {source} does not exist", hint="check the --data path")
-    key = hashlib.sha256(f"{source}|{split}|{size}".encode())
+    key = hashlib.sha256(f"{source}|{split}|{size}|{size_if_mixed}".encode())
     files = sorted((source / split).rglob("*")) if source.is_dir() else [source]
     for path in files:  # a folder's cache follows its files: one added, removed or changed
         stat = path.stat()
@@ -112,6 +140,8 @@ def load_split(source: str | Path, split: str, size: int | None = None) -> Image
         )
     classes = tuple(sorted({c for c, _, _ in items}))
     index = {c: i for i, c in enumerate(classes)}
+    if size is None:
+        size = _common_size(items, source, split, size_if_mixed)
     images = np.stack([_decode(data, size) for _, _, data in items])
     labels = np.array([index[c] for c, _, _ in items], dtype=np.int64)
     cached.parent.mkdir(parents=True, exist_ok=True)
@@ -189,11 +219,14 @@ def batches(
 
 
 def split_train_val(
-    train: ImageArray, val_images: int = VAL_IMAGES, train_images: int | None = None
+    train: ImageArray, val_images: int | None = None, train_images: int | None = None
 ) -> tuple[ImageArray, ImageArray]:
     """(images trained on, held-out validation images) of a training split: a fixed shuffle
-    (seed 12345) whose first ``val_images`` are held out; ``train_images`` caps the rest (None:
-    all). Training, accuracy tables and the shipped calibration set all split this way."""
+    (seed 12345) whose first ``val_images`` (None: :func:`held_out_count`) are held out;
+    ``train_images`` caps the rest (None: all). Training, accuracy tables and the shipped
+    calibration set all split this way."""
+    if val_images is None:
+        val_images = held_out_count(len(train))
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(12345)).numpy()
     val_idx, train_idx = order[:val_images], order[val_images:]
     if train_images is not None:

@@ -26,7 +26,7 @@ from ofa_edge.errors import CheckpointError, ConfigError
 from ofa_edge.supernet.preprocessing import CIFAR10, IMAGENET, Preprocessing
 from ofa_edge.supernet.registry import get_supernet_info, load_supernet
 from ofa_edge.supernet.space import ArchConfig
-from ofa_edge.training.progressive import RECIPES, Trainer
+from ofa_edge.training import Trainer, fit_config, load_recipe
 from ofa_edge.training.release import load_weights, release_weights
 from tests.test_cli import error_line
 
@@ -166,15 +166,17 @@ def test_mismatched_table_is_refused(net, tmp_path: Path) -> None:
 
 
 def test_calibration_and_validation_split() -> None:
-    train = _images(5000 + CALIB_IMAGES + 200)
+    train = _images(12_000)
     calib, val = calibration_and_validation(train)
-    assert len(calib) == CALIB_IMAGES and len(val) == 5000
+    assert len(calib) == CALIB_IMAGES and len(val) == 1200  # a tenth (5,000 of CIFAR-10's 50,000)
     again, _ = calibration_and_validation(train)
     assert np.array_equal(calib.images, again.images)
     as_rows = lambda a: {bytes(x) for x in a.images.reshape(len(a), -1)}  # noqa: E731
     assert not as_rows(calib) & as_rows(val)  # never calibrate on held-out images
-    with pytest.raises(ConfigError, match="training split has 100 images"):
-        calibration_and_validation(_images(100))
+    small_calib, small_val = calibration_and_validation(_images(100))  # a tenth held out, the rest calibrates
+    assert (len(small_calib), len(small_val)) == (90, 10)
+    with pytest.raises(ConfigError, match="training split has 9 images"):
+        calibration_and_validation(_images(9))
 
 
 def test_packaged_calibration_set() -> None:
@@ -296,8 +298,8 @@ def test_accuracy_build_cli_needs_a_full_training_split(tmp_path: Path) -> None:
 
 
 def test_release_weights_round_trip(tmp_path: Path) -> None:
-    config = RECIPES["smoke"]()
-    data = _images(config.train_images + config.val_images)
+    data = _images(600)  # smoke holds out a tenth, trains on 512 of the rest
+    config = fit_config(load_recipe("smoke"), data)
     trainer = Trainer(config, data, tmp_path / "run", log=lambda _: None)
     trainer.run(stop_after_seconds=0)  # one training step, checkpointed: a run that has not finished
     with pytest.raises(CheckpointError, match="has not finished training"):

@@ -18,7 +18,7 @@ from ofa_edge.supernet import MobileNetV3, OFAMobileNetV3
 from ofa_edge.supernet.counting import Counts, count
 from ofa_edge.supernet.registry import describe_supernet, get_supernet_info, list_supernets
 from ofa_edge.supernet.spec import MBv3Spec
-from ofa_edge.training import RECIPES
+from ofa_edge.training import load_recipe
 
 RESOLUTIONS = (24, 32)
 #: Stem and first stage at stride 1: CIFAR's 32 px end as a 4x4 map instead of MIT's 1x1.
@@ -133,7 +133,7 @@ def test_bad_layout_is_refused(layout: dict, message: str) -> None:
 
 def test_v2_entry_is_what_its_recipe_trains() -> None:
     built = get_supernet_info("ofa-mbv3-cifar10-v2").build()
-    assert built.spec == RECIPES["cifar10-v2"]().build().spec and not built.spec.is_mit_layout
+    assert built.spec == load_recipe("cifar10-v2").build().spec and not built.spec.is_mit_layout
 
 
 def test_descriptions_carry_the_layout() -> None:

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from ofa_edge.data import ImageArray, load_split
-from ofa_edge.errors import ConfigError
+from ofa_edge.errors import ConfigError, OfaEdgeError
 from ofa_edge.supernet.preprocessing import CIFAR10, IMAGENET
 from ofa_edge.supernet.registry import CIFAR10_SUPERNET, CIFAR10_V2_SUPERNET
-from ofa_edge.training.progressive import RECIPES, Phase, TrainConfig, Trainer
+from ofa_edge.training import Phase, TrainConfig, Trainer, load_recipe, recipe_names
 
 
 def _toy_data(n: int) -> ImageArray:
@@ -100,8 +100,8 @@ def test_config_carries_its_preprocessing() -> None:
     assert TrainConfig.from_dict(imagenet.to_dict()) == imagenet != CONFIG
     old = {k: v for k, v in CONFIG.to_dict().items() if k != "preprocessing"}
     assert TrainConfig.from_dict(old) == CONFIG and CONFIG.preprocessing == CIFAR10
-    for name, recipe in RECIPES.items():
-        assert recipe().preprocessing == CIFAR10, name
+    for name in recipe_names():
+        assert load_recipe(name).preprocessing == CIFAR10, name
     assert CIFAR10_SUPERNET.preprocessing == CIFAR10_V2_SUPERNET.preprocessing == CIFAR10
 
 
@@ -117,3 +117,60 @@ def test_cpu_seconds_are_logged_across_resumes(tmp_path: Path) -> None:
     assert entry["train_cpu_seconds"] == round(final.state.train_cpu_seconds, 1)
     assert final.state.train_cpu_seconds > first.state.train_cpu_seconds
     assert entry["epoch_cpu_seconds"] > 0 and final.state.epoch_cpu_seconds == 0  # reset for the next epoch
+
+
+def test_recipe_files_and_their_errors(tmp_path: Path) -> None:
+    """Shipped recipes load by name, one's own by path; bad files fail in one line naming the key."""
+    assert {"cifar10-default", "cifar10-v2", "smoke"} <= set(recipe_names())
+    v2 = load_recipe("cifar10-v2")
+    assert v2.stem_stride == 1 and [p.epochs for p in v2.phases] == [60, 10, 3, 10, 3, 12]
+    own = tmp_path / "mine.toml"
+    text = (Path(__file__).parents[1] / "ofa_edge/training/recipes/smoke.toml").read_text()
+    own.write_text(text.replace("batch_size = 64", "batch_size = 32\nmicro_batch = 16"))
+    mine = load_recipe(own)
+    assert (mine.batch_size, mine.micro_batch) == (32, 16) and mine.phases == load_recipe("smoke").phases
+    for bad, message in (
+        (text.replace("batch_size", "batch_sise"), "unknown key.*batch_sise"),
+        (text.replace('name = "kernel"', 'name = "kernel"\nlrr = 1'), "phase 2 has unknown key.*lrr"),
+        (text.replace("format_version = 1", "format_version = 2"), "is not format_version = 1"),
+        (text + "n_classes = 3\n", "unknown key.*n_classes"),  # the data's class folders say
+        (text.replace('preprocessing = "cifar10"', 'preprocessing = "svhn"'), "unknown preprocessing"),
+        ("format_version = 1\n", "has no \\[\\[phases\\]\\]"),
+        ("format_version = = 1", "cannot read recipe"),
+    ):
+        own.write_text(bad)
+        with pytest.raises(OfaEdgeError, match=message):
+            load_recipe(own)
+    with pytest.raises(OfaEdgeError, match="unknown recipe"):
+        load_recipe("cifar100")
+
+
+def test_recipe_files_resume_the_runs_started_before_them() -> None:
+    """The recipes became files while ofa-mbv3-cifar10-v2 trained: its checkpoint's config must
+    still equal the recipe's, or the run could not resume."""
+    ckpt = Path(__file__).parents[1] / "runs/ofa-mbv3-cifar10-v2/checkpoint.pt"
+    if not ckpt.is_file():
+        pytest.skip("the cifar10-v2 run has finished and left runs/")
+    saved = TrainConfig.from_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["config"])
+    assert saved == load_recipe("cifar10-v2")
+
+
+def test_counts_adapt_to_a_small_dataset_or_fail_up_front() -> None:
+    """A recipe's image counts fit a small dataset (a tenth held out) or fail before training,
+    naming the numbers; a 3-class set of 180 images trains with the smoke recipe."""
+    from ofa_edge.training import fit_config
+    from ofa_edge.training.progressive import check_counts
+
+    smoke = load_recipe("smoke")
+    data = ImageArray(np.zeros((180, 32, 32, 3), np.uint8), np.arange(180) % 3, ("a", "b", "c"))
+    fitted = fit_config(smoke, data)
+    assert fitted.n_classes == 3 and check_counts(fitted, 180, 1) == (64, 64)
+    assert check_counts(fitted, 180, 2) == (32, 32)
+    with pytest.raises(ConfigError, match="162 images to train on are fewer than one batch of 256"):
+        check_counts(TrainConfig(**{**fitted.__dict__, "batch_size": 256}), 180, 1)
+    with pytest.raises(ConfigError, match="batch of 64 does not split into 3 processes"):
+        check_counts(fitted, 180, 3)
+    with pytest.raises(ConfigError, match="holding out 200 of 180 images"):
+        check_counts(TrainConfig(**{**fitted.__dict__, "val_images": 200}), 180, 1)
+    with pytest.raises(ConfigError, match="the config has 10 classes, the data 3"):
+        Trainer(smoke, data, Path("/nonexistent"))

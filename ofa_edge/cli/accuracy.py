@@ -126,12 +126,19 @@ def _cmd_accuracy_build(args: argparse.Namespace, out: Output) -> int:
 def _cmd_accuracy_fit(args: argparse.Namespace, out: Output) -> int:
     from ofa_edge.accuracy.predictor import ArchEncoder, fit_plot, fit_predictor, save_predictor
     from ofa_edge.accuracy.table import read_table
+    from ofa_edge.errors import ConfigError
     from ofa_edge.files import sha256_file
     from ofa_edge.supernet.registry import get_supernet_info
 
     table = read_table(args.table)
     supernet = table.header["supernet"]
-    space = get_supernet_info(supernet).spec.space
+    info = get_supernet_info(args.supernet or supernet)
+    if info.name != supernet:
+        raise ConfigError(
+            f"{args.table} measured supernet {supernet!r}, not {info.name!r}",
+            hint=f"pass --supernet {supernet} (or its entry file)",
+        )
+    space = info.spec.space
     fit = fit_predictor(  # a fraction, as MIT's predictors give (the table stores percent)
         [r.arch for r in table.records],
         [r.top1 / 100 for r in table.records],
@@ -189,6 +196,11 @@ def register(sub: Any) -> None:
     p = add_command(asub, "fit", "train the accuracy predictor on a table")
     p.add_argument("table", type=Path, metavar="TABLE.jsonl", help="accuracy table (from accuracy build)")
     p.add_argument("--out", required=True, type=Path, help="predictor file to write")
+    p.add_argument(
+        "--supernet",
+        metavar="ID|ENTRY.toml",
+        help="the table's supernet (default: the id its header records; your own: its entry file)",
+    )
     p.add_argument("--epochs", type=int, default=200, help="training epochs")
     p.add_argument("--seed", type=int, default=0, help="seed of the train/held-out split and the weights")
     p.add_argument(

@@ -12,27 +12,41 @@ from ofa_edge.cli.output import Output
 
 
 def _cmd_train(args: argparse.Namespace, out: Output) -> int:
-    from ofa_edge.data import load_split
-    from ofa_edge.errors import UnknownName
-    from ofa_edge.training import RECIPES, Trainer
+    import dataclasses
 
-    if args.recipe not in RECIPES:
-        raise UnknownName("recipe", args.recipe, list(RECIPES))
+    from ofa_edge.data import load_split
+    from ofa_edge.distributed import join
+    from ofa_edge.training import Trainer, fit_config, load_recipe
+
+    group = join()  # one process, or this process's rank when torchrun started it
     set_host_threads(args)
+    config = load_recipe(args.recipe)
+    if args.init:
+        config = dataclasses.replace(config, init=args.init)
+    for first in (True, False):  # rank 0 decodes (and caches) the images, then the others read
+        if group.is_main == first:
+            train = load_split(args.data, "train", config.image_size, size_if_mixed=max(config.resolutions))
+        group.barrier()
+    main = group.is_main
     trainer = Trainer(
-        RECIPES[args.recipe](),
-        load_split(args.data, "train"),
+        fit_config(config, train),
+        train,
         Path(args.out),
         checkpoint_minutes=args.checkpoint_minutes,
-        log=lambda line: print(line, file=sys.stderr, flush=True),
+        log=(lambda line: print(line, file=sys.stderr, flush=True)) if main else (lambda line: None),
+        group=group,
+        progress=out.counter("training", "step") if main else None,
     )
     finished = trainer.run(None if args.hours is None else args.hours * 3600)
+    if not main:
+        return 0
     state = trainer.state
     out.result(
         "train",
         {
             "finished": finished,
             "run_dir": str(Path(args.out).resolve()),
+            "processes": group.world_size,
             "log": state.log,
             "train_seconds": state.train_seconds,
             "train_cpu_seconds": state.train_cpu_seconds,
@@ -80,7 +94,16 @@ def register(sub: Any) -> None:
         "--out", required=True, metavar="RUN_DIR", help="run folder (resumed if it holds a checkpoint)"
     )
     p.add_argument(
-        "--recipe", default="cifar10-default", help="training recipe (cifar10-default, cifar10-v2 or smoke)"
+        "--recipe",
+        default="cifar10-default",
+        metavar="NAME|FILE.toml",
+        help="training recipe: a shipped one (cifar10-default, cifar10-v2, smoke) or a TOML file",
+    )
+    p.add_argument(
+        "--init",
+        metavar="SUPERNET|WEIGHTS",
+        help="start a new run from these weights (registry name, entry file, weights or run folder); "
+        "the classifier is new",
     )
     p.add_argument(
         "--hours", type=float, help="pause, checkpointed, after this long (default: run to the end)"

@@ -1,13 +1,22 @@
-"""Progressive shrinking (OFA's training recipe) on a CPU, checkpointed for exact resume.
+"""Progressive shrinking (OFA's training recipe), checkpointed for exact resume, on one process
+or many (``torchrun``: DDP-style data parallelism, gloo on CPUs, NCCL on GPUs).
 
-Phases: the full network (the teacher), then elastic kernel, elastic depth (3-4, then 2-4) and
-elastic expand (4-6, then 3-6, hidden channels sorted by importance first). Every phase after
-the first distills from a frozen copy of the trained full network and accumulates gradients over
-several sampled subnets per step. Each batch trains at one resolution drawn from the space.
+Phases (a recipe's, see :mod:`ofa_edge.training.config`): the full network (the teacher), then
+elastic kernel, elastic depth and elastic expand. Every phase after the first distills from a
+frozen copy of the trained full network and accumulates gradients over several sampled subnets
+per step. Each batch trains at one resolution drawn from the space.
 
 All randomness (shuffle order, augmentation, subnet and resolution draws) derives from
 ``(seed, phase, epoch, step)``, so a checkpoint needs no RNG state: a run killed at any point
 and restarted with the same command continues exactly where its last checkpoint stood.
+
+Many processes: every rank draws the same global batch and the same subnets (the seeds above),
+computes on its own slice of the batch, and the gradients of all the step's subnets are summed
+over the ranks in one all-reduce before the optimizer step, so every rank holds the same weights.
+BatchNorm normalizes with the statistics of each forward's own images (per rank, as MIT's
+Horovod runs did: no extra all-reduce per layer); a recipe's ``micro_batch`` fixes that batch,
+and with it a run computes the same on any number of processes. The running statistics are
+averaged over the ranks at each epoch's end. Rank 0 alone validates, logs and writes checkpoints.
 """
 
 from __future__ import annotations
@@ -27,129 +36,13 @@ import torch
 import torch.nn.functional as F
 
 from ofa_edge.accuracy.measure import subnet_top1
-from ofa_edge.data import VAL_IMAGES, ImageArray, batches, resize, split_train_val
+from ofa_edge.data import ImageArray, batches, held_out_count, resize, split_train_val
+from ofa_edge.distributed import Group
 from ofa_edge.errors import CheckpointError, ConfigError
 from ofa_edge.files import atomic_path, copy_atomic
-from ofa_edge.supernet import ArchConfig, OFAMobileNetV3, SearchSpace
-from ofa_edge.supernet.preprocessing import CIFAR10, Preprocessing
-from ofa_edge.supernet.registry import CIFAR10_V2_SPEC
-from ofa_edge.supernet.spec import MIT_STAGE_STRIDES, MIT_STEM_STRIDE, MBv3Spec
-
-CHECKPOINT_VERSION = 1
-
-
-@dataclass(frozen=True)
-class Phase:
-    """One stage of progressive shrinking: which choices are elastic, for how long, how fast."""
-
-    name: str
-    epochs: int
-    lr: float
-    ks: tuple[int, ...]
-    e: tuple[float, ...]
-    d: tuple[int, ...]
-    subnets_per_step: int = 1
-    distill: bool = True
-    sort_channels_stage: int | None = None  # expand phases: OFA's re_organize_middle_weights
-    warmup_epochs: float = 0.0
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that defines a training run; stored in its checkpoint and checked on resume."""
-
-    width_mult: float = 0.5
-    n_classes: int = 10
-    resolutions: tuple[int, ...] = (24, 28, 32, 36, 40)
-    stem_stride: int = MIT_STEM_STRIDE  # the layout (see MBv3Spec); MIT's unless a recipe says so
-    stage_strides: tuple[int, ...] = MIT_STAGE_STRIDES
-    batch_size: int = 128
-    weight_decay: float = 4e-5
-    momentum: float = 0.9
-    label_smoothing: float = 0.1
-    kd_ratio: float = 1.0
-    val_images: int = VAL_IMAGES  # held out of the training split, never trained on
-    train_images: int | None = None  # None: every training image not held out
-    seed: int = 0
-    phases: tuple[Phase, ...] = field(default_factory=tuple)
-    # How images are normalized (the trained supernet's registry entry must say the same).
-    # CIFAR-10's, as before the field existed, so the configs of earlier runs compare equal.
-    preprocessing: Preprocessing = CIFAR10
-
-    def build(self) -> OFAMobileNetV3:
-        """The untrained supernet this run trains (its layout is part of the config)."""
-        space = SearchSpace(resolutions=self.resolutions)
-        spec = MBv3Spec(self.width_mult, self.n_classes, space, self.stem_stride, self.stage_strides)
-        return OFAMobileNetV3.from_spec(spec)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        data = dict(data)
-        phases: list[dict[str, Any]] = data["phases"]
-        data["phases"] = tuple(Phase(**_tuples(p)) for p in phases)
-        for key in ("resolutions", "stage_strides"):
-            if key in data:  # stage_strides: absent from runs started before layouts existed
-                data[key] = tuple(data[key])
-        if "preprocessing" in data:  # absent from runs started before it was configurable
-            data["preprocessing"] = Preprocessing(**_tuples(data["preprocessing"]))
-        return cls(**data)
-
-
-def layout_of(spec: MBv3Spec) -> dict[str, Any]:
-    """The ``TrainConfig`` fields that fix the supernet trained: those of the registry's ``spec``."""
-    return {
-        "width_mult": spec.width_mult,
-        "n_classes": spec.n_classes,
-        "resolutions": spec.space.resolutions,
-        "stem_stride": spec.stem_stride,
-        "stage_strides": spec.stage_strides,
-    }
-
-
-def _tuples(fields: dict[str, Any]) -> dict[str, Any]:
-    """JSON's lists back as the tuples a frozen config holds."""
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
-
-
-def progressive_shrinking(
-    epochs: tuple[int, int, int, int, int, int] = (20, 4, 1, 4, 1, 4),
-    lrs: tuple[float, ...] = (0.1, 0.03, 0.01, 0.02, 0.01, 0.02),
-    **config: Any,
-) -> TrainConfig:
-    """OFA's six phases (teacher, kernel, depth x2, expand x2) with the given epochs and LRs."""
-    ks, e, d = (3, 5, 7), (3, 4, 6), (2, 3, 4)
-    phases = (
-        Phase("teacher", epochs[0], lrs[0], (7,), (6,), (4,), distill=False, warmup_epochs=1),
-        Phase("kernel", epochs[1], lrs[1], ks, (6,), (4,)),
-        Phase("depth-1", epochs[2], lrs[2], ks, (6,), (3, 4), subnets_per_step=2),
-        Phase("depth-2", epochs[3], lrs[3], ks, (6,), d, subnets_per_step=2),
-        Phase("expand-1", epochs[4], lrs[4], ks, (4, 6), d, 2, sort_channels_stage=0),
-        Phase("expand-2", epochs[5], lrs[5], ks, e, d, 2, sort_channels_stage=1),
-    )
-    return TrainConfig(phases=phases, **config)
-
-
-#: Named recipes for ``ofa-edge train --recipe``.
-RECIPES: dict[str, Callable[[], TrainConfig]] = {
-    "cifar10-default": progressive_shrinking,
-    # Issue 20 (ofa-mbv3-cifar10-v2): stem stride 1, so 32-px images end as a 2x2 map, not 1x1
-    # (~370 CPU-s per teacher epoch on 1 thread, 2.5x the MIT layout); a 3x longer teacher and
-    # longer shrinking phases, about 13 CPU-hours in all; CIFAR's usual weight decay.
-    "cifar10-v2": lambda: progressive_shrinking(
-        epochs=(60, 10, 3, 10, 3, 12), weight_decay=5e-4, **layout_of(CIFAR10_V2_SPEC)
-    ),
-    # A minutes-long run on a data subset: for tests and to try the pipeline end to end.
-    "smoke": lambda: progressive_shrinking(
-        epochs=(1, 1, 1, 1, 1, 1),
-        train_images=512,
-        val_images=256,
-        batch_size=64,
-        resolutions=(24, 32),
-    ),
-}
+from ofa_edge.supernet import ArchConfig, OFAMobileNetV3
+from ofa_edge.training.config import CHECKPOINT_VERSION, Phase, TrainConfig, layout_of
+from ofa_edge.training.init import init_backbone, init_spec
 
 
 @dataclass
@@ -167,6 +60,9 @@ class RunState:
     # where wall time depends on the neighbours.
     train_cpu_seconds: float = 0.0
     epoch_cpu_seconds: float = 0.0
+    # Each start of the run with another process count: where it started, on how many processes,
+    # with which per-forward batch (what a change of process count changes in the run's math).
+    processes: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _rng(config: TrainConfig, *parts: int) -> random.Random:
@@ -206,8 +102,44 @@ def _optimizer(net: torch.nn.Module, config: TrainConfig, lr: float) -> torch.op
     )
 
 
+def fit_config(config: TrainConfig, train: ImageArray) -> TrainConfig:
+    """``config`` for dataset ``train``: its class count from the data's class folders and its
+    layout from ``config.init`` when that names a supernet (registry entry or entry file)."""
+    layout: dict[str, Any] = {"n_classes": len(train.classes)}
+    spec = init_spec(config.init) if config.init is not None else None
+    if spec is not None:
+        layout = {**layout_of(spec), **layout, "resolutions": config.resolutions}
+    return dataclasses.replace(config, **layout)
+
+
+def check_counts(config: TrainConfig, n_images: int, processes: int) -> tuple[int, int]:
+    """(images per process per step, images per forward) for ``config`` on ``n_images`` training
+    images over ``processes``: numbers that do not fit fail here, before any training."""
+    val = config.val_images if config.val_images is not None else held_out_count(n_images)
+    trained = min(n_images - val, config.train_images or n_images)
+    per_process, rest = divmod(config.batch_size, processes)
+    micro = config.micro_batch or per_process
+    problem = None
+    if val < 1 or trained < 1:
+        problem = f"holding out {val} of {n_images} images for validation leaves {max(trained, 0)}"
+    elif trained < config.batch_size:
+        problem = f"{trained} images to train on are fewer than one batch of {config.batch_size}"
+    elif rest or per_process % micro:
+        problem = (
+            f"a batch of {config.batch_size} does not split into {processes} processes "
+            f"x micro-batches of {micro}"
+        )
+    if problem:
+        raise ConfigError(
+            f"the recipe does not fit the data: {problem}",
+            hint="set batch_size, micro_batch, val_images or train_images in a recipe file "
+            "(ofa-edge train --recipe FILE.toml), or add images",
+        )
+    return per_process, micro
+
+
 class Trainer:
-    """Runs (or resumes) a progressive-shrinking run in ``run_dir``."""
+    """Runs (or resumes) a progressive-shrinking run in ``run_dir``, as one rank of ``group``."""
 
     def __init__(
         self,
@@ -216,24 +148,65 @@ class Trainer:
         run_dir: Path,
         checkpoint_minutes: float = 5.0,
         log: Callable[[str], None] = print,
+        group: Group | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> None:
+        """``progress(steps_done, steps_total)`` follows the whole run's optimizer steps."""
         self.config, self.run_dir, self.log = config, Path(run_dir), log
+        self.group = group or Group()
+        self.progress = progress
+        if config.n_classes != len(train.classes):
+            raise ConfigError(
+                f"the config has {config.n_classes} classes, the data {len(train.classes)}",
+                hint="let fit_config set the class count from the data",
+            )
+        self.per_process, self.micro_batch = check_counts(config, len(train), self.group.world_size)
         self.checkpoint_seconds = checkpoint_minutes * 60
         self.train, self.val = split_train_val(train, config.val_images, config.train_images)
         with torch.random.fork_rng():
             torch.manual_seed(config.seed)  # the initial weights belong to the config too
-            self.net = config.build().to(memory_format=torch.channels_last)
+            self.net = self._build()
         self.teacher: OFAMobileNetV3 | None = None
         self.state = RunState()
         self.optimizer: torch.optim.SGD | None = None
         self.ckpt_path = self.run_dir / "checkpoint.pt"
         self._load()
 
+    def _build(self) -> OFAMobileNetV3:
+        return self.config.build().to(self.group.device, memory_format=torch.channels_last)
+
     # --- checkpoints -----------------------------------------------------------------------
 
     def _load(self) -> None:
         """Resume from ``checkpoint.pt``, else (unreadable or missing) from ``checkpoint.pt.prev``,
-        saying so: a folder holding checkpoints never starts over silently."""
+        saying so: a folder holding checkpoints never starts over silently. Rank 0 reads the
+        files and hands the checkpoint to the other ranks (which may run on other machines)."""
+        found: tuple[dict[str, Any] | None, Exception | None] = (None, None)
+        if self.group.is_main:
+            try:
+                found = (self._read_checkpoint(), None)
+            except (CheckpointError, ConfigError) as err:
+                found = (None, err)
+        ckpt, error = self.group.broadcast(found)
+        if error is not None:
+            raise error
+        if ckpt is None:
+            if self.config.init is not None:  # a new run that starts from another supernet
+                self.log(f"initialized from {init_backbone(self.net, self.config.init)}")
+            return
+        self.net.load_state_dict(ckpt["model"])
+        if ckpt["teacher"] is not None:
+            self.teacher = self._build()
+            self.teacher.load_state_dict(ckpt["teacher"])
+            self.teacher.eval()
+        self.state = RunState(**ckpt["state"])
+        if ckpt["optimizer"] is not None:
+            phase = self.config.phases[self.state.phase]
+            self.optimizer = _optimizer(self.net, self.config, phase.lr)
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+
+    def _read_checkpoint(self) -> dict[str, Any] | None:
+        """This run's checkpoint (or its ``.prev``), None for a new run; errors name the fix."""
         prev = self.ckpt_path.with_suffix(".pt.prev")
         problems: list[str] = []
         for path in (self.ckpt_path, prev):
@@ -247,7 +220,7 @@ class Trainer:
                 problems.append(f"{path.name}: {str(err).splitlines()[0] if str(err) else repr(err)}")
         else:
             if not problems:
-                return  # a new run
+                return None  # a new run
             raise CheckpointError(
                 f"cannot resume from {self.ckpt_path} ({'; '.join(problems)})",
                 hint=f"move the checkpoint files in {self.run_dir} away to start over",
@@ -263,28 +236,22 @@ class Trainer:
                 f"{self.ckpt_path} was written by another training config",
                 hint="resume with the same recipe, or use a new --out folder",
             )
-        self.net.load_state_dict(ckpt["model"])
-        if ckpt["teacher"] is not None:
-            self.teacher = self.config.build().to(memory_format=torch.channels_last)
-            self.teacher.load_state_dict(ckpt["teacher"])
-            self.teacher.eval()
-        self.state = RunState(**ckpt["state"])
-        if ckpt["optimizer"] is not None:
-            phase = self.config.phases[self.state.phase]
-            self.optimizer = _optimizer(self.net, self.config, phase.lr)
-            self.optimizer.load_state_dict(ckpt["optimizer"])
+        return dict(ckpt)
 
     def save(self) -> None:
-        """Write the checkpoint atomically, keeping the previous one as ``.prev``: a kill at any
-        instant leaves a complete ``checkpoint.pt`` (the new one replaces it in one step)."""
+        """Write the checkpoint atomically (rank 0), keeping the previous one as ``.prev``: a kill
+        at any instant leaves a complete ``checkpoint.pt`` (the new one replaces it in one step)."""
+        if not self.group.is_main:
+            return
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        cpu = lambda module: {k: v.cpu() for k, v in module.state_dict().items()}  # noqa: E731
         with atomic_path(self.ckpt_path) as tmp:
             torch.save(
                 {
                     "version": CHECKPOINT_VERSION,
                     "config": self.config.to_dict(),
-                    "model": self.net.state_dict(),
-                    "teacher": None if self.teacher is None else self.teacher.state_dict(),
+                    "model": cpu(self.net),
+                    "teacher": None if self.teacher is None else cpu(self.teacher),
                     "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
                     "state": dataclasses.asdict(self.state),
                 },
@@ -303,6 +270,7 @@ class Trainer:
         """Train until finished (True) or until ``stop_after_seconds`` passed (False, saved)."""
         started = time.monotonic()
         last_save, last_cpu = started, time.process_time()
+        self._note_processes()
         while not self.done:
             phase = self.config.phases[self.state.phase]
             self._enter_phase(phase)
@@ -323,8 +291,12 @@ class Trainer:
                     continue  # resuming mid-epoch: same order, already trained
                 self.state.epoch_loss_sum += self._train_step(phase, step, steps, x, y)
                 self.state.step = step + 1
+                if self.progress is not None:  # over the whole run: its ETA is the run's
+                    epochs = [p.epochs for p in self.config.phases]
+                    before = sum(epochs[: self.state.phase]) + self.state.epoch
+                    self.progress(before * steps + step + 1, sum(epochs) * steps)
                 now = time.monotonic()
-                stop = stop_after_seconds is not None and now - started > stop_after_seconds
+                stop = self.group.any(stop_after_seconds is not None and now - started > stop_after_seconds)
                 if stop or now - last_save > self.checkpoint_seconds:
                     last_cpu = self._account(now - last_save, last_cpu)
                     last_save = now
@@ -337,6 +309,20 @@ class Trainer:
             self._end_epoch(phase, steps)
             self.save()
         return True
+
+    def _note_processes(self) -> None:
+        """Record a start on another process count (or micro-batch) than the last one, and say so."""
+        now = {"processes": self.group.world_size, "micro_batch": self.micro_batch}
+        last = self.state.processes[-1] if self.state.processes else None
+        if last is not None and {k: last[k] for k in now} == now:
+            return
+        where = {"phase": self.state.phase, "epoch": self.state.epoch, "step": self.state.step}
+        self.state.processes.append({**now, **where})
+        if last is not None:
+            self.log(
+                f"resuming on {now['processes']} process(es), micro-batch {now['micro_batch']} "
+                f"(was {last['processes']}, {last['micro_batch']}) at {where}"
+            )
 
     def _account(self, seconds: float, cpu_since: float) -> float:
         """Add ``seconds`` of wall time and the CPU time since ``cpu_since``; the CPU clock now."""
@@ -358,33 +344,68 @@ class Trainer:
         self.optimizer = _optimizer(self.net, self.config, phase.lr)
 
     def _train_step(self, phase: Phase, step: int, steps: int, x: torch.Tensor, y: torch.Tensor) -> float:
+        """One optimizer step on global batch ``(x, y)``: this rank's slice of it, in forwards of
+        ``micro_batch`` images, for each of the step's subnets; gradients summed over all ranks.
+        Returns the step's mean loss over the subnets (the whole batch's, on every rank)."""
         assert self.optimizer is not None
         lr = _lr(phase, self.state.epoch * steps + step, steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         rng = _rng(self.config, self.state.phase, self.state.epoch, step)
         r = rng.choice(self.config.resolutions)
-        x = resize(x, r).contiguous(memory_format=torch.channels_last)
+        archs = [sample_phase_arch(self.net, phase, rng, r) for _ in range(phase.subnets_per_step)]
+        first = self.group.rank * self.per_process
+        device = self.group.device
+        x = resize(x[first : first + self.per_process], r).to(device)
+        x = x.contiguous(memory_format=torch.channels_last)
+        y = y[first : first + self.per_process].to(device)
+        chunks = list(zip(x.split(self.micro_batch), y.split(self.micro_batch)))
+        share = self.micro_batch / self.config.batch_size  # one forward's part of the batch mean
         self.net.train()
-        soft = None
+        soft: list[torch.Tensor | None] = [None] * len(chunks)
         if phase.distill:
             assert self.teacher is not None
             with torch.no_grad():
-                soft = F.softmax(self.teacher(x), dim=1)
+                soft = [F.softmax(self.teacher(xs), dim=1) for xs, _ in chunks]
         self.optimizer.zero_grad(set_to_none=True)
-        total = 0.0
-        for _ in range(phase.subnets_per_step):
-            self.net.set_arch(sample_phase_arch(self.net, phase, rng, r))
-            out = self.net(x)
-            loss = F.cross_entropy(out, y, label_smoothing=self.config.label_smoothing)
-            if soft is not None:
-                loss = loss + self.config.kd_ratio * -(soft * F.log_softmax(out, 1)).sum(1).mean()
-            loss.backward()
-            total += float(loss.detach())
+        total = torch.zeros(1, device=device)
+        for arch in archs:
+            self.net.set_arch(arch)
+            for (xs, ys), targets in zip(chunks, soft):
+                out = self.net(xs)
+                loss = F.cross_entropy(out, ys, label_smoothing=self.config.label_smoothing)
+                if targets is not None:
+                    loss = loss + self.config.kd_ratio * -(targets * F.log_softmax(out, 1)).sum(1).mean()
+                (loss * share).backward()
+                total += loss.detach() * share
+        grads = [p.grad for p in self.net.parameters() if p.grad is not None]
+        self.group.all_reduce_sum([*grads, total])
         self.optimizer.step()
-        return total / phase.subnets_per_step
+        return float(total) / phase.subnets_per_step
 
     def _end_epoch(self, phase: Phase, steps: int) -> None:
+        self._average_bn_statistics()
+        if self.group.is_main:
+            self._validate(phase, steps)
+        self.state.epoch += 1
+        self.state.step = 0
+        self.state.epoch_loss_sum = self.state.epoch_seconds = self.state.epoch_cpu_seconds = 0.0
+        if self.state.epoch >= phase.epochs:
+            self.state.phase += 1
+            self.state.epoch = 0
+            self.optimizer = None
+
+    def _average_bn_statistics(self) -> None:
+        """Every rank's BatchNorm running statistics replaced by their mean over the ranks."""
+        if self.group.world_size == 1:
+            return
+        stats = [b for n, b in self.net.named_buffers() if n.endswith(("running_mean", "running_var"))]
+        self.group.all_reduce_sum(stats)
+        for b in stats:
+            b.div_(self.group.world_size)
+
+    def _validate(self, phase: Phase, steps: int) -> None:
+        """Log the epoch: loss, top-1 of the largest and smallest subnets on held-out images."""
         space = self.net.space
         r = max(space.resolutions)
         val_subset = self.val.subset(1000)
@@ -406,10 +427,3 @@ class Trainer:
         }
         self.state.log.append(entry)
         self.log(json.dumps(entry))
-        self.state.epoch += 1
-        self.state.step = 0
-        self.state.epoch_loss_sum = self.state.epoch_seconds = self.state.epoch_cpu_seconds = 0.0
-        if self.state.epoch >= phase.epochs:
-            self.state.phase += 1
-            self.state.epoch = 0
-            self.optimizer = None

@@ -22,7 +22,7 @@ import torch
 from ofa_edge.errors import CheckpointError, ConfigError
 from ofa_edge.files import atomic_path
 from ofa_edge.supernet.registry import check_entry_name, get_supernet_info, read_checkpoint, write_entry
-from ofa_edge.training.progressive import CHECKPOINT_VERSION, TrainConfig
+from ofa_edge.training.config import CHECKPOINT_VERSION, TrainConfig
 
 
 @dataclass(frozen=True)
