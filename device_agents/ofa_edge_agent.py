@@ -16,6 +16,7 @@ that crashes or hangs is reported for that model, and the rest are measured in a
 """
 
 import glob
+import importlib.util
 import json
 import math
 import os
@@ -31,6 +32,9 @@ PROTOCOL = 1
 #: The folder read in place of /sys for clocks, governors and temperatures. A test knob: the test
 #: bed points it at a simulated cpufreq tree (tests/testbed.py ``SimulatedCpufreq``).
 SYSFS = os.environ.get("OFA_EDGE_AGENT_SYSFS", "/sys")
+#: The folder read in place of /proc for cpuinfo, meminfo and the device tree: the same kind of
+#: test knob, to identify a Raspberry Pi, a Jetson or a phone from fixture files.
+PROCFS = os.environ.get("OFA_EDGE_AGENT_PROCFS", "/proc")
 
 
 # --- device conditions and fingerprint ------------------------------------------------------
@@ -38,7 +42,7 @@ SYSFS = os.environ.get("OFA_EDGE_AGENT_SYSFS", "/sys")
 
 def _read(path, default=None):
     try:
-        with open(path) as f:
+        with open(path, errors="replace") as f:
             return f.read().strip()
     except OSError:
         return default
@@ -111,13 +115,208 @@ def conditions():
     }
 
 
-def _cpu_model():
-    info = _read("/proc/cpuinfo", "") or ""
-    for key in ("model name", "Hardware", "Processor", "cpu model"):
-        for line in info.splitlines():
-            if line.lower().startswith(key.lower()) and ":" in line:
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+# --- CPU, board and SoC identification ---------------------------------------------------------
+# ARM cores by the "CPU implementer" and "CPU part" numbers of /proc/cpuinfo (the MIDR register's
+# fields). The numbers follow Linux's arch/arm64/include/asm/cputype.h and util-linux's
+# sys-utils/lscpu-arm.c; Arm's own cores are named as lscpu names them, other vendors' cores get
+# the vendor in front. Qualcomm's Kryo 5xx/6xx cores report Arm's numbers (Cortex-A77/A78/X1/A55),
+# its 5xx Silver cores the 4xx Silver number. The host imports identify() and parse_getprop() for
+# phones measured without Python (ofa_edge/devices/android.py): one decoding for every device.
+ARM_IMPLEMENTERS = {
+    0x41: "Arm",
+    0x42: "Broadcom",
+    0x43: "Cavium",
+    0x46: "Fujitsu",
+    0x48: "HiSilicon",
+    0x4E: "NVIDIA",
+    0x50: "APM",
+    0x51: "Qualcomm",
+    0x53: "Samsung",
+    0x56: "Marvell",
+    0x61: "Apple",
+    0x6D: "Microsoft",
+    0xC0: "Ampere",
+}
+ARM_PARTS = {
+    0x41: {
+        0xB76: "ARM1176",
+        0xC07: "Cortex-A7",
+        0xC09: "Cortex-A9",
+        0xC0E: "Cortex-A17",
+        0xC0F: "Cortex-A15",
+        0xD03: "Cortex-A53",
+        0xD04: "Cortex-A35",
+        0xD05: "Cortex-A55",
+        0xD06: "Cortex-A65",
+        0xD07: "Cortex-A57",
+        0xD08: "Cortex-A72",
+        0xD09: "Cortex-A73",
+        0xD0A: "Cortex-A75",
+        0xD0B: "Cortex-A76",
+        0xD0C: "Neoverse-N1",
+        0xD0D: "Cortex-A77",
+        0xD0E: "Cortex-A76AE",
+        0xD40: "Neoverse-V1",
+        0xD41: "Cortex-A78",
+        0xD42: "Cortex-A78AE",
+        0xD44: "Cortex-X1",
+        0xD46: "Cortex-A510",
+        0xD47: "Cortex-A710",
+        0xD48: "Cortex-X2",
+        0xD49: "Neoverse-N2",
+        0xD4B: "Cortex-A78C",
+        0xD4C: "Cortex-X1C",
+        0xD4D: "Cortex-A715",
+        0xD4E: "Cortex-X3",
+        0xD4F: "Neoverse-V2",
+        0xD80: "Cortex-A520",
+        0xD81: "Cortex-A720",
+        0xD82: "Cortex-X4",
+        0xD84: "Neoverse-V3",
+        0xD85: "Cortex-X925",
+        0xD87: "Cortex-A725",
+        0xD8E: "Neoverse-N3",
+    },
+    0x4E: {0x000: "Denver", 0x003: "Denver 2", 0x004: "Carmel"},
+    0x51: {
+        0x001: "Oryon",
+        0x201: "Kryo",
+        0x205: "Kryo",
+        0x211: "Kryo",
+        0x800: "Kryo 2xx Gold",
+        0x801: "Kryo 2xx Silver",
+        0x802: "Kryo 3xx Gold",
+        0x803: "Kryo 3xx Silver",
+        0x804: "Kryo 4xx Gold",
+        0x805: "Kryo 4xx/5xx Silver",
+        0xC00: "Falkor",
+        0xC01: "Saphira",
+    },
+    0x53: {0x001: "Exynos M1", 0x002: "Exynos M3", 0x003: "Exynos M4", 0x004: "Exynos M5"},
+    0x61: {
+        0x022: "M1 Icestorm",
+        0x023: "M1 Firestorm",
+        0x024: "M1 Pro Icestorm",
+        0x025: "M1 Pro Firestorm",
+        0x028: "M1 Max Icestorm",
+        0x029: "M1 Max Firestorm",
+        0x032: "M2 Blizzard",
+        0x033: "M2 Avalanche",
+        0x034: "M2 Pro Blizzard",
+        0x035: "M2 Pro Avalanche",
+        0x038: "M2 Max Blizzard",
+        0x039: "M2 Max Avalanche",
+    },
+}
+#: cpuinfo fields naming the CPU where no implementer/part numbers are printed (x86, old kernels).
+#: Not "Hardware": it names the SoC, and Raspberry Pi kernels print BCM2835 on every model.
+_MODEL_FIELDS = ("model name", "Processor", "cpu model")
+
+
+def _parse_cpuinfo(text):
+    """/proc/cpuinfo as (one dict per processor, a dict of the fields outside the processor
+    blocks: Raspberry Pi's Hardware/Revision/Model lines, old kernels' one set of CPU IDs)."""
+    cpus, general, current = [], {}, None
+    for line in text.splitlines():
+        if not line.strip():
+            current = None
+            continue
+        key, sep, value = line.partition(":")
+        key, value = key.strip(), value.strip()
+        if not sep:
+            continue
+        if key == "processor" and value.isdigit():
+            current = {}
+            cpus.append(current)
+        else:
+            (general if current is None else current)[key] = value
+    return cpus, general
+
+
+def _part_name(implementer, part):
+    vendor = ARM_IMPLEMENTERS.get(implementer, f"implementer 0x{implementer:02x}")
+    name = ARM_PARTS.get(implementer, {}).get(part)
+    if name is None:
+        return f"{vendor} part 0x{part:03x}"
+    return name if implementer == 0x41 else vendor + " " + name
+
+
+def _cpu_parts(cpus):
+    """Each kind of core in order of first appearance (so cpu numbers map onto clusters): its
+    name, IDs, rXpY stepping and core count (None when the kernel prints the IDs only once)."""
+    found = {}
+    for cpu in cpus:
+        try:
+            key = int(cpu["CPU implementer"], 16), int(cpu["CPU part"], 16)
+        except (KeyError, ValueError):
+            continue
+        if key not in found:
+            variant, revision = cpu.get("CPU variant", ""), cpu.get("CPU revision", "")
+            found[key] = {
+                "name": _part_name(*key),
+                "implementer": f"0x{key[0]:02x}",
+                "part": f"0x{key[1]:03x}",
+                "stepping": f"r{int(variant, 16)}p{revision}"
+                if variant.startswith("0x") and revision.isdigit()
+                else None,
+                "count": 0,
+            }
+        found[key]["count"] += 1
+    parts = list(found.values())
+    if sum(p["count"] for p in parts) < len(cpus):
+        for p in parts:
+            p["count"] = None
+    return parts
+
+
+def parse_getprop(text):
+    """Android's ``getprop`` listing (``[key]: [value]`` lines) as a dict."""
+    props = {}
+    for line in text.splitlines():
+        key, sep, value = line.strip().partition("]: [")
+        if sep and key.startswith("[") and value.endswith("]"):
+            props[key[1:]] = value[:-1]
+    return props
+
+
+def _joined(props, *keys):
+    return " ".join(props[k] for k in keys if props.get(k))
+
+
+def identify(cpuinfo, device_tree=None, android=None):
+    """The device's CPU, board and SoC from its /proc/cpuinfo text, its device-tree ``model`` and
+    ``compatible`` strings and its Android properties: the fingerprint's cpu_model (the decoded
+    cores, "4x Cortex-A55 + 3x Cortex-A78 + 1x Cortex-X1" for big.LITTLE), core_types, board, soc
+    (Android's; on other boards ``compatible`` names it, in no fixed place) and compatible. What
+    it cannot tell is None."""
+    device_tree, android = device_tree or {}, android or {}
+    cpus, general = _parse_cpuinfo(cpuinfo)
+    # Old kernels print the IDs once, for the boot CPU: a name without counts
+    parts = _cpu_parts(cpus) or [dict(p, count=None) for p in _cpu_parts([general])]
+    if len(parts) > 1 and parts[0]["count"] is not None:
+        model = " + ".join(f"{p['count']}x {p['name']}" for p in parts)
+    elif parts:
+        model = " + ".join(p["name"] for p in parts)
+    else:
+        model = next((f[k] for k in _MODEL_FIELDS for f in [*cpus[:1], general] if f.get(k)), None)
+    product = _joined(android, "ro.product.manufacturer", "ro.product.model")
+    soc = _joined(android, "ro.soc.manufacturer", "ro.soc.model")
+    return {
+        "cpu_model": model,
+        "core_types": parts,
+        "board": product or next(iter(device_tree.get("model") or []), None) or general.get("Model"),
+        "soc": soc or android.get("ro.board.platform") or android.get("ro.hardware"),
+        "compatible": device_tree.get("compatible") or [],
+    }
+
+
+def _device_tree(name):
+    """A device-tree property's strings (NUL-separated), or [] where there is no device tree."""
+    for folder in (PROCFS + "/device-tree", SYSFS + "/firmware/devicetree/base"):
+        raw = _read(folder + "/" + name)
+        if raw is not None:
+            return [s for s in raw.split("\x00") if s]
+    return []
 
 
 def _runtimes():
@@ -157,7 +356,12 @@ def fingerprint():
         {_read(p) for p in glob.glob(SYSFS + "/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_governor")}
         - {None}
     )
-    meminfo = _read("/proc/meminfo", "") or ""
+    meminfo = _read(PROCFS + "/meminfo", "") or ""
+    device = identify(
+        _read(PROCFS + "/cpuinfo", "") or "",
+        {"model": _device_tree("model"), "compatible": _device_tree("compatible")},
+        parse_getprop(_run(["getprop"]) or ""),  # Android (an agent under Termux)
+    )
     mem_kb = next(
         (int(line.split()[1]) for line in meminfo.splitlines() if line.startswith("MemTotal:")), None
     )
@@ -166,8 +370,11 @@ def fingerprint():
         "os": platform.platform(),
         "kernel": platform.release(),
         "arch": platform.machine(),
-        "cpu_model": _cpu_model(),
-        "board": (_read("/proc/device-tree/model") or "").rstrip("\x00") or None,
+        "cpu_model": device["cpu_model"] or platform.processor() or platform.machine(),
+        "core_types": device["core_types"],
+        "board": device["board"],
+        "soc": device["soc"],
+        "compatible": device["compatible"],
         "cores": os.cpu_count(),
         "online_cpus": _read(SYSFS + "/devices/system/cpu/online"),
         "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
@@ -389,6 +596,38 @@ class _Child:
         return "crashed (exit {}){}".format(self.proc.returncode, ": " + " | ".join(tail) if tail else "")
 
 
+class RuntimeMissing(Exception):
+    """The runtime a bench asks for, or numpy, is not installed for the agent's Python."""
+
+
+def _installed(module):
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def missing_runtime(runtime):
+    """One line naming the pip command that installs what ``runtime`` lacks here, or None. It
+    names every package the agent uses that is absent, so a device with neither runtime gets
+    both; for TFLite on Python 3.8 (JetPack 5) tflite-runtime, which has aarch64 wheels for it
+    where ai-edge-litert has none."""
+    tflite = "ai-edge-litert" if sys.version_info >= (3, 9) else "tflite-runtime"
+    absent = {
+        "numpy": not _installed("numpy"),
+        "onnxruntime": not _installed("onnxruntime"),
+        tflite: not (_installed("ai_edge_litert") or _installed("tflite_runtime")),
+    }
+    needed = {"onnxruntime": "onnxruntime", "tflite": tflite}.get(runtime)
+    if needed is None or not (absent["numpy"] or absent[needed]):
+        return None
+    packages = " ".join(p for p, missing in absent.items() if missing)
+    return (
+        f"{runtime} cannot run on this {platform.machine()} device: {packages} not installed for "
+        f"Python {platform.python_version()}; run `{sys.executable} -m pip install {packages}`"
+    )
+
+
 def bench(req, emit):
     """Measure every model of the request; models that crash or hang are reported and skipped."""
     spec = {
@@ -403,6 +642,9 @@ def bench(req, emit):
         "burst": int(req.get("burst", 10)),
         "burst_warmup": int(req.get("burst_warmup", 2)),
     }
+    missing = missing_runtime(spec["runtime"])
+    if missing:
+        raise RuntimeMissing(missing)
     timeout = float(req.get("model_timeout", 60.0))
     pending = list(req["models"])
     before = conditions()

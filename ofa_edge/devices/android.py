@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from device_agents.ofa_edge_agent import identify, parse_getprop
 from ofa_edge.devices.agent import AgentSession
 from ofa_edge.devices.benchmark_model import (
     BenchmarkOutputError,
@@ -28,8 +29,6 @@ from ofa_edge.devices.transport import Transport
 from ofa_edge.devices.transports import open_transport
 from ofa_edge.errors import AgentError, ConfigError, DeviceError
 from ofa_edge.files import sha256_file
-
-_PROPS = ("ro.product.manufacturer", "ro.product.model", "ro.board.platform", "ro.build.version.release")
 
 
 class BenchmarkModelSession:
@@ -75,22 +74,23 @@ class BenchmarkModelSession:
         return self.hello
 
     def fingerprint(self) -> dict[str, Any]:
-        """What the phone's shell tells without Python: properties, ABI, cores, clocks."""
+        """What the phone's shell tells without Python: properties, ABI, cores, clocks; the CPU,
+        board and SoC decoded by the agent's own ``identify`` (the same names as with the agent)."""
         self.start()
 
         def sh(argv: list[str]) -> str:
             res = self.transport.run(argv, check=False, timeout=30)
             return res.stdout.strip() if res.ok else ""
 
-        props = {p: sh(["getprop", p]) for p in _PROPS}
+        props = parse_getprop(sh(["getprop"]))
+        device = identify(sh(["cat", "/proc/cpuinfo"]), android=props)
         freqs = sh(["sh", "-c", "cat /sys/devices/system/cpu/cpu*/cpufreq/scaling_cur_freq"]).split()
+        arch = sh(["uname", "-m"])
         return {
-            "os": f"Android {props['ro.build.version.release']}".strip(),
-            "cpu_model": " ".join(
-                filter(None, (props["ro.product.manufacturer"], props["ro.product.model"]))
-            ),
-            "board": props["ro.board.platform"] or None,
-            "arch": sh(["uname", "-m"]),
+            "os": f"Android {props.get('ro.build.version.release', '')}".strip(),
+            **device,
+            "cpu_model": device["cpu_model"] or arch,
+            "arch": arch,
             "cores": int(sh(["nproc"]) or 0) or None,
             "online_cpus": sh(["cat", "/sys/devices/system/cpu/online"]) or None,
             "cpu_mhz": [int(f) // 1000 for f in freqs if f.isdigit()],
