@@ -8,13 +8,16 @@ single-process path runs the same code. Backend: NCCL when CUDA is present, else
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
 from ofa_edge.errors import ConfigError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,15 @@ class Group:
         """Wait until every rank got here."""
         if self.world_size > 1:
             dist.barrier()
+
+    def main_first(self, work: Callable[[], T]) -> T:
+        """``work()`` on rank 0, then on the other ranks: rank 0 fills a cache (decoded images,
+        say) that the others then read instead of repeating the work."""
+        result = work() if self.is_main else None
+        self.barrier()
+        if not self.is_main:
+            result = work()
+        return result  # type: ignore[return-value]
 
     def any(self, flag: bool) -> bool:
         """Whether ``flag`` is true on any rank: so that all ranks stop at the same step."""

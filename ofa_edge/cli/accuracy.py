@@ -77,10 +77,7 @@ def _cmd_accuracy_build(args: argparse.Namespace, out: Output) -> int:
         raise ConfigError("--samples, --val-images and --workers must be at least 1")
     group = join()  # one process, or this process's rank when torchrun started it
     check_workers(args.workers, group)
-    for first in (True, False):  # rank 0 decodes (and caches) the images, then the others read
-        if group.is_main == first:
-            train = load_split(args.data, "train")
-        group.barrier()
+    train = group.main_first(lambda: load_split(args.data, "train"))  # rank 0 decodes and caches
     calib, val = calibration_and_validation(train)
     val = val.subset(args.val_images)
     set_host_threads(args)

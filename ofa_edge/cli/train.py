@@ -23,10 +23,9 @@ def _cmd_train(args: argparse.Namespace, out: Output) -> int:
     config = load_recipe(args.recipe)
     if args.init:
         config = dataclasses.replace(config, init=args.init)
-    for first in (True, False):  # rank 0 decodes (and caches) the images, then the others read
-        if group.is_main == first:
-            train = load_split(args.data, "train", config.image_size, size_if_mixed=max(config.resolutions))
-        group.barrier()
+    train = group.main_first(  # rank 0 decodes and caches the images, then the others read them
+        lambda: load_split(args.data, "train", config.image_size, size_if_mixed=max(config.resolutions))
+    )
     main = group.is_main
     trainer = Trainer(
         fit_config(config, train),
