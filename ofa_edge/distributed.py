@@ -7,6 +7,7 @@ single-process path runs the same code. Backend: NCCL when CUDA is present, else
 
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -101,4 +102,13 @@ def join() -> Group:
         if cuda:
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if cuda else "gloo")
+        atexit.register(_leave)
     return Group(rank, world_size, device)
+
+
+def _leave() -> None:
+    """Close the group before the interpreter exits: a group left open has gloo threads still
+    running at exit, and the process aborts ("terminate called without an active exception")
+    after its work is done."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
