@@ -20,6 +20,8 @@ _PUBLIC = {
     "count": "ofa_edge.supernet.counting",
     "list_supernets": "ofa_edge.supernet.registry",
     "load_supernet": "ofa_edge.supernet.registry",
+    "list_specialized": "ofa_edge.supernet.specialized",
+    "load_specialized": "ofa_edge.supernet.specialized",
     "recalibrate_bn": "ofa_edge.supernet.bn",
     "AgentSession": "ofa_edge.devices.agent",
     "load_inventory": "ofa_edge.devices.inventory",

@@ -1,4 +1,5 @@
-"""``ofa-edge export``: one subnet to a checked ONNX or TFLite file, fp32 or int8."""
+"""``ofa-edge export``: one subnet (or one of MIT's specialized nets) to a checked ONNX or TFLite
+file, fp32 or int8."""
 
 from __future__ import annotations
 
@@ -11,39 +12,57 @@ from ofa_edge.cli.output import Output
 
 
 def _cmd_export(args: argparse.Namespace, out: Output) -> int:
-    from ofa_edge.export.check import export_subnet
+    from ofa_edge.errors import ConfigError
+    from ofa_edge.export.check import export_model, export_subnet
     from ofa_edge.export.images import default_calibration, load_images
     from ofa_edge.supernet.registry import get_supernet_info, load_supernet
     from ofa_edge.supernet.space import ArchConfig
+    from ofa_edge.supernet.specialized import PREPROCESSING, load_specialized
 
-    arch = ArchConfig.load(args.arch)
+    if (args.arch is None) == (args.specialized is None):
+        raise ConfigError(
+            "export takes a subnet's ARCH.json or --specialized ID|DIR (one of MIT's specialized nets)",
+            hint="give exactly one of them",
+        )
+    if args.specialized is not None and args.checkpoint is not None:
+        raise ConfigError(
+            "--checkpoint names supernet weights; a specialized net's weights are its init file",
+            hint="pass --specialized DIR, the folder holding its net.config, run.config and init",
+        )
     set_host_threads(args)
-    if args.random_weights:
-        supernet = get_supernet_info(args.supernet).build().eval()
+    if args.specialized is not None:
+        net = load_specialized(args.specialized, pretrained=not args.random_weights)
+        resolution = net.image_size
     else:
-        supernet = load_supernet(args.supernet, checkpoint=args.checkpoint)
-    arch = arch.validate(supernet.space)
+        arch = ArchConfig.load(args.arch)
+        if args.random_weights:
+            supernet = get_supernet_info(args.supernet).build().eval()
+        else:
+            supernet = load_supernet(args.supernet, checkpoint=args.checkpoint)
+        arch = arch.validate(supernet.space)
+        resolution = arch.r
     calib_path = default_calibration() if args.calib_default or not args.calib else Path(args.calib)
-    calib, _ = load_images(calib_path, args.calib_images, "train", arch.r)
+    calib, _ = load_images(calib_path, args.calib_images, "train", resolution)
     val = labels = None
     if args.val:
-        val, labels = load_images(args.val, args.val_images, "test", arch.r)
+        val, labels = load_images(args.val, args.val_images, "test", resolution)
         if args.random_weights:
             labels = None  # untrained accuracy means nothing: agreement is reported instead
-    report = export_subnet(
-        supernet,
-        args.supernet,
-        arch,
-        args.format,
-        args.precision == "int8",
-        calib,
-        args.out,
-        val_images=val,
-        val_labels=labels,
+    checks: dict[str, Any] = {
+        "val_images": val,
+        "val_labels": labels,
         **({} if args.fp32_tolerance is None else {"fp32_tolerance": args.fp32_tolerance}),
-        max_top1_drop=args.max_drop,
-        min_agreement=None if args.min_agreement is None else args.min_agreement / 100,
-    )
+        "max_top1_drop": args.max_drop,
+        "min_agreement": None if args.min_agreement is None else args.min_agreement / 100,
+    }
+    int8 = args.precision == "int8"
+    if args.specialized is not None:  # fine-tuned with its own BN statistics: exported as it is
+        report = export_model(
+            net, resolution, args.format, int8, calib, args.out, preprocessing=PREPROCESSING,
+            specialized=str(args.specialized), **checks,
+        )  # fmt: skip
+    else:
+        report = export_subnet(supernet, args.supernet, arch, args.format, int8, calib, args.out, **checks)
     lines = [
         f"{report.path}: {report.format} {report.precision}, {report.size_bytes / 1e6:.2f} MB, "
         f"input {'x'.join(map(str, report.input_shape))}, sha256 {report.sha256[:16]}...",
@@ -70,7 +89,13 @@ def register(sub: Any) -> None:
     p = add_command(
         sub, "export", "export a subnet to ONNX or TFLite (fp32/int8), checked before it is written"
     )
-    p.add_argument("arch", metavar="ARCH.json", help="arch JSON file ({ks, e, d, r})")
+    p.add_argument("arch", metavar="ARCH.json", nargs="?", help="arch JSON file ({ks, e, d, r})")
+    p.add_argument(
+        "--specialized",
+        metavar="ID|DIR",
+        help="instead of ARCH.json: one of MIT's specialized nets (`ofa-edge supernets --specialized`), "
+        "or a folder holding MIT's net.config, run.config and init",
+    )
     add_supernet(p)
     p.add_argument("--format", required=True, choices=["onnx", "tflite"], help="model file format")
     add_precision(p, "fp32, or static int8 (ONNX QDQ / full-integer TFLite)")

@@ -11,7 +11,16 @@ from ofa_edge.cli.output import Output
 
 def _cmd_supernets(args: argparse.Namespace, out: Output) -> int:
     from ofa_edge.supernet.registry import list_supernets
+    from ofa_edge.supernet.specialized import list_specialized
 
+    if args.specialized:
+        nets = list_specialized()
+        text = [
+            f"{n.id:42s} {n.target:13s} {n.budget:g} {n.unit:6s} top-1 {n.top1:4.1f}  {n.supernet}"
+            for n in nets
+        ]
+        out.result("specialized", {"specialized": [n.to_dict() for n in nets]}, "\n".join(text))
+        return 0
     infos = list_supernets()
     lines = [f"{i.name:36s} {i.description}" for i in infos]
     out.result(
@@ -40,6 +49,11 @@ def _cmd_count(args: argparse.Namespace, out: Output) -> int:
 def register(sub: Any) -> None:
     """Add ``supernets`` and ``count``."""
     p = add_command(sub, "supernets", "list the registered supernets")
+    p.add_argument(
+        "--specialized",
+        action="store_true",
+        help="list MIT's 50 specialized nets instead (ids for `export --specialized`)",
+    )
     p.set_defaults(func=_cmd_supernets)
 
     p = add_command(sub, "count", "MACs and params of a subnet")

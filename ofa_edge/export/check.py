@@ -80,6 +80,8 @@ class ExportReport:
     int8_top1_drop: float | None = None
     int8_check: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    #: MIT's specialized net exported (its id or folder) when the model is no supernet's subnet.
+    specialized: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The export record (also the CLI's ``--json`` document): what the file is, and its checks."""
@@ -166,6 +168,7 @@ def export_model(
     min_agreement: float | None = None,
     supernet: str | None = None,
     arch: dict[str, Any] | None = None,
+    specialized: str | None = None,
 ) -> ExportReport:
     """Export a static image classifier (eval mode, BN ready) to ``out`` and check it first.
 
@@ -214,6 +217,7 @@ def export_model(
             fp32_tolerance=fp32_tolerance,
             check_images=n,
             timings=timings,
+            specialized=specialized,
         )
         final = fp32_path
         if int8:

@@ -21,10 +21,10 @@ from ofa_edge.supernet.spec import SE_REDUCTION, BlockSpec, make_divisible, mid_
 
 
 def activation(name: str | None) -> nn.Module | None:
-    """The activation modules OFA-MBv3 uses, by OFA's names."""
+    """The activation modules OFA's networks use, by OFA's names (relu6: ProxylessNAS's)."""
     if name is None:
         return None
-    table = {"relu": nn.ReLU, "h_swish": nn.Hardswish, "h_sigmoid": nn.Hardsigmoid}
+    table = {"relu": nn.ReLU, "relu6": nn.ReLU6, "h_swish": nn.Hardswish, "h_sigmoid": nn.Hardsigmoid}
     if name not in table:
         raise ValueError(f"activation {name!r} is not one of {sorted(table)}")
     return table[name]()

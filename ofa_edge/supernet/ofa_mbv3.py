@@ -280,7 +280,7 @@ class OFAMobileNetV3(_MBv3Body):
             state_dict = state_dict["state_dict"]
         state_dict = {k.replace(".mobile_inverted_conv.", ".conv."): v for k, v in state_dict.items()}
         self._check_layout(state_dict)
-        problems = _mismatches(self.state_dict(), state_dict, strict)
+        problems = state_dict_mismatches(self.state_dict(), state_dict, strict)
         if problems:
             raise CheckpointError(
                 f"checkpoint does not fit OFAMobileNetV3(width_mult={self.spec.width_mult}, "
@@ -309,7 +309,9 @@ def _describe_layout(strides: list[int] | None) -> str:
     return f"stem stride {stem}, stage strides {stages}"
 
 
-def _mismatches(own: Mapping[str, torch.Tensor], given: Mapping[str, Any], strict: bool) -> list[str]:
+def state_dict_mismatches(
+    own: Mapping[str, torch.Tensor], given: Mapping[str, Any], strict: bool
+) -> list[str]:
     """Human summaries of missing, unexpected and wrongly shaped entries (at most 3 of each)."""
 
     def few(keys: list[str]) -> str:

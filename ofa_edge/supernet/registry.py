@@ -358,17 +358,26 @@ def checkpoint_path(info: SupernetInfo, progress: ByteProgress | None = None) ->
         return path
     if info.url is None:
         raise CheckpointError(f"supernet {info.name!r} has no weights to load", hint="pass --checkpoint PATH")
-    path = cache_dir() / "supernets" / f"{info.name}.pth"
+    return cached_download(
+        info.url,
+        cache_dir() / "supernets" / f"{info.name}.pth",
+        f"supernet {info.name!r}",
+        "connect to the network (or set OFA_EDGE_MIRROR), or pass --checkpoint PATH to a local copy",
+        progress,
+    )
+
+
+def cached_download(url: str, path: Path, what: str, hint: str, progress: ByteProgress | None = None) -> Path:
+    """``path``, downloaded from ``url`` on first use; the sha256 of that download is recorded
+    beside it and checked at every later use (MIT publishes no hashes). ``what`` and ``hint``
+    name the file and the way out in the error of a failed download."""
     record = path.with_name(path.name + ".sha256")
     if not path.is_file():
         try:
-            download(info.url, path, progress)
+            download(url, path, progress)
         except DownloadError as err:
             raise DownloadError(
-                f"cannot download supernet {info.name!r} from {info.url}: {err.message.split(': ', 1)[-1]}",
-                hint="connect to the network (or set OFA_EDGE_MIRROR), "
-                "or pass --checkpoint PATH to a local copy",
-                url=info.url,
+                f"cannot download {what} from {url}: {err.message.split(': ', 1)[-1]}", hint=hint, url=url
             ) from None
         record.unlink(missing_ok=True)
     digest = sha256_file(path)
@@ -376,7 +385,7 @@ def checkpoint_path(info: SupernetInfo, progress: ByteProgress | None = None) ->
         write_atomic(record, digest + "\n")
     elif record.read_text().strip() != digest:
         raise CheckpointError(
-            f"cached checkpoint {path} has sha256 {digest[:12]}..., "
+            f"cached file {path} has sha256 {digest[:12]}..., "
             f"but {record.read_text().strip()[:12]}... was recorded when it was downloaded",
             hint=f"delete {path} to download it again",
         )
