@@ -178,8 +178,10 @@ def test_an_id_downloads_once_and_its_hashes_are_checked(
     url, served = mirror
     net_id = "note10_lat@64ms_top1@80.2_finetune@75"
     monkeypatch.setenv("OFA_EDGE_MIRROR", url)
-    net = load_specialized(net_id)
     cached = cache_dir() / "specialized" / "note10_lat-64ms_top1-80.2_finetune-75"
+    assert load_specialized(net_id, pretrained=False).image_size == IMAGE_SIZE["mbv3"]
+    assert sorted(p.name for p in cached.iterdir() if p.suffix != ".sha256") == ["net.config", "run.config"]
+    net = load_specialized(net_id)
     for name in ("net.config", "run.config", "init"):
         assert (cached / name).read_bytes() == (served / name).read_bytes()
         assert (cached / f"{name}.sha256").read_text().strip() == sha256(served / name)
@@ -299,6 +301,10 @@ def test_export_and_bench_on_local_through_the_cli(tmp_path: Path) -> None:
 
     both = run("export", "arch.json", "--specialized", str(folder), "--format", "onnx", "--out", "x.onnx")
     assert "export takes a subnet's ARCH.json or --specialized ID|DIR" in error_line(both, 2)
+    weights = run(
+        "export", "--specialized", str(folder), "--checkpoint", "w.pt", "--format", "onnx", "--out", "x.onnx"
+    )
+    assert "a specialized net's weights are its init file" in error_line(weights, 2)
     (folder / "net.config").write_text(
         json.dumps({**json.loads((folder / "net.config").read_text()), "name": "X"})
     )
