@@ -70,6 +70,8 @@ def test_missing_default_file_means_local_only(tmp_path: Path, monkeypatch: pyte
         ('[devices.a]\ntransport = "bluetooth"\n', "transport='bluetooth' is not one of"),
         ('[devices.a]\nruntime = "tensorrt"\n', "runtime='tensorrt' is not one of"),
         ("[devices.a]\nthreads = 0\n", "threads=0 must be an integer"),
+        ("[devices.a]\nslowdown = 0\n", "slowdown=0 must be a number in 0.01..1000"),
+        ('[devices.a]\nslowdown = "slow"\n', "slowdown='slow' must be a number"),
         ("[devices.a\n", "not valid TOML"),
         ('[hosts.a]\nhost = "h"\n', "unknown top-level key"),
     ],

@@ -99,3 +99,25 @@ def test_a_batch_whose_clock_moved_is_measured_again_once(
     entries = table.entries[32]
     assert set(entries) == OPS and all(len(e.passes) == 1 and e.median_ms > 0 for e in entries.values())
     assert sum(e.remeasured for e in entries.values()) == remeasured
+
+
+def test_every_wait_scales_with_the_devices_slowdown(tmp_path: Path) -> None:
+    """The rule: the host waits ``seconds * slowdown`` for work a desktop does in ``seconds``.
+    What a device of slowdown 1 finishes in time, the same device declared 1000x faster
+    (slowdown 0.001) overruns, for a command and for an agent request alike, and the error says
+    which knob to turn."""
+    from ofa_edge.devices.transports import open_transport
+    from ofa_edge.errors import CommandTimeout
+
+    base = dataclasses.replace(local_device(), workdir=str(tmp_path / "agent"))
+    with open_transport(base) as transport:
+        assert transport.run(["sleep", "0.2"], timeout=1).ok
+    hasty = dataclasses.replace(base, slowdown=0.001)
+    with open_transport(hasty) as transport, pytest.raises(CommandTimeout, match="within 0.001 s"):
+        transport.run(["sleep", "0.2"], timeout=1)
+    with AgentSession(base) as session:
+        assert session.fingerprint()["cores"]
+    session = AgentSession(dataclasses.replace(base, slowdown=1e-4))
+    with pytest.raises(CommandTimeout, match="slowdown"):
+        session.start()  # the agent's hello: 60 desktop seconds, here 6 ms
+    session.close()

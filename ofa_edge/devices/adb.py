@@ -31,7 +31,6 @@ from pathlib import Path
 from ofa_edge.devices.local import ProcessChannel
 from ofa_edge.devices.spec import AdbOptions, DeviceSpec
 from ofa_edge.devices.transport import (
-    DEFAULT_TIMEOUT_S,
     CommandTimeout,
     DeviceError,
     DeviceUnreachable,
@@ -87,7 +86,7 @@ class AdbTransport(Transport):
     """A phone reached with the ``adb`` client; connects (``adb connect``) on the first call."""
 
     def __init__(self, spec: DeviceSpec) -> None:
-        super().__init__(spec.name)
+        super().__init__(spec.name, spec.slowdown)
         self.options = spec.adb or AdbOptions()
         self._env = dict(os.environ)
         if self.options.server_port is not None:
@@ -99,14 +98,7 @@ class AdbTransport(Transport):
 
     # --- the Transport verbs --------------------------------------------------------------
 
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        timeout: float = DEFAULT_TIMEOUT_S,
-        check: bool = True,
-        cwd: str | None = None,
-    ) -> RunResult:
+    def _run(self, argv: Sequence[str], *, timeout: float, check: bool, cwd: str | None) -> RunResult:
         """Run ``argv`` on the phone with the shell protocol (exit code, separate stderr); on a
         timeout the command is killed on the phone."""
         command = shell_command(argv, cwd)
@@ -198,7 +190,7 @@ class AdbTransport(Transport):
             proc.communicate()
             raise CommandTimeout(
                 f"{self.name}: `{what}` did not finish within {timeout:g} s",
-                hint="raise the timeout, or check that the phone is awake and not throttling",
+                hint="check that the phone is awake and not throttling, or raise its slowdown (inventory)",
                 device=self.name,
                 timeout=timeout,
             ) from None

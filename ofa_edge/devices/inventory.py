@@ -30,7 +30,9 @@ from ofa_edge.errors import ConfigError
 #: Where phones let a shell user write and execute.
 ADB_WORKDIR = "/data/local/tmp/ofa-edge-agent"
 #: Fields every device table may set, whatever its transport.
-COMMON_FIELDS = frozenset({"transport", "runtime", "threads", "workdir", "python", "cpus", "description"})
+COMMON_FIELDS = frozenset(
+    {"transport", "runtime", "threads", "workdir", "python", "cpus", "description", "slowdown"}
+)
 
 
 def _int(name: str, key: str, value: Any, lo: int, hi: int) -> int:
@@ -69,6 +71,12 @@ def parse_device(name: str, table: dict[str, Any], base: Path) -> DeviceSpec:
         p = Path(_str(name, key, table[key])).expanduser()
         return p if p.is_absolute() else base / p
 
+    slowdown = table.get("slowdown", 1.0)
+    if isinstance(slowdown, bool) or not isinstance(slowdown, int | float) or not 0.01 <= slowdown <= 1000:
+        raise ConfigError(
+            f"device {name!r}: slowdown={slowdown!r} must be a number in 0.01..1000",
+            hint="how many times longer than a desktop the device takes (an emulated board: 20)",
+        )
     cpus = table.get("cpus")
     if cpus is not None:
         if not isinstance(cpus, list) or not cpus:
@@ -107,6 +115,7 @@ def parse_device(name: str, table: dict[str, Any], base: Path) -> DeviceSpec:
         description=str(table.get("description", "")),
         ssh=ssh,
         adb=adb,
+        slowdown=float(slowdown),
     )
 
 

@@ -19,7 +19,6 @@ from pathlib import Path
 
 from ofa_edge.devices.spec import DeviceSpec
 from ofa_edge.devices.transport import (
-    DEFAULT_TIMEOUT_S,
     Channel,
     CommandTimeout,
     DeviceUnreachable,
@@ -98,7 +97,8 @@ class ProcessChannel(Channel):
         except queue.Empty:
             raise CommandTimeout(
                 f"{self.device}: no line from `{self.command}` within {timeout:g} s",
-                hint="the process may be stuck; its stderr: " + (self._tail() or "(empty)"),
+                hint="if the device is slow, raise its slowdown in the inventory; the process's stderr: "
+                + (self._tail() or "(empty)"),
                 device=self.device,
             ) from None
         if line is None:
@@ -157,18 +157,11 @@ class LocalTransport(Transport):
     """This machine. The agent runs under the host's own Python unless the inventory says else."""
 
     def __init__(self, spec: DeviceSpec) -> None:
-        super().__init__(spec.name)
+        super().__init__(spec.name, spec.slowdown)
         self.spec = spec
         self._channels: list[ProcessChannel] = []
 
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        timeout: float = DEFAULT_TIMEOUT_S,
-        check: bool = True,
-        cwd: str | None = None,
-    ) -> RunResult:
+    def _run(self, argv: Sequence[str], *, timeout: float, check: bool, cwd: str | None) -> RunResult:
         command = " ".join(argv)
         try:
             proc = subprocess.run(
@@ -179,7 +172,10 @@ class LocalTransport(Transport):
                 cwd=_local_path(cwd) if cwd else None,
             )
         except subprocess.TimeoutExpired:
-            raise CommandTimeout(f"{self.name}: `{command}` did not finish within {timeout:.0f} s") from None
+            raise CommandTimeout(
+                f"{self.name}: `{command}` did not finish within {timeout:g} s",
+                hint="if the device is slow, raise its slowdown in the inventory",
+            ) from None
         except OSError as err:
             res = RunResult(self.name, command, 127, "", f"{argv[0]}: {err.strerror}")
         else:

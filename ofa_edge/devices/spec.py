@@ -63,6 +63,13 @@ class DeviceSpec:
     description: str = ""
     ssh: SshOptions | None = None
     adb: AdbOptions | None = None
+    #: How many times longer than a desktop this device takes for the same work (an emulated
+    #: board: 20): every wait of the host for the device is ``wait(seconds)``.
+    slowdown: float = 1.0
+
+    def wait(self, seconds: float) -> float:
+        """How long to wait for work a desktop does in ``seconds``: ``seconds * slowdown``."""
+        return seconds * self.slowdown
 
 
 def local_workdir() -> str:

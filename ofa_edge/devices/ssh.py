@@ -25,7 +25,6 @@ from paramiko.hostkeys import InvalidHostKey
 
 from ofa_edge.devices.spec import DeviceSpec, SshOptions
 from ofa_edge.devices.transport import (
-    DEFAULT_TIMEOUT_S,
     AuthError,
     Channel,
     CommandTimeout,
@@ -63,20 +62,13 @@ class SshTransport(Transport):
     """
 
     def __init__(self, spec: DeviceSpec) -> None:
-        super().__init__(spec.name)
+        super().__init__(spec.name, spec.slowdown)
         self.spec = spec
         self.options = _ssh_options(spec)
         self._client: paramiko.SSHClient | None = None
         self._sftp: tuple[paramiko.SFTPClient, str] | None = None  # with the login's home folder
 
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        timeout: float = DEFAULT_TIMEOUT_S,
-        check: bool = True,
-        cwd: str | None = None,
-    ) -> RunResult:
+    def _run(self, argv: Sequence[str], *, timeout: float, check: bool, cwd: str | None) -> RunResult:
         """Run ``argv`` (every argument quoted; ``cwd`` may start with ``~/``) with stdin closed.
 
         Raises ``CommandTimeout`` after ``timeout`` seconds (the channel is closed), and
@@ -222,7 +214,7 @@ class SshTransport(Transport):
     def _timed_out(self, command: str, timeout: float) -> CommandTimeout:
         return CommandTimeout(
             f"{self.name}: `{command}` did not finish within {timeout:g} s",
-            hint="raise the timeout, or check whether the device is overloaded",
+            hint="check whether the device is overloaded, or raise its slowdown in the inventory",
             device=self.name,
             timeout=timeout,
         )
@@ -265,7 +257,7 @@ class SshChannel(Channel):
             if not _wait_readable(self._chan, deadline - time.monotonic()):
                 raise CommandTimeout(
                     f"{self.transport.name}: no line from `{self.command}` within {timeout:g} s",
-                    hint="raise the timeout, or see the process's stderr_tail",
+                    hint="see the process's stderr_tail, or raise the device's slowdown in the inventory",
                     device=self.transport.name,
                     timeout=timeout,
                 )

@@ -73,10 +73,10 @@ class Channel(ABC):
 class Transport(ABC):
     """How the host reaches one device. Connects lazily; ``with`` closes it."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, slowdown: float = 1.0) -> None:
         self.name = name
+        self.slowdown = slowdown
 
-    @abstractmethod
     def run(
         self,
         argv: Sequence[str],
@@ -85,7 +85,13 @@ class Transport(ABC):
         check: bool = True,
         cwd: str | None = None,
     ) -> RunResult:
-        """Run a command to completion; ``check`` raises ``CommandFailed`` on a non-zero exit."""
+        """Run a command to completion within ``timeout`` desktop seconds (times the device's
+        ``slowdown``); ``check`` raises ``CommandFailed`` on a non-zero exit."""
+        return self._run(argv, timeout=timeout * self.slowdown, check=check, cwd=cwd)
+
+    @abstractmethod
+    def _run(self, argv: Sequence[str], *, timeout: float, check: bool, cwd: str | None) -> RunResult:
+        """``run`` with the timeout already scaled to this device."""
 
     @abstractmethod
     def open_channel(self, argv: Sequence[str], *, cwd: str | None = None) -> Channel:
