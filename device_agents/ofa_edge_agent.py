@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 
-AGENT_VERSION = "1.1"
+AGENT_VERSION = "1.2"
 PROTOCOL = 1
 #: The folder read in place of /sys for clocks, governors and temperatures. A test knob: the test
 #: bed points it at a simulated cpufreq tree (tests/testbed.py ``SimulatedCpufreq``).
@@ -430,13 +430,7 @@ def _make_runner(path, runtime, threads):
         return rng.standard_normal(shape).astype(dtype)
 
     if runtime == "onnxruntime":
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        session = _onnx_session(path, threads)
         type_map = {
             "tensor(float)": np.float32,
             "tensor(uint8)": np.uint8,
@@ -446,16 +440,79 @@ def _make_runner(path, runtime, threads):
         feeds = {i.name: sample(i.shape, type_map.get(i.type, np.float32)) for i in session.get_inputs()}
         return lambda: session.run(None, feeds)
     if runtime == "tflite":
-        try:
-            from ai_edge_litert.interpreter import Interpreter
-        except ImportError:
-            from tflite_runtime.interpreter import Interpreter
-        interp = Interpreter(model_path=path, num_threads=threads)
-        interp.allocate_tensors()
+        interp = _tflite_interpreter(path, threads)
         for detail in interp.get_input_details():
             interp.set_tensor(detail["index"], sample(detail["shape"], detail["dtype"]))
         return interp.invoke
     raise ValueError(f"unknown runtime {runtime!r}")
+
+
+def _onnx_session(path, threads):
+    """An onnxruntime CPU session on ``threads`` threads, running nodes in sequence."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+
+
+def _tflite_interpreter(path, threads):
+    """A LiteRT interpreter (``ai_edge_litert``, else ``tflite_runtime``), tensors allocated."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        from tflite_runtime.interpreter import Interpreter
+    interp = Interpreter(model_path=path, num_threads=threads)
+    interp.allocate_tensors()
+    return interp
+
+
+def predict(path, runtime, x, threads=1):
+    """A model's outputs on a float batch ``x`` in the model's own layout, one sample per run (the
+    exported models take batch 1); an integer model's input is quantized and its output
+    dequantized with the model's own scales. Host and device compute outputs with this one
+    function, so that their comparison compares runtimes and CPUs only."""
+    import numpy as np
+
+    x = np.asarray(x, dtype=np.float32)
+    if runtime == "onnxruntime":
+        session = _onnx_session(path, threads)
+        name = session.get_inputs()[0].name
+        return np.concatenate([session.run(None, {name: sample[None]})[0] for sample in x])
+    interp = _tflite_interpreter(path, threads)
+    inp, outp = interp.get_input_details()[0], interp.get_output_details()[0]
+    results = []
+    for sample in x:
+        feed = sample[None]
+        if inp["dtype"] != np.float32:
+            scale, zero = inp["quantization"]
+            info = np.iinfo(inp["dtype"])
+            feed = np.clip(np.round(feed / scale + zero), info.min, info.max).astype(inp["dtype"])
+        interp.set_tensor(inp["index"], feed)
+        interp.invoke()
+        y = interp.get_tensor(outp["index"])
+        if outp["dtype"] != np.float32:
+            scale, zero = outp["quantization"]
+            y = (y.astype(np.float32) - zero) * scale
+        results.append(y)
+    return np.concatenate(results)
+
+
+def predict_files(req):
+    """The ``predict`` request: outputs of ``model`` on the .npy batch ``inputs``, written as .npy
+    beside it (the host fetches the file: logits of hundreds of images are too big for a line)."""
+    import numpy as np
+
+    missing = missing_runtime(req["runtime"])
+    if missing:
+        raise RuntimeMissing(missing)
+    started = time.perf_counter()
+    y = predict(req["model"], req["runtime"], np.load(req["inputs"]), int(req.get("threads", 1)))
+    out = req["inputs"][: -len(".npy")] + ".out.npy"
+    np.save(out, y)
+    return {"outputs": out, "shape": list(y.shape), "seconds": time.perf_counter() - started}
 
 
 def measure_one(path, spec, reference=None):
@@ -706,6 +763,8 @@ def serve(stdin, stdout):
                 result = fingerprint()
             elif op == "conditions":
                 result = conditions()
+            elif op == "predict":
+                result = predict_files(req)
             elif op == "bench":
                 result = bench(req, lambda r, rid=rid: send({"id": rid, "event": "model", "result": r}))
             elif op == "cleanup":

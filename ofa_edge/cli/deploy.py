@@ -58,6 +58,13 @@ def _cmd_push(args: argparse.Namespace, out: Output) -> int:
         else:
             verdict = "MISSED by more than 10 %" if dep.flagged else "within 10 %"
             lines[-1] += f", predicted {dep.predicted_ms:.2f} ms ({dep.miss_pct:+.1f} %, {verdict})"
+    if dep.outputs is not None:
+        o = dep.outputs
+        lines.append(
+            f"outputs on {o.images} check images {'match' if o.ok else 'DIFFER from'} this host's "
+            f"({o.tolerance}): max difference {o.max_abs_diff:.2g}, same top-1 on {100 * o.agreement:.1f} %, "
+            f"top-1 {o.device_top1:.1f} % there vs {o.host_top1:.1f} % here"
+        )
     lines.append(f"manifest: {dep.manifest}")
     out.result("push", dep.to_dict(), "\n".join(lines))
     return 0

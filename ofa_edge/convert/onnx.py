@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+
+from device_agents.ofa_edge_agent import predict
 
 OPSET = 18
 
@@ -44,12 +47,6 @@ def onnx_max_abs_diff(path: str | Path, model: nn.Module, resolution: int, seed:
 
 
 def run_onnx(path: str | Path, x: np.ndarray) -> np.ndarray:
-    """Outputs of an ONNX file in onnxruntime (CPU) on a float batch, one sample per run.
-
-    Exported models have batch size 1, so samples are fed one at a time and concatenated.
-    """
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: sample[None]})[0] for sample in x.astype(np.float32)])
+    """Outputs of an ONNX file in onnxruntime (CPU) on a float batch, one sample per run, computed
+    by the device agent's own ``predict`` (so a device's outputs compare with these)."""
+    return predict(str(path), "onnxruntime", x, threads=os.cpu_count() or 1)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from device_agents.ofa_edge_agent import predict
 from ofa_edge.errors import ConverterMissing
 
 #: The fastest reliable install of the converter we measured (pip backtracks for minutes over
@@ -134,28 +135,8 @@ def quantize_tflite(fp32_path: str | Path, out: str | Path, calib: np.ndarray) -
 
 
 def run_tflite(path: str | Path, x: np.ndarray) -> np.ndarray:
-    """Outputs of a .tflite on a channels-first float batch, one sample per invoke, dequantized.
-
-    4-D outputs come back channels-first, so they compare directly with torch's.
-    """
-    from ai_edge_litert.interpreter import Interpreter
-
-    interp = Interpreter(model_path=str(path))
-    interp.allocate_tensors()
-    inp, outp = interp.get_input_details()[0], interp.get_output_details()[0]
-    results = []
-    for sample in to_model_layout(x.astype(np.float32)):
-        feed = sample[None]
-        if inp["dtype"] != np.float32:
-            scale, zero = inp["quantization"]
-            info = np.iinfo(inp["dtype"])
-            feed = np.clip(np.round(feed / scale + zero), info.min, info.max).astype(inp["dtype"])
-        interp.set_tensor(inp["index"], feed)
-        interp.invoke()
-        y = interp.get_tensor(outp["index"])
-        if outp["dtype"] != np.float32:
-            scale, zero = outp["quantization"]
-            y = (y.astype(np.float32) - zero) * scale
-        results.append(y)
-    y = np.concatenate(results)
+    """Outputs of a .tflite on a channels-first float batch, one sample per invoke, dequantized,
+    computed by the device agent's own ``predict``. 4-D outputs come back channels-first, so they
+    compare directly with torch's."""
+    y = predict(str(path), "tflite", to_model_layout(x.astype(np.float32)), threads=os.cpu_count() or 1)
     return y.transpose(0, 3, 1, 2) if y.ndim == 4 else y

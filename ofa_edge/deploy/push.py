@@ -5,13 +5,22 @@ equal the local one (a corrupted transfer is an error, not a warning), then it i
 through the device's session. When the file's export record names its subnet and a latency
 table for that device, runtime and precision exists, the measurement is compared with the
 table's prediction, both at the table's reference speed (``ofa_edge.measure.timing``), and a miss
-above 10 % is flagged. Everything lands in a deployment manifest (JSON)::
+above 10 % is flagged. Verifying also runs the record's subnet on check images (the shipped
+labelled calibration images, preprocessed as its supernet's) on the device and here, with the
+same code (the agent's ``predict``), and compares: fp32 logits within ``FP32_LOGIT_TOLERANCE``,
+int8 top-1 within ``INT8_TOP1_POINTS``; so a device whose CPU or runtime computes the model
+differently is caught. Everything lands in a deployment manifest (JSON)::
 
-    {"schema_version": 1, "kind": "ofa-edge/deployment", "created": ISO-8601,
+    {"schema_version": 2, "kind": "ofa-edge/deployment", "created": ISO-8601,
      "device": {"name", "fingerprint"}, "file": {"local", "remote", "sha256", "bytes",
      "format", "precision"}, "supernet": ID | null, "arch": {...} | null,
      "verified": bool, "measured_ms" | null, "predicted_ms" | null, "miss_pct" | null,
-     "flagged": bool, "table": PATH | null, "checks": {...} | null}
+     "flagged": bool, "table": PATH | null, "checks": {...} | null,
+     "outputs": {"images", "max_abs_diff", "agreement", "host_top1", "device_top1",
+                 "tolerance", "ok"} | null}
+
+Schema 2 added ``outputs`` (null where the session cannot feed inputs, e.g. ``benchmark_model``,
+or the record names no subnet of a supernet the registry knows).
 
 With a table, ``measured_ms`` is at the table's reference speed (comparable with its prediction);
 without one it is the plain median.
@@ -24,18 +33,75 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ofa_edge.devices.session import MeasuringSession
 from ofa_edge.devices.spec import DeviceSpec, model_runtime
-from ofa_edge.errors import ConfigError, DeployError, LutError, OfaEdgeError
+from ofa_edge.errors import ConfigError, DeployError, LutError, OfaEdgeError, UnknownName
 from ofa_edge.files import sha256_file, write_atomic
 from ofa_edge.lut.store import find_table
 from ofa_edge.lut.table import DeviceRecord, LatencyTable, now
 from ofa_edge.lut.validate import timed_at_table_speed
 from ofa_edge.supernet.space import ArchConfig
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 KIND = "ofa-edge/deployment"
 MISS_TOLERANCE = 0.10
+#: Check images run on the device and here when verifying (the first of the shipped set).
+CHECK_IMAGES = 200
+#: fp32 logits may differ this much between two CPUs (other kernels sum in other orders).
+FP32_LOGIT_TOLERANCE = 1e-3
+#: int8 top-1 (percentage points) may differ this much (other int8 kernels round differently).
+INT8_TOP1_POINTS = 0.5
+
+
+@dataclass(frozen=True)
+class OutputCheck:
+    """The same model on the device and here, on the same check images."""
+
+    images: int
+    max_abs_diff: float  # largest difference of one output value
+    agreement: float  # share of images whose top-1 class is the same on both
+    host_top1: float  # top-1 (%) against the images' labels
+    device_top1: float
+    tolerance: str
+    ok: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def compare_outputs(
+    session: MeasuringSession, model: Path, arch: ArchConfig, supernet: str, precision: str, images: int
+) -> OutputCheck | None:
+    """Run ``model`` (``arch`` of ``supernet``) on ``images`` check images on the device and
+    here; None where the session cannot feed inputs (``benchmark_model``) or the registry does
+    not know ``supernet`` (its preprocessing is then unknown)."""
+    from ofa_edge.convert.tflite import to_model_layout
+    from ofa_edge.export.check import run_model
+    from ofa_edge.export.images import default_calibration, prepare_images
+    from ofa_edge.supernet.registry import get_supernet_info
+
+    try:
+        preprocessing = get_supernet_info(supernet).preprocessing
+    except UnknownName:
+        return None
+    with np.load(default_calibration()) as shipped:
+        pictures, labels = shipped["images"][:images], shipped["labels"][:images]
+    x = prepare_images(pictures, arch.r, preprocessing)
+    device = session.predict(model, to_model_layout(x) if model.suffix == ".tflite" else x)
+    if device is None:
+        return None
+    host = run_model(model, x)
+    host_top1, device_top1 = (100 * float((y.argmax(1) == labels).mean()) for y in (host, device))
+    max_diff = float(np.abs(host - device).max())
+    if precision == "int8":
+        ok = abs(host_top1 - device_top1) <= INT8_TOP1_POINTS
+        tolerance = f"top-1 within {INT8_TOP1_POINTS} points"
+    else:
+        tolerance, ok = f"outputs within {FP32_LOGIT_TOLERANCE:g}", max_diff <= FP32_LOGIT_TOLERANCE
+    agreement = float((host.argmax(1) == device.argmax(1)).mean())
+    return OutputCheck(len(x), max_diff, agreement, host_top1, device_top1, tolerance, ok)
 
 
 @dataclass(frozen=True)
@@ -77,6 +143,7 @@ class Deployment:
     flagged: bool  # missed the prediction by more than MISS_TOLERANCE
     table: str | None  # the table compared with
     checks: dict[str, Any] | None  # the export's checks, as its record states them
+    outputs: OutputCheck | None  # the device's outputs against this host's
     manifest: Path  # where the manifest was written
 
     def manifest_dict(self) -> dict[str, Any]:
@@ -96,6 +163,7 @@ class Deployment:
             "flagged": self.flagged,
             "table": self.table,
             "checks": self.checks,
+            "outputs": self.outputs.to_dict() if self.outputs else None,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -127,9 +195,11 @@ def push(
     verify: bool = True,
     rounds: int = 3,
     manifest: Path | None = None,
+    check_images: int = CHECK_IMAGES,
 ) -> Deployment:
     """Push ``model`` and check its sha256 on the device; with ``verify``, also measure it there
-    and compare with ``table``'s prediction.
+    and compare with ``table``'s prediction, and compare its outputs on ``check_images`` images
+    with this host's (when the record names the subnet).
 
     ``record`` is the model's export record (arch, supernet, precision, checks). Returns the
     deployment, its manifest also written to ``manifest`` (default: ``<model>.deployment.json``).
@@ -163,13 +233,17 @@ def push(
         ms = timed_at_table_speed(session, table, [model], rounds=rounds)
         measured, predicted = ms[model.name], table.predict(arch)
     else:
-        result = session.bench([model], threads=table.threads if table else None, min_runs=30).results[0]
+        threads = table.threads if table else None
+        result = session.bench([model], runtime=runtime, threads=threads, min_runs=30).results[0]
         if result.error is not None or result.median_ms is None:
             raise DeployError(
                 f"{session.spec.name}: {model.name} arrived intact but failed to run: {result.error}"
             )
         measured = result.median_ms
     miss = None if predicted is None or measured is None else (measured - predicted) / predicted
+    outputs = None
+    if verify and arch is not None and record.get("supernet") and check_images > 0:
+        outputs = compare_outputs(session, model, arch, record["supernet"], precision, check_images)
     out = manifest or model.with_name(model.name + ".deployment.json")
     deployment = Deployment(
         created=now(),
@@ -186,6 +260,7 @@ def push(
         flagged=miss is not None and abs(miss) > MISS_TOLERANCE,
         table=str(table_path) if verify and usable and table_path else None,
         checks=record.get("checks"),
+        outputs=outputs,
         manifest=out,
     )
     doc = deployment.manifest_dict()

@@ -13,13 +13,16 @@ import contextlib
 import itertools
 import json
 import posixpath
+import tempfile
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ofa_edge.devices.session import BenchReport, BenchResult, pushed
-from ofa_edge.devices.spec import DeviceSpec
+from ofa_edge.devices.spec import DeviceSpec, model_runtime
 from ofa_edge.devices.transport import Channel, Transport
 from ofa_edge.devices.transports import open_transport
 from ofa_edge.errors import AgentError, CommandTimeout, DeviceError, DeviceUnreachable
@@ -28,6 +31,8 @@ from ofa_edge.files import sha256_file
 PROTOCOL = 1
 AGENT_FILE = "ofa_edge_agent.py"
 REQUEST_TIMEOUT_S = 120.0
+#: A desktop's time for a few hundred check images of a large subnet, with room to spare.
+PREDICT_TIMEOUT_S = 300.0
 
 
 def agent_source() -> Path:
@@ -148,7 +153,7 @@ class AgentSession:
         rid = next(self._ids)
         self._channel.write_line(json.dumps({"id": rid, **request}))
         while True:
-            line = self._channel.read_line(timeout)
+            line = self._channel.read_line(self.spec.wait(timeout))
             try:
                 msg = json.loads(line)
             except ValueError:
@@ -186,7 +191,8 @@ class AgentSession:
         return self.request("fingerprint", timeout=60)
 
     def push_model(self, local: Path) -> str:
-        """Copy a model into the workdir's models/ (named by content, skipped if present)."""
+        """Copy a model (or an input batch) into the workdir's models/, named by content and
+        skipped if present."""
         digest = sha256_file(local)
         remote = posixpath.join(self.workdir, "models", f"{digest[:16]}{local.suffix}")
         if self.transport.sha256(remote) != digest:
@@ -194,6 +200,24 @@ class AgentSession:
             if self.transport.sha256(remote) != digest:
                 raise AgentError(f"{self.spec.name}: {local.name} arrived corrupted at {remote}")
         return remote
+
+    def predict(self, model: Path, x: np.ndarray, *, runtime: str | None = None) -> np.ndarray:
+        """``model``'s outputs on the device for the float batch ``x`` (in the model's layout), by
+        the agent's ``predict``, the function the host's export checks run too."""
+        remote = self.push_model(model)
+        with tempfile.TemporaryDirectory(prefix="ofa-edge-predict-") as tmp:
+            inputs = Path(tmp) / "inputs.npy"
+            np.save(inputs, np.ascontiguousarray(x, dtype=np.float32))
+            reply = self.request(
+                "predict",
+                timeout=PREDICT_TIMEOUT_S,
+                model=remote,
+                inputs=self.push_model(inputs),
+                runtime=runtime or model_runtime(model),
+                threads=self.spec.threads,
+            )
+            self.transport.get(reply["outputs"], Path(tmp) / "outputs.npy")
+            return np.load(Path(tmp) / "outputs.npy")
 
     def bench(
         self,
@@ -233,7 +257,7 @@ class AgentSession:
                 warmup=warmup,
                 min_runs=min_runs,
                 min_seconds=min_seconds,
-                model_timeout=model_timeout,
+                model_timeout=self.spec.wait(model_timeout),
                 cpus=list(self.spec.cpus) if self.spec.cpus else None,
                 reference=remotes[-1] if reference else None,
             )

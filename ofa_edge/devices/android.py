@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from device_agents.ofa_edge_agent import identify, parse_getprop
 from ofa_edge.devices.agent import AgentSession
 from ofa_edge.devices.benchmark_model import (
@@ -52,6 +54,10 @@ class BenchmarkModelSession:
     def push_model(self, local: Path) -> str:
         """Copy a model to the phone (named by content, sha256 checked), as the agent does."""
         return self._files.push_model(local)
+
+    def predict(self, model: Path, x: np.ndarray) -> None:
+        """None: ``benchmark_model`` runs random inputs only, so outputs cannot be compared."""
+        return None
 
     def start(self) -> dict[str, Any]:
         """Push the binary if the phone's copy differs; returns its path and sha256."""

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
+
 from ofa_edge.devices.spec import DeviceSpec
 
 
@@ -71,6 +73,11 @@ class MeasuringSession(Protocol):
     def fingerprint(self) -> dict[str, Any]: ...
 
     def push_model(self, local: Path) -> str: ...
+
+    def predict(self, model: Path, x: np.ndarray) -> np.ndarray | None:
+        """``model``'s outputs on the device for the float batch ``x`` (in the model's layout),
+        or None where the session cannot feed given inputs (``benchmark_model``)."""
+        ...
 
     def bench(
         self,
