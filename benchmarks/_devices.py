@@ -13,9 +13,10 @@ from ofa_edge.devices.spec import DeviceSpec, local_device
 
 
 def add_device_args(parser: argparse.ArgumentParser) -> None:
-    """``--device local|sshd``: this machine, or a real OpenSSH sshd on 127.0.0.2 (the test bed);
-    tables measured here name them ``testbed-local`` and ``testbed-sshd``."""
-    parser.add_argument("--device", default="local", choices=["local", "sshd"])
+    """``--device local|sshd|pi``: this machine, a real OpenSSH sshd on 127.0.0.2, or the emulated
+    aarch64 Raspberry Pi 4 (the test bed); tables measured here name them ``testbed-local``,
+    ``testbed-sshd`` and ``testbed-pi``."""
+    parser.add_argument("--device", default="local", choices=["local", "sshd", "pi"])
     parser.add_argument("--threads", type=int, default=1)
 
 
@@ -27,6 +28,12 @@ def device_spec(args: argparse.Namespace) -> Iterator[DeviceSpec]:
             yield dataclasses.replace(
                 local_device(), name="testbed-local", workdir=str(Path(tmp) / "agent"), threads=args.threads
             )
+            return
+        if args.device == "pi":
+            from ofa_edge.testing.emulated_pi import EmulatedPi, build_rootfs
+
+            with EmulatedPi(build_rootfs()) as pi:
+                yield dataclasses.replace(pi.device_spec("testbed-pi", threads=args.threads), slowdown=20.0)
             return
         from ofa_edge.testing.sshd import SshDevice, sshd_unavailable
 

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from ofa_edge.devices.spec import DeviceSpec, SshOptions
 
@@ -114,6 +114,16 @@ class SshDevice:
         return self.root / "home"
 
     @property
+    def _sshd_files(self) -> Path:
+        """The host folder with sshd's host key, authorized keys and config."""
+        return self.root
+
+    @property
+    def _sshd_view(self) -> str:
+        """``_sshd_files`` as sshd sees it (the same folder, unless sshd runs in a chroot)."""
+        return str(self.root)
+
+    @property
     def client_key(self) -> Path:
         """The private key the device accepts."""
         return self.root / "client_ed25519"
@@ -121,7 +131,7 @@ class SshDevice:
     @property
     def host_public_key(self) -> Path:
         """The device's current public host key (``ssh-keygen -lf`` gives its fingerprint)."""
-        return self.root / "host_ed25519.pub"
+        return self._sshd_files / "host_ed25519.pub"
 
     @property
     def known_hosts(self) -> Path:
@@ -163,7 +173,7 @@ class SshDevice:
 
     # -- life cycle ----------------------------------------------------------------------------
 
-    def start(self) -> SshDevice:
+    def start(self) -> Self:
         """Create keys, account and config, start sshd and wait (bounded) until it answers."""
         reason = sshd_unavailable()
         if reason:
@@ -197,7 +207,7 @@ class SshDevice:
         if survivors or cgroup_left:
             raise SshDeviceError(f"teardown left processes {sorted(survivors)} / cgroup {cgroup_left}")
 
-    def __enter__(self) -> SshDevice:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(
@@ -218,8 +228,8 @@ class SshDevice:
         proc = self._running()
         starts = self._log_text().count(_LISTENING)
         for suffix in ("", ".pub"):
-            (self.root / f"host_ed25519{suffix}").unlink()
-        _keygen(self.root / "host_ed25519")
+            (self._sshd_files / f"host_ed25519{suffix}").unlink()
+        _keygen(self._sshd_files / "host_ed25519")
         proc.send_signal(signal.SIGHUP)  # sshd re-executes itself and reads the new key
         deadline = time.monotonic() + self.start_timeout
         while self._log_text().count(_LISTENING) <= starts:
@@ -241,47 +251,15 @@ class SshDevice:
     # -- internals -----------------------------------------------------------------------------
 
     def _prepare_files(self) -> None:
+        """The account (a ``python3`` wrapper, a passwd copy), keys and a checked sshd config."""
         root = self.root
         self.home.mkdir(parents=True, exist_ok=True)
         (root / "bin").mkdir(exist_ok=True)
         python3 = root / "bin" / "python3"
         python3.write_text(f'#!/bin/sh\nexec {shlex.quote(self.python)} "$@"\n')
         python3.chmod(0o755)
-        for key in ("host_ed25519", "client_ed25519"):
-            _keygen(root / key)
-        shutil.copyfile(root / "client_ed25519.pub", root / "authorized_keys")
-        accounts = [
-            line
-            for line in Path("/etc/passwd").read_text().splitlines()
-            if not line.startswith(f"{DEVICE_USER}:")
-        ]
-        accounts.append(f"{DEVICE_USER}:x:0:0:ofa-edge test device:{self.home}:/bin/sh")
-        (root / "passwd").write_text("\n".join(accounts) + "\n")
-        self.untrusted_known_hosts.write_text("")
-        self.port = _free_port(self.host)
-        (root / "sshd_config").write_text(
-            "\n".join(
-                [
-                    f"Port {self.port}",
-                    f"ListenAddress {self.host}",
-                    f"HostKey {root / 'host_ed25519'}",
-                    f"PidFile {root / 'sshd.pid'}",
-                    f"AuthorizedKeysFile {root / 'authorized_keys'}",
-                    f"AllowUsers {DEVICE_USER}",
-                    "PermitRootLogin prohibit-password",
-                    "UsePAM no",
-                    "StrictModes no",
-                    "PasswordAuthentication no",
-                    "KbdInteractiveAuthentication no",
-                    "UseDNS no",
-                    "PrintMotd no",
-                    f"SetEnv PATH={root / 'bin'}:/usr/local/bin:/usr/bin:/bin",
-                    "Subsystem sftp internal-sftp",
-                    "LogLevel VERBOSE",
-                    "",
-                ]
-            )
-        )
+        (root / "passwd").write_text(passwd_with_account(Path("/etc/passwd").read_text(), self.home))
+        self._write_sshd_files(f"{root / 'bin'}:/usr/local/bin:/usr/bin:/bin")
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation folder
         check = subprocess.run(
             [str(SSHD), "-t", "-f", str(root / "sshd_config")],
@@ -292,16 +270,54 @@ class SshDevice:
         if check.returncode:
             raise SshDeviceError(f"sshd -t rejected the config: {check.stderr.strip()}")
 
+    def _write_sshd_files(self, path: str, **env: str) -> None:
+        """Host and client keys, authorized keys and ``sshd_config`` (sessions get ``PATH`` and
+        ``env``) in ``_sshd_files``; picks the port."""
+        files, view = self._sshd_files, self._sshd_view
+        files.mkdir(parents=True, exist_ok=True)
+        _keygen(files / "host_ed25519")
+        _keygen(self.client_key)
+        shutil.copyfile(self.client_key.with_suffix(".pub"), files / "authorized_keys")
+        self.untrusted_known_hosts.write_text("")
+        self.port = _free_port(self.host)
+        (files / "sshd_config").write_text(
+            "\n".join(
+                [
+                    f"Port {self.port}",
+                    f"ListenAddress {self.host}",
+                    f"HostKey {view}/host_ed25519",
+                    f"PidFile {view}/sshd.pid",
+                    f"AuthorizedKeysFile {view}/authorized_keys",
+                    f"AllowUsers {DEVICE_USER}",
+                    "PermitRootLogin prohibit-password",
+                    "UsePAM no",
+                    "StrictModes no",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "UseDNS no",
+                    "PrintMotd no",
+                    "SetEnv " + " ".join(f"{k}={v}" for k, v in {"PATH": path, **env}.items()),
+                    "Subsystem sftp internal-sftp",
+                    "LogLevel VERBOSE",
+                    "",
+                ]
+            )
+        )
+
+    def _launch_argv(self) -> list[str]:
+        """The command that starts sshd in a private mount namespace (a private /etc/passwd)."""
+        root = self.root
+        launch = ["/bin/sh", "-c", _LAUNCH, "sh", str(root / "passwd"), str(SSHD)]
+        config = [str(root / "sshd_config"), str(self.log)]
+        return ["unshare", "--mount", "--propagation", "private", *launch, *config]
+
     def _launch(self) -> None:
         if self.cpu_quota is not None:
             self._cgroup = _make_cpu_cgroup(f"ofa-edge-sshd-{os.getpid()}-{self.port}", self.cpu_quota)
-        root = self.root
-        # setpriv: sshd dies with us even if we are killed; unshare: a private /etc/passwd.
-        wrappers = ["setpriv", "--pdeathsig", "KILL", "unshare", "--mount", "--propagation", "private"]
-        launch = ["/bin/sh", "-c", _LAUNCH, "sh", str(root / "passwd"), str(SSHD)]
-        with open(root / "sshd.out", "wb") as out:
+        # setpriv: sshd dies with us even if we are killed.
+        with open(self.root / "sshd.out", "wb") as out:
             self._proc = subprocess.Popen(
-                [*wrappers, *launch, str(root / "sshd_config"), str(self.log)],
+                ["setpriv", "--pdeathsig", "KILL", *self._launch_argv()],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
@@ -379,6 +395,13 @@ class SshDevice:
         out = self.root / "sshd.out"
         text = self._log_text() + (out.read_text(errors="replace") if out.exists() else "")
         return " | ".join(text.strip().splitlines()[-5:]) or "(empty)"
+
+
+def passwd_with_account(passwd: str, home: Path | str) -> str:
+    """``passwd`` (a passwd file's text) with the device account, uid 0, HOME ``home``, /bin/sh."""
+    accounts = [line for line in passwd.splitlines() if not line.startswith(f"{DEVICE_USER}:")]
+    accounts.append(f"{DEVICE_USER}:x:0:0:ofa-edge test device:{home}:/bin/sh")
+    return "\n".join(accounts) + "\n"
 
 
 def _keygen(path: Path) -> None:
