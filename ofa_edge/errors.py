@@ -129,6 +129,12 @@ class CommandTimeout(DeviceError, TimeoutError):
     reference = "command-timeout"
 
 
+class DeviceBusy(DeviceError):
+    """Another command holds the device's lock (it is measuring there) past the wait allowed."""
+
+    reference = "device-busy"
+
+
 class AgentError(DeviceError):
     """The agent answered with an error, died, or speaks another protocol."""
 

@@ -9,6 +9,7 @@ The dialect: one device is a positional ``NAME``, several are a repeatable ``--d
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 from typing import Any
 
@@ -53,9 +54,18 @@ def add_group(sub: Any, name: str, help: str) -> Any:
     return p.add_subparsers(dest=f"{name}_command", required=True, metavar="COMMAND")
 
 
-def add_device(p: argparse.ArgumentParser) -> None:
-    """The positional ``NAME`` of a command on one device."""
+def add_device(p: argparse.ArgumentParser, *, lock: bool = True) -> None:
+    """The positional ``NAME`` of a command on one device; ``lock``: the command measures there,
+    so it takes the device's lock and offers ``--lock-timeout``."""
     p.add_argument("device", metavar="NAME", help="device name in the inventory (local: this machine)")
+    if lock:
+        p.add_argument(
+            "--lock-timeout",
+            type=float,
+            metavar="SECONDS",
+            help="how long to wait while another command measures on the device, times its slowdown "
+            "(default: the inventory's lock_timeout, else 300)",
+        )
 
 
 def add_supernet(
@@ -152,4 +162,7 @@ def select_devices(args: argparse.Namespace, names: list[str]) -> list:
         from ofa_edge.errors import UnknownName
 
         raise UnknownName("device", unknown[0], list(inventory))
-    return [inventory[n] for n in names]
+    specs = [inventory[n] for n in names]
+    if getattr(args, "lock_timeout", None) is not None:
+        specs = [dataclasses.replace(spec, lock_timeout=args.lock_timeout) for spec in specs]
+    return specs

@@ -43,6 +43,16 @@ def _cmd_devices_list(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+def _locked(holder: dict[str, Any] | None) -> str:
+    """`` (locked by ...)`` for a device whose lock someone holds, else nothing."""
+    if holder is None:
+        return ""
+    return (
+        f" (locked by {holder['owner']}, pid {holder['pid']}: `{holder['command']}` since "
+        f"{holder['acquired']}, {'expired' if holder['stale'] else 'expires'} {holder['expires']})"
+    )
+
+
 def _cmd_devices_check(args: argparse.Namespace, out: Output) -> int:
     from ofa_edge.devices.fleet import check_devices
 
@@ -50,7 +60,10 @@ def _cmd_devices_check(args: argparse.Namespace, out: Output) -> int:
     status = None if out.json_mode else (lambda n, m: print(f"{n}: {m}", file=sys.stderr, flush=True))
     results = check_devices(specs, status)
     failed = {n: r for n, r in results.items() if isinstance(r, OfaEdgeError)}
-    lines = [f"{n}: {'FAILED: ' + str(r) if n in failed else 'ok'}" for n, r in results.items()]
+    lines = [
+        f"{n}: FAILED: {r}" if isinstance(r, OfaEdgeError) else f"{n}: ok" + _locked(r["lock"])
+        for n, r in results.items()
+    ]
     out.result(
         "devices-check",
         {
@@ -147,7 +160,7 @@ def register(sub: Any) -> None:
     p.add_argument("--all", action="store_true", help="every device in the inventory, concurrently")
     p.set_defaults(func=_cmd_devices_check)
     p = add_command(dsub, "trust", "show and record an SSH device's host key", devices=True)
-    add_device(p)
+    add_device(p, lock=False)
     p.add_argument("--fingerprint", metavar="SHA256:...", help="refuse unless the key has this fingerprint")
     p.set_defaults(func=_cmd_devices_trust)
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ofa_edge.devices.lock import DeviceLock
 from ofa_edge.devices.session import BenchReport, BenchResult, pushed
 from ofa_edge.devices.spec import DeviceSpec, model_runtime
 from ofa_edge.devices.transport import Channel, Transport
@@ -57,13 +58,17 @@ def _agent_result(data: dict[str, Any]) -> BenchResult:
 
 
 class AgentSession:
-    """A running agent on one device. Use as a context manager; calls restart a dead agent."""
+    """A running agent on one device. Use as a context manager; calls restart a dead agent.
+    With a ``lock``, the device's lock is taken before anything else and held until ``close``."""
 
     interleaves = True
 
-    def __init__(self, spec: DeviceSpec, transport: Transport | None = None) -> None:
+    def __init__(
+        self, spec: DeviceSpec, transport: Transport | None = None, lock: DeviceLock | None = None
+    ) -> None:
         self.spec = spec
         self.transport = transport or open_transport(spec)
+        self.lock = lock
         self._channel: Channel | None = None
         self._ids = itertools.count(1)
         self._workdir: str | None = None
@@ -107,6 +112,8 @@ class AgentSession:
         """Deploy if needed, start the agent, check its protocol; returns its hello."""
         if self._channel is not None:
             return self.hello
+        if self.lock is not None:
+            self.lock.acquire()
         remote = self.deploy()
         self._channel = self.transport.open_channel([self.python, remote, "serve"], cwd=self.workdir)
         try:
@@ -128,14 +135,23 @@ class AgentSession:
             self._channel = None
 
     def close(self) -> None:
-        if self._channel is not None:
-            with contextlib.suppress(DeviceError):
-                self._channel.write_line(json.dumps({"id": 0, "op": "shutdown"}))
-        self._drop()
-        self.transport.close()
+        """Stop the agent, drop the link, release the device's lock (also after errors)."""
+        try:
+            if self._channel is not None:
+                with contextlib.suppress(DeviceError):
+                    self._channel.write_line(json.dumps({"id": 0, "op": "shutdown"}))
+            self._drop()
+            self.transport.close()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
 
     def __enter__(self) -> AgentSession:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.close()  # a start that failed (or Ctrl-C) leaves no lock or link behind
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:

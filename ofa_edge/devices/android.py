@@ -25,6 +25,7 @@ from ofa_edge.devices.benchmark_model import (
     benchmark_model_argv,
     parse_benchmark_model,
 )
+from ofa_edge.devices.lock import DeviceLock
 from ofa_edge.devices.session import BenchReport, BenchResult, pushed
 from ofa_edge.devices.spec import DeviceSpec
 from ofa_edge.devices.transport import Transport
@@ -38,11 +39,14 @@ class BenchmarkModelSession:
 
     interleaves = False  # one model per run of the tool: a reference is timed in its own slots
 
-    def __init__(self, spec: DeviceSpec, transport: Transport | None = None) -> None:
+    def __init__(
+        self, spec: DeviceSpec, transport: Transport | None = None, lock: DeviceLock | None = None
+    ) -> None:
         if spec.adb is None or spec.adb.benchmark_model is None:
             raise ConfigError(f"device {spec.name!r}: benchmark_model is not set in the inventory")
         self.spec, self.binary = spec, spec.adb.benchmark_model
         self.transport = transport or open_transport(spec)
+        self.lock = lock  # taken by start, released by close, as the agent session does
         self._files = AgentSession(spec, self.transport)  # for workdir and content-named pushes
         self.hello: dict[str, Any] = {}
         self.deployed = False
@@ -63,6 +67,8 @@ class BenchmarkModelSession:
         """Push the binary if the phone's copy differs; returns its path and sha256."""
         if self.hello:
             return self.hello
+        if self.lock is not None:
+            self.lock.acquire()
         if not self.binary.is_file():
             raise ConfigError(
                 f"device {self.spec.name!r}: benchmark_model {self.binary} does not exist",
@@ -178,10 +184,18 @@ class BenchmarkModelSession:
         )
 
     def close(self) -> None:
-        self.transport.close()
+        try:
+            self.transport.close()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
 
     def __enter__(self) -> BenchmarkModelSession:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from ofa_edge.devices.lock import DeviceLock
 from ofa_edge.devices.sessions import open_session
 from ofa_edge.devices.spec import DeviceSpec
 from ofa_edge.errors import OfaEdgeError
@@ -15,14 +16,18 @@ Status = Callable[[str, str], None]
 
 
 def check_device(spec: DeviceSpec, status: Status | None = None) -> dict[str, Any]:
-    """Connect, deploy or refresh the agent, and return the device's fingerprint."""
+    """Connect, deploy or refresh the agent, and return the device's fingerprint with ``lock``:
+    who holds the device's lock (None: nobody). Reads only, so it takes no lock itself."""
     say = status or (lambda _n, _m: None)
     say(spec.name, "connecting")
-    with open_session(spec) as session:
+    with open_session(spec, lock=False) as session:
         say(spec.name, "agent deployed" if session.deployed else "agent up to date")
         fp = session.fingerprint()
+        holder = DeviceLock(spec, session.transport).holder()
     fp["agent_deployed"] = session.deployed
-    say(spec.name, f"ok: {fp.get('cpu_model')} x{fp.get('cores')}, {fp.get('arch')}")
+    fp["lock"] = holder.to_dict() if holder else None
+    locked = f"; locked by {holder.describe()}" if holder else ""
+    say(spec.name, f"ok: {fp.get('cpu_model')} x{fp.get('cores')}, {fp.get('arch')}{locked}")
     return fp
 
 

@@ -31,7 +31,17 @@ from ofa_edge.errors import ConfigError
 ADB_WORKDIR = "/data/local/tmp/ofa-edge-agent"
 #: Fields every device table may set, whatever its transport.
 COMMON_FIELDS = frozenset(
-    {"transport", "runtime", "threads", "workdir", "python", "cpus", "description", "slowdown"}
+    {
+        "transport",
+        "runtime",
+        "threads",
+        "workdir",
+        "python",
+        "cpus",
+        "description",
+        "slowdown",
+        "lock_timeout",
+    }
 )
 
 
@@ -77,6 +87,12 @@ def parse_device(name: str, table: dict[str, Any], base: Path) -> DeviceSpec:
             f"device {name!r}: slowdown={slowdown!r} must be a number in 0.01..1000",
             hint="how many times longer than a desktop the device takes (an emulated board: 20)",
         )
+    lock_timeout = table.get("lock_timeout", DeviceSpec.lock_timeout)
+    if isinstance(lock_timeout, bool) or not isinstance(lock_timeout, int | float) or lock_timeout < 0:
+        raise ConfigError(
+            f"device {name!r}: lock_timeout={lock_timeout!r} must be a number of seconds >= 0",
+            hint="how long a command waits while another one measures on the device",
+        )
     cpus = table.get("cpus")
     if cpus is not None:
         if not isinstance(cpus, list) or not cpus:
@@ -116,6 +132,7 @@ def parse_device(name: str, table: dict[str, Any], base: Path) -> DeviceSpec:
         ssh=ssh,
         adb=adb,
         slowdown=float(slowdown),
+        lock_timeout=float(lock_timeout),
     )
 
 

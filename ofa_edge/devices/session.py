@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ofa_edge.devices.spec import DeviceSpec
+from ofa_edge.devices.transport import Transport
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,8 @@ class MeasuringSession(Protocol):
     (``BenchmarkModelSession``) both provide it."""
 
     spec: DeviceSpec
+    #: How the session reaches the device (also for reads beside the session's own calls).
+    transport: Transport
     #: Whether ``bench(..., reference=)`` times each model interleaved with the reference (the
     #: agent); otherwise the reference is timed as a model of its own between the others.
     interleaves: bool

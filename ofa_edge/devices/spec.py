@@ -66,6 +66,9 @@ class DeviceSpec:
     #: How many times longer than a desktop this device takes for the same work (an emulated
     #: board: 20): every wait of the host for the device is ``wait(seconds)``.
     slowdown: float = 1.0
+    #: Desktop seconds a measuring command waits for another one's lock on the device before
+    #: ``DeviceBusy`` (``ofa_edge.devices.lock``); scaled like every wait: ``wait(lock_timeout)``.
+    lock_timeout: float = 300.0
 
     def wait(self, seconds: float) -> float:
         """How long to wait for work a desktop does in ``seconds``: ``seconds * slowdown``."""
