@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import copy
 import functools
-import http.server
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ from ofa_edge.supernet.specialized import (
     parse_net_config,
 )
 from ofa_edge.testing.mit_reference import import_mit
+from tests.mirror import serving
 from tests.test_cli import error_line, run
 from tests.test_cli_commands import ok, sha256
 from tests.test_mit_equivalence import _randomize
@@ -158,17 +157,8 @@ def mirror(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     folder = tmp_path / "mirror" / "ofa_specialized" / note10.folder_name
     served = write_mit_folder(folder, "mbv3", mit_subnet("mbv3"))
 
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, directory=str(tmp_path / "mirror"), **kwargs)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", served
-    server.shutdown()
+    with serving(tmp_path / "mirror") as url:
+        yield url, served
 
 
 @torch.no_grad()

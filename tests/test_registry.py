@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import http.server
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from ofa_edge.files import cache_dir
 from ofa_edge.supernet import OFAMobileNetV3
 from ofa_edge.supernet.preprocessing import CIFAR10, IMAGENET
 from ofa_edge.supernet.registry import get_supernet_info, list_supernets, load_supernet
+from tests.mirror import serving
 
 W10 = "ofa_mbv3_d234_e346_k357_w1.0"
 
@@ -30,18 +29,8 @@ def mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict
     state = OFAMobileNetV3().state_dict()
     torch.save({"state_dict": state, "epoch": 1}, root / W10)
 
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, directory=str(root), **kwargs)
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", state
-    server.shutdown()
+    with serving(root) as url:
+        yield url, state
 
 
 def test_registry_names() -> None:

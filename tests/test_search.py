@@ -27,6 +27,7 @@ from ofa_edge.supernet.counting import count
 from ofa_edge.supernet.space import ArchConfig
 from tests.conftest import NOTE10
 from tests.test_cli import error_line, run
+from tests.test_registry import _closed_port
 
 W12 = "ofa_mbv3_d234_e346_k357_w1.2"
 GENERATIONS = 120
@@ -189,7 +190,9 @@ def test_tables_must_match_the_supernet_and_are_found_by_name(
         find_table("note10", W12, threads=2, folders=[tmp_path])
 
 
-def test_cli_search_json_pareto_and_errors(tmp_path: Path, tables, predictor: AccuracyPredictor) -> None:
+def test_cli_search_json_pareto_and_errors(
+    tmp_path: Path, tables, predictor: AccuracyPredictor, monkeypatch: pytest.MonkeyPatch
+) -> None:
     note10, slow = tables
     note10.save(tmp_path / "note10.json")
     slow.save(tmp_path / "slowpi.json")
@@ -256,12 +259,10 @@ def test_cli_search_json_pareto_and_errors(tmp_path: Path, tables, predictor: Ac
     assert "below the smallest reachable" in error_line(res, 9)
     res = run("search", "--supernet", W12, "--device", "nowhere", "--latency-ms", "3", cwd=tmp_path)
     assert f"ofa-edge lut build nowhere --supernet {W12}" in error_line(res, 6)
+    # Without --predictor, MIT's predictor of w1.2 is fetched (tests/test_mit_predictor.py); offline:
+    monkeypatch.setenv("OFA_EDGE_MIRROR", f"http://127.0.0.1:{_closed_port()}")
     res = run("search", "--supernet", W12, *devices[:4], "--latency-ms", "20", cwd=tmp_path)
-    assert (
-        res.returncode == 7
-        and "no accuracy predictor is shipped" in res.stderr
-        and "--objective macs" in res.stderr
-    )
+    assert "acc_predictor.pth" in error_line(res, 7) and "--predictor PATH" in res.stderr
     res = run(
         "--json",
         "search",

@@ -8,6 +8,13 @@ layers (400 wide) and a final Linear without bias, plus ``base_acc`` (the mean t
 Predictions are in the units of the training targets (ofa-edge's tables: top-1 %; MIT's
 predictors: a 0-1 fraction).
 
+MIT's tutorial predictor (``ofa/tutorial/accuracy_predictor.py``, the ``acc_predictor.pth`` of
+``ofa_mbv3_d234_e346_k357_w1.2``) is a bare ``nn.Sequential`` over 128 features laid out as
+``[kernel per slot | expand per slot | resolution at (r-112)//16 of 112..224]``, its last Linear
+with a bias. It is the same function in this layout: :func:`load_predictor` reorders its first
+layer's columns, keeps those of the resolutions it was trained on (160-224) and takes the output
+bias as ``base_acc``.
+
 Saved files (``torch.save`` of a dict, read with ``weights_only=True``)::
 
     {"kind": "ofa-edge/accuracy-predictor", "schema_version": 1, "supernet": ID,
@@ -17,6 +24,7 @@ Saved files (``torch.save`` of a dict, read with ``weights_only=True``)::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -34,6 +42,12 @@ from ofa_edge.supernet.space import ArchConfig, SearchSpace
 
 KIND = "ofa-edge/accuracy-predictor"
 SCHEMA_VERSION = 1
+#: The resolutions MIT's tutorial predictor was trained on (its ``ArchManager``'s), and the
+#: resolution its one-hot starts at, one slot per 16 px.
+TUTORIAL_RESOLUTIONS = (160, 176, 192, 208, 224)
+TUTORIAL_FIRST_R = 112
+TUTORIAL_FEATURES = 128
+_TUTORIAL_KEY = re.compile(r"\d+\.(weight|bias)")
 
 
 @contextmanager
@@ -326,6 +340,10 @@ def load_predictor(path: str | Path, space: SearchSpace | None = None) -> Loaded
         )
         model = AccuracyPredictor(encoder, int(doc["hidden_size"]), int(doc["n_layers"]))
         state, supernet, metrics = doc["state_dict"], doc.get("supernet"), dict(doc.get("metrics", {}))
+    elif (
+        isinstance(doc, dict) and doc and all(isinstance(k, str) and _TUTORIAL_KEY.fullmatch(k) for k in doc)
+    ):
+        model, state, supernet, metrics = *_from_tutorial(doc, path), None, {}
     elif isinstance(doc, dict) and "layers.0.0.weight" in doc.get("state_dict", doc):
         state = doc.get("state_dict", doc)
         if space is None:
@@ -351,16 +369,43 @@ def load_predictor(path: str | Path, space: SearchSpace | None = None) -> Loaded
     return LoadedPredictor(model.eval(), supernet, metrics)
 
 
+def _from_tutorial(state: dict[str, torch.Tensor], path: Path) -> tuple[AccuracyPredictor, dict[str, Any]]:
+    """An empty predictor of MIT's tutorial shape, and the tutorial ``state`` in its keys and
+    layout (see the module docstring): the same predictions at ``TUTORIAL_RESOLUTIONS``."""
+    encoder = ArchEncoder((3, 5, 7), (3, 4, 6), 4, 5, TUTORIAL_RESOLUTIONS)
+    n_slots = encoder.n_dim - len(TUTORIAL_RESOLUTIONS)
+    linears = sorted({int(k.split(".")[0]) for k in state})
+    first = state.get(f"{linears[0]}.weight")
+    if len(linears) < 2 or first is None or first.shape[-1] != TUTORIAL_FEATURES:
+        raise CheckpointError(
+            f"{path} is not MIT's tutorial accuracy predictor ({TUTORIAL_FEATURES} input features)",
+            hint="pass a file from fit_predictor or MIT's acc_predictor.pth",
+        )
+    r_cols = [n_slots + (r - TUTORIAL_FIRST_R) // 16 for r in TUTORIAL_RESOLUTIONS]
+    ours = {
+        f"layers.{i}.0.{k}": state.get(f"{n}.{k}") for i, n in enumerate(linears) for k in ("weight", "bias")
+    }
+    ours["layers.0.0.weight"] = torch.cat([first[:, r_cols], first[:, :n_slots]], dim=1)
+    head = len(linears) - 1
+    ours[f"layers.{head}.weight"] = ours.pop(f"layers.{head}.0.weight")
+    ours["base_acc"] = ours.pop(f"layers.{head}.0.bias")
+    model = AccuracyPredictor(encoder, first.shape[0], head)
+    return model, {k: v for k, v in ours.items() if v is not None}  # a missing key: load_state_dict names it
+
+
 def predictor_for(supernet: str, space: SearchSpace, path: Path | None = None) -> AccuracyPredictor:
-    """The predictor at ``path``, else the one shipped for ``supernet``; refused if it was
-    trained for another supernet."""
+    """The predictor at ``path``, else the one shipped for ``supernet``, else MIT's for it from the
+    registry (downloaded on first use); refused if it was trained for another supernet."""
     from importlib import resources
 
+    from ofa_edge.supernet.registry import get_supernet_info, predictor_path
+
     if path is None:
-        path = Path(str(resources.files("ofa_edge") / "weights" / f"{supernet}.predictor.pt"))
-        if not path.is_file():
+        shipped = Path(str(resources.files("ofa_edge") / "weights" / f"{supernet}.predictor.pt"))
+        path = shipped if shipped.is_file() else predictor_path(get_supernet_info(supernet))
+        if path is None:
             raise CheckpointError(
-                f"no accuracy predictor is shipped for {supernet} (expected {path})",
+                f"no accuracy predictor is shipped for {supernet} (expected {shipped})",
                 hint="pass --predictor PATH, or --objective macs to maximize MACs instead",
             )
     loaded = load_predictor(path, space)

@@ -18,6 +18,7 @@ from ofa_edge.cli.common import (
     select_devices,
 )
 from ofa_edge.cli.output import Output
+from ofa_edge.errors import ConfigError
 from ofa_edge.lut.table import PASSES
 
 
@@ -88,9 +89,25 @@ def _cmd_lut_validate(args: argparse.Namespace, out: Output) -> int:
 
 def _cmd_lut_import(args: argparse.Namespace, out: Output) -> int:
     from ofa_edge.lut import import_ofa
+    from ofa_edge.lut.store import OFA_TABLES, ofa_tables
     from ofa_edge.lut.table import SupernetRef
 
-    table = import_ofa(args.folder, SupernetRef.named(args.supernet), device_name=args.device_name)
+    folder, supernet = Path(args.folder), args.supernet
+    named = None if folder.is_dir() else ofa_tables(args.folder)
+    if named is not None:
+        folder, supernet = named[0], supernet or named[1]
+        if supernet != named[1]:
+            raise ConfigError(
+                f"MIT's {args.folder} tables were measured for {named[1]}, not {supernet}",
+                hint=f"--supernet {named[1]}, or leave it out",
+            )
+    elif supernet is None:
+        raise ConfigError(
+            f"--supernet is needed to import the tables in {folder}",
+            hint=f"name the supernet they were measured for; MIT's tables by name: {', '.join(OFA_TABLES)}",
+        )
+    device = args.device_name or (args.folder if named else "imported")
+    table = import_ofa(folder, SupernetRef.named(supernet), device_name=device)
     table.save(args.out)
     n = sum(len(section) for section in table.entries.values())
     out.result(
@@ -164,12 +181,20 @@ def register(sub: Any) -> None:
     p.set_defaults(func=_cmd_lut_validate)
 
     p = add_command(lsub, "import-ofa", "convert MIT's <r>_lookup_table.yaml files")
-    p.add_argument("folder", metavar="DIR", help="folder with <resolution>_lookup_table.yaml files")
     p.add_argument(
-        "--supernet", required=True, metavar="ID", help="supernet registry name the tables were measured for"
+        "folder",
+        metavar="DIR|NAME",
+        help="folder with <resolution>_lookup_table.yaml files, or MIT's tables by name (shipped): note10",
     )
     p.add_argument(
-        "--device-name", default="imported", metavar="NAME", help="device label recorded in the table"
+        "--supernet",
+        metavar="ID",
+        help="supernet registry name the tables were measured for (default for a NAME: its own)",
+    )
+    p.add_argument(
+        "--device-name",
+        metavar="NAME",
+        help="device label recorded in the table (default: the NAME, else 'imported')",
     )
     p.add_argument("--out", required=True, type=Path, metavar="LUT.json", help="table file to write")
     p.set_defaults(func=_cmd_lut_import)

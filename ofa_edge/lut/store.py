@@ -35,6 +35,18 @@ def shipped_tables_dir() -> Path:
     return Path(str(resources.files("ofa_edge.latency_tables")))
 
 
+#: MIT's published latency tables, shipped with ofa-edge's: name -> (folder, the supernet measured).
+OFA_TABLES = {"note10": ("ofa_note10_lut_w1.2", "ofa_mbv3_d234_e346_k357_w1.2")}
+
+
+def ofa_tables(name: str) -> tuple[Path, str] | None:
+    """The shipped folder of MIT's latency tables ``name`` and their supernet; None for other names."""
+    if name not in OFA_TABLES:
+        return None
+    folder, supernet = OFA_TABLES[name]
+    return shipped_tables_dir() / folder, supernet
+
+
 def user_tables_dir() -> Path:
     """The per-user folder for tables (platformdirs' data dir)."""
     return Path(platformdirs.user_data_dir("ofa-edge")) / "latency_tables"

@@ -1,6 +1,7 @@
 """Named supernets: how to build each one and where its weights come from.
 
-MIT's official checkpoints download on first use into a per-user cache (``OFA_EDGE_CACHE``, else
+MIT's official checkpoints (and the accuracy predictor MIT published for w1.2: ``predictor_path``)
+download on first use into a per-user cache (``OFA_EDGE_CACHE``, else
 platformdirs' cache dir); the sha256 of the first download is recorded beside the file and
 checked on every later load, since MIT publishes no hashes. ``OFA_EDGE_MIRROR`` replaces the
 download base URL (for mirrors and air-gapped fleets). The project's own default supernet ships
@@ -64,7 +65,9 @@ from ofa_edge.supernet.preprocessing import CIFAR10, IMAGENET, Preprocessing
 from ofa_edge.supernet.space import SearchSpace
 from ofa_edge.supernet.spec import MBv3Spec
 
-OFA_BASE_URL = "https://raw.githubusercontent.com/han-cai/files/master/ofa/ofa_nets"
+#: MIT's file host: the supernets under ``ofa_nets/``, its other files (predictor, specialized nets) beside.
+MIT_FILES_URL = "https://raw.githubusercontent.com/han-cai/files/master/ofa"
+OFA_BASE_URL = f"{MIT_FILES_URL}/ofa_nets"
 DOWNLOAD_TIMEOUT_S = 30.0
 
 #: ``progress(done_bytes, total_bytes_or_None)`` while a checkpoint downloads.
@@ -95,6 +98,7 @@ class SupernetInfo:
     url_name: str | None = None  # file name under the download base URL
     packaged: str | None = None  # file name under ofa_edge/weights/
     local: LocalWeights | None = None  # from a supernet entry file
+    predictor: str | None = None  # MIT's accuracy predictor: a file under MIT's ofa/ folder (mit_url)
 
     def build(self) -> OFAMobileNetV3:
         """The untrained supernet of this entry's spec."""
@@ -105,6 +109,11 @@ class SupernetInfo:
         if self.url_name is None:
             return None
         return f"{os.environ.get('OFA_EDGE_MIRROR', OFA_BASE_URL).rstrip('/')}/{self.url_name}"
+
+
+def mit_url(path: str) -> str:
+    """The URL of ``path`` under MIT's ``ofa/`` folder, or under ``OFA_EDGE_MIRROR`` when it is set."""
+    return f"{os.environ.get('OFA_EDGE_MIRROR', MIT_FILES_URL).rstrip('/')}/{path}"
 
 
 _SUPERNETS: dict[str, SupernetInfo] = {}
@@ -367,6 +376,20 @@ def checkpoint_path(info: SupernetInfo, progress: ByteProgress | None = None) ->
     )
 
 
+def predictor_path(info: SupernetInfo, progress: ByteProgress | None = None) -> Path | None:
+    """Where MIT's accuracy predictor of ``info`` is on this machine (downloaded and hash-checked
+    as needed), or None if MIT published none for it."""
+    if info.predictor is None:
+        return None
+    return cached_download(
+        mit_url(info.predictor),
+        cache_dir() / "predictors" / f"{info.name}.pth",
+        f"the accuracy predictor of {info.name!r}",
+        "connect to the network (or set OFA_EDGE_MIRROR), or pass --predictor PATH to a local copy",
+        progress,
+    )
+
+
 def cached_download(url: str, path: Path, what: str, hint: str, progress: ByteProgress | None = None) -> Path:
     """``path``, downloaded from ``url`` on first use; the sha256 of that download is recorded
     beside it and checked at every later use (MIT publishes no hashes). ``what`` and ``hint``
@@ -474,6 +497,8 @@ for _width in (1.0, 1.2):
             spec=MBv3Spec(_width, 1000),
             preprocessing=IMAGENET,
             url_name=_name,
+            # MIT's tutorial predictor (ofa/tutorial/accuracy_predictor.py), trained on w1.2 subnets.
+            predictor="acc_predictor.pth" if _width == 1.2 else None,
         )
     )
 #: The project's default: trained by ``ofa-edge train --recipe cifar10-default`` (issue 5) and

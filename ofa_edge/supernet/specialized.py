@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,10 +26,9 @@ from ofa_edge.files import cache_dir
 from ofa_edge.supernet.layers import ConvBNAct, LinearLayer, MBConv, ResidualBlock, activation
 from ofa_edge.supernet.ofa_mbv3 import state_dict_mismatches
 from ofa_edge.supernet.preprocessing import IMAGENET
-from ofa_edge.supernet.registry import ByteProgress, cached_download, read_checkpoint
+from ofa_edge.supernet.registry import ByteProgress, cached_download, mit_url, read_checkpoint
 from ofa_edge.supernet.spec import BlockSpec, conv_out_size
 
-SPECIALIZED_BASE_URL = "https://raw.githubusercontent.com/han-cai/files/master/ofa/ofa_specialized"
 NET_CONFIG, RUN_CONFIG, INIT = "net.config", "run.config", "init"
 #: How every one of MIT's specialized nets normalizes its images: they were trained on ImageNet.
 PREPROCESSING = IMAGENET
@@ -133,9 +131,7 @@ class SpecializedInfo:
         return self.id.replace("@", "-")
 
     def url(self, file: str) -> str:
-        mirror = os.environ.get("OFA_EDGE_MIRROR")
-        base = f"{mirror.rstrip('/')}/ofa_specialized" if mirror else SPECIALIZED_BASE_URL
-        return f"{base}/{self.folder_name}/{file}"
+        return mit_url(f"ofa_specialized/{self.folder_name}/{file}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
