@@ -17,6 +17,7 @@ import socket
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -58,13 +59,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def adb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdbServer]:
-    """Start a private adb server for the session; ``adb kill-server`` it afterwards."""
+def _start_server(home: Path) -> Iterator[AdbServer]:
+    """Start a private adb server with its HOME in ``home``; ``adb kill-server`` it afterwards."""
     binary = shutil.which("adb")
     if binary is None:
         pytest.skip("the adb client is not installed (Debian/Ubuntu: apt install adb)")
-    home = tmp_path_factory.mktemp("adb-home")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in _KEY_LOCATIONS}
     env.update(HOME=str(home), TMPDIR=str(home), ANDROID_ADB_SERVER_PORT=str(port))
@@ -76,6 +75,18 @@ def adb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdbServer]:
         yield server
     finally:
         server.adb("kill-server")
+
+
+@pytest.fixture(scope="session")
+def adb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdbServer]:
+    """The session's private adb server."""
+    yield from _start_server(tmp_path_factory.mktemp("adb-home"))
+
+
+@pytest.fixture
+def remote_adb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdbServer]:
+    """A second adb server with its own key, standing for another workstation's (on loopback)."""
+    yield from _start_server(tmp_path_factory.mktemp("adb-home-remote"))
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ofa_edge.devices.ssh import SshTransport, host_key_fingerprint, trust_host
+from ofa_edge.devices.ssh import SshTransport, offered_host_key, trust_host
 from ofa_edge.devices.transport import (
     AuthError,
     CommandFailed,
@@ -171,7 +171,7 @@ def test_unknown_host_key_shows_fingerprint_and_trust_command(ssh_device: SshDev
     message = str(info.value)
     assert expected in message and "ofa-edge devices trust pi4" in message
     assert "\n" not in message
-    assert host_key_fingerprint(spec) == ("ssh-ed25519", expected)
+    assert offered_host_key(spec)[:2] == ("ssh-ed25519", expected)
 
 
 def test_trust_host_records_openssh_entry_then_connects(ssh_device: SshDevice, tmp_path: Path) -> None:
@@ -229,7 +229,7 @@ def test_listener_without_banner_is_unreachable_within_timeout(ssh_device: SshDe
         spec = ssh_device.device_spec(
             "mute", host="127.0.0.1", port=mute.getsockname()[1], connect_timeout=1.5
         )
-        for attempt in (lambda: SshTransport(spec).run(["true"]), lambda: host_key_fingerprint(spec)):
+        for attempt in (lambda: SshTransport(spec).run(["true"]), lambda: offered_host_key(spec)):
             start = time.monotonic()
             with pytest.raises(DeviceUnreachable, match="no SSH banner within 1.5 s"):
                 attempt()

@@ -65,6 +65,18 @@ def fresh_ssh_device() -> Iterator[SshDevice]:
     yield from _device("127.0.0.4")
 
 
+@pytest.fixture(scope="session")
+def jump_ssh_device() -> Iterator[SshDevice]:
+    """A jump host (bastion) on 127.0.0.6, for devices reached through it."""
+    yield from _device("127.0.0.6")
+
+
+@pytest.fixture(scope="session")
+def jumped_ssh_device() -> Iterator[SshDevice]:
+    """A device on 127.0.0.7 that tests reach through a jump host."""
+    yield from _device("127.0.0.7")
+
+
 @pytest.fixture
 def ssh_transport(ssh_device: SshDevice) -> Iterator[SshTransport]:
     """An ``SshTransport`` to ``ssh_device`` named "jetson", closed after the test."""

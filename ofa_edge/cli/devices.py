@@ -83,27 +83,31 @@ def _cmd_devices_check(args: argparse.Namespace, out: Output) -> int:
 
 
 def _cmd_devices_trust(args: argparse.Namespace, out: Output) -> int:
-    from ofa_edge.devices.ssh import host_key_fingerprint, trust_host
+    from ofa_edge.devices.ssh import offered_host_key, trust_host
 
     (spec,) = select_devices(args, [args.device])
     if spec.ssh is None:
         raise ConfigError(f"device {spec.name!r} uses {spec.transport}: only SSH devices have host keys")
-    key_type, fingerprint = host_key_fingerprint(spec)
-    if args.fingerprint and args.fingerprint != fingerprint:
+    offered = offered_host_key(spec)  # a jump host's first, until each is recorded
+    if args.fingerprint and args.fingerprint != offered.fingerprint:
         raise ConfigError(
-            f"{spec.name} offers {key_type} {fingerprint}, not the expected {args.fingerprint}",
-            hint="do not trust it; check the device's key out of band",
+            f"{spec.name}: {offered.host} offers {offered.key_type} {offered.fingerprint}, "
+            f"not the expected {args.fingerprint}",
+            hint="do not trust it; check the host's key out of band",
         )
     trust_host(spec)
     out.result(
         "devices-trust",
         {
             "device": spec.name,
-            "key_type": key_type,
-            "fingerprint": fingerprint,
-            "known_hosts": str(spec.ssh.known_hosts),
+            "host": offered.host,
+            "key_type": offered.key_type,
+            "fingerprint": offered.fingerprint,
+            "known_hosts": str(offered.known_hosts),
         },
-        f"{spec.name}: trusted {key_type} {fingerprint} (recorded in {spec.ssh.known_hosts})",
+        f"{spec.name}: trusted {offered.host}'s {offered.key_type} {offered.fingerprint} "
+        f"(recorded in {offered.known_hosts})"
+        + (f"; run `ofa-edge devices trust {spec.name}` again for the next host" if offered.jump else ""),
     )
     return 0
 

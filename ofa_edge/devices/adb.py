@@ -4,7 +4,9 @@ Every call is one ``adb`` process: ``adb -s SERIAL shell -T -- LINE`` runs a com
 exit code comes back through the shell protocol), ``push``/``pull`` copy files, and a
 ``Channel`` is one long-lived ``adb shell -T`` with pipes. adb joins its arguments with spaces
 and hands them to the phone's shell, so ``LINE`` is one string quoted here (``shell_command``).
-``server_port`` selects a private adb server (``ANDROID_ADB_SERVER_PORT``). adb exits 0 when
+``server_port`` selects a private adb server (``ANDROID_ADB_SERVER_PORT``); with ``server_host``
+every call goes to the adb server of another machine, with the phones attached there
+(``adb -H HOST -P PORT``; that server must listen on the network: ``adb -a``). adb exits 0 when
 the link drops before the exit code arrives, so a zero exit is confirmed with ``adb get-state``.
 
 When an ``adb shell`` ends early, adbd only sends SIGHUP to the command it started, which a
@@ -50,6 +52,7 @@ KILL_TIMEOUT_S = 10.0  # the `kill` sent to the phone for a command that overran
 _HINT_NOT_FOUND = (
     "plug the phone in with USB debugging on (or `adb connect HOST:PORT`), then check `adb devices`"
 )
+_NO_SERVER = re.compile(r"cannot connect to daemon")
 # adb's own complaints (last stderr line) -> what to do; anything else is the command's output.
 _ADB_FAILURES: tuple[tuple[re.Pattern[str], type[DeviceError], str], ...] = (
     (re.compile(r"device '.*' not found|no devices/emulators found"), DeviceUnreachable, _HINT_NOT_FOUND),
@@ -75,7 +78,7 @@ _ADB_FAILURES: tuple[tuple[re.Pattern[str], type[DeviceError], str], ...] = (
         'set serial = "..." for this device in the inventory (see `adb devices`)',
     ),
     (
-        re.compile(r"cannot connect to daemon"),
+        _NO_SERVER,
         DeviceError,
         "the adb server did not start: try `adb start-server` (with the same server_port)",
     ),
@@ -165,8 +168,10 @@ class AdbTransport(Transport):
                     device=self.name,
                 )
             self._binary = found
-        serial = ["-s", self.options.serial] if device and self.options.serial else []
-        return [self._binary, *serial, *args]
+        opts = self.options
+        server = ["-H", opts.server_host, "-P", str(opts.server_port or 5037)] if opts.server_host else []
+        serial = ["-s", opts.serial] if device and opts.serial else []
+        return [self._binary, *server, *serial, *args]
 
     def _call(
         self,
@@ -214,6 +219,8 @@ class AdbTransport(Transport):
         said = [*lines[-1:], *(line for line in lines if line.startswith(("error: ", "adb: error: ")))]
         for line in said:
             for pattern, error, hint in _ADB_FAILURES:
+                if pattern is _NO_SERVER and self.options.server_host:  # adb never starts a remote one
+                    error, hint = DeviceUnreachable, self._remote_server_hint()
                 if pattern.search(line):
                     raise error(
                         f"{self.name}: adb: {line.removeprefix('adb: ')}", hint=hint, device=self.name
@@ -268,6 +275,13 @@ class AdbTransport(Transport):
                 device=self.name,
             )
         self._ready = True
+
+    def _remote_server_hint(self) -> str:
+        host, port = self.options.server_host, self.options.server_port or 5037
+        return (
+            f"start the adb server on {host} listening on the network (`adb -a -P {port} server "
+            "nodaemon` there, with the phone attached), or fix server_host/server_port in the inventory"
+        )
 
     @staticmethod
     def _hint_for(text: str) -> str:

@@ -1,13 +1,15 @@
 """Ansible inventories (INI or YAML) read as ofa-edge device tables, since fleets live there.
 
 Every host becomes an SSH device: ``ansible_host`` -> host, ``ansible_user`` -> user,
-``ansible_port`` -> port, ``ansible_ssh_private_key_file`` -> key; group and ``all`` vars apply
-(host vars win). Variables prefixed ``ofa_edge_`` set ofa-edge fields (``ofa_edge_runtime``,
+``ansible_port`` -> port, ``ansible_ssh_private_key_file`` -> key, a ProxyJump in
+``ansible_ssh_common_args`` (``-J HOPS`` or ``-o ProxyJump=HOPS``) -> jump; group and ``all``
+vars apply (host vars win). Variables prefixed ``ofa_edge_`` set ofa-edge fields (``ofa_edge_runtime``,
 ``ofa_edge_threads``, ...). Other Ansible variables are ignored.
 """
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,8 @@ def _to_device(name: str, variables: dict[str, Any]) -> dict[str, Any]:
     for key, value in variables.items():
         if key in _ANSIBLE_KEYS:
             table[_ANSIBLE_KEYS[key]] = value
+        elif key == "ansible_ssh_common_args" and (hops := _proxy_jump(name, value)):
+            table["jump"] = hops.split(",")
         elif key.startswith("ofa_edge_"):
             table[key.removeprefix("ofa_edge_")] = value
     if "port" in table:
@@ -42,6 +46,25 @@ def _to_device(name: str, variables: dict[str, Any]) -> dict[str, Any]:
     if "threads" in table and isinstance(table["threads"], str) and table["threads"].isdigit():
         table["threads"] = int(table["threads"])
     return table
+
+
+def _proxy_jump(name: str, args: Any) -> str | None:
+    """The hops of a ProxyJump among ssh arguments (``-J HOPS``, ``-o ProxyJump=HOPS``), if any."""
+    try:
+        words = shlex.split(str(args))
+        if len(words) == 1 and " " in words[0]:  # an INI vars value keeps its quotes
+            words = shlex.split(words[0])
+    except ValueError as err:
+        raise ConfigError(f"ansible host {name!r}: ansible_ssh_common_args: {err}") from None
+    for i, word in enumerate(words):
+        following = words[i + 1] if i + 1 < len(words) else ""
+        if word.startswith("-J"):
+            return word[2:] or following
+        if word.startswith("-o"):
+            option = re.split(r"[=\s]+", word[2:] or following, maxsplit=1)
+            if option[0].lower() == "proxyjump" and len(option) == 2 and option[1].lower() != "none":
+                return option[1]
+    return None
 
 
 def _scalar(value: str) -> Any:

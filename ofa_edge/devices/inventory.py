@@ -8,6 +8,7 @@ Where the file is: ``--inventory PATH``, else ``$OFA_EDGE_INVENTORY``, else ``./
     host = "192.168.1.40"        # ssh: host, port (22), user, key (else the SSH agent),
     user = "pi"                  #      known_hosts (default ~/.ssh/known_hosts)
     key = "~/.ssh/id_ed25519"
+    jump = "admin@gateway:22"    # optional jump host(s): a string, a table or a list (ProxyJump)
     runtime = "onnxruntime"      # all: runtime, threads, workdir, python, cpus (pinning)
     threads = 4
 
@@ -17,7 +18,9 @@ transports and the fields each takes are ``ofa_edge.devices.transports.TRANSPORT
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -42,6 +45,11 @@ COMMON_FIELDS = frozenset(
         "slowdown",
         "lock_timeout",
     }
+)
+#: Fields of a jump host's table; key, known_hosts (and connect_timeout) default to the device's.
+JUMP_FIELDS = frozenset({"host", "port", "user", "key", "known_hosts"})
+_DESTINATION = re.compile(
+    r"(?:(?P<user>[^@\s]+)@)?(?:\[(?P<ipv6>[^\]\s]+)\]|(?P<host>[^:@\s]+))(?::(?P<port>\d+))?"
 )
 
 
@@ -75,12 +83,6 @@ def parse_device(name: str, table: dict[str, Any], base: Path) -> DeviceSpec:
     if runtime not in RUNTIMES:
         raise ConfigError(f"device {name!r}: runtime={runtime!r} is not one of {list(RUNTIMES)}")
 
-    def path(key: str) -> Path | None:
-        if key not in table:
-            return None
-        p = Path(_str(name, key, table[key])).expanduser()
-        return p if p.is_absolute() else base / p
-
     slowdown = table.get("slowdown", 1.0)
     if isinstance(slowdown, bool) or not isinstance(slowdown, int | float) or not 0.01 <= slowdown <= 1000:
         raise ConfigError(
@@ -100,16 +102,9 @@ def parse_device(name: str, table: dict[str, Any], base: Path) -> DeviceSpec:
         cpus = tuple(_int(name, "cpus[]", c, 0, 4095) for c in cpus)
     ssh = adb = None
     if transport == "ssh":
-        if "host" not in table:
-            raise ConfigError(f"device {name!r}: ssh needs a host", hint='add host = "ADDRESS"')
-        ssh = SshOptions(
-            host=_str(name, "host", table["host"]),
-            port=_int(name, "port", table.get("port", 22), 1, 65535),
-            user=_str(name, "user", table["user"]) if "user" in table else None,
-            key=path("key"),
-            known_hosts=path("known_hosts") or Path("~/.ssh/known_hosts").expanduser(),
-            connect_timeout=float(table.get("connect_timeout", 10.0)),
-        )
+        ssh = _ssh_options(name, table, base)
+        if "jump" in table:
+            ssh = dataclasses.replace(ssh, jump=_jumps(name, table["jump"], ssh, base))
     elif transport == "adb":
         adb = AdbOptions(
             serial=_str(name, "serial", table["serial"]) if "serial" in table else None,
@@ -117,7 +112,8 @@ def parse_device(name: str, table: dict[str, Any], base: Path) -> DeviceSpec:
             server_port=_int(name, "server_port", table["server_port"], 1, 65535)
             if "server_port" in table
             else None,
-            benchmark_model=path("benchmark_model"),
+            server_host=_str(name, "server_host", table["server_host"]) if "server_host" in table else None,
+            benchmark_model=_path(name, table, "benchmark_model", base),
         )
     default_workdir = {"adb": ADB_WORKDIR, "local": local_workdir()}.get(transport, DeviceSpec.workdir)
     return DeviceSpec(
@@ -134,6 +130,56 @@ def parse_device(name: str, table: dict[str, Any], base: Path) -> DeviceSpec:
         slowdown=float(slowdown),
         lock_timeout=float(lock_timeout),
     )
+
+
+def _path(name: str, table: dict[str, Any], key: str, base: Path) -> Path | None:
+    """``table[key]`` as a path (``~`` expanded, relative to ``base``), None if not set."""
+    if key not in table:
+        return None
+    p = Path(_str(name, key, table[key])).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def _ssh_options(
+    name: str, table: dict[str, Any], base: Path, defaults: SshOptions | None = None, what: str = ""
+) -> SshOptions:
+    """The SSH settings of a device's table, or (``what="jump "``) of one of its jump hosts, whose
+    key, known_hosts and connect_timeout default to the device's (``defaults``)."""
+    if "host" not in table:
+        raise ConfigError(f"device {name!r}: {what or 'ssh '}needs a host", hint='add host = "ADDRESS"')
+    return SshOptions(
+        host=_str(name, f"{what}host", table["host"]),
+        port=_int(name, f"{what}port", table.get("port", 22), 1, 65535),
+        user=_str(name, f"{what}user", table["user"]) if "user" in table else None,
+        key=_path(name, table, "key", base) or (defaults.key if defaults else None),
+        known_hosts=_path(name, table, "known_hosts", base)
+        or (defaults.known_hosts if defaults else Path("~/.ssh/known_hosts").expanduser()),
+        connect_timeout=defaults.connect_timeout if defaults else float(table.get("connect_timeout", 10.0)),
+    )
+
+
+def _jumps(name: str, value: Any, device: SshOptions, base: Path) -> tuple[SshOptions, ...]:
+    """The jump hosts of ``jump``: ``"[user@]host[:port]"``, a table of ``JUMP_FIELDS``, or a
+    non-empty list of them (first hop first, as OpenSSH's ``ProxyJump a,b``)."""
+    hops = value if isinstance(value, list) and value else [value]
+    jumps = []
+    for hop in hops:
+        if isinstance(hop, str) and (match := _DESTINATION.fullmatch(hop)):
+            parts = {"host": match["host"] or match["ipv6"], "user": match["user"], "port": match["port"]}
+            hop = {k: int(v) if k == "port" else v for k, v in parts.items() if v is not None}
+        if not isinstance(hop, dict):
+            raise ConfigError(
+                f"device {name!r}: jump={hop!r} is not a jump host",
+                hint='use jump = "user@host:port", a table {host = ..., user = ..., key = ...} or a list',
+            )
+        unknown = sorted(set(hop) - JUMP_FIELDS)
+        if unknown:
+            raise ConfigError(
+                f"device {name!r}: unknown jump host field(s) {unknown}",
+                hint=f"allowed: {', '.join(sorted(JUMP_FIELDS))}",
+            )
+        jumps.append(_ssh_options(name, hop, base, device, "jump "))
+    return tuple(jumps)
 
 
 def inventory_path(explicit: str | Path | None = None) -> Path:

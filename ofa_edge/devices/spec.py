@@ -39,13 +39,17 @@ class SshOptions:
     key: Path | None = None  # None: keys from the SSH agent / default identities
     known_hosts: Path = field(default_factory=lambda: Path("~/.ssh/known_hosts").expanduser())
     connect_timeout: float = 10.0
+    #: Jump hosts to go through (OpenSSH's ProxyJump), first hop first; each is checked and
+    #: logged in to like the device, with its own key and known_hosts.
+    jump: tuple[SshOptions, ...] = ()
 
 
 @dataclass(frozen=True)
 class AdbOptions:
     serial: str | None = None
     adb: str = "adb"
-    server_port: int | None = None  # a private adb server (ANDROID_ADB_SERVER_PORT)
+    server_port: int | None = None  # a private adb server (ANDROID_ADB_SERVER_PORT), or server_host's
+    server_host: str | None = None  # an adb server on another machine (`adb -H HOST -P PORT`)
     benchmark_model: Path | None = None  # TFLite's benchmark_model, for phones without Python
 
 

@@ -2,8 +2,11 @@
 
 Strict host-key checking is the default (known_hosts + ``RejectPolicy``, never auto-add); keys
 come from ``ssh.key`` or the SSH agent. The socket has TCP_NODELAY (one exec round trip drops
-from ~50 ms to ~3 ms). The connection opens on first use and reopens after ``close()`` or a
-dropped link. Every failure is a one-line error naming the device and the next step.
+from ~50 ms to ~3 ms). A device behind jump hosts (``ssh.jump``, like OpenSSH's ProxyJump) is
+reached through a "direct-tcpip" channel of the login to the last jump host; every hop is
+logged in to and host-key checked like the device itself. The connection opens on first use
+and reopens after ``close()`` or a dropped link. Every failure is a one-line error naming the
+device (and the jump host, if that is where it failed) and the next step.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple, TypeAlias, TypeVar
 
 import paramiko
 from paramiko.hostkeys import InvalidHostKey
@@ -45,6 +49,8 @@ _CHUNK = 64 * 1024
 # What a dead or dying link raises from paramiko calls.
 _LINK_ERRORS = (paramiko.SSHException, EOFError, OSError)
 T = TypeVar("T")
+# What an SSH login runs over: TCP, or a channel of a jump host.
+_Socket: TypeAlias = socket.socket | paramiko.Channel
 
 # paramiko logs handshake failures with tracebacks; without a handler Python would print them.
 # Our errors already say what happened; applications that configure logging still see them.
@@ -66,6 +72,7 @@ class SshTransport(Transport):
         self.spec = spec
         self.options = _ssh_options(spec)
         self._client: paramiko.SSHClient | None = None
+        self._jumps: list[paramiko.SSHClient] = []  # the logins to the jump hosts, first hop first
         self._sftp: tuple[paramiko.SFTPClient, str] | None = None  # with the login's home folder
 
     def _run(self, argv: Sequence[str], *, timeout: float, check: bool, cwd: str | None) -> RunResult:
@@ -148,10 +155,10 @@ class SshTransport(Transport):
         return posixpath.join(home, remote[2:]) if len(remote) > 2 else home
 
     def close(self) -> None:
-        """Drop the connection (and its channels); the next call reconnects."""
-        client, self._client, self._sftp = self._client, None, None
-        if client is not None:
-            client.close()
+        """Drop the connection (and its channels, and the jump hosts'); the next call reconnects."""
+        clients = [*self._jumps, *([self._client] if self._client is not None else [])]
+        self._client, self._jumps, self._sftp = None, [], None
+        _close_all(clients)
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -163,7 +170,7 @@ class SshTransport(Transport):
         """The live connection, opened now if there is none or the old one died."""
         if self._client is None or not self._alive():
             self.close()
-            self._client = _connect(self.spec)
+            *self._jumps, self._client = _connect(self.spec)
         return self._client
 
     def _on_link(self, what: str, opener: Callable[[paramiko.SSHClient], T], *, retry: bool = True) -> T:
@@ -311,31 +318,38 @@ class SshChannel(Channel):
         )
 
 
-def host_key_fingerprint(spec: DeviceSpec) -> tuple[str, str]:
-    """The host key the device offers now, as (key type, ``SHA256:...`` like OpenSSH prints).
+class OfferedKey(NamedTuple):
+    """The host key a host on the way to a device offers now, as OpenSSH prints it."""
 
-    Connects without authenticating: what ``ofa-edge devices trust`` shows before trusting.
-    """
-    key = _offered_host_key(spec)
-    return key.get_name(), key.fingerprint
+    key_type: str
+    fingerprint: str  #: ``SHA256:...``
+    host: str  #: ``HOST:PORT``, or ``the jump host HOST:PORT``
+    known_hosts: Path  #: where ``trust_host`` records it
+    jump: bool  #: a jump host's key: the device's comes next
+
+
+def offered_host_key(spec: DeviceSpec) -> OfferedKey:
+    """The key of the next host to trust on the way to the device: the first jump host whose
+    offered key is not recorded yet, else the device itself. What ``devices trust`` shows."""
+    hop, key = _next_to_trust(spec)
+    return OfferedKey(key.get_name(), key.fingerprint, hop.address, hop.opts.known_hosts, hop.jump)
 
 
 def trust_host(spec: DeviceSpec) -> str:
-    """Record the device's current host key in ``spec.ssh.known_hosts`` and return its fingerprint.
+    """Record the current key of the next host to trust (see ``offered_host_key``) in its
+    ``known_hosts`` and return its fingerprint.
 
     Writes OpenSSH's format (``[host]:port`` off port 22), creating the file and its folders.
-    A different key already recorded for the device is never replaced: ``HostKeyError``.
+    A different key already recorded for the host is never replaced: ``HostKeyError``.
     """
-    opts = _ssh_options(spec)
-    key = _offered_host_key(spec)
-    known = paramiko.HostKeys()
-    _load_known_hosts(spec, known)
+    hop, key = _next_to_trust(spec)
+    opts = hop.opts
     entry = _known_hosts_entry(opts)
-    old = (known.lookup(entry) or {}).get(key.get_name())
+    old = _recorded_key(hop, key.get_name())
     if old == key:
         return key.fingerprint
     if old is not None:
-        raise _changed_host_key(spec, key, old)
+        raise _changed_host_key(hop, key, old)
     path = opts.known_hosts
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -355,40 +369,79 @@ def trust_host(spec: DeviceSpec) -> str:
 # -- connecting ------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Hop:
+    """One SSH login on the way to device ``device``: a jump host, or the device itself.
+    ``opts.jump`` holds the hops before it, so a hop's errors and hints name the whole path."""
+
+    device: str
+    opts: SshOptions
+    jump: bool = False
+
+    @property
+    def address(self) -> str:
+        where = f"{self.opts.host}:{self.opts.port}"
+        return f"the jump host {where}" if self.jump else where
+
+    @property
+    def what(self) -> str:
+        return "the jump host" if self.jump else "the device"
+
+
+def _hops(spec: DeviceSpec) -> list[_Hop]:
+    """The jump hosts (first hop first), then the device."""
+    opts = _ssh_options(spec)
+    jumps = [_Hop(spec.name, replace(j, jump=opts.jump[:i]), True) for i, j in enumerate(opts.jump)]
+    return [*jumps, _Hop(spec.name, opts)]
+
+
 class _RejectUnknownHost(paramiko.RejectPolicy):
     """paramiko's RejectPolicy, refusing with the offered fingerprint and the trust command."""
 
-    def __init__(self, spec: DeviceSpec) -> None:
-        self.spec = spec
+    def __init__(self, hop: _Hop) -> None:
+        self.hop = hop
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
-        opts = _ssh_options(self.spec)
+        hop = self.hop
         raise HostKeyError(
-            f"{self.spec.name}: the host key of {opts.host}:{opts.port} is not in {opts.known_hosts} "
-            f"(the device offers {key.get_name()} {key.fingerprint})",
-            hint=f"check that fingerprint on the device (`ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub`), "
-            f"then run `ofa-edge devices trust {self.spec.name}`",
-            device=self.spec.name,
+            f"{hop.device}: the host key of {hop.address} is not in {hop.opts.known_hosts} "
+            f"({hop.what} offers {key.get_name()} {key.fingerprint})",
+            hint=f"check that fingerprint on {hop.what} (`ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub`), "
+            f"then run `ofa-edge devices trust {hop.device}`",
+            device=hop.device,
             fingerprint=key.fingerprint,
         )
 
 
-def _connect(spec: DeviceSpec) -> paramiko.SSHClient:
-    """An authenticated connection, or the one-line error that says why not and what to do."""
-    opts = _ssh_options(spec)
+def _connect(spec: DeviceSpec) -> list[paramiko.SSHClient]:
+    """Authenticated logins to the jump hosts and the device (last), each through the one before;
+    or the one-line error that says which hop failed, why, and what to do."""
+    clients: list[paramiko.SSHClient] = []
+    try:
+        for hop in _hops(spec):
+            clients.append(_login(hop, clients[-1] if clients else None))
+    except BaseException:
+        _close_all(clients)
+        raise
+    return clients
+
+
+def _login(hop: _Hop, via: paramiko.SSHClient | None) -> paramiko.SSHClient:
+    """One authenticated connection to ``hop``, directly or through the login ``via``."""
+    opts = hop.opts
     if opts.key is not None and not opts.key.is_file():
         raise AuthError(
-            f"{spec.name}: the key file {opts.key} does not exist",
+            f"{hop.device}: the key file {opts.key} of {hop.address} does not exist",
             hint="fix ssh key in the inventory, or remove it to use the SSH agent",
-            device=spec.name,
+            device=hop.device,
         )
     client = paramiko.SSHClient()
-    _load_known_hosts(spec, client.get_host_keys())
-    client.set_missing_host_key_policy(_RejectUnknownHost(spec))
+    _load_known_hosts(hop, client.get_host_keys())
+    client.set_missing_host_key_policy(_RejectUnknownHost(hop))
     deadline = time.monotonic() + opts.connect_timeout
-    sock = _open_socket(spec)
+    sock = _open_socket(hop, via)
     try:
-        _handshake(spec, client, sock, max(deadline - time.monotonic(), 0.1))
+        _handshake(hop, client, sock, max(deadline - time.monotonic(), 0.1))
     except BaseException:
         client.close()
         sock.close()
@@ -396,9 +449,9 @@ def _connect(spec: DeviceSpec) -> paramiko.SSHClient:
     return client
 
 
-def _handshake(spec: DeviceSpec, client: paramiko.SSHClient, sock: socket.socket, left: float) -> None:
+def _handshake(hop: _Hop, client: paramiko.SSHClient, sock: _Socket, left: float) -> None:
     """SSH over ``sock``: banner and key exchange within ``left`` s, host key check, then auth."""
-    opts = _ssh_options(spec)
+    opts = hop.opts
     try:
         client.connect(
             opts.host,
@@ -416,101 +469,137 @@ def _handshake(spec: DeviceSpec, client: paramiko.SSHClient, sock: socket.socket
     except HostKeyError:  # from _RejectUnknownHost (a ConnectionError, so an OSError too)
         raise
     except paramiko.BadHostKeyException as err:
-        raise _changed_host_key(spec, err.key, err.expected_key) from err
+        raise _changed_host_key(hop, err.key, err.expected_key) from err
     except _LINK_ERRORS as err:
         link = client.get_transport()
         if isinstance(err, paramiko.SSHException) and link and link.is_active() and link.initial_kex_done:
-            raise _auth_failed(spec, err) from err  # the host key was accepted: only auth is left
-        raise _no_handshake(spec, link, err) from err
+            raise _auth_failed(hop, err) from err  # the host key was accepted: only auth is left
+        raise _no_handshake(hop, link, err) from err
     _require(client.get_transport()).set_keepalive(KEEPALIVE_S)
 
 
-def _open_socket(spec: DeviceSpec) -> socket.socket:
-    opts = _ssh_options(spec)
+def _open_socket(hop: _Hop, via: paramiko.SSHClient | None) -> _Socket:
+    """A TCP connection to ``hop``, or with ``via`` a "direct-tcpip" channel that the host
+    logged in to by ``via`` opens to it (OpenSSH's ProxyJump)."""
+    opts = hop.opts
+    if via is not None:
+        try:
+            return _require(via.get_transport()).open_channel(
+                "direct-tcpip", (opts.host, opts.port), ("127.0.0.1", 0), timeout=opts.connect_timeout
+            )
+        except paramiko.ChannelException as err:  # the jump host could not connect onward
+            raise _unreachable(hop, f"from {_address(opts.jump[-1])}: {err.text}") from err
+        except _LINK_ERRORS as err:
+            raise _unreachable(hop, f"through {_address(opts.jump[-1])}: {_reason(err)}") from err
     try:
         sock = socket.create_connection((opts.host, opts.port), timeout=opts.connect_timeout)
     except socket.gaierror as err:
-        raise _unreachable(spec, f"unknown host name: {err.strerror}") from err
+        raise _unreachable(hop, f"unknown host name: {err.strerror}") from err
     except TimeoutError as err:
-        raise _unreachable(spec, f"no answer within {opts.connect_timeout:g} s") from err
+        raise _unreachable(hop, f"no answer within {opts.connect_timeout:g} s") from err
     except OSError as err:
-        raise _unreachable(spec, _reason(err)) from err
+        raise _unreachable(hop, _reason(err)) from err
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # ~3 ms instead of ~50 ms per exec
     return sock
 
 
-def _offered_host_key(spec: DeviceSpec) -> paramiko.PKey:
-    opts = _ssh_options(spec)
-    link = paramiko.Transport(_open_socket(spec))
+def _next_to_trust(spec: DeviceSpec) -> tuple[_Hop, paramiko.PKey]:
+    """The first hop whose offered key is not the one recorded for it (the device if every jump
+    host's is), with that key. Checks each jump host's key and logs in before going on."""
+    hops = _hops(spec)
+    clients: list[paramiko.SSHClient] = []
+    try:
+        for hop in hops:
+            key = _offered_host_key(hop, clients[-1] if clients else None)
+            if not hop.jump or _recorded_key(hop, key.get_name()) != key:
+                return hop, key
+            clients.append(_login(hop, clients[-1] if clients else None))
+        raise AssertionError("the last hop is the device")
+    finally:
+        _close_all(clients)
+
+
+def _offered_host_key(hop: _Hop, via: paramiko.SSHClient | None) -> paramiko.PKey:
+    """The host key ``hop`` offers (a key exchange, no login)."""
+    opts = hop.opts
+    link = paramiko.Transport(_open_socket(hop, via))
     try:
         link.banner_timeout = opts.connect_timeout
         link.start_client(timeout=opts.connect_timeout)
         return link.get_remote_server_key()
     except _LINK_ERRORS as err:
-        raise _no_handshake(spec, link, err) from err
+        raise _no_handshake(hop, link, err) from err
     finally:
         link.close()
 
 
-def _load_known_hosts(spec: DeviceSpec, keys: paramiko.HostKeys) -> None:
-    path = _ssh_options(spec).known_hosts
+def _recorded_key(hop: _Hop, key_type: str) -> paramiko.PKey | None:
+    """The key of type ``key_type`` that ``hop``'s known_hosts records for it, if any."""
+    known = paramiko.HostKeys()
+    _load_known_hosts(hop, known)
+    return (known.lookup(_known_hosts_entry(hop.opts)) or {}).get(key_type)
+
+
+def _load_known_hosts(hop: _Hop, keys: paramiko.HostKeys) -> None:
+    path = hop.opts.known_hosts
     if not path.is_file():
         return
     try:
         keys.load(str(path))
     except (OSError, InvalidHostKey) as err:
         raise HostKeyError(
-            f"{spec.name}: cannot read the known_hosts file {path}: {_reason(err)}",
+            f"{hop.device}: cannot read the known_hosts file {path}: {_reason(err)}",
             hint="fix or remove the broken line, or set ssh known_hosts in the inventory",
-            device=spec.name,
+            device=hop.device,
         ) from err
 
 
 # -- errors ----------------------------------------------------------------------------------------
 
 
-def _changed_host_key(spec: DeviceSpec, offered: paramiko.PKey, recorded: paramiko.PKey) -> HostKeyError:
-    opts = _ssh_options(spec)
+def _changed_host_key(hop: _Hop, offered: paramiko.PKey, recorded: paramiko.PKey) -> HostKeyError:
+    opts = hop.opts
     entry = _known_hosts_entry(opts)
     return HostKeyError(
-        f"{spec.name}: WARNING, the host key of {opts.host}:{opts.port} has CHANGED (possible "
+        f"{hop.device}: WARNING, the host key of {hop.address} has CHANGED (possible "
         f"man-in-the-middle attack): {opts.known_hosts} has {recorded.get_name()} "
-        f"{recorded.fingerprint}, the device now offers {offered.get_name()} {offered.fingerprint}",
-        hint=f"only if {spec.name} was reinstalled: remove the old entry "
+        f"{recorded.fingerprint}, {hop.what} now offers {offered.get_name()} {offered.fingerprint}",
+        hint=f"only if {hop.what} was reinstalled: remove the old entry "
         f"(`ssh-keygen -R {shlex.quote(entry)} -f {shlex.quote(str(opts.known_hosts))}`), "
-        f"then run `ofa-edge devices trust {spec.name}`",
-        device=spec.name,
+        f"then run `ofa-edge devices trust {hop.device}`",
+        device=hop.device,
         fingerprint=offered.fingerprint,
         recorded_fingerprint=recorded.fingerprint,
     )
 
 
-def _auth_failed(spec: DeviceSpec, err: BaseException) -> AuthError:
-    opts = _ssh_options(spec)
-    login = f"{_user(opts)}@{opts.host}:{opts.port}"
+def _auth_failed(hop: _Hop, err: BaseException) -> AuthError:
+    opts = hop.opts
+    login = f"{_user(opts)}@{opts.host}:{opts.port}" + (" (a jump host)" if hop.jump else "")
     if isinstance(err, paramiko.PasswordRequiredException):
         return AuthError(
-            f"{spec.name}: the key file {opts.key} is passphrase-protected",
+            f"{hop.device}: the key file {opts.key} is passphrase-protected",
             hint=f"load it into the SSH agent (`ssh-add {opts.key}`) and remove ssh key from the "
             "inventory so the agent is used",
-            device=spec.name,
+            device=hop.device,
         )
     used = f"the key file {opts.key}" if opts.key else "the keys of the SSH agent and ~/.ssh/id_*"
     public = f"{opts.key}.pub" if opts.key else "~/.ssh/id_ed25519.pub"
+    jumps = f"-o ProxyJump={','.join(_address(j) for j in opts.jump)} " if opts.jump else ""
     return AuthError(
-        f"{spec.name}: {login} rejected {used} ({_reason(err)})",
-        hint=f"install the public key on the device: `ssh-copy-id -i {public} -p {opts.port} "
+        f"{hop.device}: {login} rejected {used} ({_reason(err)})",
+        hint=f"install the public key on {hop.what}: `ssh-copy-id -i {public} {jumps}-p {opts.port} "
         f"{_user(opts)}@{opts.host}`",
-        device=spec.name,
+        device=hop.device,
     )
 
 
-def _unreachable(spec: DeviceSpec, reason: str) -> DeviceUnreachable:
-    opts = _ssh_options(spec)
+def _unreachable(hop: _Hop, reason: str) -> DeviceUnreachable:
+    opts = hop.opts
     return DeviceUnreachable(
-        f"{spec.name}: cannot reach {opts.host}:{opts.port} ({reason})",
-        hint=f"is the device on and sshd running? {_ssh_hint(opts)}",
-        device=spec.name,
+        f"{hop.device}: cannot reach {hop.address} ({reason})",
+        hint=f"is {hop.what} on and sshd running? {_ssh_hint(opts)}",
+        device=hop.device,
         host=opts.host,
         port=opts.port,
     )
@@ -519,11 +608,11 @@ def _unreachable(spec: DeviceSpec, reason: str) -> DeviceUnreachable:
 # -- small helpers ---------------------------------------------------------------------------------
 
 
-def _no_handshake(spec: DeviceSpec, link: paramiko.Transport | None, err: BaseException) -> DeviceUnreachable:
+def _no_handshake(hop: _Hop, link: paramiko.Transport | None, err: BaseException) -> DeviceUnreachable:
     if link is None or not link.remote_version:
-        timeout = _ssh_options(spec).connect_timeout
-        return _unreachable(spec, f"connected, but no SSH banner within {timeout:g} s")
-    return _unreachable(spec, f"SSH handshake with {link.remote_version} failed: {_reason(err)}")
+        timeout = hop.opts.connect_timeout
+        return _unreachable(hop, f"connected, but no SSH banner within {timeout:g} s")
+    return _unreachable(hop, f"SSH handshake with {link.remote_version} failed: {_reason(err)}")
 
 
 def _ssh_options(spec: DeviceSpec) -> SshOptions:
@@ -539,8 +628,20 @@ def _user(opts: SshOptions) -> str:
     return opts.user or getpass.getuser()
 
 
+def _address(opts: SshOptions) -> str:
+    """``user@host:port`` as ``ssh -J`` takes it."""
+    return f"{_user(opts)}@{opts.host}:{opts.port}"
+
+
 def _ssh_hint(opts: SshOptions) -> str:
-    return f"try `ssh -p {opts.port} {_user(opts)}@{opts.host} true`"
+    jumps = f"-J {','.join(_address(j) for j in opts.jump)} " if opts.jump else ""
+    return f"try `ssh {jumps}-p {opts.port} {_user(opts)}@{opts.host} true`"
+
+
+def _close_all(clients: Sequence[paramiko.SSHClient]) -> None:
+    """Close logins last first: the device's before the jump hosts' it runs through."""
+    for client in reversed(clients):
+        client.close()
 
 
 def _known_hosts_entry(opts: SshOptions) -> str:

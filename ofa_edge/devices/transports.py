@@ -45,19 +45,25 @@ def _adb(spec: DeviceSpec) -> Transport:
 
 def _ssh_address(spec: DeviceSpec) -> str:
     assert spec.ssh is not None
-    return f"{spec.ssh.user + '@' if spec.ssh.user else ''}{spec.ssh.host}:{spec.ssh.port}"
+    hops = [*spec.ssh.jump, spec.ssh]
+    return " via ".join(f"{h.user + '@' if h.user else ''}{h.host}:{h.port}" for h in reversed(hops))
 
 
 def _adb_address(spec: DeviceSpec) -> str:
     assert spec.adb is not None
-    return f"adb {spec.adb.serial or '(only device)'}"
+    server = f" on the adb server {spec.adb.server_host}:{spec.adb.server_port or 5037}"
+    return f"adb {spec.adb.serial or '(only device)'}" + (server if spec.adb.server_host else "")
 
 
 TRANSPORTS: dict[str, TransportKind] = {
     "ssh": TransportKind(
-        frozenset({"host", "port", "user", "key", "known_hosts", "connect_timeout"}), _ssh_address, _ssh
+        frozenset({"host", "port", "user", "key", "known_hosts", "connect_timeout", "jump"}),
+        _ssh_address,
+        _ssh,
     ),
-    "adb": TransportKind(frozenset({"serial", "adb", "server_port", "benchmark_model"}), _adb_address, _adb),
+    "adb": TransportKind(
+        frozenset({"serial", "adb", "server_port", "server_host", "benchmark_model"}), _adb_address, _adb
+    ),
     "local": TransportKind(frozenset(), lambda spec: "this machine", _local),
 }
 

@@ -248,6 +248,18 @@ class SshDevice:
             raise SshDeviceError(f"session processes {sorted(left)} survived SIGKILL")
         return len(sessions)
 
+    def tcp_ports(self) -> set[int]:
+        """Local ports of the TCP sockets that sshd and its sessions hold: as a jump host, these
+        include the connections it opened onward to the devices behind it."""
+        sockets = set()
+        for pid in self._device_pids():
+            with suppress(OSError):
+                for fd in os.scandir(f"/proc/{pid}/fd"):
+                    with suppress(OSError):
+                        sockets.add(os.readlink(fd.path))
+        rows = (line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:])
+        return {int(row[1].rsplit(":", 1)[1], 16) for row in rows if f"socket:[{row[9]}]" in sockets}
+
     # -- internals -----------------------------------------------------------------------------
 
     def _prepare_files(self) -> None:
