@@ -187,3 +187,37 @@ def test_ansible_proxy_jump_becomes_jump_hosts(tmp_path: Path) -> None:
     assert hops("pi-b") == [("ops", "gw", 22)]
     assert hops("pi-c") == []
     assert hops("nano") == [(None, "rack-gw", 22)]
+
+
+def test_ssh_config_names_the_device_and_its_jump_host(
+    jump_ssh_device: SshDevice, jumped_ssh_device: SshDevice, tmp_path: Path
+) -> None:
+    """``ssh_config = PATH``: HostName, Port, User, IdentityFile and ProxyJump come from an
+    OpenSSH client config, as `ssh behind` would use them; the inventory's own fields win."""
+    j, d = jump_ssh_device, jumped_ssh_device
+    (tmp_path / "ssh_config").write_text(
+        f"Host behind\n HostName {d.host}\n Port {d.port}\n User {d.user}\n IdentityFile {d.client_key}\n"
+        " ProxyJump bastion\n"
+        f"Host bastion\n HostName {j.host}\n Port {j.port}\n User {j.user}\n IdentityFile {j.client_key}\n"
+    )
+    known_hosts = tmp_path / "known_hosts"  # both hosts' keys in one file, as ~/.ssh/known_hosts
+    known_hosts.write_text(j.known_hosts.read_text() + d.known_hosts.read_text())
+    inventory = tmp_path / "devices.toml"
+    inventory.write_text(
+        '[devices.behind]\nhost = "behind"\nssh_config = "ssh_config"\nknown_hosts = "known_hosts"\n'
+        '[devices.other]\nhost = "behind"\nssh_config = "ssh_config"\nuser = "nobody"\njump = []\n'
+        '[devices.plain]\nhost = "behind"\n'
+    )
+    with pytest.raises(ConfigError, match="jump=\\[\\] is not a jump host"):
+        load_inventory(inventory)
+    inventory.write_text(inventory.read_text().replace("jump = []\n", ""))
+    devices = load_inventory(inventory)
+    assert devices["other"].ssh is not None and devices["other"].ssh.user == "nobody"
+    assert devices["plain"].ssh is not None and devices["plain"].ssh.host == "behind"  # not asked for
+    spec = devices["behind"]
+    assert spec.ssh is not None and [(h.host, h.port) for h in spec.ssh.jump] == [(j.host, j.port)]
+    with SshTransport(spec) as transport:
+        assert client_port(transport) in j.tcp_ports()
+    inventory.write_text('[devices.x]\nhost = "behind"\nssh_config = "missing"\n')
+    with pytest.raises(ConfigError, match=r"device 'x': cannot read ssh_config .*missing"):
+        load_inventory(inventory)

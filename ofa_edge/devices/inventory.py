@@ -9,6 +9,7 @@ Where the file is: ``--inventory PATH``, else ``$OFA_EDGE_INVENTORY``, else ``./
     user = "pi"                  #      known_hosts (default ~/.ssh/known_hosts)
     key = "~/.ssh/id_ed25519"
     jump = "admin@gateway:22"    # optional jump host(s): a string, a table or a list (ProxyJump)
+    ssh_config = true            # optional: fill in from ~/.ssh/config (or this path) for host
     runtime = "onnxruntime"      # all: runtime, threads, workdir, python, cpus (pinning)
     threads = 4
 
@@ -23,12 +24,15 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ofa_edge.devices.ansible import parse_ansible
 from ofa_edge.devices.spec import RUNTIMES, AdbOptions, DeviceSpec, SshOptions, local_device, local_workdir
 from ofa_edge.devices.transports import TRANSPORTS
 from ofa_edge.errors import ConfigError
+
+if TYPE_CHECKING:
+    from paramiko import SSHConfig
 
 #: Where phones let a shell user write and execute.
 ADB_WORKDIR = "/data/local/tmp/ofa-edge-agent"
@@ -102,9 +106,11 @@ def parse_device(name: str, table: dict[str, Any], base: Path) -> DeviceSpec:
         cpus = tuple(_int(name, "cpus[]", c, 0, 4095) for c in cpus)
     ssh = adb = None
     if transport == "ssh":
+        config = _ssh_config(name, table.get("ssh_config", False), base)
+        table = _configured(table, config)
         ssh = _ssh_options(name, table, base)
         if "jump" in table:
-            ssh = dataclasses.replace(ssh, jump=_jumps(name, table["jump"], ssh, base))
+            ssh = dataclasses.replace(ssh, jump=_jumps(name, table["jump"], ssh, base, config))
     elif transport == "adb":
         adb = AdbOptions(
             serial=_str(name, "serial", table["serial"]) if "serial" in table else None,
@@ -158,15 +164,23 @@ def _ssh_options(
     )
 
 
-def _jumps(name: str, value: Any, device: SshOptions, base: Path) -> tuple[SshOptions, ...]:
+def _jumps(
+    name: str, value: Any, device: SshOptions, base: Path, config: SSHConfig | None
+) -> tuple[SshOptions, ...]:
     """The jump hosts of ``jump``: ``"[user@]host[:port]"``, a table of ``JUMP_FIELDS``, or a
-    non-empty list of them (first hop first, as OpenSSH's ``ProxyJump a,b``)."""
-    hops = value if isinstance(value, list) and value else [value]
+    non-empty list of them (first hop first, as OpenSSH's ``ProxyJump a,b``); ``"a,b"`` from an
+    ssh config. A hop's host is looked up in ``config`` too."""
+    hops = value.split(",") if isinstance(value, str) else value
     jumps = []
-    for hop in hops:
+    for hop in hops if isinstance(hops, list) and hops else [value]:
         if isinstance(hop, str) and (match := _DESTINATION.fullmatch(hop)):
             parts = {"host": match["host"] or match["ipv6"], "user": match["user"], "port": match["port"]}
-            hop = {k: int(v) if k == "port" else v for k, v in parts.items() if v is not None}
+            hop = _configured({k: int(v) if k == "port" else v for k, v in parts.items() if v}, config)
+            if "jump" in hop:
+                raise ConfigError(
+                    f"device {name!r}: jump host {parts['host']} has a ProxyJump of its own in ssh_config",
+                    hint="list the whole chain, first hop first, in the device's ProxyJump or jump",
+                )
         if not isinstance(hop, dict):
             raise ConfigError(
                 f"device {name!r}: jump={hop!r} is not a jump host",
@@ -180,6 +194,45 @@ def _jumps(name: str, value: Any, device: SshOptions, base: Path) -> tuple[SshOp
             )
         jumps.append(_ssh_options(name, hop, base, device, "jump "))
     return tuple(jumps)
+
+
+def _ssh_config(name: str, value: Any, base: Path) -> SSHConfig | None:
+    """The OpenSSH client config that ``ssh_config`` asks for: ``true`` for ~/.ssh/config, or a
+    path; None for ``false`` (the default: only the inventory counts)."""
+    if value is False:
+        return None
+    if value is not True and not (isinstance(value, str) and value):
+        raise ConfigError(f"device {name!r}: ssh_config must be true, false or a path, got {value!r}")
+    from paramiko import SSHConfig  # only for inventories that ask for it
+
+    path = Path("~/.ssh/config" if value is True else value).expanduser()
+    path = path if path.is_absolute() else base / path
+    try:
+        return SSHConfig.from_path(str(path))
+    except (OSError, ValueError) as err:
+        raise ConfigError(
+            f"device {name!r}: cannot read ssh_config {path}: {err}",
+            hint="fix the file, or set ssh_config = false",
+        ) from None
+
+
+def _configured(table: dict[str, Any], config: SSHConfig | None) -> dict[str, Any]:
+    """``table`` with what ``config`` says for its host (HostName, User, Port, IdentityFile,
+    ProxyJump) where the table itself is silent."""
+    if config is None or not isinstance(table.get("host"), str):
+        return table
+    found = config.lookup(table["host"])
+    filled = {
+        "host": found.get("hostname"),
+        "user": found.get("user"),
+        "port": int(found["port"]) if str(found.get("port", "")).isdigit() else None,
+        "key": (found.get("identityfile") or [None])[0],
+        "jump": found.get("proxyjump") if found.get("proxyjump", "none").lower() != "none" else None,
+    }
+    return {
+        **{k: v for k, v in filled.items() if v is not None},
+        **{k: v for k, v in table.items() if k != "host"},
+    }
 
 
 def inventory_path(explicit: str | Path | None = None) -> Path:

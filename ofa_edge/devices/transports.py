@@ -57,7 +57,7 @@ def _adb_address(spec: DeviceSpec) -> str:
 
 TRANSPORTS: dict[str, TransportKind] = {
     "ssh": TransportKind(
-        frozenset({"host", "port", "user", "key", "known_hosts", "connect_timeout", "jump"}),
+        frozenset({"host", "port", "user", "key", "known_hosts", "connect_timeout", "jump", "ssh_config"}),
         _ssh_address,
         _ssh,
     ),
