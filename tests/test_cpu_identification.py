@@ -257,9 +257,7 @@ class PhoneShell(Transport):
         super().__init__("phone")
         self.device, self.digest = device, hashlib.sha256(binary.read_bytes()).hexdigest()
 
-    def run(
-        self, argv: Sequence[str], *, timeout: float = 60.0, check: bool = True, cwd: str | None = None
-    ) -> RunResult:
+    def _run(self, argv: Sequence[str], *, timeout: float, check: bool, cwd: str | None) -> RunResult:
         listing = "".join(f"[{k}]: [{v}]\n" for k, v in self.device.props.items())
         answers = {
             ("getprop",): listing,
