@@ -81,9 +81,9 @@ mount --bind "$2/meminfo" "$2/merged/proc/meminfo"
 for node in null zero random urandom tty; do
   touch "$2/merged/dev/$node" && mount --bind "/dev/$node" "$2/merged/dev/$node"
 done
-export QEMU_CPU={QEMU_CPU}
+export QEMU_CPU="$3"
 exec chroot "$2/merged" /usr/sbin/sshd -D -f /etc/ofa-testbed/sshd_config -E /var/log/ofa-testbed-sshd.log
-""".replace("{QEMU_CPU}", QEMU_CPU)
+"""
 
 
 def arm_unavailable() -> str | None:
@@ -282,4 +282,4 @@ class EmulatedPi(SshDevice):
 
     def _launch_argv(self) -> list[str]:
         return ["unshare", "--mount", "--propagation", "private", "--pid", "--fork",
-                "/bin/sh", "-c", _LAUNCH, "sh", str(self.rootfs), str(self.root)]  # fmt: skip
+                "/bin/sh", "-c", _LAUNCH, "sh", str(self.rootfs), str(self.root), QEMU_CPU]  # fmt: skip
