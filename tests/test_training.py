@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,32 @@ def test_other_config_refuses_to_resume(tmp_path: Path) -> None:
     (tmp_path / "checkpoint.pt").write_bytes(b"garbage")
     with pytest.raises(Exception, match="cannot resume from .*checkpoint.pt"):
         Trainer(CONFIG, data, tmp_path)
+
+
+def test_phases_not_yet_begun_may_change_on_resume(tmp_path: Path) -> None:
+    """A long run's later phases can be re-planned between resumes; what was trained cannot."""
+    data = _toy_data(192)  # 2 steps per epoch
+    for _ in range(3):  # the teacher's 2 steps, then the kernel phase's first
+        Trainer(CONFIG, data, tmp_path, log=lambda _: None).run(stop_after_seconds=0)
+    teacher, kernel, expand = CONFIG.phases
+    begun = dataclasses.replace(CONFIG, phases=(teacher, dataclasses.replace(kernel, lr=0.01), expand))
+    with pytest.raises(ConfigError, match="written by another training config"):
+        Trainer(begun, data, tmp_path)
+    ahead = dataclasses.replace(CONFIG, phases=(teacher, kernel, dataclasses.replace(expand, epochs=2)))
+    logs: list[str] = []
+    trainer = Trainer(ahead, data, tmp_path, log=logs.append)
+    before = [dataclasses.asdict(p) for p in CONFIG.phases]
+    assert trainer.state.recipe_changes == [{"phase": 1, "epoch": 0, "step": 1, "phases_before": before}]
+    assert any("phases changed from phase 2 on" in line for line in logs)
+    assert trainer.run()
+    assert [(e["phase"], e["epoch"]) for e in trainer.state.log] == [
+        ("teacher", 1),
+        ("kernel", 1),
+        ("expand-1", 1),
+        ("expand-1", 2),
+    ]
+    with pytest.raises(ConfigError, match="written by another training config"):
+        Trainer(CONFIG, data, tmp_path)  # the edited phase has run: the old recipe no longer fits
 
 
 def test_image_folder_and_errors(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,19 @@ class RunState:
     # Each start of the run with another process count: where it started, on how many processes,
     # with which per-forward batch (what a change of process count changes in the run's math).
     processes: list[dict[str, Any]] = field(default_factory=list)
+    # Each resume under a recipe whose not-yet-started phases differ: where, and the phases before.
+    recipe_changes: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _same_past(saved: TrainConfig, config: TrainConfig, state: dict[str, Any]) -> bool:
+    """Whether a run saved under ``saved`` at ``state`` may go on under ``config``: every setting
+    and every phase already begun must be the same; the phases still ahead may be edited."""
+    begun = state["phase"] + (1 if state["epoch"] or state["step"] else 0)
+    return (
+        dataclasses.replace(saved, phases=()) == dataclasses.replace(config, phases=())
+        and saved.phases[:begun] == config.phases[:begun]
+        and len(config.phases) >= begun
+    )
 
 
 def _rng(config: TrainConfig, *parts: int) -> random.Random:
@@ -231,12 +245,23 @@ class Trainer:
                 bad = self.ckpt_path.replace(self.ckpt_path.with_suffix(".pt.unreadable"))
                 why = f"unreadable ({problems[0].split(': ', 1)[1]}; kept as {bad.name})"
             self.log(f"{self.ckpt_path} is {why}: resuming from {prev.name}, the checkpoint before it")
-        if ckpt.get("version") != CHECKPOINT_VERSION or saved != self.config:
+        if ckpt.get("version") != CHECKPOINT_VERSION or not _same_past(saved, self.config, ckpt["state"]):
             raise ConfigError(
                 f"{self.ckpt_path} was written by another training config",
-                hint="resume with the same recipe, or use a new --out folder",
+                hint="resume with the same recipe (only phases not yet started may change), "
+                "or use a new --out folder",
             )
-        return dict(ckpt)
+        ckpt = dict(ckpt)
+        if saved.phases != self.config.phases:
+            where = {k: ckpt["state"][k] for k in ("phase", "epoch", "step")}
+            first = next(
+                i for i, (a, b) in enumerate(zip_longest(saved.phases, self.config.phases)) if a != b
+            )
+            before = [dataclasses.asdict(p) for p in saved.phases]
+            changes = [*ckpt["state"].get("recipe_changes", []), {**where, "phases_before": before}]
+            ckpt["state"] = {**ckpt["state"], "recipe_changes": changes}
+            self.log(f"the recipe's phases changed from phase {first} on; resuming at {where}")
+        return ckpt
 
     def save(self) -> None:
         """Write the checkpoint atomically (rank 0), keeping the previous one as ``.prev``: a kill
