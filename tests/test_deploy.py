@@ -129,3 +129,23 @@ def test_push_without_a_table_measures_and_records(adb_spec, exported: Path) -> 
 def test_missing_model_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"model .*missing.onnx does not exist"):
         push(None, tmp_path / "missing.onnx")  # type: ignore[arg-type]
+
+
+def test_push_verify_judges_an_fp16_model_by_its_top1(tmp_path: Path) -> None:
+    """An fp16 model's outputs move by ~1e-3 from fp32's, so verifying it compares top-1 (as for
+    int8), not fp32's logit tolerance; the manifest records the precision."""
+    from ofa_edge.devices.spec import local_device
+    from ofa_edge.export.check import export_subnet
+    from ofa_edge.export.images import default_calibration, load_images
+    from ofa_edge.supernet.registry import CIFAR10_SUPERNET, load_supernet
+
+    name = CIFAR10_SUPERNET.name
+    net = load_supernet(name)
+    arch = net.space.min_arch(24)
+    images, _ = load_images(default_calibration(), 64, "train", arch.r)
+    report = export_subnet(net, name, arch, "onnx", "fp16", images, tmp_path / "m.onnx")
+    with AgentSession(local_device()) as session:
+        dep = push(session, Path(report.path), record=report.to_dict(), rounds=1, check_images=50)
+    assert dep.outputs is not None and dep.outputs.ok and dep.outputs.images == 50
+    assert dep.outputs.tolerance == "top-1 within 0.5 points"
+    assert json.loads(dep.manifest.read_text())["file"]["precision"] == "fp16"

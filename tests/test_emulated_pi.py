@@ -96,14 +96,14 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     torch.set_num_threads(1)
     models = []
     for fmt in ("onnx", "tflite"):
-        for int8 in (False, True):
-            out = folder / f"smallest-{'int8' if int8 else 'fp32'}.{fmt}"
+        for precision in ("fp32", "int8"):
+            out = folder / f"smallest-{precision}.{fmt}"
             export_subnet(
                 load_supernet(SUPERNET),
                 SUPERNET,
                 SMALLEST,
                 fmt,
-                int8,
+                precision,
                 images.images[:256],
                 out,
                 val_images=images.images[256:],

@@ -78,13 +78,13 @@ SUBNETS = [
 def test_onnx_round_trip(tmp_path: Path, images: ImageArray, arch: ArchConfig) -> None:
     calib, val = images.images[:64], images.images[64:]
     out = tmp_path / "model.onnx"
-    report = export_subnet(supernet(), SUPERNET, arch, "onnx", False, calib, out, val_images=val)
+    report = export_subnet(supernet(), SUPERNET, arch, "onnx", "fp32", calib, out, val_images=val)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.onnx.export.json"]
     assert report.size_bytes == out.stat().st_size and len(report.sha256) == 64
     assert report.fp32_max_abs_diff < 1e-4 and report.input_shape == [1, 3, arch.r, arch.r]
     x = prepare_images(val[:8], arch.r, CIFAR10)
     assert "QuantizeLinear" not in {n.op_type for n in onnx.load(str(out)).graph.node}
-    assert report.int8_agreement is None and report.precision == "fp32"
+    assert report.agreement is None and report.precision == "fp32"
     np.testing.assert_allclose(run_model(out, x), reference(supernet(), arch, calib, x), atol=1e-4)
 
 
@@ -93,7 +93,7 @@ def test_tflite_round_trip(tmp_path: Path, images: ImageArray) -> None:
 
     arch, calib, val = SUBNETS[0], images.images[:64], images.images[64:]
     out = tmp_path / "model.tflite"
-    report = export_subnet(supernet(), SUPERNET, arch, "tflite", False, calib, out, val_images=val)
+    report = export_subnet(supernet(), SUPERNET, arch, "tflite", "fp32", calib, out, val_images=val)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.tflite", "model.tflite.export.json"]
     assert report.fp32_max_abs_diff < 1e-4 and report.input_shape == [1, 24, 24, 3]
     detail = Interpreter(model_path=str(out)).get_input_details()[0]
@@ -109,62 +109,88 @@ CALIB = 256
 #: Subnets of the shipped trained supernet: ONNX the largest at r=40 and the smallest at r=24 (with
 #: every layer int8 the smallest dropped 1.48 points and agreed with fp32 on 86.8 % of images, the
 #: largest on 92.6 %; see ``ofa_edge.convert.quantize``), TFLite the smallest (LiteRT runs the
-#: largest's int8 model over 744 images in about a minute here, the smallest's in a second).
-TRAINED = [
-    ("onnx", ArchConfig((7,) * 20, (6,) * 20, (4,) * 5, 40)),
-    ("onnx", SUBNETS[0]),
-    ("tflite", SUBNETS[0]),
+#: largest's int8 model over 744 images in about a minute here, the smallest's in a second); fp16
+#: the smallest in both formats.
+LOWERED = [
+    ("onnx", ArchConfig((7,) * 20, (6,) * 20, (4,) * 5, 40), "int8"),
+    ("onnx", SUBNETS[0], "int8"),
+    ("tflite", SUBNETS[0], "int8"),
+    ("onnx", SUBNETS[0], "fp16"),
+    ("tflite", SUBNETS[0], "fp16"),
 ]
-#: Top-1 agreement of ONNX int8 with fp32 required: 96.8-98.5 % measured on 11 subnets.
-ONNX_MIN_AGREEMENT = 0.95
+#: Top-1 agreement with fp32 required: ONNX int8 96.8-98.5 % measured on 11 subnets; fp16 keeps
+#: almost every prediction (its logits move by ~1e-3).
+MIN_AGREEMENT = {("onnx", "int8"): 0.95, ("onnx", "fp16"): 0.99, ("tflite", "fp16"): 0.99}
+#: Weight bytes per parameter, at most (fp32 has 4): int8 a quarter plus scales, fp16 a half.
+MAX_BYTES_PER_PARAM = {"int8": 4 / 2.5, "fp16": 4 / 1.6}
 
 
-@pytest.mark.parametrize(("fmt", "arch"), TRAINED, ids=["onnx-max40", "onnx-min24", "tflite-min24"])
-def test_int8_keeps_the_trained_accuracy(
-    tmp_path: Path, labelled: ImageArray, fmt: str, arch: ArchConfig
+def _lowered_weights(path: Path, precision: str) -> bool:
+    """Whether the model file stores its weights in ``precision`` (int8: quantized ops too)."""
+    if path.suffix == ".onnx":
+        model = onnx.load(str(path))
+        if precision == "int8":
+            return "QuantizeLinear" in {n.op_type for n in model.graph.node}
+        return {t.data_type for t in model.graph.initializer if len(t.dims) > 1} == {onnx.TensorProto.FLOAT16}
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    if precision == "int8":
+        return interpreter.get_input_details()[0]["dtype"] == np.int8
+    return interpreter.get_input_details()[0]["dtype"] == np.float32 and any(
+        t["dtype"] == np.float16 for t in interpreter.get_tensor_details()
+    )
+
+
+@pytest.mark.parametrize(
+    ("fmt", "arch", "precision"),
+    LOWERED,
+    ids=["onnx-max40-int8", "onnx-min24-int8", "tflite-min24-int8", "onnx-min24-fp16", "tflite-min24-fp16"],
+)
+def test_lowered_precision_keeps_the_trained_accuracy(
+    tmp_path: Path, labelled: ImageArray, fmt: str, arch: ArchConfig, precision: str
 ) -> None:
-    """int8 of a subnet of the shipped trained supernet, calibrated on 256 shipped labelled images,
-    keeps top-1 on the other 744 within the promised 1 point of fp32: recounted here from the
-    written file's outputs and an independent torch reference, so a garbage quantizer fails."""
+    """fp16 or int8 of a subnet of the shipped trained supernet (int8 calibrated on 256 shipped
+    labelled images) keeps top-1 on the other 744 within the promised 1 point of fp32: recounted
+    here from the written file's outputs and an independent torch reference, so a garbage
+    converter fails; the file really holds lowered weights, and is smaller for it."""
     out = tmp_path / f"model.{fmt}"
     calib, val, labels = labelled.images[:CALIB], labelled.images[CALIB:], labelled.labels[CALIB:]
     report = export_subnet(
-        load_supernet(SUPERNET), SUPERNET, arch, fmt, True, calib, out, val_images=val, val_labels=labels
+        load_supernet(SUPERNET), SUPERNET, arch, fmt, precision, calib, out, val_images=val, val_labels=labels
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == [out.name, f"{out.name}.export.json"]
     x = prepare_images(val, arch.r, CIFAR10)
-    fp32 = 100 * float((reference(load_supernet(SUPERNET), arch, calib, x).argmax(1) == labels).mean())
-    int8 = 100 * float((run_model(out, x).argmax(1) == labels).mean())
+    expected = reference(load_supernet(SUPERNET), arch, calib, x)
+    got = run_model(out, x)
+    fp32 = 100 * float((expected.argmax(1) == labels).mean())
+    lowered = 100 * float((got.argmax(1) == labels).mean())
     assert fp32 > 60, f"trained weights score far above chance (10 %), got {fp32:.2f} %"
-    assert int8 >= fp32 - 1, f"int8 top-1 {int8:.2f} % vs fp32 {fp32:.2f} %"
-    assert report.int8_top1 == pytest.approx(int8) and report.fp32_top1 == pytest.approx(fp32, abs=0.2)
-    assert report.check_images == len(val) and report.int8_check == "top-1 drop ≤ 1 points"
-    assert report.size_bytes < 4 * count(supernet().spec, arch).params / 2.5
-    if fmt == "onnx":
-        assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(out)).graph.node}
-        assert report.int8_agreement >= ONNX_MIN_AGREEMENT, "int8 flips few of fp32's predictions"
-    else:
-        from ai_edge_litert.interpreter import Interpreter
-
-        assert Interpreter(model_path=str(out)).get_input_details()[0]["dtype"] == np.int8
+    assert lowered >= fp32 - 1, f"{precision} top-1 {lowered:.2f} % vs fp32 {fp32:.2f} %"
+    assert report.top1 == pytest.approx(lowered) and report.fp32_top1 == pytest.approx(fp32, abs=0.2)
+    assert report.check_images == len(val) and report.precision_check == "top-1 drop ≤ 1 points"
+    assert report.precision == precision and _lowered_weights(out, precision)
+    assert report.size_bytes < MAX_BYTES_PER_PARAM[precision] * count(supernet().spec, arch).params
+    if (fmt, precision) in MIN_AGREEMENT:
+        assert report.agreement >= MIN_AGREEMENT[fmt, precision], "few of fp32's predictions flip"
 
 
 def test_failed_checks_write_nothing(tmp_path: Path, images: ImageArray) -> None:
     arch, calib = SUBNETS[0], images.images[:50]
     out = tmp_path / "model.onnx"
     with pytest.raises(ExportCheckError, match=r"differs from torch by up to [0-9.e-]+ \(tolerance 0\)"):
-        export_subnet(supernet(), SUPERNET, arch, "onnx", False, calib, out, fp32_tolerance=0.0)
+        export_subnet(supernet(), SUPERNET, arch, "onnx", "fp32", calib, out, fp32_tolerance=0.0)
     with pytest.raises(ExportCheckError, match=r"points below fp32"):
         export_subnet(
-            supernet(), SUPERNET, arch, "onnx", True, calib, out,
+            supernet(), SUPERNET, arch, "onnx", "int8", calib, out,
             val_images=images.images[64:], val_labels=images.labels[64:], max_top1_drop=-101,
         )  # fmt: skip
     with pytest.raises(ConfigError, match=r"must end in \.onnx"):
-        export_subnet(supernet(), SUPERNET, arch, "onnx", False, calib, tmp_path / "model.tflite")
+        export_subnet(supernet(), SUPERNET, arch, "onnx", "fp32", calib, tmp_path / "model.tflite")
     assert list(tmp_path.iterdir()) == []
-    report = export_subnet(supernet(), SUPERNET, arch, "onnx", True, calib, out, min_agreement=0.0)
+    report = export_subnet(supernet(), SUPERNET, arch, "onnx", "int8", calib, out, min_agreement=0.0)
     assert report.check_images == len(calib) and report.fp32_top1 is None, "no labels: agreement only"
-    assert report.int8_check == "agreement reported, no labels; agreement ≥ 0%"
+    assert report.precision_check == "agreement reported, no labels; agreement ≥ 0%"
 
 
 class _Converting(Exception):
@@ -198,7 +224,7 @@ def test_export_normalizes_with_the_supernets_statistics(
     arch = net.space.min_arch(min(net.space.resolutions))
     calib, val = images.images[:8], images.images[8:12]
     with pytest.raises(_Converting):
-        export_subnet(net, name, arch, "onnx", True, calib, tmp_path / "m.onnx", val_images=val)
+        export_subnet(net, name, arch, "onnx", "int8", calib, tmp_path / "m.onnx", val_images=val)
     assert seen == [expected] * 3, "recalibration, calibration and check images"
 
 
@@ -225,22 +251,18 @@ def test_micro_models_compute_their_op(fmt: str) -> None:
         np.testing.assert_allclose(run_model(paths[op.key], x.numpy()), expected, atol=1e-4, err_msg=op.key)
 
 
+@pytest.mark.parametrize("precision", ["int8", "fp16"])
 @pytest.mark.parametrize("fmt", ["onnx", "tflite"])
-def test_int8_micro_models(fmt: str) -> None:
+def test_lowered_micro_models(fmt: str, precision: str) -> None:
     spec, ops = micro_ops()
     op = ops[1]
-    (path,) = export_micro_models(spec, [op], fmt, "int8").values()
+    (path,) = export_micro_models(spec, [op], fmt, precision).values()
     assert path != micro_path(op, fmt, "fp32"), "precision is part of the cache key"
     x = np.random.default_rng(0).standard_normal(input_shape(op)).astype(np.float32)
     assert run_model(path, x).shape == (1, op.output[-1], *op.output[:2])
-    if fmt == "onnx":
-        assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(path)).graph.node}
-    else:
-        from ai_edge_litert.interpreter import Interpreter
-
-        assert Interpreter(model_path=str(path)).get_input_details()[0]["dtype"] == np.int8
+    assert _lowered_weights(path, precision)
     mtime = path.stat().st_mtime_ns
-    assert export_micro_models(spec, [op], fmt, "int8")[op.key].stat().st_mtime_ns == mtime, "cached"
+    assert export_micro_models(spec, [op], fmt, precision)[op.key].stat().st_mtime_ns == mtime, "cached"
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

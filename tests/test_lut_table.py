@@ -88,7 +88,7 @@ def _sub(old: str, new: str):
         (lambda text: text[: len(text) // 2], "is not valid JSON .*truncated"),
         (_sub('"schema_version": 6', '"schema_version": 7'), "schema_version 7; .*reads up to 6"),
         (_sub('"kind": "ofa-edge/latency-table"', '"kind": "x"'), "is not an ofa-edge latency table"),
-        (_sub('"precision": "fp32"', '"precision": "fp16"'), "precision 'fp16'"),
+        (_sub('"precision": "fp32"', '"precision": "bf16"'), "precision 'bf16'"),
         (
             lambda text: json.dumps({**json.loads(text), "entries": {"160": {"Conv-x": {"median": 1}}}}),
             "is malformed",

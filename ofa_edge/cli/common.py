@@ -2,7 +2,7 @@
 and device selection (no torch imports).
 
 The dialect: one device is a positional ``NAME``, several are a repeatable ``--device NAME``;
-``--precision fp32|int8`` (``--int8`` its alias); ``--threads`` is always the device's threads,
+``--precision fp32|fp16|int8`` (``--int8`` its alias); ``--threads`` is always the device's threads,
 ``--host-threads`` torch's on this machine; ``--inventory`` only on commands that reach devices.
 """
 
@@ -13,13 +13,13 @@ import dataclasses
 import random
 from typing import Any
 
+from ofa_edge.devices.spec import PRECISIONS
 from ofa_edge.errors import ConfigError
 from ofa_edge.supernet.space import ArchConfig, SearchSpace
 
 #: What commands use when --supernet is not given: the project's own supernet, shipped in the
 #: package with its accuracy predictor, so every command works offline.
 DEFAULT_SUPERNET = "ofa-mbv3-cifar10"
-PRECISIONS = ("fp32", "int8")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -79,7 +79,7 @@ def add_supernet(
 
 
 def add_precision(p: argparse.ArgumentParser, what: str) -> None:
-    """``--precision fp32|int8`` and its alias ``--int8``; ``what`` says what the precision is of."""
+    """``--precision fp32|fp16|int8`` and its alias ``--int8``; ``what`` says what the precision is of."""
     p.add_argument("--precision", default="fp32", choices=PRECISIONS, help=what)
     p.add_argument(
         "--int8", dest="precision", action="store_const", const="int8", help="alias of --precision int8"

@@ -118,7 +118,7 @@ def _cmd_specialize(args: argparse.Namespace, out: Output) -> int:
         supernet=args.supernet,
         latency_ms=args.latency_ms,
         fmt=args.format,
-        int8=args.precision == "int8",
+        precision=args.precision,
         resolutions=parse_resolutions(args.resolutions),
         checkpoint=Path(args.checkpoint) if args.checkpoint else None,
         predictor=Path(args.predictor) if args.predictor else None,

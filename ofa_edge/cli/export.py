@@ -55,28 +55,29 @@ def _cmd_export(args: argparse.Namespace, out: Output) -> int:
         "max_top1_drop": args.max_drop,
         "min_agreement": None if args.min_agreement is None else args.min_agreement / 100,
     }
-    int8 = args.precision == "int8"
     if args.specialized is not None:  # fine-tuned with its own BN statistics: exported as it is
         report = export_model(
-            net, resolution, args.format, int8, calib, args.out, preprocessing=PREPROCESSING,
+            net, resolution, args.format, args.precision, calib, args.out, preprocessing=PREPROCESSING,
             specialized=str(args.specialized), **checks,
         )  # fmt: skip
     else:
-        report = export_subnet(supernet, args.supernet, arch, args.format, int8, calib, args.out, **checks)
+        report = export_subnet(
+            supernet, args.supernet, arch, args.format, args.precision, calib, args.out, **checks
+        )
     lines = [
         f"{report.path}: {report.format} {report.precision}, {report.size_bytes / 1e6:.2f} MB, "
         f"input {'x'.join(map(str, report.input_shape))}, sha256 {report.sha256[:16]}...",
         f"  fp32 vs torch: max |diff| {report.fp32_max_abs_diff:.2e} (tolerance {report.fp32_tolerance:g})",
     ]
-    if report.int8_agreement is not None:
+    if report.agreement is not None:
         line = (
-            f"  int8 vs fp32 on {report.check_images} images: top-1 agreement "
-            f"{100 * report.int8_agreement:.1f}%, logit SNR {report.int8_logit_snr_db:.1f} dB"
+            f"  {report.precision} vs fp32 on {report.check_images} images: top-1 agreement "
+            f"{100 * report.agreement:.1f}%, logit SNR {report.logit_snr_db:.1f} dB"
         )
-        if report.int8_top1_drop is not None:
+        if report.top1_drop is not None:
             line += (
-                f"; top-1 {report.int8_top1:.2f}% vs fp32 {report.fp32_top1:.2f}% "
-                f"(drop {report.int8_top1_drop:.2f} points)"
+                f"; top-1 {report.top1:.2f}% vs fp32 {report.fp32_top1:.2f}% "
+                f"(drop {report.top1_drop:.2f} points)"
             )
         lines.append(line)
     lines.append("  " + ", ".join(f"{k[:-2]} {v:.1f} s" for k, v in report.timings.items()))
@@ -87,7 +88,7 @@ def _cmd_export(args: argparse.Namespace, out: Output) -> int:
 def register(sub: Any) -> None:
     """Add ``ofa-edge export``."""
     p = add_command(
-        sub, "export", "export a subnet to ONNX or TFLite (fp32/int8), checked before it is written"
+        sub, "export", "export a subnet to ONNX or TFLite (fp32/fp16/int8), checked before it is written"
     )
     p.add_argument("arch", metavar="ARCH.json", nargs="?", help="arch JSON file ({ks, e, d, r})")
     p.add_argument(
@@ -98,7 +99,7 @@ def register(sub: Any) -> None:
     )
     add_supernet(p)
     p.add_argument("--format", required=True, choices=["onnx", "tflite"], help="model file format")
-    add_precision(p, "fp32, or static int8 (ONNX QDQ / full-integer TFLite)")
+    add_precision(p, "fp32, fp16 weights, or static int8 (ONNX QDQ / full-integer TFLite)")
     calib = p.add_mutually_exclusive_group()
     calib.add_argument(
         "--calib",
@@ -109,9 +110,11 @@ def register(sub: Any) -> None:
     p.add_argument("--calib-images", type=int, default=256, help="at most this many calibration images")
     p.add_argument("--val", help="labelled validation images (.npz with labels, or ImageFolder with test/)")
     p.add_argument("--val-images", type=int, default=1000, help="at most this many validation images")
-    p.add_argument("--max-drop", type=float, default=1.0, help="allowed int8 top-1 drop (points)")
+    p.add_argument("--max-drop", type=float, default=1.0, help="allowed fp16/int8 top-1 drop (points)")
     p.add_argument(
-        "--min-agreement", type=float, help="required int8/fp32 top-1 agreement (%%) (default: not checked)"
+        "--min-agreement",
+        type=float,
+        help="required fp16/int8 agreement with fp32's top-1 (%%) (default: not checked)",
     )
     p.add_argument("--fp32-tolerance", type=float, help="max |model - torch| on logits (default 1e-3)")
     add_host_threads(p)

@@ -1,4 +1,5 @@
-"""One entry per step for every format: convert a torch module, quantize the converted file."""
+"""One entry per step for every format and precision: convert a torch module to fp32, then lower
+the converted file to fp16 (weights stored as float16) or int8 (static, calibrated)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import numpy as np
 from torch import nn
 
 from ofa_edge.convert.onnx import export_onnx
-from ofa_edge.convert.quantize import quantize_onnx
-from ofa_edge.convert.tflite import export_tflite, quantize_tflite
+from ofa_edge.convert.quantize import onnx_fp16, quantize_onnx
+from ofa_edge.convert.tflite import export_tflite, quantize_tflite, tflite_fp16
 
 FORMATS = ("onnx", "tflite")
 
@@ -21,8 +22,11 @@ def convert(model: nn.Module, shape: int | tuple[int, ...], fmt: str, path: str 
     return export_tflite(model, shape, path)
 
 
-def quantize(fp32_path: str | Path, out: str | Path, fmt: str, calib: np.ndarray) -> Path:
-    """Write the int8 version of an fp32 ``fmt`` file, calibrated on ``calib`` (NCHW floats)."""
+def quantize(fp32_path: str | Path, out: str | Path, fmt: str, precision: str, calib: np.ndarray) -> Path:
+    """Write the ``precision`` (fp16 or int8) version of an fp32 ``fmt`` file; int8 calibrates
+    on ``calib`` (NCHW floats), fp16 needs no data."""
+    if precision == "fp16":
+        return onnx_fp16(fp32_path, out) if fmt == "onnx" else tflite_fp16(fp32_path, out)
     if fmt == "onnx":
         return quantize_onnx(fp32_path, out, calib)
     return quantize_tflite(fp32_path, out, calib)

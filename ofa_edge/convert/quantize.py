@@ -1,4 +1,4 @@
-"""ONNX int8: onnxruntime static quantization (QDQ), calibrated on images.
+"""ONNX int8: onnxruntime static quantization (QDQ), calibrated on images; and ONNX fp16.
 
 Per-channel int8 weights and uint8 activations: the combination onnxruntime runs fastest on
 x86 and ARM CPUs (signed activations were about 3x slower on x86 here).
@@ -95,3 +95,15 @@ def quantize_onnx(fp32_path: str | Path, out: str | Path, calib: np.ndarray) -> 
             nodes_to_exclude=keep,
         )
     return out
+
+
+def onnx_fp16(fp32_path: str | Path, out: str | Path) -> Path:
+    """Write the fp16 version of an fp32 ONNX file: weights and compute in float16, input and
+    output kept float32 (cast inside the graph), so every caller feeds it as the fp32 model.
+    Uses onnxruntime's own converter (``onnxruntime.transformers.float16``)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
+    onnx.save(model, str(out))
+    return Path(out)

@@ -1,4 +1,5 @@
-"""TFLite export: fp32 with litert-torch, full-integer int8 with ai-edge-quantizer, and a runner.
+"""TFLite export: fp32 with litert-torch, fp16 weights and full-integer int8 with ai-edge-quantizer,
+and a runner.
 
 Layout: a .tflite written here takes and returns **channels-last** tensors. An image model's
 input is ``(1, R, R, 3)`` float32 (normalized like ``ofa_edge.data``), its output the logits
@@ -132,6 +133,31 @@ def quantize_tflite(fp32_path: str | Path, out: str | Path, calib: np.ndarray) -
         model = qz.quantize(stats, enable_progress_report=False).quantized_model
     out.write_bytes(bytes(model))
     return out
+
+
+def tflite_fp16(fp32_path: str | Path, out: str | Path) -> Path:
+    """Write the fp16 version of an fp32 .tflite: weights stored as float16 and dequantized in the
+    graph (TFLite's float16 quantization), which GPU delegates run in half precision and CPUs in
+    fp32; input and output stay float32."""
+    recipe = require("ai_edge_quantizer.recipe")
+    quantizer = require("ai_edge_quantizer.quantizer")
+    qtyping = recipe.qtyping
+    fp16 = qtyping.TensorQuantizationConfig(num_bits=16, dtype=qtyping.TensorDataType.FLOAT)
+    manager = recipe.recipe_manager.RecipeManager()
+    manager.add_quantization_config(
+        regex=".*",
+        operation_name=recipe.TFLOperationName.ALL_SUPPORTED,
+        op_config=qtyping.OpQuantizationConfig(
+            weight_tensor_config=fp16,
+            compute_precision=qtyping.ComputePrecision.FLOAT,
+            explicit_dequantize=True,
+        ),
+        algorithm_key=recipe.AlgorithmName.FLOAT_CASTING,
+    )
+    with _quiet():
+        result = quantizer.Quantizer(str(fp32_path), manager.get_quantization_recipe()).quantize()
+    Path(out).write_bytes(bytes(result.quantized_model))
+    return Path(out)
 
 
 def run_tflite(path: str | Path, x: np.ndarray) -> np.ndarray:

@@ -197,7 +197,7 @@ def specialize(
     supernet: str,
     latency_ms: float | None = None,
     fmt: str = "onnx",
-    int8: bool = False,
+    precision: str = "fp32",
     resolutions: list[int] | None = None,
     checkpoint: Path | None = None,
     predictor: Path | None = None,
@@ -221,7 +221,6 @@ def specialize(
             hint=f"use --format {model_format(device.runtime)}",
         )
     out_dir.mkdir(parents=True, exist_ok=True)
-    precision = "int8" if int8 else "fp32"
     spec = get_supernet_info(supernet).spec
     resolutions = resolutions or list(spec.space.resolutions)
     ledger = Ledger()
@@ -312,7 +311,7 @@ def specialize(
         def export() -> Any:
             net = load_supernet(supernet, checkpoint=checkpoint)
             images, _ = load_images(calib or default_calibration(), 256, "train", best.arch.r)
-            return export_subnet(net, supernet, best.arch, fmt, int8, images, out_dir / f"subnet.{fmt}")
+            return export_subnet(net, supernet, best.arch, fmt, precision, images, out_dir / f"subnet.{fmt}")
 
         stage("export", f"extracting, recalibrating BN and exporting {fmt} {precision}")
         exported = ledger.timed("export", False, export)

@@ -15,6 +15,8 @@ from ofa_edge.errors import ConfigError
 #: The model file format each runtime runs: the one map between runtimes and formats.
 FORMAT_OF_RUNTIME = {"onnxruntime": "onnx", "tflite": "tflite"}
 RUNTIMES = tuple(FORMAT_OF_RUNTIME)
+#: The precisions models run in on a device: fp32 as converted, fp16 weights, static int8.
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def model_format(runtime: str) -> str:

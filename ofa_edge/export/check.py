@@ -1,13 +1,13 @@
 """One checked export: extract a subnet, recalibrate BN, convert, quantize, verify, then write.
 
 Nothing is written under the requested name until every check passed: the fp32 model must
-compute what torch computes (max |difference| of the logits on real images), and an int8 model
-must keep top-1 accuracy on labelled validation images within ``max_top1_drop`` points of fp32.
-Without labels (e.g. random-weight supernets, whose accuracy means nothing) the int8 model's
-top-1 agreement with fp32 and its logit SNR are measured and reported; ``min_agreement``
-turns agreement into a check. A failed check is an ``ExportCheckError`` carrying the numbers.
-Beside the model goes its export record ``MODEL.export.json`` (supernet, arch, precision,
-sha256, checks), which ``ofa-edge push`` reads.
+compute what torch computes (max |difference| of the logits on real images), and a lowered model
+(fp16 or int8) must keep top-1 accuracy on labelled validation images within ``max_top1_drop``
+points of fp32. Without labels (e.g. random-weight supernets, whose accuracy means nothing) the
+lowered model's top-1 agreement with fp32 and its logit SNR are measured and reported;
+``min_agreement`` turns agreement into a check. A failed check is an ``ExportCheckError``
+carrying the numbers. Beside the model goes its export record ``MODEL.export.json`` (supernet,
+arch, precision, sha256, checks), which ``ofa-edge push`` reads.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import torch
 from ofa_edge.convert.formats import FORMATS, convert, quantize
 from ofa_edge.convert.onnx import run_onnx
 from ofa_edge.convert.tflite import run_tflite
+from ofa_edge.devices.spec import PRECISIONS
 from ofa_edge.errors import ConfigError, ExportCheckError
 from ofa_edge.export.images import prepare_images
 from ofa_edge.export.record import RECORD_KIND, RECORD_VERSION, record_path, write_record
@@ -44,17 +45,18 @@ BATCH = 64
 FP32_CHECK_IMAGES = 16
 
 
-#: ``ExportReport`` fields grouped under "checks" in the export record.
+#: ``ExportReport`` fields grouped under "checks" in the export record (record version 2 named
+#: the lowered model's fields ``agreement``, ``top1``...; version 1 had ``int8_agreement``...).
 CHECK_FIELDS = (
     "fp32_max_abs_diff",
     "fp32_tolerance",
     "check_images",
-    "int8_agreement",
-    "int8_logit_snr_db",
+    "agreement",
+    "logit_snr_db",
     "fp32_top1",
-    "int8_top1",
-    "int8_top1_drop",
-    "int8_check",
+    "top1",
+    "top1_drop",
+    "precision_check",
 )
 
 
@@ -73,12 +75,13 @@ class ExportReport:
     fp32_max_abs_diff: float
     fp32_tolerance: float
     check_images: int
-    int8_agreement: float | None = None
-    int8_logit_snr_db: float | None = None
+    # The lowered (fp16 or int8) model against fp32; None for an fp32 export.
+    agreement: float | None = None
+    logit_snr_db: float | None = None
     fp32_top1: float | None = None
-    int8_top1: float | None = None
-    int8_top1_drop: float | None = None
-    int8_check: str | None = None
+    top1: float | None = None
+    top1_drop: float | None = None
+    precision_check: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
     #: MIT's specialized net exported (its id or folder) when the model is no supernet's subnet.
     specialized: str | None = None
@@ -107,7 +110,7 @@ def export_subnet(
     supernet_id: str,
     arch: ArchConfig,
     fmt: str,
-    int8: bool,
+    precision: str,
     calib_images: np.ndarray,
     out: str | Path,
     **checks: Any,
@@ -120,7 +123,7 @@ def export_subnet(
     """
     start = time.perf_counter()
     arch = arch.validate(supernet.space)
-    _check_target(fmt, Path(out), calib_images)
+    _check_target(fmt, precision, Path(out), calib_images)
     preprocessing = get_supernet_info(supernet_id).preprocessing
     supernet.set_arch(arch)
     subnet = supernet.get_active_subnet(preserve_weight=True)
@@ -131,7 +134,7 @@ def export_subnet(
         subnet.eval(),
         arch.r,
         fmt,
-        int8,
+        precision,
         calib_images,
         out,
         preprocessing=preprocessing,
@@ -143,9 +146,11 @@ def export_subnet(
     return report
 
 
-def _check_target(fmt: str, out: Path, calib_images: np.ndarray) -> None:
+def _check_target(fmt: str, precision: str, out: Path, calib_images: np.ndarray) -> None:
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}", hint=f"use one of {', '.join(FORMATS)}")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}", hint=f"use one of {', '.join(PRECISIONS)}")
     if out.suffix != f".{fmt}":
         raise ConfigError(f"{out}: a {fmt} model's file name must end in .{fmt}", hint=f"e.g. model.{fmt}")
     if len(calib_images) == 0:
@@ -156,7 +161,7 @@ def export_model(
     model: torch.nn.Module,
     resolution: int,
     fmt: str,
-    int8: bool,
+    precision: str,
     calib_images: np.ndarray,
     out: str | Path,
     *,
@@ -172,13 +177,13 @@ def export_model(
 ) -> ExportReport:
     """Export a static image classifier (eval mode, BN ready) to ``out`` and check it first.
 
-    ``calib_images`` calibrate int8; ``val_images`` (optionally with ``val_labels``) check the
-    result, else the calibration images do (all uint8 N x H x W x 3, normalized with
-    ``preprocessing``, the statistics the model was trained with). Raises ``ExportCheckError``
-    with the numbers, leaving nothing at ``out``, when a check fails.
+    ``precision`` is fp32, fp16 or int8; ``calib_images`` calibrate int8; ``val_images``
+    (optionally with ``val_labels``) check the result, else the calibration images do (all uint8
+    N x H x W x 3, normalized with ``preprocessing``, the statistics the model was trained with).
+    Raises ``ExportCheckError`` with the numbers, leaving nothing at ``out``, when a check fails.
     """
     out = Path(out)
-    _check_target(fmt, out, calib_images)
+    _check_target(fmt, precision, out, calib_images)
     if val_labels is not None and (val_images is None or len(val_labels) != len(val_images)):
         raise ConfigError("val_labels must label every validation image", hint="pass val_images too")
     timings: dict[str, float] = {}
@@ -207,7 +212,7 @@ def export_model(
         report = ExportReport(
             path=str(out),
             format=fmt,
-            precision="int8" if int8 else "fp32",
+            precision=precision,
             supernet=supernet,
             arch=arch,
             input_shape=[1, 3, resolution, resolution] if fmt == "onnx" else [1, resolution, resolution, 3],
@@ -220,14 +225,16 @@ def export_model(
             specialized=specialized,
         )
         final = fp32_path
-        if int8:
-            final = Path(tmp) / f"int8.{fmt}"
+        if precision != "fp32":
+            final = Path(tmp) / f"{precision}.{fmt}"
             start = time.perf_counter()
-            quantize(fp32_path, final, fmt, calib)
+            quantize(fp32_path, final, fmt, precision, calib)
             timings["quantize_s"] = time.perf_counter() - start
             start = time.perf_counter()
-            _check_int8(report, run_model(final, check), expected, val_labels, max_top1_drop, min_agreement)
-            timings["check_int8_s"] = time.perf_counter() - start
+            _check_lowered(
+                report, run_model(final, check), expected, val_labels, max_top1_drop, min_agreement
+            )
+            timings[f"check_{precision}_s"] = time.perf_counter() - start
         report.sha256 = sha256_file(final)
         report.size_bytes = final.stat().st_size
         record = Path(tmp) / "record.json"
@@ -237,7 +244,7 @@ def export_model(
     return report
 
 
-def _check_int8(
+def _check_lowered(
     report: ExportReport,
     got: np.ndarray,
     expected: np.ndarray,
@@ -245,29 +252,33 @@ def _check_int8(
     max_top1_drop: float,
     min_agreement: float | None,
 ) -> None:
-    """Fill the int8 fields of ``report``; raise if accuracy drops or agreement is too low."""
+    """Fill the lowered model's fields of ``report`` (its precision's outputs ``got`` against
+    fp32's ``expected``); raise if accuracy drops or agreement is too low."""
     report.check_images = len(got)
-    report.int8_agreement = float((got.argmax(1) == expected.argmax(1)).mean())
-    report.int8_logit_snr_db = _snr_db(expected, got)
+    report.agreement = float((got.argmax(1) == expected.argmax(1)).mean())
+    report.logit_snr_db = _snr_db(expected, got)
     where = f"on {len(got)} images; not written to {report.path}"
+    fix = "calibrate on more (and more typical) images, or ship the fp32 model"
+    if report.precision == "fp16":
+        fix = "ship the fp32 model (fp16 weights lose this subnet's accuracy)"
     if labels is not None:
         report.fp32_top1 = 100 * float((expected.argmax(1) == labels).mean())
-        report.int8_top1 = 100 * float((got.argmax(1) == labels).mean())
-        report.int8_top1_drop = report.fp32_top1 - report.int8_top1
-        if report.int8_top1_drop > max_top1_drop:
+        report.top1 = 100 * float((got.argmax(1) == labels).mean())
+        report.top1_drop = report.fp32_top1 - report.top1
+        if report.top1_drop > max_top1_drop:
             raise ExportCheckError(
-                f"int8 top-1 {report.int8_top1:.2f}% is {report.int8_top1_drop:.2f} points below "
+                f"{report.precision} top-1 {report.top1:.2f}% is {report.top1_drop:.2f} points below "
                 f"fp32 {report.fp32_top1:.2f}% (allowed {max_top1_drop:g}) {where}",
-                hint="calibrate on more (and more typical) images, or ship the fp32 model",
+                hint=fix,
             )
-    if min_agreement is not None and report.int8_agreement < min_agreement:
+    if min_agreement is not None and report.agreement < min_agreement:
         raise ExportCheckError(
-            f"int8 top-1 agrees with fp32 on {100 * report.int8_agreement:.1f}% of images "
+            f"{report.precision} top-1 agrees with fp32 on {100 * report.agreement:.1f}% of images "
             f"(required {100 * min_agreement:.1f}%) {where}",
-            hint="calibrate on more (and more typical) images, or ship the fp32 model",
+            hint=fix,
         )
-    report.int8_check = (
+    report.precision_check = (
         f"top-1 drop ≤ {max_top1_drop:g} points" if labels is not None else "agreement reported, no labels"
     )
     if min_agreement is not None:
-        report.int8_check += f"; agreement ≥ {100 * min_agreement:g}%"
+        report.precision_check += f"; agreement ≥ {100 * min_agreement:g}%"

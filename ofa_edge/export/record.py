@@ -15,7 +15,8 @@ from ofa_edge.errors import ConfigError
 
 #: An export writes ``FILE`` plus ``FILE`` + this suffix.
 EXPORT_RECORD_SUFFIX = ".export.json"
-RECORD_VERSION = 1
+#: 2: the lowered model's checks are ``agreement``, ``top1``... (1: ``int8_agreement``...).
+RECORD_VERSION = 2
 RECORD_KIND = "ofa-edge/export"
 
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from ofa_edge.convert.formats import FORMATS
 from ofa_edge.convert.onnx import OPSET
+from ofa_edge.devices.spec import PRECISIONS
 from ofa_edge.errors import ConfigError
 from ofa_edge.files import cache_dir
 from ofa_edge.lut.keys import Op
@@ -27,7 +28,6 @@ from ofa_edge.supernet.layers import ConvBNAct, LinearLayer, MBConv, ResidualBlo
 from ofa_edge.supernet.spec import MBv3Spec
 
 MICRO_VERSION = 1
-PRECISIONS = ("fp32", "int8")
 
 
 class GlobalAvgPool(nn.Module):

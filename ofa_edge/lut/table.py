@@ -16,7 +16,7 @@ and ``raw_median_ms``, calibrations before version 3 have no ``c`` and before ve
      "supernet": {"id", "width_mult", "n_classes", "space": {...}
                   [, "stem_stride", "stage_strides": [...]]},
      "device": {"name", "fingerprint": {...}}, "runtime": {"name", "version"},
-     "precision": "fp32" | "int8", "threads": N, "delegate": "cpu", "created": ISO-8601,
+     "precision": "fp32" | "fp16" | "int8", "threads": N, "delegate": "cpu", "created": ISO-8601,
      "calibration": null | {"a", "b", "c", "q", "subnets", "fitted": ISO-8601, "seed", "rounds"},
      "reference": null | {"model", "resolution", "median_ms", "measured": ISO-8601,
                           "timings_ms": [...], "timing": "interleaved" | "bracketed"},
@@ -55,7 +55,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ofa_edge.devices.spec import model_format
+from ofa_edge.devices.spec import PRECISIONS, model_format
 from ofa_edge.errors import LutError
 from ofa_edge.files import write_atomic
 from ofa_edge.lut.keys import subnet_ops
@@ -66,7 +66,6 @@ SCHEMA_VERSION = 6
 #: How many passes ``lut build`` measures every op in by default (``passes_ms``).
 PASSES = 3
 KIND = "ofa-edge/latency-table"
-PRECISIONS = ("fp32", "int8")
 
 
 def apply_calibration(cal: Calibration, op_sum: Any, n_ops: Any) -> Any:

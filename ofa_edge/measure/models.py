@@ -1,7 +1,8 @@
 """Model files written only to be timed on a device: whole subnets, or any module.
 
-Weights are random (latency does not depend on them) and int8 files are calibrated on random
-inputs. Files are written atomically, so writers sharing a cache never see each other's halves.
+Weights are random (latency does not depend on them), int8 files are calibrated on random inputs,
+fp16 files are the fp32 ones lowered. Files are written atomically, so writers sharing a cache
+never see each other's halves.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ def tool_versions(fmt: str, precision: str) -> str:
     of the cache keys of files written for timing."""
     if fmt == "tflite":
         return "|".join(f"{k}={v}" for k, v in sorted(converter_versions().items()))
-    if precision == "int8":
-        import onnxruntime  # only for int8 ONNX keys
+    if precision != "fp32":
+        import onnxruntime  # only for lowered ONNX keys: its quantizer and fp16 converter
 
         return f"onnxruntime={onnxruntime.__version__}"
     return ""
@@ -37,15 +38,16 @@ def tool_versions(fmt: str, precision: str) -> str:
 def export_for_timing(
     module: torch.nn.Module, shape: tuple[int, ...], fmt: str, precision: str, path: Path
 ) -> Path:
-    """Write ``module`` in the device's format and precision, for timing only (int8 calibrates on
-    random inputs: latency does not depend on the values); atomically, via temp files of this
-    writer's own, so two builds exporting one op into the shared cache never mix their files."""
+    """Write ``module`` in the device's format and precision (fp32, fp16, int8), for timing only
+    (int8 calibrates on random inputs: latency does not depend on the values); atomically, via
+    temp files of this writer's own, so two builds exporting one op into the shared cache never
+    mix their files."""
     with atomic_path(path, suffix=path.suffix) as tmp, tempfile.TemporaryDirectory() as scratch:
         fp32 = tmp if precision == "fp32" else Path(scratch) / f"fp32{path.suffix}"
         convert(module, shape, fmt, fp32)
-        if precision == "int8":
+        if precision != "fp32":
             calib = torch.randn((CALIB_SAMPLES, *shape[1:]), generator=torch.Generator().manual_seed(0))
-            quantize(fp32, tmp, fmt, calib.numpy())
+            quantize(fp32, tmp, fmt, precision, calib.numpy())
     return path
 
 
