@@ -1,5 +1,5 @@
-"""``ofa-edge lut build|validate|import-ofa|predict``: latency lookup tables, measured on a device
-or converted from MIT's, and the latency they predict."""
+"""``ofa-edge lut build|adapt|validate|import-ofa|predict``: latency lookup tables, measured on a
+device, adapted from another device's, or converted from MIT's, and the latency they predict."""
 
 from __future__ import annotations
 
@@ -49,6 +49,45 @@ def _cmd_lut_build(args: argparse.Namespace, out: Output) -> int:
         {"out": str(path), "device": spec.name, "ops": n, "resolutions": table.resolutions},
         f"{n} ops measured on {spec.name} at {table.resolutions} -> {path}",
     )
+    return 0
+
+
+def _cmd_lut_adapt(args: argparse.Namespace, out: Output) -> int:
+    from ofa_edge.devices.sessions import open_session
+    from ofa_edge.lut.adapt import adapt
+    from ofa_edge.lut.store import new_table_path
+    from ofa_edge.lut.table import LatencyTable
+
+    (spec,) = select_devices(args, [args.device])
+    source = LatencyTable.load(args.source)
+    path = Path(args.out or new_table_path(spec.name, source.supernet.id, source.precision, source.threads))
+    with open_session(spec) as session:
+        report = adapt(
+            session,
+            Path(args.source),
+            path,
+            samples=args.samples,
+            held_out=args.held_out,
+            rounds=args.rounds,
+            seed=args.seed,
+            progress=out.counter(f"adapt {spec.name}", "subnet"),
+        )
+    fit = report.fit
+    scales = ", ".join(f"{t} {v / fit.scale:.2f}" for t, v in sorted(fit.type_scales.items()))
+    text = (
+        f"{spec.name}: {report.samples} subnets measured whole in {report.device_seconds:.0f} s; "
+        f"{source.device.name}'s table x {fit.scale:.3f}"
+        + (f", per op type (relative): {scales}" if fit.ridge is not None else " (one factor for every op)")
+        + f"; leave-one-out error {fit.loo_mape_pct:.1f}%"
+    )
+    if report.held_out is not None and report.scale_only_held_out is not None:
+        held, uniform = report.held_out, report.scale_only_held_out
+        text += (
+            f"\n  held out: {100 * held.within_10pct:.0f}% within ±10%, MAPE {held.mape:.1f}%, "
+            f"Spearman {held.spearman:.3f} (one factor: {100 * uniform.within_10pct:.0f}%, "
+            f"{uniform.mape:.1f}%)"
+        )
+    out.result("lut-adapt", report.to_dict(), text + f"\n-> {path}")
     return 0
 
 
@@ -147,7 +186,7 @@ def _cmd_lut_predict(args: argparse.Namespace, out: Output) -> int:
 
 
 def register(sub: Any) -> None:
-    """Add ``lut build``, ``lut validate``, ``lut import-ofa`` and ``lut predict``."""
+    """Add ``lut build``, ``lut adapt``, ``lut validate``, ``lut import-ofa`` and ``lut predict``."""
     lsub = add_group(sub, "lut", "latency lookup tables")
     p = add_command(lsub, "build", "measure every op of a supernet on a device (resumes)", devices=True)
     add_device(p)
@@ -164,6 +203,26 @@ def register(sub: Any) -> None:
         "--passes", type=int, default=PASSES, help="measure every op this many times; the median is kept"
     )
     p.set_defaults(func=_cmd_lut_build)
+
+    p = add_command(
+        lsub, "adapt", "a table for a device from another device's table and a few subnets", devices=True
+    )
+    add_device(p)
+    p.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        metavar="LUT.json",
+        help="the table of another device to adapt",
+    )
+    p.add_argument("--samples", type=int, default=20, help="subnets measured whole to fit the correction on")
+    p.add_argument(
+        "--held-out", type=int, default=0, help="more random subnets measured only to report fidelity on"
+    )
+    p.add_argument("--rounds", type=int, default=3, help="timing rounds per subnet (median taken)")
+    p.add_argument("--seed", type=int, default=0, help="seed the subnets are drawn from")
+    p.add_argument("--out", help="table file to write (default: the table store's name for it)")
+    p.set_defaults(func=_cmd_lut_adapt)
 
     p = add_command(lsub, "validate", "measure random subnets whole and calibrate a table", devices=True)
     add_device(p)

@@ -7,12 +7,13 @@ calibration ``e2e = a * sum + q * sum**2 + c * n_ops + b`` when one was fitted a
 whole-network measurements (``c``: the runtime's per-call overhead each op's own measurement paid,
 which a whole network pays once; ``n_ops`` counts the subnet's ops; ``q``: how whole networks
 slow beyond the sum of their ops as they grow, e.g. once their weights outgrow the caches).
-Format (``schema_version`` 6; versions 1-5 are still read: version 1 lacks ``reference``
+Format (``schema_version`` 7; versions 1-6 are still read: version 1 lacks ``reference``
 and ``raw_median_ms``, calibrations before version 3 have no ``c`` and before version 5 no
 ``q``, both read as 0, references before version 4 have no ``timing``, read as
-"bracketed", and entries before version 6 have no ``passes_ms``, read as one pass)::
+"bracketed", entries before version 6 have no ``passes_ms``, read as one pass, and tables
+before version 7 have no ``adapted``, read as null)::
 
-    {"schema_version": 6, "kind": "ofa-edge/latency-table",
+    {"schema_version": 7, "kind": "ofa-edge/latency-table",
      "supernet": {"id", "width_mult", "n_classes", "space": {...}
                   [, "stem_stride", "stage_strides": [...]]},
      "device": {"name", "fingerprint": {...}}, "runtime": {"name", "version"},
@@ -20,9 +21,16 @@ and ``raw_median_ms``, calibrations before version 3 have no ``c`` and before ve
      "calibration": null | {"a", "b", "c", "q", "subnets", "fitted": ISO-8601, "seed", "rounds"},
      "reference": null | {"model", "resolution", "median_ms", "measured": ISO-8601,
                           "timings_ms": [...], "timing": "interleaved" | "bracketed"},
+     "adapted": null | {"source_device", "source_created", "source_fingerprint": {...},
+                        "samples", "scale", "type_scales": {TYPE: factor}, "ridge",
+                        "loo_mape_pct", "fitted": ISO-8601},
      "entries": {RESOLUTION: {KEY: {"median_ms", "p10_ms", "p90_ms", "samples",
-                                    "measured": ISO-8601, "remeasured": bool,
+                                    "measured": ISO-8601 | "adapted", "remeasured": bool,
                                     "raw_median_ms", "passes_ms": [...]}}}}
+
+``adapted`` is set on a table made by ``ofa-edge lut adapt`` (``ofa_edge.lut.adapt``): its
+entries are another device's, multiplied per op type by the factors fitted on whole subnets
+measured on this device, and its ``reference`` and ``calibration`` were measured here.
 
 ``reference`` is the model every op is timed against to cancel device drift
 (``ofa_edge.measure.timing``; ``timing`` says how): each entry's times are its raw times scaled by
@@ -62,7 +70,7 @@ from ofa_edge.lut.keys import subnet_ops
 from ofa_edge.supernet.space import ArchConfig
 from ofa_edge.supernet.spec import MBv3Spec
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 #: How many passes ``lut build`` measures every op in by default (``passes_ms``).
 PASSES = 3
 KIND = "ofa-edge/latency-table"
@@ -224,6 +232,29 @@ class Entry:
         return dict(vars(self))
 
 
+@dataclass(frozen=True)
+class Adaptation:
+    """Where an adapted table's entries come from: another device's table, whose entries were
+    multiplied by ``type_scales[op type]`` fitted on ``samples`` whole subnets measured here."""
+
+    source_device: str
+    source_created: str
+    source_fingerprint: dict[str, Any]
+    samples: int
+    scale: float  # the common factor, source -> this device
+    type_scales: dict[str, float]  # the factor of each op type (``ofa_edge.lut.adapt.op_type``)
+    ridge: float | None  # the shrinkage toward ``scale`` chosen (None: the common factor alone)
+    loo_mape_pct: float  # leave-one-out error on the measured subnets
+    fitted: str  # ISO-8601
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Adaptation:
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 @dataclass
 class LatencyTable:
     """One device's op latencies for one supernet, runtime, precision and thread count."""
@@ -238,6 +269,7 @@ class LatencyTable:
     calibration: Calibration | None = None
     reference: Reference | None = None
     created: str = field(default_factory=now)
+    adapted: Adaptation | None = None
 
     # --- the supernet it describes -----------------------------------------------------------
 
@@ -303,6 +335,7 @@ class LatencyTable:
             "created": self.created,
             "calibration": None if self.calibration is None else self.calibration.to_dict(),
             "reference": None if self.reference is None else self.reference.to_dict(),
+            "adapted": None if self.adapted is None else self.adapted.to_dict(),
             "entries": {
                 str(r): {k: e.to_dict() for k, e in sorted(self.entries[r].items())} for r in self.resolutions
             },
@@ -336,7 +369,7 @@ class LatencyTable:
                     if not isinstance(median, (int, float)) or not math.isfinite(median):
                         raise ValueError(f"entry {r}/{key}: median_ms={median!r}")
                     entries.setdefault(int(r), {})[key] = entry
-            calibration, reference = data.get("calibration"), data.get("reference")
+            calibration, reference, adapted = (data.get(k) for k in ("calibration", "reference", "adapted"))
             table = cls(
                 supernet=SupernetRef.from_dict(data["supernet"]),
                 device=DeviceRecord.from_dict(data["device"]),
@@ -348,6 +381,7 @@ class LatencyTable:
                 calibration=None if calibration is None else Calibration.from_dict(calibration),
                 reference=None if reference is None else Reference.from_dict(reference),
                 created=data.get("created", ""),
+                adapted=None if adapted is None else Adaptation.from_dict(adapted),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise LutError(f"{source} is malformed: {type(err).__name__}: {err}") from None

@@ -180,6 +180,34 @@ def table_reference(table: LatencyTable) -> Path:
     return reference_model(table.spec, table.reference.resolution, table.model_format, table.precision)[0]
 
 
+def time_models(
+    session: MeasuringSession,
+    table: LatencyTable,
+    models: list[Path],
+    reference: Path,
+    level: float | None,
+    *,
+    rounds: int = 3,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[dict[str, float], float]:
+    """Latency (ms, by file name) of ``models`` timed in ``rounds`` shuffled rounds against
+    ``reference`` (see ``ofa_edge.measure.timing``) with the table's threads, expressed at
+    reference ``level`` (None: the device's level during this call); and the level used."""
+    return timed_rounds(
+        session,
+        models,
+        reference,
+        rounds=rounds,
+        ref_ms=level,
+        seed=seed,
+        progress=progress,
+        threads=table.threads,
+        min_runs=20,
+        min_seconds=0.3,
+    )
+
+
 def timed_at_table_speed(
     session: MeasuringSession,
     table: LatencyTable,
@@ -190,24 +218,14 @@ def timed_at_table_speed(
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, float]:
     """Latency (ms, by file name) of ``models`` on the table's device at the table's reference
-    speed: timed in ``rounds`` shuffled rounds against the table's reference model (see
-    ``ofa_edge.measure.timing``), so the device's drift since the table was built cancels out
-    and the result compares with the table's predictions."""
+    speed: timed against the table's reference model, so the device's drift since the table was
+    built cancels out and the result compares with the table's predictions."""
     reference = table_reference(table)
     assert table.reference is not None  # table_reference refuses a table without one
-    ms, _ = timed_rounds(
-        session,
-        models,
-        reference,
-        rounds=rounds,
-        ref_ms=table.reference.median_ms,
-        seed=seed,
-        progress=progress,
-        threads=table.threads,
-        min_runs=20,
-        min_seconds=0.3,
-    )
-    return ms
+    level = table.reference.median_ms
+    return time_models(session, table, models, reference, level, rounds=rounds, seed=seed, progress=progress)[
+        0
+    ]
 
 
 def measure_subnets(
