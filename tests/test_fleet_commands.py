@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -203,3 +205,90 @@ def test_fleet_exit_code_is_the_family_every_failure_shares() -> None:
     assert fleet_exit_code([DeviceUnreachable("a"), AgentError("b")]) == 5  # device
     assert fleet_exit_code([AgentError("b"), DeviceUnreachable("a")]) == 5  # in any order
     assert fleet_exit_code([DeviceUnreachable("a"), LutError("b")]) == 1  # nothing narrower
+
+
+def test_validate_a_group_then_specialize_several(
+    fleet: dict[str, Any], built: subprocess.CompletedProcess[str]
+) -> None:
+    """``lut validate --group up`` calibrates each working device's table (a plot each);
+    ``specialize`` on two of them and a device that is down reuses each calibrated table and
+    gives each device its own folder, subnet, measurement and cost."""
+    folder = fleet["folder"]
+    res = fleet_run(
+        fleet, "--json", "lut", "validate", "--group", "up", "--samples", "4", "--fit", "2", "--rounds", "1",
+        "--plot", "fit.png",
+    )  # fmt: skip
+    by_name = records(res, "lut-validate", WORKING)
+    assert res.returncode == 0, res.stderr
+    for name in WORKING:
+        result = by_name[name]["result"]
+        table = folder / f"{name}_{SUPERNET}_fp32_t1.json"
+        assert Path(by_name[name]["table"]).resolve() == Path(result["table"]).resolve() == table.resolve()
+        assert LatencyTable.load(table).calibration is not None
+        assert result["subnets"] == 4 and folder / result["plot"] == folder / f"fit.{name}.png"
+        assert (folder / f"fit.{name}.png").is_file()
+
+    names = ["local", "pi", "gone"]
+    for name in names[:2]:
+        (folder / "spec" / name).mkdir(parents=True)
+        table_name = f"{name}_{SUPERNET}_fp32_t1.json"
+        shutil.copyfile(folder / table_name, folder / "spec" / name / table_name)
+    res = fleet_run(
+        fleet, "--json", "specialize", *names, "--out", "spec", "--resolutions", "24", "--passes", "1"
+    )
+    by_name = records(res, "specialize", names)
+    assert res.returncode == 4 and by_name["gone"]["error"]["reference"] == "device-unreachable"
+    for name in names[:2]:
+        record, result = by_name[name], by_name[name]["result"]
+        assert result["device"] == name and result["table"]["reused"], "a calibrated table is not re-measured"
+        assert Path(record["table"]) == Path("spec") / name / f"{name}_{SUPERNET}_fp32_t1.json"
+        assert record["subnet"] == result["search"]["arch"] and record["measured_ms"] > 0
+        assert record["predicted_ms"] == result["deployment"]["predicted_ms"] > 0
+        assert "device-s" in record["cost"] and "Wh" in record["cost"]
+        summary = json.loads((folder / result["summary_file"]).read_text())
+        assert Path(result["summary_file"]).parent == Path("spec") / name and summary["device"] == name
+        assert (
+            Path(result["deployment"]["file"]["local"]).resolve().parent == (folder / "spec" / name).resolve()
+        )
+
+
+def test_run_fleet_bounds_workers_keeps_failures_and_cancels_on_interrupt() -> None:
+    """The runner itself: at most ``max_workers`` devices at once, results by device in order,
+    each failure kept and told; an interrupt starts no further device."""
+    import threading
+    import time
+
+    from ofa_edge.devices.fleet import run_fleet
+    from ofa_edge.devices.spec import DeviceSpec
+    from ofa_edge.errors import DeviceUnreachable
+
+    specs = [DeviceSpec(name=f"d{i}") for i in range(8)]
+    running, peak, lock, told = 0, 0, threading.Lock(), []
+
+    def work(spec: DeviceSpec) -> str:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.3)  # long enough for 3 to overlap on a loaded host
+        with lock:
+            running -= 1
+        if spec.name in ("d2", "d5"):
+            raise DeviceUnreachable(f"{spec.name}: down")
+        return spec.name.upper()
+
+    results = run_fleet(specs, work, lambda name, message: told.append((name, message)), max_workers=3)
+    assert list(results) == [s.name for s in specs] and peak == 3
+    assert [n for n, r in results.items() if isinstance(r, DeviceUnreachable)] == ["d2", "d5"]
+    assert all(results[n] == n.upper() for n in results if n not in ("d2", "d5"))
+    assert sorted(told) == [("d2", "FAILED: d2: down"), ("d5", "FAILED: d5: down")]
+
+    started = []
+
+    def interrupted(spec: DeviceSpec) -> str:
+        started.append(spec.name)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_fleet(specs, interrupted, max_workers=1)
+    assert started == ["d0"]

@@ -32,7 +32,8 @@ def run_fleet(
 ) -> dict[str, T | OfaEdgeError]:
     """``work(spec)`` on every device concurrently, at most ``max_workers`` at once: each
     device's result, or the ``OfaEdgeError`` it failed with (also told as ``status(name,
-    "FAILED: ...")``); one failure never stops the others. By device name, in ``specs``' order."""
+    "FAILED: ...")``); one failure never stops the others. By device name, in ``specs``' order.
+    Any other exception (Ctrl-C) cancels the devices not started yet and propagates."""
 
     def one(spec: DeviceSpec) -> T | OfaEdgeError:
         try:
@@ -42,8 +43,13 @@ def run_fleet(
                 status(spec.name, f"FAILED: {err}")
             return err
 
-    with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(specs)))) as pool:
+    pool = ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(specs))))
+    try:
         results = list(pool.map(one, specs))
+    except BaseException:  # Ctrl-C or a bug: devices not started yet are not started
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
     return {spec.name: result for spec, result in zip(specs, results)}
 
 
