@@ -39,12 +39,15 @@ def _cmd_devices_list(args: argparse.Namespace, out: Output) -> int:
                     "address": where(d),
                     "runtime": d.runtime,
                     "threads": d.threads,
+                    "groups": list(d.groups),
                 }
                 for d in devices.values()
             ]
         },
         "\n".join(
-            f"{d.name:16s} {d.transport:6s} {where(d):28s} {d.runtime} x{d.threads}" for d in devices.values()
+            f"{d.name:16s} {d.transport:6s} {where(d):28s} {d.runtime} x{d.threads}"
+            + (f"  groups: {', '.join(d.groups)}" if d.groups else "")
+            for d in devices.values()
         ),
     )
     return 0
