@@ -292,3 +292,40 @@ def test_run_fleet_bounds_workers_keeps_failures_and_cancels_on_interrupt() -> N
     with pytest.raises(KeyboardInterrupt):
         run_fleet(specs, interrupted, max_workers=1)
     assert started == ["d0"]
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_device_lines_one_line_per_device(terminal: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a terminal each device keeps one line (its latest status, or its step's bar); in a
+    log each status and each step's start and end is a ``NAME: ...`` line; --json: nothing."""
+    import io
+
+    from ofa_edge.cli.output import DeviceLines
+
+    class Stderr(io.StringIO):
+        def isatty(self) -> bool:
+            return terminal
+
+    for json_mode in (False, True):
+        err = Stderr()
+        monkeypatch.setattr(sys, "stderr", err)
+        lines = DeviceLines(["pi", "box"], json_mode)
+        step = lines.device("pi").counter("lut pi", "op")
+        for done in range(4):
+            step(done, 3)
+        lines.device("box").stage("table", "measuring")
+        lines.status("box", "FAILED: box: down")
+        lines.close()
+        text = err.getvalue()
+        if json_mode:
+            assert text == ""
+        elif terminal:  # tqdm: redrawn in place, one line per device
+            assert "pi: lut pi:   0%" in text and "3/3" in text and "box: FAILED: box: down" in text
+            assert "\x1b[A" in text and "pi: lut pi 0/3 op" not in text, text  # moved up, redrawn
+        else:
+            assert text.splitlines() == [
+                "pi: lut pi 0/3 op",
+                "pi: lut pi 3/3 op",
+                "box: [table] measuring",
+                "box: FAILED: box: down",
+            ]

@@ -122,8 +122,8 @@ class DeviceLines:
                 if not started:
                     bar.bar_format = None
                     bar.unit = unit
-                    bar.reset(total=total)
                     bar.set_description_str(f"{name}: {desc}", refresh=False)
+                    bar.reset(total=total)
                 bar.total = total
                 bar.update(done - bar.n)
             elif not started or done >= total:
