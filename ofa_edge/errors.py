@@ -11,6 +11,7 @@ that is down from a budget no subnet meets.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -204,3 +205,15 @@ EXIT_CODES: dict[int, type[OfaEdgeError]] = {
         InfeasibleError,
     )
 }
+
+
+def fleet_exit_code(errors: Iterable[OfaEdgeError]) -> int:
+    """The exit status of a command run on several devices: 0 when none failed, else the code of
+    the most specific family every failure belongs to (all unreachable: 4; unreachable and a
+    command failed: 5, the device family; a device and a table: 1), so one code tells scripts
+    what went wrong everywhere, and each device's record says what went wrong there."""
+    errors = list(errors)
+    if not errors:
+        return 0
+    covering = [family for family in EXIT_CODES.values() if all(isinstance(e, family) for e in errors)]
+    return min(covering, key=type(errors[0]).__mro__.index).exit_code

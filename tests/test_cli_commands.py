@@ -175,15 +175,16 @@ def test_devices_list_trust_and_check(ssh_device: SshDevice, tmp_path: Path) -> 
     inventory = tmp_path / "devices.toml"
     inventory.write_text(
         _ssh_table("pi", ssh_device, known_hosts, "~/agent-cli")
-        + '[devices.box]\ntransport = "local"\nthreads = 2\n'
+        + '[devices.box]\ntransport = "local"\nthreads = 2\ngroups = ["lab", "x86"]\n'
     )
     inv = ("--inventory", str(inventory))
     listed = ok("devices", "list", *inv)["devices"]
-    assert [(d["name"], d["transport"], d["threads"]) for d in listed] == [
-        ("pi", "ssh", 1),
-        ("box", "local", 2),
-        ("local", "local", 1),
+    assert [(d["name"], d["transport"], d["threads"], d["groups"]) for d in listed] == [
+        ("pi", "ssh", 1, []),
+        ("box", "local", 2, ["lab", "x86"]),
+        ("local", "local", 1, []),
     ]
+    assert run("devices", "list", *inv).stdout.splitlines()[1].endswith("  groups: lab, x86")
     assert listed[0]["address"] == f"{ssh_device.user}@{ssh_device.host}:{ssh_device.port}"
 
     res = run("--json", "devices", "check", "pi", *inv)  # exit 4: the device-connection family

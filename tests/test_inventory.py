@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ofa_edge.devices.inventory import load_inventory
-from ofa_edge.errors import ConfigError
+from ofa_edge.devices.inventory import load_inventory, select
+from ofa_edge.errors import ConfigError, UnknownName
 
 
 def _write(tmp_path: Path, name: str, text: str) -> Path:
@@ -74,6 +74,8 @@ def test_missing_default_file_means_local_only(tmp_path: Path, monkeypatch: pyte
         ('[devices.a]\nslowdown = "slow"\n', "slowdown='slow' must be a number"),
         ("[devices.a\n", "not valid TOML"),
         ('[hosts.a]\nhost = "h"\n', "unknown top-level key"),
+        ('[devices.a]\ngroups = "pis"\n', "groups must be a list of group names"),
+        ('[devices.a]\ngroups = ["pis", ""]\n', "groups must be a list of group names"),
     ],
 )
 def test_bad_toml_is_named(tmp_path: Path, body: str, message: str) -> None:
@@ -102,6 +104,7 @@ ansible_user=ubuntu
 """,
     )
     devices = load_inventory(inv)
+    assert [d.groups for d in devices.values()] == [("pis",), ("pis",), ("jetsons",), ()]  # local: none
     a, b, nano = devices["pi-a"], devices["pi-b"], devices["nano"]
     assert a.ssh is not None and a.ssh.host == "10.0.0.5" and a.ssh.user == "pi"
     assert a.ssh.key == Path("/keys/fleet") and a.threads == 4
@@ -133,5 +136,34 @@ all:
 """,
     )
     devices = load_inventory(inv)
+    assert (devices["pi-a"].groups, devices["jet"].groups) == (("pis",), ("phones",))  # not "all"
     assert devices["pi-a"].ssh.user == "pi" and devices["pi-a"].ssh.port == 2200  # type: ignore[union-attr]
     assert devices["jet"].ssh.user == "ubuntu" and devices["jet"].runtime == "tflite"  # type: ignore[union-attr]
+
+
+def test_groups_select_devices(tmp_path: Path) -> None:
+    """``--group`` by the inventory's groups: TOML ``groups`` lists, Ansible groups and their
+    children; names first, each device once, unknown names and groups named with suggestions."""
+    toml = _write(
+        tmp_path,
+        "devices.toml",
+        '[devices.p1]\ngroups = ["pis", "lab"]\n[devices.p2]\ngroups = ["pis"]\n'
+        '[devices.j1]\ngroups = ["lab"]\n',
+    )
+    devices = load_inventory(toml)
+    assert [d.name for d in select(devices, [], ["pis"])] == ["p1", "p2"]
+    assert [d.name for d in select(devices, ["j1", "p2"], ["pis", "lab"])] == ["j1", "p2", "p1"]
+    with pytest.raises(UnknownName, match="unknown device group 'pi'.*did you mean pis"):
+        select(devices, [], ["pi"])
+    with pytest.raises(UnknownName, match="unknown device 'p3'"):
+        select(devices, ["p3"], [])
+
+    ini = _write(
+        tmp_path,
+        "hosts",
+        "[pis]\npi-a\npi-b\n\n[jetsons]\nnano\n\n[edge:children]\npis\njetsons\n\n[lab]\npi-b\n",
+    )
+    devices = load_inventory(ini)
+    assert [d.name for d in select(devices, [], ["edge"])] == ["pi-a", "pi-b", "nano"]
+    assert [d.name for d in select(devices, [], ["lab"])] == ["pi-b"]
+    assert set(devices["pi-b"].groups) == {"pis", "edge", "lab"}

@@ -1,9 +1,11 @@
 """What every CLI command module shares: the dialect's options (one spelling each), defaults
 and device selection (no torch imports).
 
-The dialect: one device is a positional ``NAME``, several are a repeatable ``--device NAME``;
-``--precision fp32|fp16|int8`` (``--int8`` its alias); ``--threads`` is always the device's threads,
-``--host-threads`` torch's on this machine; ``--inventory`` only on commands that reach devices.
+The dialect: the devices a command reaches are positional ``NAME``s (one or several), ``--all``
+or ``--group NAME`` (``search``, which reaches none, names the devices whose tables it uses with a
+repeatable ``--device NAME``); ``--precision fp32|fp16|int8`` (``--int8`` its alias); ``--threads``
+is always the device's threads, ``--host-threads`` torch's on this machine; ``--inventory`` only on
+commands that reach devices.
 """
 
 from __future__ import annotations
@@ -11,11 +13,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import random
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ofa_edge.devices.spec import PRECISIONS
 from ofa_edge.errors import ConfigError
 from ofa_edge.supernet.space import ArchConfig, SearchSpace
+
+if TYPE_CHECKING:
+    from ofa_edge.devices.spec import DeviceSpec
 
 #: What commands use when --supernet is not given: the project's own supernet, shipped in the
 #: package with its accuracy predictor, so every command works offline.
@@ -54,16 +59,36 @@ def add_group(sub: Any, name: str, help: str) -> Any:
     return p.add_subparsers(dest=f"{name}_command", required=True, metavar="COMMAND")
 
 
-def add_device(p: argparse.ArgumentParser, *, lock: bool = True) -> None:
-    """The positional ``NAME`` of a command on one device; ``lock``: the command measures there,
-    so it takes the device's lock and offers ``--lock-timeout``."""
+#: Devices a command on several drives at once unless ``--jobs`` says otherwise.
+JOBS = 16
+
+
+def add_device(p: argparse.ArgumentParser) -> None:
+    """The positional ``NAME`` of a command on exactly one device."""
     p.add_argument("device", metavar="NAME", help="device name in the inventory (local: this machine)")
+
+
+def add_devices(p: argparse.ArgumentParser, *, lock: bool = True) -> None:
+    """Which devices a command runs on: positional ``NAME``s, ``--all`` or ``--group NAME``
+    (several run concurrently, ``--jobs`` at once); ``lock``: the command measures there, so it
+    takes each device's lock and offers ``--lock-timeout``."""
+    p.add_argument(
+        "names", nargs="*", metavar="NAME", help="device names in the inventory (local: this machine)"
+    )
+    p.add_argument("--all", action="store_true", help="every device in the inventory")
+    p.add_argument(
+        "--group",
+        action="append",
+        metavar="GROUP",
+        help="every device of an inventory group (repeatable; Ansible inventories: its groups)",
+    )
+    p.add_argument("--jobs", type=int, default=JOBS, metavar="N", help="devices run at once")
     if lock:
         p.add_argument(
             "--lock-timeout",
             type=float,
             metavar="SECONDS",
-            help="how long to wait while another command measures on the device, times its slowdown "
+            help="how long to wait while another command measures on a device, times its slowdown "
             "(default: the inventory's lock_timeout, else 300)",
         )
 
@@ -148,21 +173,24 @@ def parse_resolutions(text: str | None) -> list[int] | None:
         raise ConfigError(f"--resolutions {text!r}: expected e.g. 160,176,192") from None
 
 
-def select_devices(args: argparse.Namespace, names: list[str]) -> list:
-    """The inventory entries named on the command line (or all with ``--all``)."""
-    from ofa_edge.devices.inventory import load_inventory
+def select_devices(args: argparse.Namespace, names: list[str]) -> list[DeviceSpec]:
+    """The inventory entries ``names`` and ``--group`` name (every one with ``--all``)."""
+    from ofa_edge.devices.inventory import load_inventory, select
 
     inventory = load_inventory(args.inventory)
+    groups = getattr(args, "group", None) or []
     if getattr(args, "all", False):
-        return list(inventory.values())
-    if not names:
-        raise ConfigError("name at least one device", hint="or pass --all")
-    unknown = [n for n in names if n not in inventory]
-    if unknown:
-        from ofa_edge.errors import UnknownName
-
-        raise UnknownName("device", unknown[0], list(inventory))
-    specs = [inventory[n] for n in names]
+        specs = list(inventory.values())
+    elif names or groups:
+        specs = select(inventory, names, groups)
+    else:
+        raise ConfigError("name at least one device", hint="or pass --all or --group GROUP")
     if getattr(args, "lock_timeout", None) is not None:
         specs = [dataclasses.replace(spec, lock_timeout=args.lock_timeout) for spec in specs]
     return specs
+
+
+def several_devices(args: argparse.Namespace) -> bool:
+    """Whether the command runs as a fleet (several names, ``--all`` or ``--group``): concurrent
+    devices and a summary; one name keeps the one-device output."""
+    return bool(getattr(args, "all", False) or getattr(args, "group", None)) or len(args.names) != 1

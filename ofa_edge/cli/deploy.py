@@ -5,21 +5,21 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ofa_edge.cli.common import (
     add_command,
-    add_device,
     add_device_threads,
+    add_devices,
     add_precision,
     add_supernet,
     parse_resolutions,
-    select_devices,
+    several_devices,
 )
-from ofa_edge.cli.output import Output
+from ofa_edge.cli.fleet import DeviceRun, device_path, run_devices
+from ofa_edge.cli.output import Output, Progress
+from ofa_edge.devices.spec import DeviceSpec
 from ofa_edge.lut.table import PASSES
 
 if TYPE_CHECKING:
@@ -27,16 +27,31 @@ if TYPE_CHECKING:
 
 
 def _cmd_push(args: argparse.Namespace, out: Output) -> int:
-    from ofa_edge.deploy.push import push, record_table
-    from ofa_edge.devices.sessions import open_session
     from ofa_edge.export.record import export_record
-    from ofa_edge.lut.table import LatencyTable
 
-    (spec,) = select_devices(args, [args.device])
     model = Path(args.model)
     record = export_record(model) if model.is_file() else None
-    table_path = Path(args.lut) if args.lut else record_table(spec, record) if args.verify else None
+    several = several_devices(args)
+    return run_devices(args, out, "push", lambda spec, progress: _push(args, spec, model, record, several))
+
+
+def _push(
+    args: argparse.Namespace, spec: DeviceSpec, model: Path, record: dict[str, Any] | None, several: bool
+) -> DeviceRun:
+    """``model`` pushed to one device, checked there, and (``--verify``) measured."""
+    from ofa_edge.deploy.push import default_manifest, push, record_table
+    from ofa_edge.devices.sessions import open_session
+    from ofa_edge.lut.table import LatencyTable
+
+    table_path = (
+        device_path(Path(args.lut), spec.name, several)
+        if args.lut
+        else record_table(spec, record)
+        if args.verify
+        else None
+    )
     table = LatencyTable.load(table_path) if table_path else None
+    manifest = Path(args.manifest) if args.manifest else default_manifest(model)
     with open_session(spec) as session:
         dep = push(
             session,
@@ -46,7 +61,7 @@ def _cmd_push(args: argparse.Namespace, out: Output) -> int:
             record=record,
             verify=args.verify,
             rounds=args.rounds,
-            manifest=Path(args.manifest) if args.manifest else None,
+            manifest=device_path(manifest, spec.name, several),
         )
     lines = [
         f"{model.name} -> {spec.name}:{dep.file.remote} (sha256 {dep.file.sha256[:12]}... checked there)"
@@ -66,21 +81,14 @@ def _cmd_push(args: argparse.Namespace, out: Output) -> int:
             f"top-1 {o.device_top1:.1f} % there vs {o.host_top1:.1f} % here"
         )
     lines.append(f"manifest: {dep.manifest}")
-    out.result("push", dep.to_dict(), "\n".join(lines))
-    return 0
-
-
-def stage_printer(out: Output) -> tuple:
-    """``stage(name, message)`` lines and per-stage progress bars with ETA (quiet under --json)."""
-
-    def stage(name: str, message: str) -> None:
-        if not out.json_mode:
-            print(f"[{name}] {message}", file=sys.stderr, flush=True)
-
-    def progress(name: str) -> Callable[[int, int], None]:
-        return out.counter(f"  {name}", "model")
-
-    return stage, progress
+    return DeviceRun(
+        dep.to_dict(),
+        "\n".join(lines),
+        table=dep.table,
+        subnet=dep.arch,
+        predicted_ms=dep.predicted_ms,
+        measured_ms=dep.measured_ms,
+    )
 
 
 def specialize_text(run: Specialization) -> str:
@@ -106,15 +114,21 @@ def specialize_text(run: Specialization) -> str:
 
 
 def _cmd_specialize(args: argparse.Namespace, out: Output) -> int:
+    several = several_devices(args)
+    return run_devices(
+        args, out, "specialize", lambda spec, progress: _specialize(args, spec, several, progress)
+    )
+
+
+def _specialize(args: argparse.Namespace, spec: DeviceSpec, several: bool, progress: Progress) -> DeviceRun:
+    """The whole job on one device, in ``--out`` (several devices: its ``DEVICE`` subfolder)."""
     from ofa_edge.deploy.specialize import specialize
 
-    (spec,) = select_devices(args, [args.device])
     if args.threads:
         spec = dataclasses.replace(spec, threads=args.threads)
-    stage, progress = stage_printer(out)
     run = specialize(
         spec,
-        Path(args.out),
+        Path(args.out) / spec.name if several else Path(args.out),
         supernet=args.supernet,
         latency_ms=args.latency_ms,
         fmt=args.format,
@@ -125,11 +139,20 @@ def _cmd_specialize(args: argparse.Namespace, out: Output) -> int:
         calib=Path(args.calib) if args.calib else None,
         passes=args.passes,
         seed=args.seed,
-        stage=stage,
-        progress=progress,
+        stage=progress.stage,
+        progress=lambda name: progress.counter(f"  {name}", "model"),
     )
-    out.result("specialize", run.to_dict(), specialize_text(run))
-    return 0
+    dep, cost = run.deployment, run.cost
+    return DeviceRun(
+        run.to_dict(),
+        specialize_text(run),
+        table=str(run.table_path),
+        subnet=run.choice.best.arch,
+        predicted_ms=dep.predicted_ms,
+        measured_ms=dep.measured_ms,
+        cost=f"{cost.device_seconds:.0f} device-s, {cost.host_cpu_seconds:.0f} host CPU-s, "
+        f"~{cost.energy_wh:.3f} Wh",
+    )
 
 
 def add_specialize_args(p: argparse.ArgumentParser) -> None:
@@ -154,10 +177,14 @@ def add_specialize_args(p: argparse.ArgumentParser) -> None:
 def register(sub: Any) -> None:
     """Add ``specialize``, ``demo`` (``specialize`` on ``local``) and ``push``."""
     p = add_command(
-        sub, "specialize", "the whole job for one device: table, search, export, push, verify", devices=True
+        sub, "specialize", "the whole job for each device: table, search, export, push, verify", devices=True
     )
-    add_device(p)
-    p.add_argument("--out", default="ofa-edge-out", help="folder for the table, model, manifest and plots")
+    add_devices(p)
+    p.add_argument(
+        "--out",
+        default="ofa-edge-out",
+        help="folder for the table, model, manifest and plots (several devices: a subfolder each)",
+    )
     add_specialize_args(p)
     p.set_defaults(func=_cmd_specialize)
 
@@ -166,17 +193,24 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--out", default="ofa-edge-demo", help="folder for the table, model, manifest and plots")
     add_specialize_args(p)
-    p.set_defaults(func=_cmd_specialize, device="local")
+    p.set_defaults(func=_cmd_specialize, names=["local"])
 
-    p = add_command(sub, "push", "push a model to a device, check it there and measure it", devices=True)
-    add_device(p)
+    p = add_command(sub, "push", "push a model to devices, check it there and measure it", devices=True)
+    add_devices(p)
     p.add_argument(
         "model", metavar="MODEL", help="MODEL.onnx or MODEL.tflite (its export record is read if beside it)"
     )
     p.add_argument("--verify", action="store_true", help="measure it there and compare with the table")
     p.add_argument(
-        "--lut", metavar="PATH", help="latency table to compare with (default: the device's table)"
+        "--lut",
+        metavar="PATH",
+        help="latency table to compare with (several devices: PATH's NAME.DEVICE.EXT each; "
+        "default: each device's table)",
     )
     p.add_argument("--rounds", type=int, default=3, help="timing rounds when comparing with a table")
-    p.add_argument("--manifest", help="deployment manifest path (default: MODEL.deployment.json)")
+    p.add_argument(
+        "--manifest",
+        help="deployment manifest path (several devices: its NAME.DEVICE.json each; "
+        "default: MODEL.deployment.json)",
+    )
     p.set_defaults(func=_cmd_push)

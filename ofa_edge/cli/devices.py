@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
-from ofa_edge.cli.common import add_command, add_device, add_device_threads, add_group, select_devices
-from ofa_edge.cli.output import Output
+from ofa_edge.cli.common import (
+    add_command,
+    add_device,
+    add_device_threads,
+    add_devices,
+    add_group,
+    select_devices,
+)
+from ofa_edge.cli.fleet import DeviceRun, run_devices
+from ofa_edge.cli.output import DeviceLines, Output
 from ofa_edge.devices.spec import DeviceSpec
-from ofa_edge.errors import AgentError, ConfigError, OfaEdgeError
+from ofa_edge.errors import AgentError, ConfigError, OfaEdgeError, fleet_exit_code
 
 
 def _cmd_devices_list(args: argparse.Namespace, out: Output) -> int:
@@ -32,12 +39,15 @@ def _cmd_devices_list(args: argparse.Namespace, out: Output) -> int:
                     "address": where(d),
                     "runtime": d.runtime,
                     "threads": d.threads,
+                    "groups": list(d.groups),
                 }
                 for d in devices.values()
             ]
         },
         "\n".join(
-            f"{d.name:16s} {d.transport:6s} {where(d):28s} {d.runtime} x{d.threads}" for d in devices.values()
+            f"{d.name:16s} {d.transport:6s} {where(d):28s} {d.runtime} x{d.threads}"
+            + (f"  groups: {', '.join(d.groups)}" if d.groups else "")
+            for d in devices.values()
         ),
     )
     return 0
@@ -57,10 +67,12 @@ def _cmd_devices_check(args: argparse.Namespace, out: Output) -> int:
     from ofa_edge.devices.fleet import check_devices
 
     specs = select_devices(args, args.names)
-    status = None if out.json_mode else (lambda n, m: print(f"{n}: {m}", file=sys.stderr, flush=True))
-    results = check_devices(specs, status)
-    failed = {n: r for n, r in results.items() if isinstance(r, OfaEdgeError)}
-    lines = [
+    lines = DeviceLines([spec.name for spec in specs], out.json_mode)
+    try:
+        results = check_devices(specs, lines.status, args.jobs)
+    finally:
+        lines.close()
+    text = [
         f"{n}: FAILED: {r}" if isinstance(r, OfaEdgeError) else f"{n}: ok" + _locked(r["lock"])
         for n, r in results.items()
     ]
@@ -76,10 +88,9 @@ def _cmd_devices_check(args: argparse.Namespace, out: Output) -> int:
                 for n, r in results.items()
             }
         },
-        "\n".join(lines),
+        "\n".join(text),
     )
-    # One failure: its family's code; several: the first one's (each is named in the output).
-    return next((r.exit_code for r in failed.values()), 0)
+    return fleet_exit_code(r for r in results.values() if isinstance(r, OfaEdgeError))
 
 
 def _cmd_devices_trust(args: argparse.Namespace, out: Output) -> int:
@@ -113,14 +124,19 @@ def _cmd_devices_trust(args: argparse.Namespace, out: Output) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace, out: Output) -> int:
-    from ofa_edge.devices.sessions import open_session
     from ofa_edge.devices.spec import model_runtime
 
-    (spec,) = select_devices(args, [args.device])
     model = Path(args.model)
     if not model.is_file():
         raise ConfigError(f"model {model} does not exist")
     runtime = model_runtime(model)
+    return run_devices(args, out, "bench", lambda spec, progress: _bench(args, spec, model, runtime))
+
+
+def _bench(args: argparse.Namespace, spec: DeviceSpec, model: Path, runtime: str) -> DeviceRun:
+    """``model`` measured on one device."""
+    from ofa_edge.devices.sessions import open_session
+
     with open_session(spec) as session:
         report = session.bench([model], runtime=runtime, threads=args.threads, min_runs=args.runs)
     (r,) = report.results
@@ -131,27 +147,26 @@ def _cmd_bench(args: argparse.Namespace, out: Output) -> int:
     spread = (
         f", p10 {r.p10_ms:.3f}, p90 {r.p90_ms:.3f}" if r.p10_ms is not None and r.p90_ms is not None else ""
     )
-    out.result(
-        "bench",
-        {
-            "device": spec.name,
-            "model": str(model),
-            "runtime": runtime,
-            "threads": threads,
-            "median_ms": r.median_ms,
-            "median_is_mean": r.median_is_mean,
-            "p10_ms": r.p10_ms,
-            "p90_ms": r.p90_ms,
-            "runs": r.runs,
-            **({"samples_ms": list(r.samples_ms)} if args.samples else {}),
-            "conditions_before": report.conditions_before,
-            "conditions_after": report.conditions_after,
-        },
+    doc = {
+        "device": spec.name,
+        "model": str(model),
+        "runtime": runtime,
+        "threads": threads,
+        "median_ms": r.median_ms,
+        "median_is_mean": r.median_is_mean,
+        "p10_ms": r.p10_ms,
+        "p90_ms": r.p90_ms,
+        "runs": r.runs,
+        **({"samples_ms": list(r.samples_ms)} if args.samples else {}),
+        "conditions_before": report.conditions_before,
+        "conditions_after": report.conditions_after,
+    }
+    text = (
         f"{spec.name} {model.name} ({runtime}, {threads} thread(s)): {median} {r.median_ms:.3f} ms{spread} "
         f"over {r.runs} runs"
-        + (f"\nsamples (ms): {' '.join(f'{v:.3f}' for v in r.samples_ms)}" if args.samples else ""),
+        + (f"\nsamples (ms): {' '.join(f'{v:.3f}' for v in r.samples_ms)}" if args.samples else "")
     )
-    return 0
+    return DeviceRun(doc, text, measured_ms=r.median_ms)
 
 
 def register(sub: Any) -> None:
@@ -160,16 +175,15 @@ def register(sub: Any) -> None:
     p = add_command(dsub, "list", "devices in the inventory", devices=True)
     p.set_defaults(func=_cmd_devices_list)
     p = add_command(dsub, "check", "connect, deploy the agent, print each fingerprint", devices=True)
-    p.add_argument("names", nargs="*", metavar="NAME", help="devices to check (or --all)")
-    p.add_argument("--all", action="store_true", help="every device in the inventory, concurrently")
+    add_devices(p, lock=False)
     p.set_defaults(func=_cmd_devices_check)
     p = add_command(dsub, "trust", "show and record an SSH device's host key", devices=True)
-    add_device(p, lock=False)
+    add_device(p)
     p.add_argument("--fingerprint", metavar="SHA256:...", help="refuse unless the key has this fingerprint")
     p.set_defaults(func=_cmd_devices_trust)
 
-    p = add_command(sub, "bench", "push a model file and measure it on a device", devices=True)
-    add_device(p)
+    p = add_command(sub, "bench", "push a model file and measure it on devices", devices=True)
+    add_devices(p)
     p.add_argument("model", metavar="MODEL", help="MODEL.onnx or MODEL.tflite")
     add_device_threads(p, "threads the model runs with (default: the device's)")
     p.add_argument("--runs", type=int, default=50, help="minimum timed runs")

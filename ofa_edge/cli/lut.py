@@ -9,28 +9,39 @@ from typing import Any
 
 from ofa_edge.cli.common import (
     add_command,
-    add_device,
     add_device_threads,
+    add_devices,
     add_group,
     add_precision,
     add_supernet,
     parse_resolutions,
-    select_devices,
+    several_devices,
 )
-from ofa_edge.cli.output import Output
+from ofa_edge.cli.fleet import DeviceRun, device_path, run_devices
+from ofa_edge.cli.output import Output, Progress
+from ofa_edge.devices.spec import DeviceSpec
 from ofa_edge.errors import ConfigError
 from ofa_edge.lut.table import PASSES
 
 
 def _cmd_lut_build(args: argparse.Namespace, out: Output) -> int:
+    several = several_devices(args)
+    return run_devices(args, out, "lut-build", lambda spec, progress: _build(args, spec, several, progress))
+
+
+def _build(args: argparse.Namespace, spec: DeviceSpec, several: bool, progress: Progress) -> DeviceRun:
+    """The device's table measured (or resumed): ``--out``, else its name in the table store."""
     from ofa_edge.devices.sessions import open_session
     from ofa_edge.lut.build import build_table
     from ofa_edge.lut.store import new_table_path
     from ofa_edge.lut.table import SupernetRef
 
-    (spec,) = select_devices(args, [args.device])
     threads = args.threads or spec.threads
-    path = Path(args.out or new_table_path(spec.name, args.supernet, args.precision, threads))
+    path = (
+        device_path(Path(args.out), spec.name, several)
+        if args.out
+        else new_table_path(spec.name, args.supernet, args.precision, threads)
+    )
     with open_session(spec) as session:
         table = build_table(
             session,
@@ -40,27 +51,35 @@ def _cmd_lut_build(args: argparse.Namespace, out: Output) -> int:
             precision=args.precision,
             threads=threads,
             passes=args.passes,
-            progress=out.counter(f"lut {spec.name}", "op"),
-            exporting=out.counter("export", "model"),
+            progress=progress.counter(f"lut {spec.name}", "op"),
+            exporting=progress.counter("export", "model"),
         )
     n = len({k for section in table.entries.values() for k in section})
-    out.result(
-        "lut-build",
+    return DeviceRun(
         {"out": str(path), "device": spec.name, "ops": n, "resolutions": table.resolutions},
         f"{n} ops measured on {spec.name} at {table.resolutions} -> {path}",
+        table=str(path),
     )
-    return 0
 
 
 def _cmd_lut_adapt(args: argparse.Namespace, out: Output) -> int:
+    several = several_devices(args)
+    return run_devices(args, out, "lut-adapt", lambda spec, progress: _adapt(args, spec, several, progress))
+
+
+def _adapt(args: argparse.Namespace, spec: DeviceSpec, several: bool, progress: Progress) -> DeviceRun:
+    """The device's table adapted from ``--from``: ``--out``, else its name in the table store."""
     from ofa_edge.devices.sessions import open_session
     from ofa_edge.lut.adapt import adapt
     from ofa_edge.lut.store import new_table_path
     from ofa_edge.lut.table import LatencyTable
 
-    (spec,) = select_devices(args, [args.device])
     source = LatencyTable.load(args.source)
-    path = Path(args.out or new_table_path(spec.name, source.supernet.id, source.precision, source.threads))
+    path = (
+        device_path(Path(args.out), spec.name, several)
+        if args.out
+        else new_table_path(spec.name, source.supernet.id, source.precision, source.threads)
+    )
     with open_session(spec) as session:
         report = adapt(
             session,
@@ -70,7 +89,7 @@ def _cmd_lut_adapt(args: argparse.Namespace, out: Output) -> int:
             held_out=args.held_out,
             rounds=args.rounds,
             seed=args.seed,
-            progress=out.counter(f"adapt {spec.name}", "subnet"),
+            progress=progress.counter(f"adapt {spec.name}", "subnet"),
         )
     fit = report.fit
     scales = ", ".join(f"{t} {v / fit.scale:.2f}" for t, v in sorted(fit.type_scales.items()))
@@ -87,29 +106,36 @@ def _cmd_lut_adapt(args: argparse.Namespace, out: Output) -> int:
             f"Spearman {held.spearman:.3f} (one factor: {100 * uniform.within_10pct:.0f}%, "
             f"{uniform.mape:.1f}%)"
         )
-    out.result("lut-adapt", report.to_dict(), text + f"\n-> {path}")
-    return 0
+    return DeviceRun(report.to_dict(), text + f"\n-> {path}", table=str(path))
 
 
 def _cmd_lut_validate(args: argparse.Namespace, out: Output) -> int:
+    several = several_devices(args)
+    return run_devices(
+        args, out, "lut-validate", lambda spec, progress: _validate(args, spec, several, progress)
+    )
+
+
+def _validate(args: argparse.Namespace, spec: DeviceSpec, several: bool, progress: Progress) -> DeviceRun:
+    """The device's table checked against subnets measured whole, and calibrated."""
     from ofa_edge.devices.sessions import open_session
     from ofa_edge.lut.store import locate_table
     from ofa_edge.lut.table import describe_calibration
     from ofa_edge.lut.validate import validate
 
-    (spec,) = select_devices(args, [args.device])
     threads = args.threads or spec.threads
-    path = locate_table(args.lut, spec.name, args.supernet, precision=args.precision, threads=threads)
+    lut = device_path(Path(args.lut), spec.name, several) if args.lut else None
+    path = locate_table(lut, spec.name, args.supernet, precision=args.precision, threads=threads)
     with open_session(spec) as session:
         report = validate(
             session,
             path,
             samples=args.samples,
             seed=args.seed,
-            plot=Path(args.plot) if args.plot else None,
+            plot=device_path(Path(args.plot), spec.name, several) if args.plot else None,
             rounds=args.rounds,
             fit=args.fit,
-            progress=out.counter(f"validate {spec.name}", "subnet"),
+            progress=progress.counter(f"validate {spec.name}", "subnet"),
         )
     before, after = report.uncalibrated, report.calibrated
     text = (
@@ -122,8 +148,7 @@ def _cmd_lut_validate(args: argparse.Namespace, out: Output) -> int:
         f"Spearman {after.spearman:.3f}\n"
         f"calibration stored in {path}" + (f"; plot: {report.plot}" if report.plot else "")
     )
-    out.result("lut-validate", {"table": str(path), **report.to_dict()}, text)
-    return 0
+    return DeviceRun({"table": str(path), **report.to_dict()}, text, table=str(path))
 
 
 def _cmd_lut_import(args: argparse.Namespace, out: Output) -> int:
@@ -188,8 +213,8 @@ def _cmd_lut_predict(args: argparse.Namespace, out: Output) -> int:
 def register(sub: Any) -> None:
     """Add ``lut build``, ``lut adapt``, ``lut validate``, ``lut import-ofa`` and ``lut predict``."""
     lsub = add_group(sub, "lut", "latency lookup tables")
-    p = add_command(lsub, "build", "measure every op of a supernet on a device (resumes)", devices=True)
-    add_device(p)
+    p = add_command(lsub, "build", "measure every op of a supernet on devices (resumes)", devices=True)
+    add_devices(p)
     add_supernet(p)
     p.add_argument(
         "--resolutions",
@@ -198,7 +223,11 @@ def register(sub: Any) -> None:
     )
     add_precision(p, "precision of the op models measured")
     add_device_threads(p, "threads the ops run with on the device (default: the device's)")
-    p.add_argument("--out", help="table file, resumed if it exists (default: the table store's name for it)")
+    p.add_argument(
+        "--out",
+        help="table file, resumed if it exists (several devices: OUT's NAME.DEVICE.EXT each; default: "
+        "the table store's name for it)",
+    )
     p.add_argument(
         "--passes", type=int, default=PASSES, help="measure every op this many times; the median is kept"
     )
@@ -207,7 +236,7 @@ def register(sub: Any) -> None:
     p = add_command(
         lsub, "adapt", "a table for a device from another device's table and a few subnets", devices=True
     )
-    add_device(p)
+    add_devices(p)
     p.add_argument(
         "--from",
         dest="source",
@@ -225,14 +254,23 @@ def register(sub: Any) -> None:
     p.set_defaults(func=_cmd_lut_adapt)
 
     p = add_command(lsub, "validate", "measure random subnets whole and calibrate a table", devices=True)
-    add_device(p)
-    p.add_argument("--lut", metavar="PATH", help="table file (default: the device's table, found by name)")
+    add_devices(p)
+    p.add_argument(
+        "--lut",
+        metavar="PATH",
+        help="table file (several devices: PATH's NAME.DEVICE.EXT each; default: each device's table, "
+        "found by name)",
+    )
     add_supernet(p, "supernet of the default table")
     add_precision(p, "precision of the default table")
     add_device_threads(p, "device threads of the default table (default: the device's)")
     p.add_argument("--samples", type=int, default=50, help="random subnets measured whole")
     p.add_argument("--seed", type=int, default=0, help="seed the subnets are drawn from")
-    p.add_argument("--plot", metavar="FILE.png", help="write a predicted-vs-measured scatter plot")
+    p.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="write a predicted-vs-measured scatter plot (several devices: FILE.DEVICE.png each)",
+    )
     p.add_argument("--rounds", type=int, default=3, help="timing rounds per subnet (median taken)")
     p.add_argument(
         "--fit", type=int, default=20, help="subnets the calibration is fitted on (the rest held out)"

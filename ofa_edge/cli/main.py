@@ -3,7 +3,9 @@
 Each command group lives in its own module with a ``register(sub)`` that adds its subcommands.
 An error derived from ``OfaEdgeError`` prints as one line on stderr plus a line saying how to see
 its traceback, and exits with its family's code (``ofa_edge.errors.EXIT_CODES``); ``--json`` also
-puts one versioned error document on stdout. ``OFA_EDGE_DEBUG=1`` raises it instead.
+puts one versioned error document on stdout. ``OFA_EDGE_DEBUG=1`` raises it instead. A command
+run on several devices keeps each device's error in its summary and exits with the family all
+failures share (``ofa_edge.errors.fleet_exit_code``; ``ofa_edge.cli.fleet``).
 """
 
 from __future__ import annotations

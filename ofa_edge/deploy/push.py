@@ -186,6 +186,11 @@ def record_table(device: DeviceSpec, record: dict[str, Any] | None) -> Path | No
         return None
 
 
+def default_manifest(model: Path) -> Path:
+    """Where a push of ``model`` writes its manifest unless told: ``<model>.deployment.json``."""
+    return model.with_name(model.name + ".deployment.json")
+
+
 def push(
     session: MeasuringSession,
     model: Path,
@@ -245,7 +250,7 @@ def push(
     outputs = None
     if verify and arch is not None and record.get("supernet") and check_images > 0:
         outputs = compare_outputs(session, model, arch, record["supernet"], precision, check_images)
-    out = manifest or model.with_name(model.name + ".deployment.json")
+    out = manifest or default_manifest(model)
     deployment = Deployment(
         created=now(),
         device=DeviceRecord(session.spec.name, session.fingerprint()),

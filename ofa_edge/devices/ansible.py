@@ -4,7 +4,8 @@ Every host becomes an SSH device: ``ansible_host`` -> host, ``ansible_user`` -> 
 ``ansible_port`` -> port, ``ansible_ssh_private_key_file`` -> key, a ProxyJump in
 ``ansible_ssh_common_args`` (``-J HOPS`` or ``-o ProxyJump=HOPS``) -> jump; group and ``all``
 vars apply (host vars win). Variables prefixed ``ofa_edge_`` set ofa-edge fields (``ofa_edge_runtime``,
-``ofa_edge_threads``, ...). Other Ansible variables are ignored.
+``ofa_edge_threads``, ...). Other Ansible variables are ignored. A host's groups (those it is in,
+directly or as a child group's member; not ``all``) are its ofa-edge groups (``--group NAME``).
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ _ANSIBLE_KEYS = {
 }
 
 
-def _to_device(name: str, variables: dict[str, Any]) -> dict[str, Any]:
-    table: dict[str, Any] = {"transport": "ssh", "host": name}
+def _to_device(name: str, variables: dict[str, Any], groups: list[str]) -> dict[str, Any]:
+    table: dict[str, Any] = {"transport": "ssh", "host": name, "groups": groups}
     for key, value in variables.items():
         if key in _ANSIBLE_KEYS:
             table[_ANSIBLE_KEYS[key]] = value
@@ -164,8 +165,9 @@ def parse_ansible(file: Path, text: str) -> dict[str, dict[str, Any]]:
     devices = {}
     for name, host_vars in hosts.items():
         merged: dict[str, Any] = dict(group_vars.get("all", {}))
-        for group in ancestors(name):
+        member_of = ancestors(name)
+        for group in member_of:
             merged.update(group_vars.get(group, {}))
         merged.update(host_vars)
-        devices[name] = _to_device(name, merged)
+        devices[name] = _to_device(name, merged, [g for g in member_of if g != "all"])
     return devices

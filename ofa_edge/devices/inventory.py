@@ -12,6 +12,7 @@ Where the file is: ``--inventory PATH``, else ``$OFA_EDGE_INVENTORY``, else ``./
     ssh_config = true            # optional: fill in from ~/.ssh/config (or this path) for host
     runtime = "onnxruntime"      # all: runtime, threads, workdir, python, cpus (pinning)
     threads = 4
+    groups = ["pis", "lab"]      # optional: commands take --group pis for every device in it
 
 A device named ``local`` (this machine) always exists unless the inventory defines one. The
 transports and the fields each takes are ``ofa_edge.devices.transports.TRANSPORTS``.
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from ofa_edge.devices.ansible import parse_ansible
 from ofa_edge.devices.spec import RUNTIMES, AdbOptions, DeviceSpec, SshOptions, local_device, local_workdir
 from ofa_edge.devices.transports import TRANSPORTS
-from ofa_edge.errors import ConfigError
+from ofa_edge.errors import ConfigError, UnknownName
 
 if TYPE_CHECKING:
     from paramiko import SSHConfig
@@ -48,6 +49,7 @@ COMMON_FIELDS = frozenset(
         "description",
         "slowdown",
         "lock_timeout",
+        "groups",
     }
 )
 #: Fields of a jump host's table; key, known_hosts (and connect_timeout) default to the device's.
@@ -104,6 +106,12 @@ def parse_device(name: str, table: dict[str, Any], base: Path) -> DeviceSpec:
         if not isinstance(cpus, list) or not cpus:
             raise ConfigError(f"device {name!r}: cpus must be a list of CPU numbers, got {cpus!r}")
         cpus = tuple(_int(name, "cpus[]", c, 0, 4095) for c in cpus)
+    groups = table.get("groups", [])
+    if not isinstance(groups, list) or not all(isinstance(g, str) and g for g in groups):
+        raise ConfigError(
+            f"device {name!r}: groups must be a list of group names, got {groups!r}",
+            hint='e.g. groups = ["pis", "lab"]',
+        )
     ssh = adb = None
     if transport == "ssh":
         config = _ssh_config(name, table.get("ssh_config", False), base)
@@ -135,6 +143,7 @@ def parse_device(name: str, table: dict[str, Any], base: Path) -> DeviceSpec:
         adb=adb,
         slowdown=float(slowdown),
         lock_timeout=float(lock_timeout),
+        groups=tuple(groups),
     )
 
 
@@ -233,6 +242,20 @@ def _configured(table: dict[str, Any], config: SSHConfig | None) -> dict[str, An
         **{k: v for k, v in filled.items() if v is not None},
         **{k: v for k, v in table.items() if k != "host"},
     }
+
+
+def select(devices: dict[str, DeviceSpec], names: list[str], groups: list[str]) -> list[DeviceSpec]:
+    """The devices ``names`` and the members of ``groups`` name, once each, names first then
+    each group's members in inventory order; an unknown name or group is an error."""
+    known_groups = sorted({g for spec in devices.values() for g in spec.groups})
+    for group in groups:
+        if group not in known_groups:
+            raise UnknownName("device group", group, known_groups)
+    for name in names:
+        if name not in devices:
+            raise UnknownName("device", name, list(devices))
+    members = [n for g in groups for n, spec in devices.items() if g in spec.groups]
+    return [devices[n] for n in dict.fromkeys([*names, *members])]
 
 
 def inventory_path(explicit: str | Path | None = None) -> Path:

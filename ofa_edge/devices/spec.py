@@ -75,6 +75,8 @@ class DeviceSpec:
     #: Desktop seconds a measuring command waits for another one's lock on the device before
     #: ``DeviceBusy`` (``ofa_edge.devices.lock``); scaled like every wait: ``wait(lock_timeout)``.
     lock_timeout: float = 300.0
+    #: Inventory groups the device belongs to (``--group NAME`` selects them; Ansible's groups).
+    groups: tuple[str, ...] = ()
 
     def wait(self, seconds: float) -> float:
         """How long to wait for work a desktop does in ``seconds``: ``seconds * slowdown``."""

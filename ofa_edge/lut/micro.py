@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ofa_edge.convert.formats import FORMATS
+from ofa_edge.convert.formats import EXPORT_LOCK, FORMATS
 from ofa_edge.convert.onnx import OPSET
 from ofa_edge.devices.spec import PRECISIONS
 from ofa_edge.errors import ConfigError
@@ -83,9 +83,10 @@ def micro_path(op: Op, fmt: str, precision: str) -> Path:
 def export_micro_model(spec: MBv3Spec, op: Op, fmt: str, precision: str, path: Path) -> Path:
     """Write ``op`` as a standalone model file (atomically: a temp name renamed when complete).
 
-    Weights are drawn with seed 0 for every op, so a file depends only on its cache key.
+    Weights are drawn with seed 0 for every op, so a file depends only on its cache key (the
+    export lock keeps other threads off torch's global RNG meanwhile).
     """
-    with torch.random.fork_rng():
+    with EXPORT_LOCK, torch.random.fork_rng():
         torch.manual_seed(0)
         module = op_module(spec, op).eval()
     return export_for_timing(module, input_shape(op), fmt, precision, path)
@@ -116,7 +117,9 @@ def export_micro_models(
         if progress:
             progress(0, len(todo))
     for done, op in enumerate(todo, 1):
-        export_micro_model(spec, op, fmt, precision, paths[op.key])
+        with EXPORT_LOCK:  # a fleet's other devices may have written it meanwhile: shared, not redone
+            if not paths[op.key].is_file():
+                export_micro_model(spec, op, fmt, precision, paths[op.key])
         if progress:
             progress(done, len(todo))
     return paths

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ofa_edge.convert.formats import convert, quantize
+from ofa_edge.convert.formats import EXPORT_LOCK, convert, quantize
 from ofa_edge.convert.tflite import converter_versions
 from ofa_edge.files import atomic_path
 from ofa_edge.supernet.ofa_mbv3 import OFAMobileNetV3
@@ -55,9 +55,10 @@ def export_subnets(
     spec: MBv3Spec, archs: list[ArchConfig], folder: Path, fmt: str = "onnx", precision: str = "fp32"
 ) -> list[Path]:
     """Whole subnets of ``spec`` as model files ``folder/subnetNNN.FMT`` to time (weights drawn
-    with seed 0)."""
-    torch.manual_seed(0)
-    net = OFAMobileNetV3.from_spec(spec).eval()
+    with seed 0; the export lock keeps other threads off torch's global RNG meanwhile)."""
+    with EXPORT_LOCK:
+        torch.manual_seed(0)
+        net = OFAMobileNetV3.from_spec(spec).eval()
     paths = []
     for i, arch in enumerate(archs):
         net.set_arch(arch)

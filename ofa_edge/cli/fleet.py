@@ -1,0 +1,169 @@
+"""Device commands on one device or on a fleet: ``bench``, ``push``, ``lut build|validate`` and
+``specialize`` run through :func:`run_devices`.
+
+A command gives ``one(spec, progress)``, its work on one device, returning a ``DeviceRun``. Given
+one device name the command prints that run as it always has (an error exits as usual). Given
+several names, ``--all`` or ``--group``, the devices run concurrently (``--jobs`` at once), each
+with its own progress line; one failure never stops the others; a summary table closes the run
+(device, status, table, subnet, predicted and measured ms, seconds, cost: the columns some device
+has) and each failure is one ``ofa-edge: error: NAME: ...`` line on stderr. ``--json`` prints one
+``ofa-edge/fleet/1`` document::
+
+    {"command": "lut-build", "exit_code": 4, "ok": 3, "failed": 1,
+     "devices": [{"device", "ok", "seconds", "table", "subnet": {ks, e, d, r} | null,
+                  "predicted_ms", "measured_ms", "cost",
+                  "result": the one-device --json document (without schema) | null,
+                  "error": {"reference", "message", "hint", "exit_code"} | null}, ...]}
+
+The exit status is ``ofa_edge.errors.fleet_exit_code``: 0 when every device succeeded, else the
+most specific error family all failures share.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ofa_edge.cli.common import select_devices, several_devices
+from ofa_edge.cli.output import DeviceLines, Output, Progress
+from ofa_edge.devices.spec import DeviceSpec
+from ofa_edge.errors import OfaEdgeError, fleet_exit_code
+from ofa_edge.supernet.space import ArchConfig
+
+
+@dataclass(frozen=True)
+class DeviceRun:
+    """What a command did on one device: its one-device output and its summary row."""
+
+    doc: dict[str, Any]  # the command's --json document (without schema)
+    text: str
+    table: str | None = None
+    subnet: ArchConfig | None = None
+    predicted_ms: float | None = None
+    measured_ms: float | None = None
+    cost: str | None = None
+
+
+def device_path(path: Path, device: str, several: bool) -> Path:
+    """A file option's path for ``device``: ``path`` itself for one device; for several, each
+    device's own, ``NAME.DEVICE.EXT`` beside it."""
+    return path.with_name(f"{path.stem}.{device}{path.suffix}") if several else path
+
+
+def subnet_label(arch: ArchConfig) -> str:
+    """A short name of a subnet for the summary: resolution, depths and a digest of the rest."""
+    digest = hashlib.sha256(arch.to_json().encode()).hexdigest()[:6]
+    return f"r{arch.r} d{''.join(map(str, arch.d))} #{digest}"
+
+
+def _error_line(name: str, err: OfaEdgeError) -> str:
+    """The error's one line, naming the device (most device errors already start with it)."""
+    text = str(err)
+    return text if text.startswith(f"{name}: ") else f"{name}: {text}"
+
+
+def run_devices(
+    args: argparse.Namespace,
+    out: Output,
+    kind: str,
+    one: Callable[[DeviceSpec, Progress], DeviceRun],
+) -> int:
+    """Run ``one`` on the devices the command line selects and print the outcome (module
+    docstring); the exit status."""
+    specs = select_devices(args, args.names)
+    if not several_devices(args):
+        run = one(specs[0], out)
+        out.result(kind, run.doc, run.text)
+        return 0
+    from ofa_edge.devices.fleet import run_fleet
+
+    lines = DeviceLines([spec.name for spec in specs], out.json_mode)
+    seconds: dict[str, float] = {}
+
+    def work(spec: DeviceSpec) -> DeviceRun:
+        started = time.monotonic()
+        try:
+            run = one(spec, lines.device(spec.name))
+        finally:
+            seconds[spec.name] = time.monotonic() - started
+        lines.status(spec.name, "ok")
+        return run
+
+    try:
+        results = run_fleet(specs, work, lines.status, args.jobs)
+    finally:
+        lines.close()
+    failures = {n: r for n, r in results.items() if isinstance(r, OfaEdgeError)}
+    code = fleet_exit_code(failures.values())
+    records = [_record(name, result, seconds[name]) for name, result in results.items()]
+    out.result(
+        "fleet",
+        {
+            "command": kind,
+            "exit_code": code,
+            "ok": len(results) - len(failures),
+            "failed": len(failures),
+            "devices": records,
+        },
+        _summary(records),
+    )
+    for name, err in failures.items():
+        print(f"ofa-edge: error: {_error_line(name, err)}", file=sys.stderr)
+    return code
+
+
+def _record(name: str, result: DeviceRun | OfaEdgeError, seconds: float) -> dict[str, Any]:
+    """One device's record of the fleet document."""
+    if isinstance(result, OfaEdgeError):
+        error = {"reference": result.reference, "message": _error_line(name, result), "hint": result.hint}
+        return {
+            "device": name,
+            "ok": False,
+            "seconds": seconds,
+            **dict.fromkeys(("table", "subnet", "predicted_ms", "measured_ms", "cost", "result")),
+            "error": {**error, "exit_code": result.exit_code},
+        }
+    return {
+        "device": name,
+        "ok": True,
+        "seconds": seconds,
+        "table": result.table,
+        "subnet": result.subnet.to_dict() if result.subnet else None,
+        "predicted_ms": result.predicted_ms,
+        "measured_ms": result.measured_ms,
+        "cost": result.cost,
+        "result": result.doc,
+        "error": None,
+    }
+
+
+#: The summary's columns: heading, and the cell of a device's record (None: nothing to show).
+COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], str | None]], ...] = (
+    ("device", lambda r: r["device"]),
+    ("status", lambda r: "ok" if r["ok"] else f"FAILED ({r['error']['reference']})"),
+    ("table", lambda r: r["table"]),
+    ("subnet", lambda r: subnet_label(ArchConfig.from_dict(r["subnet"])) if r["subnet"] else None),
+    ("predicted ms", lambda r: None if r["predicted_ms"] is None else f"{r['predicted_ms']:.3f}"),
+    ("measured ms", lambda r: None if r["measured_ms"] is None else f"{r['measured_ms']:.3f}"),
+    ("seconds", lambda r: f"{r['seconds']:.1f}"),
+    ("cost", lambda r: r["cost"]),
+)
+
+
+def _summary(records: list[dict[str, Any]]) -> str:
+    """The table that closes a fleet run: one row per device, the columns some device fills."""
+    cells = [[cell(r) for r in records] for _, cell in COLUMNS]
+    shown = [(heading, column) for (heading, _), column in zip(COLUMNS, cells) if any(column)]
+    rows = [[heading for heading, _ in shown]] + [
+        [column[i] or "-" for _, column in shown] for i in range(len(records))
+    ]
+    widths = [max(len(row[c]) for row in rows) for c in range(len(shown))]
+    failed = sum(not r["ok"] for r in records)
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join([*lines, f"{len(records) - failed} of {len(records)} devices ok"])
