@@ -18,6 +18,9 @@ def add_device_args(parser: argparse.ArgumentParser) -> None:
     ``testbed-sshd`` and ``testbed-pi``."""
     parser.add_argument("--device", default="local", choices=["local", "sshd", "pi"])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--cpu-quota", type=float, help="sshd: run it at this fraction of one core (a cgroup)"
+    )
 
 
 @contextlib.contextmanager
@@ -40,5 +43,5 @@ def device_spec(args: argparse.Namespace) -> Iterator[DeviceSpec]:
         reason = sshd_unavailable()
         if reason:
             raise SystemExit(f"cannot start the test-bed sshd: {reason}")
-        with SshDevice(host="127.0.0.2") as device:
+        with SshDevice(host="127.0.0.2", cpu_quota=args.cpu_quota) as device:
             yield device.device_spec("testbed-sshd", threads=args.threads)

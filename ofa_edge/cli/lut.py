@@ -25,14 +25,22 @@ from ofa_edge.lut.table import PASSES
 
 
 def _cmd_lut_build(args: argparse.Namespace, out: Output) -> int:
-    several = several_devices(args)
-    return run_devices(args, out, "lut-build", lambda spec, progress: _build(args, spec, several, progress))
+    from ofa_edge.lut.classes import ClassBuilds
+
+    several, classes = several_devices(args), ClassBuilds()  # one class table per class and run
+    return run_devices(
+        args, out, "lut-build", lambda spec, progress: _build(args, spec, several, progress, classes)
+    )
 
 
-def _build(args: argparse.Namespace, spec: DeviceSpec, several: bool, progress: Progress) -> DeviceRun:
-    """The device's table measured (or resumed): ``--out``, else its name in the table store."""
+def _build(
+    args: argparse.Namespace, spec: DeviceSpec, several: bool, progress: Progress, classes: Any
+) -> DeviceRun:
+    """The device's table measured (or resumed), or with ``--join-class`` joined from its class's
+    table: ``--out``, else its name in the table store."""
     from ofa_edge.devices.sessions import open_session
     from ofa_edge.lut.build import build_table
+    from ofa_edge.lut.classes import class_member_table
     from ofa_edge.lut.store import new_table_path
     from ofa_edge.lut.table import SupernetRef
 
@@ -42,24 +50,38 @@ def _build(args: argparse.Namespace, spec: DeviceSpec, several: bool, progress: 
         if args.out
         else new_table_path(spec.name, args.supernet, args.precision, threads)
     )
+    supernet = SupernetRef.named(args.supernet)
+    resolutions = parse_resolutions(args.resolutions) or list(supernet.spec.space.resolutions)
+    build = {
+        "precision": args.precision,
+        "threads": threads,
+        "passes": args.passes,
+        "progress": progress.counter(f"lut {spec.name}", "op"),
+        "exporting": progress.counter("export", "model"),
+    }
     with open_session(spec) as session:
-        table = build_table(
-            session,
-            SupernetRef.named(args.supernet),
-            parse_resolutions(args.resolutions),
-            path,
-            precision=args.precision,
-            threads=threads,
-            passes=args.passes,
-            progress=progress.counter(f"lut {spec.name}", "op"),
-            exporting=progress.counter("export", "model"),
-        )
+        if not args.join_class:
+            table = build_table(session, supernet, resolutions, path, **build)
+            joined = note = mate = None
+        else:
+            member = class_member_table(
+                session, supernet, resolutions, path, classes=classes, join_samples=args.join_samples, **build
+            )
+            table, joined, note, mate = member.table, member.joined, member.note, member.class_table
     n = len({k for section in table.entries.values() for k in section})
-    return DeviceRun(
-        {"out": str(path), "device": spec.name, "ops": n, "resolutions": table.resolutions},
-        f"{n} ops measured on {spec.name} at {table.resolutions} -> {path}",
-        table=str(path),
-    )
+    doc = {"out": str(path), "device": spec.name, "ops": n, "resolutions": table.resolutions}
+    if joined is not None and mate is not None:
+        doc["joined"] = {"class_table": str(mate), **joined.to_dict()}
+        text = (
+            f"{spec.name} joined the class table {mate.name}: {joined.samples} subnets measured whole in "
+            f"{joined.device_seconds:.0f} s (x {joined.fit.scale:.3f}, leave-one-out error "
+            f"{joined.fit.loo_mape_pct:.1f}%) -> {path}"
+        )
+    else:
+        text = f"{n} ops measured on {spec.name} at {table.resolutions} -> {path}"
+        if note is not None:
+            doc["note"], text = note, f"{note}\n{text}"
+    return DeviceRun(doc, text, table=str(path))
 
 
 def _cmd_lut_adapt(args: argparse.Namespace, out: Output) -> int:
@@ -230,6 +252,15 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--passes", type=int, default=PASSES, help="measure every op this many times; the median is kept"
+    )
+    p.add_argument(
+        "--join-class",
+        action="store_true",
+        help="join the table of another device of the same hardware class (on the table search path, "
+        "or built first by this run) by measuring --join-samples whole subnets, instead of every op",
+    )
+    p.add_argument(
+        "--join-samples", type=int, default=20, help="whole subnets a device joining its class measures"
     )
     p.set_defaults(func=_cmd_lut_build)
 

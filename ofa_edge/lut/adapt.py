@@ -102,10 +102,16 @@ def _op_sum_of(cal: Calibration, latency: np.ndarray, n_ops: np.ndarray) -> np.n
 
 
 def fit_adaptation(
-    sums: np.ndarray, n_ops: np.ndarray, measured: np.ndarray, types: list[str], source: Calibration
+    sums: np.ndarray,
+    n_ops: np.ndarray,
+    measured: np.ndarray,
+    types: list[str],
+    source: Calibration,
+    per_type: bool = True,
 ) -> AdaptFit:
     """Fit the correction from ``sums`` (subnets x types: the source table's op sums per type),
-    their op counts and their ``measured`` latencies on the new device (module docstring)."""
+    their op counts and their ``measured`` latencies on the new device (module docstring);
+    without ``per_type``, the common factor alone (devices of one hardware class)."""
     sums, n_ops, measured = (np.asarray(v, float) for v in (sums, n_ops, measured))
     base = apply_calibration(source, sums.sum(1), n_ops)
     g = float(np.median(measured / base))
@@ -114,7 +120,7 @@ def fit_adaptation(
     a = sums / z[:, None]  # relative features: a_i . u is subnet i's relative correction
     t = (z - g * sums.sum(1)) / z
     fits = [(float(np.mean(np.abs(t))), math.inf, np.zeros(len(types)))]  # the common factor alone
-    for ridge in sorted(RIDGES, reverse=True) if len(z) >= MIN_TYPED_FIT else ():
+    for ridge in sorted(RIDGES, reverse=True) if per_type and len(z) >= MIN_TYPED_FIT else ():
         if math.isinf(ridge):
             continue
         inverse = np.linalg.inv(a.T @ a + ridge * np.eye(len(types)))
@@ -210,12 +216,14 @@ def adapt(
     held_out: int = 0,
     rounds: int = 3,
     seed: int = 0,
+    per_type: bool = True,
     work: Path | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> AdaptReport:
     """Measure ``samples`` subnets (and ``held_out`` more, only to report on) on ``session``'s
-    device, fit the correction of the table at ``source_path`` and write the adapted table to
-    ``out``. Fails in one line when the source cannot serve this device (runtime, precision)."""
+    device, fit the correction of the table at ``source_path`` (``per_type``: or the common
+    factor alone) and write the adapted table to ``out``. Fails in one line when the source
+    cannot serve this device (another model format)."""
     source = LatencyTable.load(source_path)
     device = session.spec
     if model_format(device.runtime) != source.model_format:
@@ -245,7 +253,7 @@ def adapt(
     n_ops = np.array([len(subnet_ops(source.spec, a)) for a in archs], dtype=float)
     src_cal = source.calibration or Calibration(1.0, 0.0)
     n = len(fit_archs)
-    fit = fit_adaptation(sums[:n], n_ops[:n], measured[:n], types, src_cal)
+    fit = fit_adaptation(sums[:n], n_ops[:n], measured[:n], types, src_cal, per_type)
     table = adapted_table(
         source,
         fit,
