@@ -31,13 +31,15 @@ def _cmd_devices_list(args: argparse.Namespace, out: Output) -> int:
                     "transport": d.transport,
                     "address": where(d),
                     "runtime": d.runtime,
+                    "backend": d.backend_for().to_dict(),
                     "threads": d.threads,
                 }
                 for d in devices.values()
             ]
         },
         "\n".join(
-            f"{d.name:16s} {d.transport:6s} {where(d):28s} {d.runtime} x{d.threads}" for d in devices.values()
+            f"{d.name:16s} {d.transport:6s} {where(d):28s} {d.backend_for().describe()} x{d.threads}"
+            for d in devices.values()
         ),
     )
     return 0
@@ -137,6 +139,8 @@ def _cmd_bench(args: argparse.Namespace, out: Output) -> int:
             "device": spec.name,
             "model": str(model),
             "runtime": runtime,
+            "backend": spec.backend_for(runtime).to_dict(),
+            "placement": r.placement.to_dict() if r.placement else None,
             "threads": threads,
             "median_ms": r.median_ms,
             "median_is_mean": r.median_is_mean,
@@ -147,8 +151,9 @@ def _cmd_bench(args: argparse.Namespace, out: Output) -> int:
             "conditions_before": report.conditions_before,
             "conditions_after": report.conditions_after,
         },
-        f"{spec.name} {model.name} ({runtime}, {threads} thread(s)): {median} {r.median_ms:.3f} ms{spread} "
-        f"over {r.runs} runs"
+        f"{spec.name} {model.name} ({spec.backend_for(runtime).describe()}, {threads} thread(s)): "
+        f"{median} {r.median_ms:.3f} ms{spread} over {r.runs} runs"
+        + (f"; {r.placement.describe()}" if r.placement else "")
         + (f"\nsamples (ms): {' '.join(f'{v:.3f}' for v in r.samples_ms)}" if args.samples else ""),
     )
     return 0

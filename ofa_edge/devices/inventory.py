@@ -13,6 +13,26 @@ Where the file is: ``--inventory PATH``, else ``$OFA_EDGE_INVENTORY``, else ``./
     runtime = "onnxruntime"      # all: runtime, threads, workdir, python, cpus (pinning)
     threads = 4
 
+    [devices.orin]               # all: backend, what models run on (default: the CPU)
+    backend = { runtime = "onnxruntime", precision = "fp16", providers = [
+        { name = "TensorrtExecutionProvider", trt_engine_cache_enable = true, trt_engine_cache_path = "trt" },
+        "CUDAExecutionProvider" ] }
+
+    [devices.pixel7]
+    transport = "adb"
+    backend = { runtime = "tflite", delegate = "gpu", precision = "fp16", allow_partial = false }
+
+A ``backend`` (``ofa_edge.devices.backend``) has a ``runtime`` (else the device's ``runtime``)
+and, per runtime: onnxruntime ``providers``, a list in order of preference of onnxruntime's
+provider names or tables ``{name = ..., OPTION = VALUE}`` of that provider's options (default
+``["CPUExecutionProvider"]``); tflite ``delegate`` = ``xnnpack`` (default) | ``none`` | ``gpu`` |
+``nnapi``, and for the Python agent the delegate's ``library`` (gpu default
+``libtensorflowlite_gpu_delegate.so``; nnapi needs one) and its ``options``. Both take
+``precision`` (``fp32`` default; ``fp16`` for TensorRT or the gpu/nnapi delegate, ``int8`` for
+TensorRT: the precision the accelerator may compute in) and ``allow_partial`` (false: a model
+not wholly on the accelerator is refused). Another runtime (e.g. TensorRT's ``trtexec``) adds
+its fields to ``ofa_edge.devices.backend.BACKEND_FIELDS``.
+
 A device named ``local`` (this machine) always exists unless the inventory defines one. The
 transports and the fields each takes are ``ofa_edge.devices.transports.TRANSPORTS``.
 """
@@ -27,6 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ofa_edge.devices.ansible import parse_ansible
+from ofa_edge.devices.backend import parse_backend
 from ofa_edge.devices.spec import RUNTIMES, AdbOptions, DeviceSpec, SshOptions, local_device, local_workdir
 from ofa_edge.devices.transports import TRANSPORTS
 from ofa_edge.errors import ConfigError
@@ -48,6 +69,7 @@ COMMON_FIELDS = frozenset(
         "description",
         "slowdown",
         "lock_timeout",
+        "backend",
     }
 )
 #: Fields of a jump host's table; key, known_hosts (and connect_timeout) default to the device's.
@@ -83,9 +105,14 @@ def parse_device(name: str, table: dict[str, Any], base: Path) -> DeviceSpec:
             f"device {name!r}: unknown field(s) {unknown} for transport {transport!r}",
             hint=f"allowed: {', '.join(sorted(allowed))}",
         )
-    runtime = table.get("runtime", "onnxruntime")
+    backend = None
+    if "backend" in table:
+        backend = parse_backend(name, table["backend"], table.get("runtime", "onnxruntime"))
+    runtime = table.get("runtime", backend.runtime if backend else "onnxruntime")
     if runtime not in RUNTIMES:
         raise ConfigError(f"device {name!r}: runtime={runtime!r} is not one of {list(RUNTIMES)}")
+    if backend is not None and backend.runtime != runtime:
+        raise ConfigError(f"device {name!r}: runtime={runtime!r} but backend runtime={backend.runtime!r}")
 
     slowdown = table.get("slowdown", 1.0)
     if isinstance(slowdown, bool) or not isinstance(slowdown, int | float) or not 0.01 <= slowdown <= 1000:
@@ -135,6 +162,7 @@ def parse_device(name: str, table: dict[str, Any], base: Path) -> DeviceSpec:
         adb=adb,
         slowdown=float(slowdown),
         lock_timeout=float(lock_timeout),
+        backend=backend,
     )
 
 

@@ -1,7 +1,8 @@
 """What ofa-edge knows of one device: how to reach it and how to run models there.
 
 ``DeviceSpec`` is what the inventory (``ofa_edge.devices.inventory``) reads a device's table
-into, and what transports and sessions take; this module depends on nothing else of ofa-edge.
+into, and what transports and sessions take; this module depends on nothing else of ofa-edge but
+the backends (``ofa_edge.devices.backend``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ofa_edge.devices.backend import Backend, default_backend
 from ofa_edge.errors import ConfigError
 
 #: The model file format each runtime runs: the one map between runtimes and formats.
@@ -73,6 +75,16 @@ class DeviceSpec:
     #: Desktop seconds a measuring command waits for another one's lock on the device before
     #: ``DeviceBusy`` (``ofa_edge.devices.lock``); scaled like every wait: ``wait(lock_timeout)``.
     lock_timeout: float = 300.0
+    #: What models run on (providers, delegate, precision); None: the runtime's default, the CPU.
+    backend: Backend | None = None
+
+    def backend_for(self, runtime: str | None = None) -> Backend:
+        """The backend a model of ``runtime`` (default: the device's) runs on here: the
+        inventory's when it is for that runtime, else that runtime's default (the CPU)."""
+        runtime = runtime or self.runtime
+        if self.backend is not None and self.backend.runtime == runtime:
+            return self.backend
+        return default_backend(runtime)
 
     def wait(self, seconds: float) -> float:
         """How long to wait for work a desktop does in ``seconds``: ``seconds * slowdown``."""
