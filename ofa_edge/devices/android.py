@@ -20,10 +20,12 @@ import numpy as np
 
 from device_agents.ofa_edge_agent import identify, parse_getprop
 from ofa_edge.devices.agent import AgentSession
+from ofa_edge.devices.backend import refused
 from ofa_edge.devices.benchmark_model import (
     BenchmarkOutputError,
     benchmark_model_argv,
     parse_benchmark_model,
+    parse_placement,
 )
 from ofa_edge.devices.lock import DeviceLock
 from ofa_edge.devices.session import BenchReport, BenchResult, pushed
@@ -123,7 +125,9 @@ class BenchmarkModelSession:
         reference: Path | None = None,
         on_result: Callable[[BenchResult], None] | None = None,
     ) -> BenchReport:
-        """Run ``benchmark_model`` once per model; a failing model is reported, not fatal."""
+        """Run ``benchmark_model`` once per model on the device's TFLite backend; a failing model
+        is reported, not fatal; one not wholly on the accelerator delegate raises
+        ``PlacementError`` unless the backend allows partial placement."""
         if reference is not None:
             raise ConfigError(f"{self.spec.name}: benchmark_model cannot time models interleaved")
         if runtime not in (None, "tflite"):
@@ -163,15 +167,20 @@ class BenchmarkModelSession:
         min_secs: float,
         timeout: float,
     ) -> BenchResult:
-        argv = benchmark_model_argv(binary, graph, threads, runs, warmup, min_secs, True, self.spec.cpus)
+        backend = self.spec.backend_for("tflite")
+        argv = benchmark_model_argv(binary, graph, threads, runs, warmup, min_secs, backend, self.spec.cpus)
         try:
             res = self.transport.run(argv, timeout=timeout, check=False)
         except DeviceError as err:
             return BenchResult(name, error=err.message)
+        text = res.stdout + "\n" + res.stderr
         try:
-            parsed = parse_benchmark_model(res.stdout + "\n" + res.stderr)
+            parsed = parse_benchmark_model(text)
         except BenchmarkOutputError as err:
             return BenchResult(name, error=f"exit {res.exit_code}: {err.message}")
+        placement = parse_placement(text, backend.delegate) if backend.target and backend.delegate else None
+        if placement is not None and not placement.whole and not backend.allow_partial:
+            raise refused(self.spec.name, name, placement)
         pct = parsed.percentiles_ms
         return BenchResult(
             name,
@@ -181,6 +190,7 @@ class BenchmarkModelSession:
             mean_ms=parsed.avg_ms,
             runs=parsed.count,
             median_is_mean=parsed.median_ms is None,
+            placement=placement,
         )
 
     def close(self) -> None:
