@@ -25,6 +25,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -106,6 +107,37 @@ def cpu_frequencies():
     return freqs
 
 
+#: Android's thermal status levels (PowerManager.THERMAL_STATUS_*), by number.
+THERMAL_STATUS = ("none", "light", "moderate", "severe", "critical", "emergency", "shutdown")
+_HAL_TEMPERATURE = re.compile(r"Temperature\{mValue=(-?[\d.]+), mType=-?\d+, mName=(.*?), mStatus=\d+\}")
+
+
+def parse_thermalservice(text):
+    """Android's ``dumpsys thermalservice``: its ``Thermal Status`` (0 none .. 6 shutdown) and the
+    HAL's current temperatures (not the cached ones, which may be stale), or None when it
+    printed no status (not Android, or no permission to dump). The host reads phones without
+    Python with this same function."""
+    status, temperatures, section = None, {}, None
+    for line in text.splitlines():
+        if line.startswith("Thermal Status:") and line.split(":", 1)[1].strip().isdigit():
+            status = int(line.split(":", 1)[1])
+        elif line and not line[0].isspace():
+            section = line.strip()
+        elif section == "Current temperatures from HAL:":
+            match = _HAL_TEMPERATURE.search(line)
+            if match:
+                temperatures[match.group(2)] = float(match.group(1))
+    if status is None:
+        return None
+    name = THERMAL_STATUS[status] if status < len(THERMAL_STATUS) else str(status)
+    return {"status": status, "status_name": name, "temperatures_c": temperatures}
+
+
+def android_thermal():
+    """This Android device's thermal status (``parse_thermalservice``), or None elsewhere."""
+    return parse_thermalservice(_run(["dumpsys", "thermalservice"]) or "")
+
+
 def conditions():
     """What can change a measurement: clocks, temperatures, throttling (before/after a batch)."""
     arm_clock = _run(["vcgencmd", "measure_clock", "arm"])
@@ -116,6 +148,7 @@ def conditions():
         "throttle": throttle_state(),
         "arm_clock_hz": int(arm_clock.split("=", 1)[1]) if arm_clock and "=" in arm_clock else None,
         "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "android_thermal": android_thermal(),
     }
 
 

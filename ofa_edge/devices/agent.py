@@ -25,6 +25,7 @@ from ofa_edge.devices.backend import Placement, refused
 from ofa_edge.devices.lock import DeviceLock
 from ofa_edge.devices.session import BenchReport, BenchResult, pushed
 from ofa_edge.devices.spec import DeviceSpec, model_runtime
+from ofa_edge.devices.thermal import cool_down
 from ofa_edge.devices.transport import Channel, Transport
 from ofa_edge.devices.transports import open_transport
 from ofa_edge.errors import AgentError, CommandTimeout, DeviceError, DeviceUnreachable
@@ -256,7 +257,8 @@ class AgentSession:
         """Push and measure models on the device's backend for ``runtime``; ``on_result`` sees
         each as soon as it is measured. With a ``reference`` model, each is timed interleaved
         with it and reports its ``ratio``. A model not wholly on the backend's accelerator raises
-        ``PlacementError`` unless the backend allows partial placement."""
+        ``PlacementError`` unless the backend allows partial placement. An Android device is
+        first given a bounded time to cool down (``ofa_edge.devices.thermal``)."""
         remotes = pushed(self, [*models, *([reference] if reference else [])])
         entries = [{"name": Path(p).name, "path": remote} for p, remote in zip(models, remotes)]
         current: list[str] = [entries[0]["name"]] if entries else []
@@ -270,6 +272,7 @@ class AgentSession:
                 on_result(result)
 
         runtime = runtime or self.spec.runtime
+        cooled = cool_down(self.spec, lambda: self.request("conditions").get("android_thermal"))
         try:
             reply = self.request(
                 "bench",
@@ -293,9 +296,10 @@ class AgentSession:
                 hint="measurements already reported are kept; the next call starts a new agent",
                 model=model,
             ) from None
+        before = reply.get("conditions_before", {})
         return BenchReport(
             [_agent_result(r) for r in reply["results"]],
-            reply.get("conditions_before", {}),
+            {**before, "cool_down": cooled} if cooled else before,
             reply.get("conditions_after", {}),
         )
 

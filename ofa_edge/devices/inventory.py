@@ -22,6 +22,9 @@ Where the file is: ``--inventory PATH``, else ``$OFA_EDGE_INVENTORY``, else ``./
     transport = "adb"
     backend = { runtime = "tflite", delegate = "gpu", precision = "fp16", allow_partial = false }
 
+On Android, ``thermal_limit`` (default 1, light) and ``cool_down_s`` (default 120) bound the
+wait for the thermal status to fall to the limit before each batch (``ofa_edge.devices.thermal``).
+
 A ``backend`` (``ofa_edge.devices.backend``) has a ``runtime`` (else the device's ``runtime``)
 and, per runtime: onnxruntime ``providers``, a list in order of preference of onnxruntime's
 provider names or tables ``{name = ..., OPTION = VALUE}`` of that provider's options (default
@@ -70,6 +73,8 @@ COMMON_FIELDS = frozenset(
         "slowdown",
         "lock_timeout",
         "backend",
+        "thermal_limit",
+        "cool_down_s",
     }
 )
 #: Fields of a jump host's table; key, known_hosts (and connect_timeout) default to the device's.
@@ -126,6 +131,12 @@ def parse_device(name: str, table: dict[str, Any], base: Path) -> DeviceSpec:
             f"device {name!r}: lock_timeout={lock_timeout!r} must be a number of seconds >= 0",
             hint="how long a command waits while another one measures on the device",
         )
+    cool_down_s = table.get("cool_down_s", DeviceSpec.cool_down_s)
+    if isinstance(cool_down_s, bool) or not isinstance(cool_down_s, int | float) or cool_down_s < 0:
+        raise ConfigError(
+            f"device {name!r}: cool_down_s={cool_down_s!r} must be a number of seconds >= 0",
+            hint="the longest wait for an Android device to cool down before a batch (0: never wait)",
+        )
     cpus = table.get("cpus")
     if cpus is not None:
         if not isinstance(cpus, list) or not cpus:
@@ -163,6 +174,8 @@ def parse_device(name: str, table: dict[str, Any], base: Path) -> DeviceSpec:
         slowdown=float(slowdown),
         lock_timeout=float(lock_timeout),
         backend=backend,
+        thermal_limit=_int(name, "thermal_limit", table.get("thermal_limit", DeviceSpec.thermal_limit), 0, 6),
+        cool_down_s=float(cool_down_s),
     )
 
 

@@ -75,6 +75,11 @@ class DeviceSpec:
     #: Desktop seconds a measuring command waits for another one's lock on the device before
     #: ``DeviceBusy`` (``ofa_edge.devices.lock``); scaled like every wait: ``wait(lock_timeout)``.
     lock_timeout: float = 300.0
+    #: Android: before each batch, wait at most ``cool_down_s`` seconds (0: never) until the
+    #: thermal status is at most ``thermal_limit`` (0 none, 1 light, 2 moderate ... 6 shutdown),
+    #: ``ofa_edge.devices.thermal``; physical time, not scaled by ``slowdown``.
+    thermal_limit: int = 1
+    cool_down_s: float = 120.0
     #: What models run on (providers, delegate, precision); None: the runtime's default, the CPU.
     backend: Backend | None = None
 

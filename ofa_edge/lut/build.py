@@ -48,7 +48,11 @@ BuildProgress = Callable[[int, int], None]
 
 
 def disturbed(before: dict[str, Any], after: dict[str, Any], clock_tolerance: float = 0.15) -> bool:
-    """Whether throttling appeared or CPU clocks moved during a batch (measure it again)."""
+    """Whether throttling appeared, Android's thermal status rose or CPU clocks moved during a
+    batch (measure it again)."""
+    heat = [(c.get("android_thermal") or {}).get("status", 0) for c in (before, after)]
+    if heat[1] > heat[0]:
+        return True
     for state in (before.get("throttle"), after.get("throttle")):
         if state and state.get("now"):
             return True
