@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from device_agents import ofa_edge_agent as agent
+from ofa_edge.deploy.specialize import stale_reasons
 from ofa_edge.devices.agent import AgentSession
 from ofa_edge.devices.backend import Backend, Placement, default_backend, parse_backend
 from ofa_edge.devices.inventory import load_inventory
@@ -205,10 +206,17 @@ def test_tables_record_their_backend_and_refuse_another(tmp_path: Path) -> None:
     check_backend(loaded, _spec(tmp_path, {**CUDA, "allow_partial": True}), "t.json")
     with pytest.raises(
         LutError,
-        match=r"t.json was measured on onnxruntime \[CUDAExecutionProvider\] fp32, "
+        match=r"t.json: it was measured on onnxruntime \[CUDAExecutionProvider\] fp32, "
         r"partial allowed, local now runs onnxruntime \[CPUExecutionProvider\] fp32",
     ):
         check_backend(loaded, _spec(tmp_path), "t.json")
+    # specialize keeps a table of another backend aside, saying why
+    cpu = default_backend("onnxruntime")
+    assert (
+        "it was measured on onnxruntime [CUDAExecutionProvider] fp32, partial allowed, the device now runs "
+        "onnxruntime [CPUExecutionProvider] fp32" in stale_reasons(loaded, {}, None, "interleaved", cpu)
+    )
+    assert not any("measured on" in r for r in stale_reasons(loaded, {}, None, "interleaved", cuda))
 
 
 def test_tables_before_backends_read_as_the_cpu(tmp_path: Path) -> None:

@@ -443,14 +443,21 @@ def export_ofa(table: LatencyTable, folder: str | Path) -> list[Path]:
     return written
 
 
+def backend_change(table: LatencyTable, backend: Backend, device: str = "the device") -> str | None:
+    """None when ``table`` was measured on ``backend``, else what changed, for people."""
+    if table.backend == backend:
+        return None
+    theirs = table.backend.describe() if table.backend else "?"
+    return f"it was measured on {theirs}, {device} now runs {backend.describe()}"
+
+
 def check_backend(table: LatencyTable, device: DeviceSpec, source: str) -> None:
     """Refuse ``table`` for ``device`` unless the device runs its runtime on the backend the
     table was measured on (another provider, delegate or precision measures another chip)."""
-    backend = device.backend_for(table.runtime.name)
-    if table.backend != backend:
-        theirs = table.backend.describe() if table.backend else "?"
+    change = backend_change(table, device.backend_for(table.runtime.name), device.name)
+    if change is not None:
         raise LutError(
-            f"{source} was measured on {theirs}, {device.name} now runs {backend.describe()}",
+            f"{source}: {change}",
             hint="build a table for this backend (another --out, or a device entry of its own)",
         )
 
