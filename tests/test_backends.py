@@ -19,6 +19,7 @@ from ofa_edge.errors import ConfigError, LutError, PlacementError
 from ofa_edge.lut.table import DeviceRecord, LatencyTable, Runtime, SupernetRef, check_backend
 from ofa_edge.supernet.spec import MBv3Spec
 from tests.models import conv_model
+from tests.test_cli import error_line, run
 
 TFLITE = Path(__file__).parent / "data" / "conv8.tflite"
 CUDA = {"providers": ["CUDAExecutionProvider"]}
@@ -228,3 +229,28 @@ def test_tables_before_backends_read_as_the_cpu(tmp_path: Path) -> None:
     check_backend(old, _spec(tmp_path), "old")
     with pytest.raises(LutError, match="measured on onnxruntime \\[CPUExecutionProvider\\]"):
         check_backend(old, _spec(tmp_path, CUDA), "old")
+
+
+def test_cli_bench_refuses_with_one_line_and_records_the_backend(tmp_path: Path) -> None:
+    model = conv_model(tmp_path / "m.onnx")
+    inv = tmp_path / "devices.toml"
+    inv.write_text(
+        f'[devices.gpu]\ntransport = "local"\nworkdir = "{tmp_path / "agent"}"\n'
+        'backend = { providers = ["CUDAExecutionProvider"] }\n'
+        f'[devices.partial]\ntransport = "local"\nworkdir = "{tmp_path / "agent"}"\n'
+        'backend = { providers = ["CUDAExecutionProvider"], allow_partial = true }\n'
+    )
+    line = error_line(run("bench", "gpu", str(model), "--inventory", str(inv), "--runs", "3"), 5)
+    assert line.startswith("ofa-edge: error: gpu: m.onnx runs 0 of 2 nodes on CUDAExecutionProvider")
+    res = run("bench", "partial", str(model), "--inventory", str(inv), "--runs", "3", "--json")
+    assert res.returncode == 0, res.stderr
+    bench = json.loads(res.stdout)
+    assert bench["backend"]["providers"] == [{"name": "CUDAExecutionProvider"}]
+    assert bench["backend"]["allow_partial"] is True
+    assert bench["placement"]["by_provider"] == {"CPUExecutionProvider": 2}
+    listed = json.loads(run("devices", "list", "--inventory", str(inv), "--json").stdout)
+    assert [d["backend"]["providers"][0]["name"] for d in listed["devices"]] == [
+        "CUDAExecutionProvider",
+        "CUDAExecutionProvider",
+        "CPUExecutionProvider",
+    ]
