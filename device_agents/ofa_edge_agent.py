@@ -8,6 +8,10 @@ tflite_runtime); nothing from the host package.
 Protocol (one JSON object per line, both ways): requests ``{"id": N, "op": OP, ...}``; replies
 ``{"id": N, "ok": true, "result": {...}}`` or ``{"id": N, "ok": false, "error": {"type", "message"}}``.
 A ``bench`` streams ``{"id": N, "event": "model", "result": {...}}`` per model before its reply;
+its ``backend`` (the host's ``Backend.request()``) names the providers or delegate to run on, and a
+model not wholly on the backend's accelerator (``target``) ends the bench with a
+``PlacementRefused`` error naming its coverage, unless ``allow_partial`` (its result then carries
+its ``placement``);
 given a ``reference`` model, each model is timed in bursts alternating with it and its result
 adds ``ratio`` (model / reference, robust to the device's speed changing), ``ref_median_ms``
 and ``bursts``.
@@ -21,13 +25,14 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
 import threading
 import time
 
-AGENT_VERSION = "1.2"
+AGENT_VERSION = "1.3"
 PROTOCOL = 1
 #: The folder read in place of /sys for clocks, governors and temperatures. A test knob: the test
 #: bed points it at a simulated cpufreq tree (tests/testbed.py ``SimulatedCpufreq``).
@@ -102,6 +107,37 @@ def cpu_frequencies():
     return freqs
 
 
+#: Android's thermal status levels (PowerManager.THERMAL_STATUS_*), by number.
+THERMAL_STATUS = ("none", "light", "moderate", "severe", "critical", "emergency", "shutdown")
+_HAL_TEMPERATURE = re.compile(r"Temperature\{mValue=(-?[\d.]+), mType=-?\d+, mName=(.*?), mStatus=\d+\}")
+
+
+def parse_thermalservice(text):
+    """Android's ``dumpsys thermalservice``: its ``Thermal Status`` (0 none .. 6 shutdown) and the
+    HAL's current temperatures (not the cached ones, which may be stale), or None when it
+    printed no status (not Android, or no permission to dump). The host reads phones without
+    Python with this same function."""
+    status, temperatures, section = None, {}, None
+    for line in text.splitlines():
+        if line.startswith("Thermal Status:") and line.split(":", 1)[1].strip().isdigit():
+            status = int(line.split(":", 1)[1])
+        elif line and not line[0].isspace():
+            section = line.strip()
+        elif section == "Current temperatures from HAL:":
+            match = _HAL_TEMPERATURE.search(line)
+            if match:
+                temperatures[match.group(2)] = float(match.group(1))
+    if status is None:
+        return None
+    name = THERMAL_STATUS[status] if status < len(THERMAL_STATUS) else str(status)
+    return {"status": status, "status_name": name, "temperatures_c": temperatures}
+
+
+def android_thermal():
+    """This Android device's thermal status (``parse_thermalservice``), or None elsewhere."""
+    return parse_thermalservice(_run(["dumpsys", "thermalservice"]) or "")
+
+
 def conditions():
     """What can change a measurement: clocks, temperatures, throttling (before/after a batch)."""
     arm_clock = _run(["vcgencmd", "measure_clock", "arm"])
@@ -112,6 +148,7 @@ def conditions():
         "throttle": throttle_state(),
         "arm_clock_hz": int(arm_clock.split("=", 1)[1]) if arm_clock and "=" in arm_clock else None,
         "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "android_thermal": android_thermal(),
     }
 
 
@@ -416,11 +453,13 @@ def _dim(d):
     return d if d > 0 else 1
 
 
-def _make_runner(path, runtime, threads):
-    """A zero-argument callable running one inference on a fixed random input."""
+def _make_runner(path, runtime, threads, backend=None):
+    """A zero-argument callable running one inference on a fixed random input, and where the
+    model's nodes ran (None on a CPU backend, which is not checked)."""
     import numpy as np
 
     rng = np.random.default_rng(0)
+    backend = backend or {}
 
     def sample(shape, dtype):
         shape = [_dim(d) for d in shape]
@@ -430,7 +469,8 @@ def _make_runner(path, runtime, threads):
         return rng.standard_normal(shape).astype(dtype)
 
     if runtime == "onnxruntime":
-        session = _onnx_session(path, threads)
+        target = backend.get("target")
+        session = _onnx_session(path, threads, backend.get("providers"), profile=target is not None)
         type_map = {
             "tensor(float)": np.float32,
             "tensor(uint8)": np.uint8,
@@ -438,35 +478,136 @@ def _make_runner(path, runtime, threads):
             "tensor(int64)": np.int64,
         }
         feeds = {i.name: sample(i.shape, type_map.get(i.type, np.float32)) for i in session.get_inputs()}
-        return lambda: session.run(None, feeds)
+        placement = _onnx_placement(session, feeds, target) if target else None
+        return (lambda: session.run(None, feeds)), placement
     if runtime == "tflite":
-        interp = _tflite_interpreter(path, threads)
+        interp = _tflite_interpreter(path, threads, backend)
         for detail in interp.get_input_details():
             interp.set_tensor(detail["index"], sample(detail["shape"], detail["dtype"]))
-        return interp.invoke
+        target = backend.get("target")
+        return interp.invoke, _tflite_placement(interp, target) if target else None
     raise ValueError(f"unknown runtime {runtime!r}")
 
 
-def _onnx_session(path, threads):
-    """An onnxruntime CPU session on ``threads`` threads, running nodes in sequence."""
+def _onnx_session(path, threads, providers=None, profile=False):
+    """An onnxruntime session on ``threads`` threads, running nodes in sequence, on
+    ``providers`` (``[name, options]`` pairs, default the CPU); ``profile`` records the first run
+    (``_onnx_placement`` reads and ends it)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    if profile:
+        import tempfile
+
+        opts.enable_profiling = True
+        opts.profile_file_prefix = os.path.join(tempfile.gettempdir(), f"ofa-edge-placement-{os.getpid()}")
+    providers = [tuple(p) for p in providers] if providers else ["CPUExecutionProvider"]
+    return ort.InferenceSession(path, opts, providers=providers)
 
 
-def _tflite_interpreter(path, threads):
-    """A LiteRT interpreter (``ai_edge_litert``, else ``tflite_runtime``), tensors allocated."""
+def _onnx_placement(session, feeds, target):
+    """Where onnxruntime ran each node of one profiled run (its profile's per-node
+    ``provider``), then profiling ended: the nodes per provider, and whether all ran on
+    ``target``. A provider onnxruntime dropped (not installed, failed to load) runs none."""
+    session.run(None, feeds)
+    profile = session.end_profiling()
     try:
-        from ai_edge_litert.interpreter import Interpreter
+        with open(profile) as f:
+            events = json.load(f)
+    finally:
+        os.remove(profile)
+    where = {}
+    for event in events:
+        provider = (event.get("args") or {}).get("provider")
+        if event.get("cat") == "Node" and provider and event["name"].endswith("_kernel_time"):
+            where[event["name"]] = provider
+    counts = {}
+    for provider in where.values():
+        counts[provider] = counts.get(provider, 0) + 1
+    on_target = counts.get(target, 0)
+    return {
+        "target": target,
+        "whole": bool(where) and on_target == len(where),
+        "nodes": len(where),
+        "on_target": on_target,
+        "partitions": None,
+        "by_provider": counts,
+    }
+
+
+def _tflite_interpreter(path, threads, backend=None):
+    """A LiteRT interpreter (``ai_edge_litert``, else ``tflite_runtime``), tensors allocated, on
+    the backend's delegate: ``xnnpack`` (the default), ``none`` (builtin kernels only), or a
+    delegate library loaded by ``load_delegate`` (``gpu``, ``nnapi``) whose leftover nodes run
+    on the builtin kernels, not XNNPACK, so that every DELEGATE node is the requested one's."""
+    try:
+        from ai_edge_litert import interpreter as litert
     except ImportError:
-        from tflite_runtime.interpreter import Interpreter
-    interp = Interpreter(model_path=path, num_threads=threads)
+        from tflite_runtime import interpreter as litert
+    backend = backend or {}
+    delegate = backend.get("delegate") or "xnnpack"
+    kwargs = {}
+    if delegate != "xnnpack":
+        kwargs["experimental_op_resolver_type"] = litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    if delegate in ("gpu", "nnapi"):
+        kwargs["experimental_delegates"] = [_load_delegate(litert, delegate, backend)]
+    interp = litert.Interpreter(model_path=path, num_threads=threads, **kwargs)
     interp.allocate_tensors()
     return interp
+
+
+class DelegateUnavailable(Exception):
+    """A delegate library that cannot be loaded, or a setting it cannot take."""
+
+
+def _load_delegate(litert, delegate, backend):
+    """The ``gpu`` or ``nnapi`` delegate from its library (``backend["library"]``)."""
+    library = backend.get("library")
+    if not library:
+        raise DelegateUnavailable(f"the {delegate} delegate needs its library: set backend library")
+    if delegate == "nnapi" and backend.get("precision") == "fp16":
+        raise DelegateUnavailable("fp16 for an nnapi delegate library: set its own option in backend options")
+    try:
+        return litert.load_delegate(library, backend.get("options") or {})
+    except (OSError, ValueError, RuntimeError) as err:
+        detail = " ".join(str(err).split())
+        raise DelegateUnavailable(f"cannot load the {delegate} delegate {library}: {detail}") from None
+
+
+def _tflite_placement(interp, target):
+    """Where TFLite runs the model: its DELEGATE nodes (each a partition the delegate took) and
+    the original nodes each one replaced, found by walking back from the partition's outputs to
+    its inputs; all nodes delegated means the whole model runs on ``target``."""
+    ops = interp._get_ops_details()
+    producer = {}
+    for op in ops:
+        if op["op_name"] != "DELEGATE":
+            for tensor in op["outputs"]:
+                producer[int(tensor)] = op["index"]
+    by_index = {op["index"]: op for op in ops}
+    delegated = set()
+    partitions = [op for op in ops if op["op_name"] == "DELEGATE"]
+    for part in partitions:
+        inputs = {int(t) for t in part["inputs"]}
+        todo = [int(t) for t in part["outputs"]]
+        while todo:
+            node = producer.get(todo.pop())
+            if node is None or node in delegated:
+                continue
+            delegated.add(node)
+            todo += [int(t) for t in by_index[node]["inputs"] if int(t) not in inputs]
+    nodes = len(ops) - len(partitions)
+    return {
+        "target": target,
+        "whole": nodes > 0 and len(delegated) == nodes,
+        "nodes": nodes,
+        "on_target": len(delegated),
+        "partitions": len(partitions),
+        "by_provider": {},
+    }
 
 
 def predict(path, runtime, x, threads=1):
@@ -515,11 +656,26 @@ def predict_files(req):
     return {"outputs": out, "shape": list(y.shape), "seconds": time.perf_counter() - started}
 
 
-def measure_one(path, spec, reference=None):
+class PlacementRefused(Exception):
+    """A model not wholly on the backend's accelerator, and the backend does not allow_partial."""
+
+
+def placed(name, made, spec):
+    """The runner of ``made`` (``_make_runner``'s pair), refused (the model's name and placement
+    as JSON, which the host reports) when the model is not wholly on the accelerator and the
+    backend does not allow partial placement."""
+    run, placement = made
+    if placement and not placement["whole"] and not (spec.get("backend") or {}).get("allow_partial"):
+        raise PlacementRefused(json.dumps({"model": name, "placement": placement}))
+    return run, placement
+
+
+def measure_one(path, spec, reference=None, name="model"):
     """Per-run latencies (ms) after warm-up, until both min_runs and min_seconds are met; with a
     ``reference`` runner, interleaved with it (``measure_interleaved``) and its ratio reported."""
     start = time.perf_counter()
-    run = _make_runner(path, spec["runtime"], spec["threads"])
+    made = _make_runner(path, spec["runtime"], spec["threads"], spec.get("backend"))
+    run, placement = placed(name, made, spec)
     load_ms = (time.perf_counter() - start) * 1e3
     for _ in range(spec["warmup"]):
         run()
@@ -538,6 +694,7 @@ def measure_one(path, spec, reference=None):
         "mean_ms": sum(samples) / len(samples),
         "runs": len(samples),
         "load_ms": load_ms,
+        "placement": placement,
     }
 
 
@@ -601,9 +758,12 @@ def child_main(spec_json):
         print(json.dumps({"name": model["name"], "started": True}), flush=True)
         try:
             if spec.get("reference") and reference is None:
-                reference = _make_runner(spec["reference"], spec["runtime"], spec["threads"])
-            result = measure_one(model["path"], spec, reference)
+                made = _make_runner(spec["reference"], spec["runtime"], spec["threads"], spec.get("backend"))
+                reference = placed("the reference model", made, spec)[0]
+            result = measure_one(model["path"], spec, reference, model["name"])
             result["name"] = model["name"]
+        except PlacementRefused as err:
+            result = {"name": model["name"], "error": str(err), "refused": True}
         except Exception as err:
             result = {"name": model["name"], "error": f"{type(err).__name__}: {err}"}
         print(json.dumps(result), flush=True)
@@ -698,6 +858,7 @@ def bench(req, emit):
         "reference": req.get("reference"),
         "burst": int(req.get("burst", 10)),
         "burst_warmup": int(req.get("burst_warmup", 2)),
+        "backend": req.get("backend"),
     }
     missing = missing_runtime(spec["runtime"])
     if missing:
@@ -722,6 +883,9 @@ def bench(req, emit):
             msg = json.loads(line)
             if msg.get("started"):
                 continue
+            if msg.get("refused"):
+                child.kill()
+                raise PlacementRefused(msg["error"])
             results.append(msg)
             emit(msg)
             pending.pop(0)

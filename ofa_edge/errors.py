@@ -142,6 +142,13 @@ class AgentError(DeviceError):
     reference = "agent-error"
 
 
+class PlacementError(DeviceError):
+    """A model that does not run wholly on the backend's accelerator (a provider or delegate
+    fell back to the CPU, or took only part of the graph) where partial placement is not allowed."""
+
+    reference = "partial-placement"
+
+
 class BenchmarkOutputError(DeviceError, ValueError):
     """``benchmark_model`` printed no usable timing (it failed, or this is not its output)."""
 

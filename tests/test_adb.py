@@ -23,6 +23,7 @@ import pytest
 from ofa_edge.devices.adb import AdbNotFound, AdbTransport
 from ofa_edge.devices.agent import AgentSession
 from ofa_edge.devices.android import BenchmarkModelSession
+from ofa_edge.devices.backend import default_backend, parse_backend
 from ofa_edge.devices.benchmark_model import (
     BenchmarkOutputError,
     benchmark_model_argv,
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from tests.adb_testbed import AdbServer
 
 TFLITE = Path(__file__).parent / "data" / "conv8.tflite"
+NONE = {"delegate": "none"}
 
 
 def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
@@ -672,7 +674,13 @@ def test_parse_benchmark_model_rejects_output_without_timings(text: str, complai
 
 def test_benchmark_model_argv() -> None:
     argv = benchmark_model_argv(
-        "/data/local/tmp/benchmark_model", "/sdcard/m 1.tflite", 4, 50, 10, 1.5, False
+        "/data/local/tmp/benchmark_model",
+        "/sdcard/m 1.tflite",
+        4,
+        50,
+        10,
+        1.5,
+        parse_backend("p", NONE, "tflite"),
     )
     assert argv == [
         "/data/local/tmp/benchmark_model",
@@ -683,8 +691,18 @@ def test_benchmark_model_argv() -> None:
         "--min_secs=1.5",
         "--use_xnnpack=false",
     ]
-    pinned = benchmark_model_argv("bm", "m.tflite", 1, 1, 0, 0, True, cpus=[6, 4, 5])
-    assert pinned[:3] == ["taskset", "70", "bm"]
+    pinned = benchmark_model_argv("bm", "m.tflite", 1, 1, 0, 0, default_backend("tflite"), cpus=[6, 4, 5])
+    assert pinned[:3] == ["taskset", "70", "bm"] and pinned[-1] == "--use_xnnpack=true"
+    gpu = benchmark_model_argv(
+        "bm", "m.tflite", 1, 1, 0, 0, parse_backend("p", {"delegate": "gpu"}, "tflite")
+    )
+    assert gpu[-3:] == ["--use_gpu=true", "--gpu_precision_loss_allowed=false", "--use_xnnpack=false"]
+    nnapi = parse_backend("p", {"delegate": "nnapi", "precision": "fp16"}, "tflite")
+    assert benchmark_model_argv("bm", "m.tflite", 1, 1, 0, 0, nnapi)[-3:] == [
+        "--use_nnapi=true",
+        "--nnapi_allow_fp16=true",
+        "--use_xnnpack=false",
+    ]
     for bad in (
         {"threads": 0},
         {"runs": 0},
@@ -693,7 +711,14 @@ def test_benchmark_model_argv() -> None:
         {"cpus": []},
         {"cpus": [-1]},
     ):
-        kwargs = {"threads": 1, "runs": 1, "warmup": 0, "min_secs": 0.0, "use_xnnpack": True, **bad}
+        kwargs = {
+            "threads": 1,
+            "runs": 1,
+            "warmup": 0,
+            "min_secs": 0.0,
+            "backend": default_backend("tflite"),
+            **bad,
+        }
         with pytest.raises(ConfigError):
             benchmark_model_argv("bm", "m.tflite", **kwargs)  # type: ignore[arg-type]
 
@@ -711,7 +736,7 @@ def test_fake_benchmark_model_through_the_fake_phone(
     transport.put(tool, f"{base}/benchmark_model")
     transport.put(model, f"{base}/{model.name}")
     argv = benchmark_model_argv(
-        f"{base}/benchmark_model", f"{base}/{model.name}", 2, 40, 5, 0, True, cpus=[0]
+        f"{base}/benchmark_model", f"{base}/{model.name}", 2, 40, 5, 0, default_backend("tflite"), cpus=[0]
     )
     res = transport.run([*argv, "--fake_latency_us=12500"])
     assert "count=" in res.stdout and "count=" not in res.stderr  # INFO on stdout, as LiteRT logs

@@ -124,6 +124,14 @@ def test_push_without_a_table_measures_and_records(adb_spec, exported: Path) -> 
     with AgentSession(dataclasses.replace(adb_spec, python=sys.executable)) as session:
         dep = push(session, exported, record=export_record(exported))
     assert dep.measured_ms and dep.measured_ms > 0 and dep.predicted_ms is None and not dep.flagged
+    manifest = json.loads(dep.manifest.read_text())
+    assert manifest["schema_version"] == 3 and manifest["placement"] is None
+    assert manifest["backend"] == {
+        "runtime": "onnxruntime",
+        "providers": [{"name": "CPUExecutionProvider"}],
+        "precision": "fp32",
+        "allow_partial": False,
+    }
 
 
 def test_missing_model_is_a_clear_error(tmp_path: Path) -> None:

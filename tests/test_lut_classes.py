@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from ofa_edge.devices.backend import default_backend
 from ofa_edge.devices.fleet import run_fleet
 from ofa_edge.devices.sessions import open_session
 from ofa_edge.devices.spec import DeviceSpec
@@ -22,6 +23,7 @@ from ofa_edge.testing.sshd import SshDevice, sshd_unavailable
 
 SPACE = SearchSpace(resolutions=(32,))
 SUPERNET = SupernetRef("tiny-test", MBv3Spec(0.35, 10, SPACE))
+CPU = default_backend("tflite")
 FAST = {"passes": 1, "min_runs": 3, "min_seconds": 0.0, "batch_size": 16}
 
 
@@ -33,14 +35,14 @@ def test_a_class_is_what_sets_op_latencies_and_the_tables_conditions() -> None:
         "board": "Raspberry Pi 4",
         "hostname": "a",
     }
-    same = hardware_class({**pi, "hostname": "b", "memory_mb": 1}, "tflite", "2.3.0", "fp32", 4, "cpu")
-    assert hardware_class(pi, "tflite", "2.3.0", "fp32", 4, "cpu") == same, "names and memory do not count"
+    same = hardware_class({**pi, "hostname": "b", "memory_mb": 1}, "tflite", "2.3.0", "fp32", 4, CPU)
+    assert hardware_class(pi, "tflite", "2.3.0", "fp32", 4, CPU) == same, "names and memory do not count"
     for other in (
-        hardware_class({**pi, "cores": 2}, "tflite", "2.3.0", "fp32", 4, "cpu"),
-        hardware_class(pi, "tflite", "2.4.0", "fp32", 4, "cpu"),
-        hardware_class(pi, "tflite", "2.3.0", "int8", 4, "cpu"),
-        hardware_class(pi, "tflite", "2.3.0", "fp32", 1, "cpu"),
-        hardware_class({**pi, "power_mode": "15W"}, "tflite", "2.3.0", "fp32", 4, "cpu"),
+        hardware_class({**pi, "cores": 2}, "tflite", "2.3.0", "fp32", 4, CPU),
+        hardware_class(pi, "tflite", "2.4.0", "fp32", 4, CPU),
+        hardware_class(pi, "tflite", "2.3.0", "int8", 4, CPU),
+        hardware_class(pi, "tflite", "2.3.0", "fp32", 1, CPU),
+        hardware_class({**pi, "power_mode": "15W"}, "tflite", "2.3.0", "fp32", 4, CPU),
     ):
         assert other != same
 
@@ -91,7 +93,12 @@ def test_one_build_per_class_and_the_other_member_joins(tmp_path: Path) -> None:
     for key, entry in member_.table.entries[32].items():
         assert entry.median_ms == pytest.approx(own.table.entries[32][key].median_ms * adapted.scale)
     cls = hardware_class(
-        own.table.device.fingerprint, "onnxruntime", own.table.runtime.version, "fp32", 1, own.table.delegate
+        own.table.device.fingerprint,
+        "onnxruntime",
+        own.table.runtime.version,
+        "fp32",
+        1,
+        default_backend("onnxruntime"),
     )
     assert class_table(cls, "tiny-test", [32], "board-c", folders=[tmp_path]) == member_.class_table
     assert class_table(cls, "tiny-test", [24], "board-c", folders=[tmp_path]) is None, "lacks r=24"

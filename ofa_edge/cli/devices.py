@@ -38,6 +38,7 @@ def _cmd_devices_list(args: argparse.Namespace, out: Output) -> int:
                     "transport": d.transport,
                     "address": where(d),
                     "runtime": d.runtime,
+                    "backend": d.backend_for().to_dict(),
                     "threads": d.threads,
                     "groups": list(d.groups),
                 }
@@ -45,7 +46,7 @@ def _cmd_devices_list(args: argparse.Namespace, out: Output) -> int:
             ]
         },
         "\n".join(
-            f"{d.name:16s} {d.transport:6s} {where(d):28s} {d.runtime} x{d.threads}"
+            f"{d.name:16s} {d.transport:6s} {where(d):28s} {d.backend_for().describe()} x{d.threads}"
             + (f"  groups: {', '.join(d.groups)}" if d.groups else "")
             for d in devices.values()
         ),
@@ -147,10 +148,13 @@ def _bench(args: argparse.Namespace, spec: DeviceSpec, model: Path, runtime: str
     spread = (
         f", p10 {r.p10_ms:.3f}, p90 {r.p90_ms:.3f}" if r.p10_ms is not None and r.p90_ms is not None else ""
     )
+    backend = spec.backend_for(runtime)
     doc = {
         "device": spec.name,
         "model": str(model),
         "runtime": runtime,
+        "backend": backend.to_dict(),
+        "placement": r.placement.to_dict() if r.placement else None,
         "threads": threads,
         "median_ms": r.median_ms,
         "median_is_mean": r.median_is_mean,
@@ -162,8 +166,9 @@ def _bench(args: argparse.Namespace, spec: DeviceSpec, model: Path, runtime: str
         "conditions_after": report.conditions_after,
     }
     text = (
-        f"{spec.name} {model.name} ({runtime}, {threads} thread(s)): {median} {r.median_ms:.3f} ms{spread} "
-        f"over {r.runs} runs"
+        f"{spec.name} {model.name} ({backend.describe()}, {threads} thread(s)): {median} {r.median_ms:.3f} ms"
+        f"{spread} over {r.runs} runs"
+        + (f"; {r.placement.describe()}" if r.placement else "")
         + (f"\nsamples (ms): {' '.join(f'{v:.3f}' for v in r.samples_ms)}" if args.samples else "")
     )
     return DeviceRun(doc, text, measured_ms=r.median_ms)

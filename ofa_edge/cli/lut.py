@@ -222,6 +222,7 @@ def _cmd_lut_predict(args: argparse.Namespace, out: Output) -> int:
             "calibrated": table.calibration is not None,
             "device": table.device.name,
             "runtime": table.runtime.to_dict(),
+            "backend": table.backend.to_dict() if table.backend else None,
             "precision": table.precision,
             "threads": table.threads,
         },

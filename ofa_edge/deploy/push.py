@@ -11,16 +11,22 @@ same code (the agent's ``predict``), and compares: fp32 logits within ``FP32_LOG
 fp16 and int8 top-1 within ``LOWERED_TOP1_POINTS``; so a device whose CPU or runtime computes the model
 differently is caught. Everything lands in a deployment manifest (JSON)::
 
-    {"schema_version": 2, "kind": "ofa-edge/deployment", "created": ISO-8601,
+    {"schema_version": 3, "kind": "ofa-edge/deployment", "created": ISO-8601,
      "device": {"name", "fingerprint"}, "file": {"local", "remote", "sha256", "bytes",
-     "format", "precision"}, "supernet": ID | null, "arch": {...} | null,
+     "format", "precision"}, "backend": {...}, "placement": {...} | null,
+     "supernet": ID | null, "arch": {...} | null,
      "verified": bool, "measured_ms" | null, "predicted_ms" | null, "miss_pct" | null,
      "flagged": bool, "table": PATH | null, "checks": {...} | null,
      "outputs": {"images", "max_abs_diff", "agreement", "host_top1", "device_top1",
                  "tolerance", "ok"} | null}
 
 Schema 2 added ``outputs`` (null where the session cannot feed inputs, e.g. ``benchmark_model``,
-or the record names no subnet of a supernet the registry knows).
+or the record names no subnet of a supernet the registry knows). Schema 3 added ``backend``, what
+the model was measured on (``ofa_edge.devices.backend.Backend.to_dict``: runtime, providers or
+delegate, the accelerator's precision), and ``placement``, where its nodes ran when it was
+measured on its own on a backend with an accelerator (null otherwise; a model not wholly there is
+refused unless the backend allows partial placement). A table measured on another backend is
+refused, never compared with.
 
 With a table, ``measured_ms`` is at the table's reference speed (comparable with its prediction);
 without one it is the plain median.
@@ -35,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from ofa_edge.devices.backend import Backend, Placement
 from ofa_edge.devices.session import MeasuringSession
 from ofa_edge.devices.spec import DeviceSpec, model_runtime
 from ofa_edge.errors import ConfigError, DeployError, LutError, OfaEdgeError, UnknownName
@@ -44,7 +51,7 @@ from ofa_edge.lut.table import DeviceRecord, LatencyTable, now
 from ofa_edge.lut.validate import timed_at_table_speed
 from ofa_edge.supernet.space import ArchConfig
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 KIND = "ofa-edge/deployment"
 MISS_TOLERANCE = 0.10
 #: Check images run on the device and here when verifying (the first of the shipped set).
@@ -135,6 +142,8 @@ class Deployment:
     created: str  # ISO-8601
     device: DeviceRecord
     file: PushedFile
+    backend: Backend
+    placement: Placement | None  # where its nodes ran, when measured on its own on an accelerator
     supernet: str | None
     arch: ArchConfig | None
     verified: bool
@@ -155,6 +164,8 @@ class Deployment:
             "created": self.created,
             "device": self.device.to_dict(),
             "file": self.file.to_dict(),
+            "backend": self.backend.to_dict(),
+            "placement": self.placement.to_dict() if self.placement else None,
             "supernet": self.supernet,
             "arch": self.arch.to_dict() if self.arch else None,
             "verified": self.verified,
@@ -231,7 +242,7 @@ def push(
         and table.precision == precision
         and table.supernet.id == record.get("supernet")
     )
-    measured = predicted = None
+    measured = predicted = placement = None
     if not verify:
         pass
     elif usable:
@@ -245,7 +256,7 @@ def push(
             raise DeployError(
                 f"{session.spec.name}: {model.name} arrived intact but failed to run: {result.error}"
             )
-        measured = result.median_ms
+        measured, placement = result.median_ms, result.placement
     miss = None if predicted is None or measured is None else (measured - predicted) / predicted
     outputs = None
     if verify and arch is not None and record.get("supernet") and check_images > 0:
@@ -257,6 +268,8 @@ def push(
         file=PushedFile(
             str(model.resolve()), remote, digest, model.stat().st_size, model.suffix.lstrip("."), precision
         ),
+        backend=session.spec.backend_for(runtime),
+        placement=placement,
         supernet=record.get("supernet"),
         arch=arch,
         verified=verify,

@@ -18,6 +18,7 @@ from typing import Any
 
 from ofa_edge.accuracy.predictor import predictor_for
 from ofa_edge.deploy.push import Deployment, push
+from ofa_edge.devices.backend import Backend
 from ofa_edge.devices.session import runtime_version
 from ofa_edge.devices.sessions import open_session
 from ofa_edge.devices.spec import DeviceSpec, model_format
@@ -26,7 +27,7 @@ from ofa_edge.export.check import ExportReport, export_subnet
 from ofa_edge.export.images import default_calibration, load_images
 from ofa_edge.lut.build import build_table
 from ofa_edge.lut.store import table_file_name
-from ofa_edge.lut.table import PASSES, LatencyTable, SupernetRef, table_timing
+from ofa_edge.lut.table import PASSES, LatencyTable, SupernetRef, backend_change, table_timing
 from ofa_edge.lut.validate import ValidationReport, validate
 from ofa_edge.measure.timing import timing_of
 from ofa_edge.search import SubnetSearch
@@ -169,10 +170,15 @@ def _cpu_seconds() -> float:
 
 
 def stale_reasons(
-    table: LatencyTable, fingerprint: dict[str, Any], runtime_version: str | None, timing: str
+    table: LatencyTable,
+    fingerprint: dict[str, Any],
+    runtime_version: str | None,
+    timing: str,
+    backend: Backend | None = None,
 ) -> list[str]:
     """Why ``table`` no longer describes the device with ``fingerprint``, whose session times
-    models ``timing`` against the reference (empty: reusable)."""
+    models ``timing`` against the reference and runs them on ``backend`` (None: not compared);
+    empty: reusable."""
     then = table.device.fingerprint
     reasons = [
         f"{key} was {then.get(key)!r}, now {fingerprint.get(key)!r}"
@@ -181,6 +187,9 @@ def stale_reasons(
     ]
     if table.runtime.version != runtime_version:
         reasons.append(f"runtime version was {table.runtime.version}, now {runtime_version}")
+    change = None if backend is None else backend_change(table, backend)
+    if change is not None:
+        reasons.append(change)
     if table.reference is None:
         reasons.append("the table has no reference timing (older format)")
     elif table_timing(table) != timing:
@@ -236,7 +245,8 @@ def specialize(
         table = LatencyTable.load(table_path) if table_path.is_file() else None
         if table is not None:
             version = runtime_version(fingerprint, device.runtime)
-            reasons = stale_reasons(table, fingerprint, version, timing_of(session))
+            backend = device.backend_for(device.runtime)
+            reasons = stale_reasons(table, fingerprint, version, timing_of(session), backend)
             if set(table.resolutions) < set(resolutions):
                 reasons.append(f"resolutions {table.resolutions} lack some of {resolutions}")
             if reasons:

@@ -21,9 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from ofa_edge.devices.backend import Placement, refused
 from ofa_edge.devices.lock import DeviceLock
 from ofa_edge.devices.session import BenchReport, BenchResult, pushed
 from ofa_edge.devices.spec import DeviceSpec, model_runtime
+from ofa_edge.devices.thermal import cool_down
 from ofa_edge.devices.transport import Channel, Transport
 from ofa_edge.devices.transports import open_transport
 from ofa_edge.errors import AgentError, CommandTimeout, DeviceError, DeviceUnreachable
@@ -54,6 +56,7 @@ def _agent_result(data: dict[str, Any]) -> BenchResult:
         error=data.get("error"),
         ratio=data.get("ratio"),
         ref_median_ms=data.get("ref_median_ms"),
+        placement=Placement.from_dict(data["placement"]) if data.get("placement") else None,
     )
 
 
@@ -183,6 +186,9 @@ class AgentSession:
             if msg.get("ok"):
                 return msg.get("result", {})
             error = msg.get("error", {})
+            if error.get("type") == "PlacementRefused":
+                what = json.loads(error["message"])
+                raise refused(self.spec.name, what["model"], Placement.from_dict(what["placement"]))
             raise AgentError(
                 f"{self.spec.name}: agent {request['op']} failed: "
                 f"{error.get('type', 'Error')}: {error.get('message', '')}"
@@ -248,8 +254,11 @@ class AgentSession:
         reference: Path | None = None,
         on_result: Callable[[BenchResult], None] | None = None,
     ) -> BenchReport:
-        """Push and measure models; ``on_result`` sees each as soon as it is measured. With a
-        ``reference`` model, each is timed interleaved with it and reports its ``ratio``."""
+        """Push and measure models on the device's backend for ``runtime``; ``on_result`` sees
+        each as soon as it is measured. With a ``reference`` model, each is timed interleaved
+        with it and reports its ``ratio``. A model not wholly on the backend's accelerator raises
+        ``PlacementError`` unless the backend allows partial placement. An Android device is
+        first given a bounded time to cool down (``ofa_edge.devices.thermal``)."""
         remotes = pushed(self, [*models, *([reference] if reference else [])])
         entries = [{"name": Path(p).name, "path": remote} for p, remote in zip(models, remotes)]
         current: list[str] = [entries[0]["name"]] if entries else []
@@ -262,13 +271,16 @@ class AgentSession:
             if on_result is not None:
                 on_result(result)
 
+        runtime = runtime or self.spec.runtime
+        cooled = cool_down(self.spec, lambda: self.request("conditions").get("android_thermal"))
         try:
             reply = self.request(
                 "bench",
                 timeout=model_timeout + 60,
                 on_event=event,
                 models=entries,
-                runtime=runtime or self.spec.runtime,
+                runtime=runtime,
+                backend=self.spec.backend_for(runtime).request(),
                 threads=threads or self.spec.threads,
                 warmup=warmup,
                 min_runs=min_runs,
@@ -284,9 +296,10 @@ class AgentSession:
                 hint="measurements already reported are kept; the next call starts a new agent",
                 model=model,
             ) from None
+        before = reply.get("conditions_before", {})
         return BenchReport(
             [_agent_result(r) for r in reply["results"]],
-            reply.get("conditions_before", {}),
+            {**before, "cool_down": cooled} if cooled else before,
             reply.get("conditions_after", {}),
         )
 

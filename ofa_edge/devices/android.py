@@ -12,22 +12,26 @@ output (stdout and stderr together) is parsed tolerantly. Builds that print no p
 from __future__ import annotations
 
 import posixpath
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from device_agents.ofa_edge_agent import identify, parse_getprop
+from device_agents.ofa_edge_agent import identify, parse_getprop, parse_thermalservice
 from ofa_edge.devices.agent import AgentSession
+from ofa_edge.devices.backend import refused
 from ofa_edge.devices.benchmark_model import (
     BenchmarkOutputError,
     benchmark_model_argv,
     parse_benchmark_model,
+    parse_placement,
 )
 from ofa_edge.devices.lock import DeviceLock
 from ofa_edge.devices.session import BenchReport, BenchResult, pushed
 from ofa_edge.devices.spec import DeviceSpec
+from ofa_edge.devices.thermal import cool_down
 from ofa_edge.devices.transport import Transport
 from ofa_edge.devices.transports import open_transport
 from ofa_edge.errors import AgentError, ConfigError, DeviceError
@@ -108,7 +112,13 @@ class BenchmarkModelSession:
             "cpu_mhz": [int(f) // 1000 for f in freqs if f.isdigit()],
             "runtimes": {"benchmark_model": {"sha256": self.hello["sha256"]}},
             "agent_dir": self.workdir,
+            "conditions": self.conditions(),
         }
+
+    def conditions(self) -> dict[str, Any]:
+        """What the shell tells of the phone's state: Android's thermal status and temperatures."""
+        res = self.transport.run(["dumpsys", "thermalservice"], check=False, timeout=30)
+        return {"time": time.time(), "android_thermal": parse_thermalservice(res.stdout) if res.ok else None}
 
     def bench(
         self,
@@ -123,12 +133,17 @@ class BenchmarkModelSession:
         reference: Path | None = None,
         on_result: Callable[[BenchResult], None] | None = None,
     ) -> BenchReport:
-        """Run ``benchmark_model`` once per model; a failing model is reported, not fatal."""
+        """Run ``benchmark_model`` once per model on the device's TFLite backend, after a bounded
+        wait for the phone to cool down (``ofa_edge.devices.thermal``); a failing model is
+        reported, not fatal; one not wholly on the accelerator delegate raises
+        ``PlacementError`` unless the backend allows partial placement."""
         if reference is not None:
             raise ConfigError(f"{self.spec.name}: benchmark_model cannot time models interleaved")
         if runtime not in (None, "tflite"):
             raise ConfigError(f"{self.spec.name}: benchmark_model measures TFLite models, not {runtime}")
         start = self.start()
+        cooled = cool_down(self.spec, lambda: self.conditions()["android_thermal"])
+        before = {**self.conditions(), **({"cool_down": cooled} if cooled else {})}
         tflite = [Path(p) for p in models if Path(p).suffix == ".tflite"]
         graph_of = dict(zip((p.name for p in tflite), pushed(self, tflite)))
         results = []
@@ -150,7 +165,7 @@ class BenchmarkModelSession:
             results.append(result)
             if on_result is not None:
                 on_result(result)
-        return BenchReport(results)
+        return BenchReport(results, before, self.conditions())
 
     def _one(
         self,
@@ -163,15 +178,20 @@ class BenchmarkModelSession:
         min_secs: float,
         timeout: float,
     ) -> BenchResult:
-        argv = benchmark_model_argv(binary, graph, threads, runs, warmup, min_secs, True, self.spec.cpus)
+        backend = self.spec.backend_for("tflite")
+        argv = benchmark_model_argv(binary, graph, threads, runs, warmup, min_secs, backend, self.spec.cpus)
         try:
             res = self.transport.run(argv, timeout=timeout, check=False)
         except DeviceError as err:
             return BenchResult(name, error=err.message)
+        text = res.stdout + "\n" + res.stderr
         try:
-            parsed = parse_benchmark_model(res.stdout + "\n" + res.stderr)
+            parsed = parse_benchmark_model(text)
         except BenchmarkOutputError as err:
             return BenchResult(name, error=f"exit {res.exit_code}: {err.message}")
+        placement = parse_placement(text, backend.delegate) if backend.target and backend.delegate else None
+        if placement is not None and not placement.whole and not backend.allow_partial:
+            raise refused(self.spec.name, name, placement)
         pct = parsed.percentiles_ms
         return BenchResult(
             name,
@@ -181,6 +201,7 @@ class BenchmarkModelSession:
             mean_ms=parsed.avg_ms,
             runs=parsed.count,
             median_is_mean=parsed.median_ms is None,
+            placement=placement,
         )
 
     def close(self) -> None:

@@ -6,6 +6,14 @@ changed over the years: TensorFlow 2.0 prints bare lines, statistics without per
 ``INFO:`` (or a logcat tag), LiteRT adds ``p5= median= p95=`` to every statistics line, and
 large values may come in scientific notation. All of it is in microseconds; the parsed result
 is in milliseconds and keeps the raw text. The tool logs to stdout, errors to stderr.
+
+A delegate's coverage (:func:`parse_placement`) comes from the tool's verdict (LiteRT:
+``Explicitly applied GPU delegate, and the model graph will be completely|partially executed by
+the delegate [w/ K delegate kernels].``, or ``Though GPU delegate is explicitly applied, the
+model graph will not be executed by the delegate.``) and the interpreter's ``Replacing N out of M
+node(s) with delegate (NAME) node, yielding P partitions ...`` (older Android builds: ``Replacing
+N node(s) ...``, without M; P counts every node subset, so 1 means the whole graph), whichever
+the build prints; a delegate that no line says took a node took none.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ofa_edge.devices.backend import Backend, Placement
 from ofa_edge.errors import BenchmarkOutputError, ConfigError
 
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
@@ -152,6 +161,59 @@ def _memory(lines: list[str]) -> dict[str, float]:
     return found
 
 
+#: Each delegate's name in the tool's verdict line and its kernel's name in the interpreter's.
+_DELEGATE_NAMES = {"gpu": ("GPU", "TfLiteGpuDelegate"), "nnapi": ("NNAPI", "TfLiteNnapiDelegate")}
+_VERDICT = re.compile(
+    r"(?:Explicitly applied (\w+) delegate, and the model graph will be (completely|partially) executed"
+    r" by the delegate(?: w/ (\d+) delegate kernels)?|Though (\w+) delegate is explicitly applied)"
+)
+_REPLACING = re.compile(
+    r"Replacing (\d+) (?:out of (\d+) )?node\(s\) with delegate \(([^)]*)\) node, yielding (\d+) partitions"
+)
+
+
+def parse_placement(text: str, delegate: str) -> Placement:
+    """How much of the graph the ``gpu`` or ``nnapi`` delegate took, from the tool's output (the
+    module docstring lists the lines read).
+
+    Example:
+        >>> parse_placement("Replacing 6 out of 8 node(s) with delegate (TfLiteGpuDelegateV2) node, "
+        ...                 "yielding 2 partitions for the whole graph.", "gpu").describe()
+        '6 of 8 nodes on gpu'
+    """
+    tool_name, kernel = _DELEGATE_NAMES[delegate]
+    nodes: int | None = None
+    taken: int | None = None
+    subsets: int | None = None
+    for n, m, name, p in _REPLACING.findall(text):
+        if name.startswith(kernel):
+            taken, nodes, subsets = int(n), int(m) if m else None, int(p)
+    verdict = next((v for v in _VERDICT.findall(text) if tool_name in (v[0], v[3])), None)
+    partitions: int | None
+    if verdict is not None and verdict[3]:  # "Though ... will not be executed by the delegate"
+        whole, taken, partitions = False, 0, 0
+    elif verdict is not None:
+        whole = verdict[1] == "completely"
+        partitions = 1 if whole else int(verdict[2]) if verdict[2] else None
+    else:
+        taken = taken or 0  # no line says the delegate took a node: it took none
+        whole = taken > 0 and (taken == nodes if nodes is not None else subsets == 1)
+        partitions = 1 if whole else None
+    return Placement(delegate, whole, nodes, taken, partitions)
+
+
+def delegate_flags(backend: Backend) -> list[str]:
+    """The tool's flags for a TFLite backend: the accelerator delegate (its fp16 switch from
+    ``precision``) with XNNPACK off, so nodes the accelerator leaves run on the builtin kernels,
+    as in the Python agent; or XNNPACK on (``xnnpack``) or off (``none``)."""
+    fp16 = "true" if backend.precision == "fp16" else "false"
+    if backend.delegate == "gpu":
+        return ["--use_gpu=true", f"--gpu_precision_loss_allowed={fp16}", "--use_xnnpack=false"]
+    if backend.delegate == "nnapi":
+        return ["--use_nnapi=true", f"--nnapi_allow_fp16={fp16}", "--use_xnnpack=false"]
+    return [f"--use_xnnpack={'false' if backend.delegate == 'none' else 'true'}"]
+
+
 def _last_lines(lines: list[str], n: int = 3) -> str:
     tail = [line.strip() for line in lines if line.strip()][-n:]
     return f" (last lines: {' | '.join(tail)})" if tail else " (it printed nothing)"
@@ -164,17 +226,18 @@ def benchmark_model_argv(
     runs: int,
     warmup: int,
     min_secs: float,
-    use_xnnpack: bool,
+    backend: Backend,
     cpus: Sequence[int] | None = None,
 ) -> list[str]:
-    """The ``benchmark_model`` command line; with ``cpus``, pinned by ``taskset`` to them.
+    """The ``benchmark_model`` command line on ``backend`` (:func:`delegate_flags`); with
+    ``cpus``, pinned by ``taskset`` to them.
 
     The CPU set is given as a hex mask (``taskset 30 ...``), which both util-linux and
     Android's toybox ``taskset`` accept (toybox has no ``-c``).
 
     Example:
-        >>> benchmark_model_argv("/data/local/tmp/benchmark_model", "m.tflite", 1, 50, 10, 1, True, [4, 5])
-        ['taskset', '30', '/data/local/tmp/benchmark_model', '--graph=m.tflite', '--num_threads=1', ...]
+        >>> benchmark_model_argv("bm", "m.tflite", 1, 50, 10, 1, default_backend("tflite"), [4, 5])
+        ['taskset', '30', 'bm', '--graph=m.tflite', '--num_threads=1', ...]
     """
     for name, value, low in (("threads", threads, 1), ("runs", runs, 1), ("warmup", warmup, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -188,7 +251,7 @@ def benchmark_model_argv(
         f"--num_runs={runs}",
         f"--warmup_runs={warmup}",
         f"--min_secs={min_secs:g}",
-        f"--use_xnnpack={'true' if use_xnnpack else 'false'}",
+        *delegate_flags(backend),
     ]
     if cpus is None:
         return argv

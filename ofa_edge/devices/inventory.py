@@ -14,6 +14,29 @@ Where the file is: ``--inventory PATH``, else ``$OFA_EDGE_INVENTORY``, else ``./
     threads = 4
     groups = ["pis", "lab"]      # optional: commands take --group pis for every device in it
 
+    [devices.orin]               # all: backend, what models run on (default: the CPU)
+    backend = { runtime = "onnxruntime", precision = "fp16", providers = [
+        { name = "TensorrtExecutionProvider", trt_engine_cache_enable = true, trt_engine_cache_path = "trt" },
+        "CUDAExecutionProvider" ] }
+
+    [devices.pixel7]
+    transport = "adb"
+    backend = { runtime = "tflite", delegate = "gpu", precision = "fp16", allow_partial = false }
+
+On Android, ``thermal_limit`` (default 1, light) and ``cool_down_s`` (default 120) bound the
+wait for the thermal status to fall to the limit before each batch (``ofa_edge.devices.thermal``).
+
+A ``backend`` (``ofa_edge.devices.backend``) has a ``runtime`` (else the device's ``runtime``)
+and, per runtime: onnxruntime ``providers``, a list in order of preference of onnxruntime's
+provider names or tables ``{name = ..., OPTION = VALUE}`` of that provider's options (default
+``["CPUExecutionProvider"]``); tflite ``delegate`` = ``xnnpack`` (default) | ``none`` | ``gpu`` |
+``nnapi``, and for the Python agent the delegate's ``library`` (gpu default
+``libtensorflowlite_gpu_delegate.so``; nnapi needs one) and its ``options``. Both take
+``precision`` (``fp32`` default; ``fp16`` for TensorRT or the gpu/nnapi delegate, ``int8`` for
+TensorRT: the precision the accelerator may compute in) and ``allow_partial`` (false: a model
+not wholly on the accelerator is refused). Another runtime (e.g. TensorRT's ``trtexec``) adds
+its fields to ``ofa_edge.devices.backend.BACKEND_FIELDS``.
+
 A device named ``local`` (this machine) always exists unless the inventory defines one. The
 transports and the fields each takes are ``ofa_edge.devices.transports.TRANSPORTS``.
 """
@@ -28,6 +51,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ofa_edge.devices.ansible import parse_ansible
+from ofa_edge.devices.backend import parse_backend
 from ofa_edge.devices.spec import RUNTIMES, AdbOptions, DeviceSpec, SshOptions, local_device, local_workdir
 from ofa_edge.devices.transports import TRANSPORTS
 from ofa_edge.errors import ConfigError, UnknownName
@@ -50,6 +74,9 @@ COMMON_FIELDS = frozenset(
         "slowdown",
         "lock_timeout",
         "groups",
+        "backend",
+        "thermal_limit",
+        "cool_down_s",
     }
 )
 #: Fields of a jump host's table; key, known_hosts (and connect_timeout) default to the device's.
@@ -85,9 +112,14 @@ def parse_device(name: str, table: dict[str, Any], base: Path) -> DeviceSpec:
             f"device {name!r}: unknown field(s) {unknown} for transport {transport!r}",
             hint=f"allowed: {', '.join(sorted(allowed))}",
         )
-    runtime = table.get("runtime", "onnxruntime")
+    backend = None
+    if "backend" in table:
+        backend = parse_backend(name, table["backend"], table.get("runtime", "onnxruntime"))
+    runtime = table.get("runtime", backend.runtime if backend else "onnxruntime")
     if runtime not in RUNTIMES:
         raise ConfigError(f"device {name!r}: runtime={runtime!r} is not one of {list(RUNTIMES)}")
+    if backend is not None and backend.runtime != runtime:
+        raise ConfigError(f"device {name!r}: runtime={runtime!r} but backend runtime={backend.runtime!r}")
 
     slowdown = table.get("slowdown", 1.0)
     if isinstance(slowdown, bool) or not isinstance(slowdown, int | float) or not 0.01 <= slowdown <= 1000:
@@ -100,6 +132,12 @@ def parse_device(name: str, table: dict[str, Any], base: Path) -> DeviceSpec:
         raise ConfigError(
             f"device {name!r}: lock_timeout={lock_timeout!r} must be a number of seconds >= 0",
             hint="how long a command waits while another one measures on the device",
+        )
+    cool_down_s = table.get("cool_down_s", DeviceSpec.cool_down_s)
+    if isinstance(cool_down_s, bool) or not isinstance(cool_down_s, int | float) or cool_down_s < 0:
+        raise ConfigError(
+            f"device {name!r}: cool_down_s={cool_down_s!r} must be a number of seconds >= 0",
+            hint="the longest wait for an Android device to cool down before a batch (0: never wait)",
         )
     cpus = table.get("cpus")
     if cpus is not None:
@@ -144,6 +182,9 @@ def parse_device(name: str, table: dict[str, Any], base: Path) -> DeviceSpec:
         slowdown=float(slowdown),
         lock_timeout=float(lock_timeout),
         groups=tuple(groups),
+        backend=backend,
+        thermal_limit=_int(name, "thermal_limit", table.get("thermal_limit", DeviceSpec.thermal_limit), 0, 6),
+        cool_down_s=float(cool_down_s),
     )
 
 

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ofa_edge.devices.backend import Placement
 from ofa_edge.devices.spec import DeviceSpec
 from ofa_edge.devices.transport import Transport
 
@@ -34,6 +35,7 @@ class BenchResult:
     ratio: float | None = None  # timed against a reference: model / reference, interleaved
     ref_median_ms: float | None = None  # the reference's median during this model's timing
     median_is_mean: bool = False  # a tool without percentiles: median_ms holds its mean instead
+    placement: Placement | None = None  # where its nodes ran, on a backend with an accelerator
 
 
 @dataclass

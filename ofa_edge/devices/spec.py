@@ -1,7 +1,8 @@
 """What ofa-edge knows of one device: how to reach it and how to run models there.
 
 ``DeviceSpec`` is what the inventory (``ofa_edge.devices.inventory``) reads a device's table
-into, and what transports and sessions take; this module depends on nothing else of ofa-edge.
+into, and what transports and sessions take; this module depends on nothing else of ofa-edge but
+the backends (``ofa_edge.devices.backend``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ofa_edge.devices.backend import Backend, default_backend
 from ofa_edge.errors import ConfigError
 
 #: The model file format each runtime runs: the one map between runtimes and formats.
@@ -77,6 +79,21 @@ class DeviceSpec:
     lock_timeout: float = 300.0
     #: Inventory groups the device belongs to (``--group NAME`` selects them; Ansible's groups).
     groups: tuple[str, ...] = ()
+    #: Android: before each batch, wait at most ``cool_down_s`` seconds (0: never) until the
+    #: thermal status is at most ``thermal_limit`` (0 none, 1 light, 2 moderate ... 6 shutdown),
+    #: ``ofa_edge.devices.thermal``; physical time, not scaled by ``slowdown``.
+    thermal_limit: int = 1
+    cool_down_s: float = 120.0
+    #: What models run on (providers, delegate, precision); None: the runtime's default, the CPU.
+    backend: Backend | None = None
+
+    def backend_for(self, runtime: str | None = None) -> Backend:
+        """The backend a model of ``runtime`` (default: the device's) runs on here: the
+        inventory's when it is for that runtime, else that runtime's default (the CPU)."""
+        runtime = runtime or self.runtime
+        if self.backend is not None and self.backend.runtime == runtime:
+            return self.backend
+        return default_backend(runtime)
 
     def wait(self, seconds: float) -> float:
         """How long to wait for work a desktop does in ``seconds``: ``seconds * slowdown``."""

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from ofa_edge.devices.backend import Backend
 from ofa_edge.devices.session import MeasuringSession, runtime_version
 from ofa_edge.devices.spec import model_format
 from ofa_edge.errors import LutError
@@ -144,9 +145,10 @@ def fit_adaptation(
 
 
 def adapted_table(
-    source: LatencyTable, fit: AdaptFit, device: DeviceRecord, runtime: Runtime
+    source: LatencyTable, fit: AdaptFit, device: DeviceRecord, runtime: Runtime, backend: Backend
 ) -> LatencyTable:
-    """The source table with every entry multiplied by its type's factor, for ``device``."""
+    """The source table with every entry multiplied by its type's factor, for ``device`` (whose
+    ``backend`` may differ from the source's: the correction is what carries the table over)."""
 
     def scaled(entry: Entry, factor: float) -> Entry:
         def times(v: float | None) -> float | None:
@@ -172,7 +174,7 @@ def adapted_table(
         runtime=runtime,
         precision=source.precision,
         threads=source.threads,
-        delegate=source.delegate,
+        backend=backend,
         entries=entries,
     )
 
@@ -259,6 +261,7 @@ def adapt(
         fit,
         DeviceRecord(device.name, fingerprint),
         Runtime(device.runtime, runtime_version(fingerprint, device.runtime)),
+        device.backend_for(device.runtime),
     )
     table.reference = Reference(describe, ref_r, level, now(), [level], "interleaved")
     table.calibration = dataclasses.replace(

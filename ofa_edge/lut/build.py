@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ofa_edge.devices.session import MeasuringSession, runtime_version
-from ofa_edge.devices.spec import model_format
+from ofa_edge.devices.spec import DeviceSpec, model_format
 from ofa_edge.lut.keys import Op, enumerate_ops
 from ofa_edge.lut.micro import export_micro_models
 from ofa_edge.lut.table import (
@@ -36,6 +36,7 @@ from ofa_edge.lut.table import (
     Reference,
     Runtime,
     SupernetRef,
+    check_backend,
     now,
     table_timing,
 )
@@ -47,7 +48,11 @@ BuildProgress = Callable[[int, int], None]
 
 
 def disturbed(before: dict[str, Any], after: dict[str, Any], clock_tolerance: float = 0.15) -> bool:
-    """Whether throttling appeared or CPU clocks moved during a batch (measure it again)."""
+    """Whether throttling appeared, Android's thermal status rose or CPU clocks moved during a
+    batch (measure it again)."""
+    heat = [(c.get("android_thermal") or {}).get("status", 0) for c in (before, after)]
+    if heat[1] > heat[0]:
+        return True
     for state in (before.get("throttle"), after.get("throttle")):
         if state and state.get("now"):
             return True
@@ -57,15 +62,16 @@ def disturbed(before: dict[str, Any], after: dict[str, Any], clock_tolerance: fl
     return any(cpu in a and abs(a[cpu] - mhz) > clock_tolerance * mhz for cpu, mhz in b.items() if mhz)
 
 
-def _compatible(table: LatencyTable, fresh: LatencyTable, out: Path) -> None:
+def _compatible(table: LatencyTable, fresh: LatencyTable, out: Path, device: DeviceSpec) -> None:
     """Refuse to extend a table measured under other conditions."""
-    for field in ("supernet", "runtime", "precision", "threads", "delegate"):
+    for field in ("supernet", "runtime", "precision", "threads"):
         if getattr(table, field) != getattr(fresh, field):
             raise LutError(
                 f"{out} was measured with {field}={getattr(table, field)!r}, "
                 f"this build has {getattr(fresh, field)!r}",
                 hint="use another --out, or delete the file to start over",
             )
+    check_backend(table, device, str(out))
     if table.device.name != fresh.device.name:
         raise LutError(
             f"{out} belongs to device {table.device.name!r}, not {fresh.device.name!r}",
@@ -107,10 +113,11 @@ def build_table(
         runtime=Runtime(device.runtime, runtime_version(fingerprint, device.runtime)),
         precision=precision,
         threads=threads,
+        backend=device.backend_for(device.runtime),
     )
     if out.exists():
         table = LatencyTable.load(out)
-        _compatible(table, fresh, out)
+        _compatible(table, fresh, out, device)
         if table.reference is not None and table_timing(table) != timing:
             raise LutError(
                 f"{out} was timed {table_timing(table)} with its reference, this build times {timing} "
@@ -183,6 +190,7 @@ def build_table(
             remeasured or (old.remeasured if old else False),
             result.median_ms,
             values,
+            None if result.placement is None or result.placement.whole else result.placement.to_dict(),
         )
         for r in where[key]:
             table.entries[r][key] = entry

@@ -2,7 +2,7 @@
 
 Two devices are of one class when their fingerprints agree on what sets op latencies (CPU
 architecture, model and cores, board, power mode) and their tables would be measured under the
-same conditions (runtime and its version, precision, threads, delegate). One member's table is
+same conditions (runtime and its version, precision, threads, backend). One member's table is
 built op by op; every further member *joins*: it measures a few whole subnets against the class
 table (``ofa_edge.lut.adapt`` with the common factor alone) and gets the class table at its own
 speed, its own reference level and calibration. A member whose subnets the class table does not
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ofa_edge.devices.backend import Backend, default_backend
 from ofa_edge.devices.session import MeasuringSession, runtime_version
 from ofa_edge.errors import LutError
 from ofa_edge.lut.adapt import AdaptReport, adapt
@@ -44,7 +45,7 @@ def hardware_class(
     version: str | None,
     precision: str,
     threads: int,
-    delegate: str,
+    backend: Backend,
 ) -> dict[str, Any]:
     """What two devices' tables must share to be one class's (see the module docstring)."""
     return {
@@ -53,7 +54,7 @@ def hardware_class(
         "runtime_version": version,
         "precision": precision,
         "threads": threads,
-        "delegate": delegate,
+        "backend": backend.to_dict(),
     }
 
 
@@ -65,15 +66,16 @@ def table_class(table: LatencyTable) -> dict[str, Any]:
         table.runtime.version,
         table.precision,
         table.threads,
-        table.delegate,
+        table.backend or default_backend(table.runtime.name),
     )
 
 
 def session_class(session: MeasuringSession, precision: str, threads: int) -> dict[str, Any]:
     """The hardware class of the session's device, for tables of ``precision`` and ``threads``."""
     fingerprint, runtime = session.fingerprint(), session.spec.runtime
+    backend = session.spec.backend_for(runtime)
     return hardware_class(
-        fingerprint, runtime, runtime_version(fingerprint, runtime), precision, threads, "cpu"
+        fingerprint, runtime, runtime_version(fingerprint, runtime), precision, threads, backend
     )
 
 

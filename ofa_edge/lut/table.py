@@ -1,8 +1,9 @@
 """Latency lookup tables: the versioned JSON format, validation, prediction and MIT's YAML.
 
 A table holds one device's measured latency of every op of a supernet, for ONE runtime,
-precision, thread count and delegate (a table is only valid for the conditions it was measured
-under, so they are part of it). Prediction sums the subnet's ops, then applies the device's
+precision, thread count and backend (providers or delegate: a table is only valid for the
+conditions it was measured under, so they are part of it, and a device whose backend is another
+is refused the table, :func:`check_backend`). Prediction sums the subnet's ops, then applies the device's
 calibration ``e2e = a * sum + q * sum**2 + c * n_ops + b`` when one was fitted against
 whole-network measurements (``c``: the runtime's per-call overhead each op's own measurement paid,
 which a whole network pays once; ``n_ops`` counts the subnet's ops; ``q``: how whole networks
@@ -11,13 +12,16 @@ Format (``schema_version`` 7; versions 1-6 are still read: version 1 lacks ``ref
 and ``raw_median_ms``, calibrations before version 3 have no ``c`` and before version 5 no
 ``q``, both read as 0, references before version 4 have no ``timing``, read as
 "bracketed", entries before version 6 have no ``passes_ms``, read as one pass, and tables
-before version 7 have no ``adapted``, read as null)::
+before version 7 have ``"delegate": "cpu"`` in place of ``backend``, read as their runtime's
+default backend, the CPU, and no ``adapted``, read as null)::
 
     {"schema_version": 7, "kind": "ofa-edge/latency-table",
      "supernet": {"id", "width_mult", "n_classes", "space": {...}
                   [, "stem_stride", "stage_strides": [...]]},
      "device": {"name", "fingerprint": {...}}, "runtime": {"name", "version"},
-     "precision": "fp32" | "fp16" | "int8", "threads": N, "delegate": "cpu", "created": ISO-8601,
+     "precision": "fp32" | "fp16" | "int8", "threads": N, "created": ISO-8601,
+     "backend": {"runtime", "providers": [{"name", OPTION...}] | "delegate", "library", "options",
+                 "precision": "fp32" | "fp16" | "int8", "allow_partial": bool},
      "calibration": null | {"a", "b", "c", "q", "subnets", "fitted": ISO-8601, "seed", "rounds"},
      "reference": null | {"model", "resolution", "median_ms", "measured": ISO-8601,
                           "timings_ms": [...], "timing": "interleaved" | "bracketed"},
@@ -26,7 +30,14 @@ before version 7 have no ``adapted``, read as null)::
                         "loo_mape_pct", "fitted": ISO-8601},
      "entries": {RESOLUTION: {KEY: {"median_ms", "p10_ms", "p90_ms", "samples",
                                     "measured": ISO-8601 | "adapted", "remeasured": bool,
-                                    "raw_median_ms", "passes_ms": [...]}}}}
+                                    "raw_median_ms", "passes_ms": [...],
+                                    "placement": null | {"target", "whole", "nodes", "on_target",
+                                                         "partitions", "by_provider"}}}}}
+
+``backend`` is ``ofa_edge.devices.backend.Backend.to_dict()``: the model file's precision is
+``precision``, the backend's the precision its accelerator may compute in. An entry's
+``placement`` is set when its op did not run wholly on the backend's accelerator, which only a
+backend with ``allow_partial`` measures: the entry then says what it measured.
 
 ``adapted`` is set on a table made by ``ofa-edge lut adapt`` (``ofa_edge.lut.adapt``): its
 entries are another device's, multiplied per op type by the factors fitted on whole subnets
@@ -63,7 +74,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ofa_edge.devices.spec import PRECISIONS, model_format
+from ofa_edge.devices.backend import Backend, default_backend
+from ofa_edge.devices.spec import PRECISIONS, DeviceSpec, model_format
 from ofa_edge.errors import LutError
 from ofa_edge.files import write_atomic
 from ofa_edge.lut.keys import subnet_ops
@@ -222,6 +234,7 @@ class Entry:
     remeasured: bool = False
     raw_median_ms: float | None = None  # before reference normalization
     passes_ms: list[float] | None = None  # each pass's value; None: one pass (median_ms)
+    placement: dict[str, Any] | None = None  # not wholly on the accelerator (allow_partial): where
 
     @property
     def passes(self) -> list[float]:
@@ -257,19 +270,24 @@ class Adaptation:
 
 @dataclass
 class LatencyTable:
-    """One device's op latencies for one supernet, runtime, precision and thread count."""
+    """One device's op latencies for one supernet, runtime, backend, precision and thread count."""
 
     supernet: SupernetRef
     device: DeviceRecord
     runtime: Runtime
     precision: str = "fp32"
     threads: int = 1
-    delegate: str = "cpu"
     entries: dict[int, dict[str, Entry]] = field(default_factory=dict)
     calibration: Calibration | None = None
     reference: Reference | None = None
     created: str = field(default_factory=now)
     adapted: Adaptation | None = None
+    #: What the ops ran on; None on creation means the runtime's default backend (the CPU).
+    backend: Backend | None = None
+
+    def __post_init__(self) -> None:
+        if self.backend is None:
+            self.backend = default_backend(self.runtime.name)
 
     # --- the supernet it describes -----------------------------------------------------------
 
@@ -331,7 +349,7 @@ class LatencyTable:
             "runtime": self.runtime.to_dict(),
             "precision": self.precision,
             "threads": self.threads,
-            "delegate": self.delegate,
+            "backend": self.backend.to_dict() if self.backend else None,
             "created": self.created,
             "calibration": None if self.calibration is None else self.calibration.to_dict(),
             "reference": None if self.reference is None else self.reference.to_dict(),
@@ -376,7 +394,7 @@ class LatencyTable:
                 runtime=Runtime.from_dict(data["runtime"]),
                 precision=data["precision"],
                 threads=int(data["threads"]),
-                delegate=data.get("delegate", "cpu"),
+                backend=Backend.from_dict(data["backend"]) if "backend" in data else None,
                 entries=entries,
                 calibration=None if calibration is None else Calibration.from_dict(calibration),
                 reference=None if reference is None else Reference.from_dict(reference),
@@ -455,6 +473,25 @@ def export_ofa(table: LatencyTable, folder: str | Path) -> list[Path]:
         path.write_text(yaml.safe_dump(out, sort_keys=True))
         written.append(path)
     return written
+
+
+def backend_change(table: LatencyTable, backend: Backend, device: str = "the device") -> str | None:
+    """None when ``table`` was measured on ``backend``, else what changed, for people."""
+    if table.backend == backend:
+        return None
+    theirs = table.backend.describe() if table.backend else "?"
+    return f"it was measured on {theirs}, {device} now runs {backend.describe()}"
+
+
+def check_backend(table: LatencyTable, device: DeviceSpec, source: str) -> None:
+    """Refuse ``table`` for ``device`` unless the device runs its runtime on the backend the
+    table was measured on (another provider, delegate or precision measures another chip)."""
+    change = backend_change(table, device.backend_for(table.runtime.name), device.name)
+    if change is not None:
+        raise LutError(
+            f"{source}: {change}",
+            hint="build a table for this backend (another --out, or a device entry of its own)",
+        )
 
 
 def table_timing(table: LatencyTable) -> str:

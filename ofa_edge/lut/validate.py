@@ -27,7 +27,7 @@ import numpy as np
 
 from ofa_edge.devices.session import MeasuringSession
 from ofa_edge.errors import LutError
-from ofa_edge.lut.table import Calibration, LatencyTable, apply_calibration, now
+from ofa_edge.lut.table import Calibration, LatencyTable, apply_calibration, check_backend, now
 from ofa_edge.measure.models import export_subnets
 from ofa_edge.measure.reference import reference_model
 from ofa_edge.measure.timing import timed_rounds
@@ -220,6 +220,7 @@ def timed_at_table_speed(
     """Latency (ms, by file name) of ``models`` on the table's device at the table's reference
     speed: timed against the table's reference model, so the device's drift since the table was
     built cancels out and the result compares with the table's predictions."""
+    check_backend(table, session.spec, f"the latency table of {table.device.name}")
     reference = table_reference(table)
     assert table.reference is not None  # table_reference refuses a table without one
     level = table.reference.median_ms

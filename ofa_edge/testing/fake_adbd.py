@@ -8,7 +8,9 @@ client to ``adb connect 127.0.0.1:PORT``, then ``shell`` (v1 and v2, with stdin)
 host: commands run with this host's ``/bin/sh`` and programs, in a sandbox folder (cwd and
 HOME); file transfers are confined to it. Android's scratch folder ``/data/local/tmp`` lives in
 the sandbox (``android_path``): that path in command lines, shell stdin and sync requests is
-mapped there, and mapped back in what commands print.
+mapped there, and mapped back in what commands print. Its ``dumpsys`` answers only
+``dumpsys thermalservice``, in the layout of AOSP's ThermalManagerService dump, with the thermal
+statuses a test sets (``set_thermal``).
 
     with FakeAdbd(tmp_path / "phone") as phone:
         subprocess.run(["adb", "connect", phone.serial], check=True)
@@ -349,6 +351,7 @@ class FakeAdbd:
         self._root = Path(tempfile.mkdtemp(prefix="fake-adbd-"))
         (self._root / "bin").mkdir()
         self._write_getprop(self._root / "bin")
+        self._write_dumpsys(self._root / "bin")
         self.android_path(ANDROID_TMP).mkdir(parents=True, exist_ok=True)
         alias = self._root / ANDROID_TMP.lstrip("/")
         alias.parent.mkdir(parents=True)
@@ -641,6 +644,18 @@ class FakeAdbd:
         stream.write(bytes(out) + _SYNC_HEADER.pack(b"DONE", 0))
         return True
 
+    def set_thermal(self, *statuses: int) -> None:
+        """The thermal statuses ``dumpsys thermalservice`` reports, one per call, the last one
+        from then on (a phone cooling down: ``set_thermal(3, 2, 1)``). Call after ``start``."""
+        assert self._root is not None, "start the phone first"
+        (self._root / "thermal").write_text(" ".join(str(int(s)) for s in statuses) + "\n")
+
+    def _write_dumpsys(self, folder: Path) -> None:
+        """A ``dumpsys`` answering ``thermalservice`` from the statuses ``set_thermal`` left."""
+        script = folder / "dumpsys"
+        script.write_text(_DUMPSYS.replace("STATE", shlex.quote(str(folder.parent / "thermal"))))
+        script.chmod(0o755)
+
     def _write_getprop(self, folder: Path) -> None:
         """A ``getprop`` script answering from ``self.properties``."""
         props = sorted(self.properties.items())
@@ -656,6 +671,39 @@ class FakeAdbd:
         script = folder / "getprop"
         script.write_text("\n".join(lines) + "\n")
         script.chmod(0o755)
+
+
+_DUMPSYS = r"""#!/bin/sh
+# A TEST DOUBLE of Android's dumpsys: only `dumpsys thermalservice`, laid out as AOSP's
+# ThermalManagerService dumps it (the status and temperatures are the test's, see set_thermal).
+if [ "$1" != "thermalservice" ]; then echo "Can't find service: $1"; exit 0; fi
+set -- $(cat STATE 2>/dev/null || echo 0)
+status=$1
+if [ $# -gt 1 ]; then shift; echo "$*" > STATE; fi
+temp=$((35 + 8 * status))
+cat <<EOF
+IsStatusOverride: false
+ThermalEventListeners:
+	callbacks: 0
+	killed: false
+	broadcasts count: -1
+ThermalStatusListeners:
+	callbacks: 1
+	killed: false
+	broadcasts count: -1
+Thermal Status: $status
+Cached temperatures:
+	Temperature{mValue=99.0, mType=0, mName=cpu0, mStatus=4}
+HAL Ready: true
+HAL connection:
+	ThermalHAL 2.0 connected: yes
+Current temperatures from HAL:
+	Temperature{mValue=$temp.5, mType=0, mName=cpu0, mStatus=$status}
+	Temperature{mValue=31.25, mType=3, mName=VIRTUAL-SKIN, mStatus=0}
+Current cooling devices from HAL:
+	CoolingDevice{mValue=0, mType=2, mName=cpu0}
+EOF
+"""
 
 
 def _verify(public_key: str, token: bytes, signature: bytes) -> bool:

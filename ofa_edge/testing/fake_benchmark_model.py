@@ -16,6 +16,18 @@ It runs nothing: it checks that ``--graph`` exists, then prints what the chosen 
 Timings are synthetic and deterministic: ``--fake_latency_us`` (the double's) or one derived
 from the model file's size, with a little seeded noise. Stdlib only, so it runs on any device
 with a Python. ``install`` writes an executable copy that prints as one release does.
+
+Delegates (``--use_gpu``, ``--use_nnapi``; XNNPACK as before): the graph has ``--fake_nodes``
+nodes (the double's), of which the last ``--fake_unsupported`` are ops the accelerator cannot
+run, and the delegate lines follow the sources and field logs: the GPU delegate's ``Following
+operations are not supported by GPU delegate`` message (``delegates/gpu/common/model_builder``),
+the interpreter's ``Replacing N out of M node(s) with delegate (NAME) node, yielding K partitions
+for the whole graph.`` (``core/subgraph.cc``; K counts every node subset, the delegated and the
+rest, and no line at all when the delegate takes no node; TensorFlow 2.0's Android builds print
+``Replacing N node(s) with delegate (NAME) node, yielding K partitions.``), and LiteRT's
+``Explicitly applied GPU delegate, and the model graph will be completely|partially executed by
+the delegate [w/ N delegate kernels].`` or ``Though GPU delegate is explicitly applied, the
+model graph will not be executed by the delegate.`` (``tools/benchmark/benchmark_tflite_model.cc``).
 """
 
 from __future__ import annotations
@@ -60,12 +72,62 @@ def _flag_bool(text: str) -> bool:
     return text.lower() in ("1", "true", "yes")
 
 
-def install(path: Path, release: str = LITERT) -> Path:
+#: Each accelerator delegate's kernel name, as the interpreter's ``Replacing`` line shows it.
+_KERNEL_NAMES = {"GPU": "TfLiteGpuDelegateV2", "NNAPI": "TfLiteNnapiDelegate"}
+
+
+def _delegate_lines(name: str, nodes: int, unsupported: int, old: bool) -> None:
+    """What applying the ``name`` delegate prints when it cannot take the last ``unsupported``
+    of ``nodes`` nodes: the ``Replacing`` line (stderr, TFLite's logger) and, in LiteRT, the
+    tool's verdict on stdout (the module docstring names the sources)."""
+    taken = max(0, nodes - unsupported)
+
+    def log(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    if not old:
+        log(f"INFO: Created TensorFlow Lite delegate for {name}.")
+        print(f"INFO: {name} delegate created.", flush=True)
+    if name == "GPU" and taken < nodes and not old:
+        log(
+            "ERROR: Following operations are not supported by GPU delegate:\n"
+            "CUSTOM TFLite_Detection_PostProcess: Operation is not supported.\n"
+            f"{taken} operations will run on the GPU, and the remaining {nodes - taken} operations will run "
+            "on the CPU."
+        )
+    subsets = 1 if taken == nodes else 2  # the unsupported nodes are the last ones: one subset more
+    kernel = f"with delegate ({_KERNEL_NAMES[name]}) node, yielding {subsets} partitions"
+    if taken and old:
+        log(f"INFO: Replacing {taken} node(s) {kernel}.")
+    elif taken:
+        log(f"VERBOSE: Replacing {taken} out of {nodes} node(s) {kernel} for the whole graph.")
+    if old:
+        return
+    applied = f"Explicitly applied {name} delegate, and the model graph will be"
+    if taken == nodes:
+        verdict = f"{applied} completely executed by the delegate."
+    elif taken:
+        verdict = f"{applied} partially executed by the delegate w/ 1 delegate kernels."
+    else:
+        verdict = f"Though {name} delegate is explicitly applied, the model graph will not be executed by"
+        verdict += " the delegate."
+    print(f"INFO: {verdict}", flush=True)
+
+
+def install(path: Path, release: str = LITERT, unsupported: int = 0) -> Path:
     """Write at ``path`` an executable that runs this double as ``release`` prints (for a phone
-    double whose shell runs this machine's programs)."""
+    double whose shell runs this machine's programs), with ``unsupported`` nodes an accelerator
+    delegate cannot take."""
     if release not in RELEASES:
         raise ValueError(f"unknown benchmark_model release {release!r}; known: {', '.join(RELEASES)}")
-    command = shlex.join([sys.executable, str(Path(__file__).resolve()), f"--fake_release={release}"])
+    command = shlex.join(
+        [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            f"--fake_release={release}",
+            f"--fake_unsupported={unsupported}",
+        ]
+    )
     path.write_text(f'#!/bin/sh\nexec {command} "$@"\n')
     path.chmod(0o755)
     return path
@@ -80,6 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup_runs", type=int, default=1)
     parser.add_argument("--min_secs", type=float, default=1.0)
     parser.add_argument("--use_xnnpack", default=None)  # tf-2.0.0 has no such flag: ignored
+    parser.add_argument("--use_gpu", default="false")
+    parser.add_argument("--use_nnapi", default="false")
+    parser.add_argument("--gpu_precision_loss_allowed", default="true")
+    parser.add_argument("--nnapi_allow_fp16", default="false")
+    parser.add_argument("--fake_nodes", type=int, default=8)
+    parser.add_argument("--fake_unsupported", type=int, default=0)
     parser.add_argument("--fake_latency_us", type=float, default=None)
     parser.add_argument("--fake_release", choices=RELEASES, default=LITERT)
     args = parser.parse_args(argv)
@@ -100,6 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     info(f"Num threads: [{args.num_threads}]")
     info(f"Min warmup runs: [{args.warmup_runs}]")
     info(f"Graph: [{args.graph}]")
+    accelerators = [
+        name for name, flag in (("GPU", args.use_gpu), ("NNAPI", args.use_nnapi)) if _flag_bool(flag)
+    ]
+    for name in [] if old else accelerators:
+        info(f"Use {'gpu' if name == 'GPU' else name}: [1]")
     if not old and args.use_xnnpack is not None:
         info(f"Use xnnpack: [{int(_flag_bool(args.use_xnnpack))}]")
     if not os.path.isfile(args.graph):
@@ -115,9 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     info(f"Loaded model {args.graph}")
     if old:
         info("resolved reporter")
-    else:
-        if args.use_xnnpack is None or _flag_bool(args.use_xnnpack):
-            print("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.", file=sys.stderr, flush=True)
+    elif args.use_xnnpack is None or _flag_bool(args.use_xnnpack):
+        print("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.", file=sys.stderr, flush=True)
+    for name in accelerators:
+        _delegate_lines(name, args.fake_nodes, args.fake_unsupported, old)
+    if not old:
         info(f"The input model file size (MB): {size / 1e6:g}")
     latency = args.fake_latency_us or (500.0 + size / 50.0) / threads**0.8
     rng = random.Random(zlib.crc32(f"{args.graph}:{threads}:{latency}".encode()))
