@@ -54,6 +54,10 @@ def _agent_result(data: dict[str, Any]) -> BenchResult:
         error=data.get("error"),
         ratio=data.get("ratio"),
         ref_median_ms=data.get("ref_median_ms"),
+        energy_mj=data.get("energy_mj"),
+        power_mw=data.get("power_mw"),
+        engine=data.get("engine"),
+        end_to_end_ms=data.get("end_to_end_ms"),
     )
 
 
@@ -61,12 +65,12 @@ class AgentSession:
     """A running agent on one device. Use as a context manager; calls restart a dead agent.
     With a ``lock``, the device's lock is taken before anything else and held until ``close``."""
 
-    interleaves = True
-
     def __init__(
         self, spec: DeviceSpec, transport: Transport | None = None, lock: DeviceLock | None = None
     ) -> None:
         self.spec = spec
+        #: trtexec times each model in its own process: no interleaving with a reference
+        self.interleaves = spec.runtime != "trtexec"
         self.transport = transport or open_transport(spec)
         self.lock = lock
         self._channel: Channel | None = None
@@ -276,6 +280,7 @@ class AgentSession:
                 model_timeout=self.spec.wait(model_timeout),
                 cpus=list(self.spec.cpus) if self.spec.cpus else None,
                 reference=remotes[-1] if reference else None,
+                precision=self.spec.precision,
             )
         except (DeviceUnreachable, CommandTimeout) as err:
             model = current[0] if current else "?"

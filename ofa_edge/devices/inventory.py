@@ -12,6 +12,8 @@ Where the file is: ``--inventory PATH``, else ``$OFA_EDGE_INVENTORY``, else ``./
     ssh_config = true            # optional: fill in from ~/.ssh/config (or this path) for host
     runtime = "onnxruntime"      # all: runtime, threads, workdir, python, cpus (pinning)
     threads = 4
+    # runtime = "trtexec"        # a Jetson: TensorRT engines built on the device, with
+    # precision = "fp16"         # precision "fp32" (default) | "fp16" | "int8"
 
 A device named ``local`` (this machine) always exists unless the inventory defines one. The
 transports and the fields each takes are ``ofa_edge.devices.transports.TRANSPORTS``.
@@ -27,7 +29,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ofa_edge.devices.ansible import parse_ansible
-from ofa_edge.devices.spec import RUNTIMES, AdbOptions, DeviceSpec, SshOptions, local_device, local_workdir
+from ofa_edge.devices.spec import (
+    PRECISIONS,
+    RUNTIMES,
+    AdbOptions,
+    DeviceSpec,
+    SshOptions,
+    local_device,
+    local_workdir,
+)
 from ofa_edge.devices.transports import TRANSPORTS
 from ofa_edge.errors import ConfigError
 
@@ -48,6 +58,7 @@ COMMON_FIELDS = frozenset(
         "description",
         "slowdown",
         "lock_timeout",
+        "precision",
     }
 )
 #: Fields of a jump host's table; key, known_hosts (and connect_timeout) default to the device's.
@@ -87,6 +98,9 @@ def parse_device(name: str, table: dict[str, Any], base: Path) -> DeviceSpec:
     if runtime not in RUNTIMES:
         raise ConfigError(f"device {name!r}: runtime={runtime!r} is not one of {list(RUNTIMES)}")
 
+    precision = table.get("precision", DeviceSpec.precision)
+    if precision not in PRECISIONS:
+        raise ConfigError(f"device {name!r}: precision={precision!r} is not one of {list(PRECISIONS)}")
     slowdown = table.get("slowdown", 1.0)
     if isinstance(slowdown, bool) or not isinstance(slowdown, int | float) or not 0.01 <= slowdown <= 1000:
         raise ConfigError(
@@ -135,6 +149,7 @@ def parse_device(name: str, table: dict[str, Any], base: Path) -> DeviceSpec:
         adb=adb,
         slowdown=float(slowdown),
         lock_timeout=float(lock_timeout),
+        precision=precision,
     )
 
 

@@ -34,6 +34,15 @@ class BenchResult:
     ratio: float | None = None  # timed against a reference: model / reference, interleaved
     ref_median_ms: float | None = None  # the reference's median during this model's timing
     median_is_mean: bool = False  # a tool without percentiles: median_ms holds its mean instead
+    #: Energy per inference (mJ) from the device's power rails during the timed runs, with each
+    #: rail's mean power (mW); None where the device exposes no rails.
+    energy_mj: float | None = None
+    power_mw: dict[str, float] | None = None
+    #: trtexec: the engine (file, tensorrt, precision, cached, build_s: build seconds apart from
+    #: inference) and the end-to-end latency stats with host-device copies (median_ms is the
+    #: model-only GPU compute time).
+    engine: dict[str, Any] | None = None
+    end_to_end_ms: dict[str, float] | None = None
 
 
 @dataclass

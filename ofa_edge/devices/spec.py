@@ -12,9 +12,13 @@ from pathlib import Path
 
 from ofa_edge.errors import ConfigError
 
-#: The model file format each runtime runs: the one map between runtimes and formats.
-FORMAT_OF_RUNTIME = {"onnxruntime": "onnx", "tflite": "tflite"}
+#: The model file format each runtime runs: the one map between runtimes and formats. trtexec
+#: (TensorRT's own tool, for Jetsons without onnxruntime-gpu) builds its engines from ONNX on the
+#: device; onnxruntime comes first, so .onnx files run there unless a device names trtexec.
+FORMAT_OF_RUNTIME = {"onnxruntime": "onnx", "tflite": "tflite", "trtexec": "onnx"}
 RUNTIMES = tuple(FORMAT_OF_RUNTIME)
+#: Precisions a compiling runtime (trtexec) builds a model in.
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def model_format(runtime: str) -> str:
@@ -70,6 +74,8 @@ class DeviceSpec:
     #: How many times longer than a desktop this device takes for the same work (an emulated
     #: board: 20): every wait of the host for the device is ``wait(seconds)``.
     slowdown: float = 1.0
+    #: The precision a runtime that compiles the model builds it in (trtexec: fp32, fp16, int8).
+    precision: str = "fp32"
     #: Desktop seconds a measuring command waits for another one's lock on the device before
     #: ``DeviceBusy`` (``ofa_edge.devices.lock``); scaled like every wait: ``wait(lock_timeout)``.
     lock_timeout: float = 300.0
