@@ -534,6 +534,10 @@ def _runtimes():
             }
         except Exception as err:
             found[module] = {"error": f"{type(err).__name__}: {err}"}
+    binary = trtexec_binary()
+    found["trtexec"] = (
+        {"version": trtexec_version(binary), "path": binary} if binary else {"error": "not found"}
+    )
     return found
 
 

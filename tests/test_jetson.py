@@ -18,6 +18,7 @@ from ofa_edge.devices.spec import DeviceSpec, local_device
 from ofa_edge.errors import AgentError, ConfigError
 from ofa_edge.testing.jetson import NANO_JP4, ORIN_NANO_JP6, Board, JetsonDouble, Rail
 from tests.models import conv_model
+from tests.test_cli_commands import ok
 
 #: An AGX Orin's rails (no module input rail: the total is their sum).
 AGX_ORIN_RAILS = (
@@ -63,6 +64,7 @@ def test_fingerprint_names_release_power_mode_clocks_and_rails(
     assert len(jetson["nvpmodel"]["conf_sha256"]) == 16
     assert jetson["jetson_clocks"] is False
     assert jetson["power_rails"] == sorted(r.label for r in board.rails)
+    assert fp["runtimes"]["trtexec"]["version"] == board.tensorrt
     now = fp["conditions"]["jetson"]
     assert now["gpu_mhz"] == now["gpu_max_mhz"] == round(board.gpu_hz[1] / 1e6)
     assert now["gpu_min_mhz"] == round(board.gpu_hz[0] / 1e6)
@@ -224,3 +226,21 @@ def test_inventory_takes_trtexec_and_a_precision(tmp_path: Path) -> None:
     inventory.write_text('[devices.orin]\ntransport = "local"\nruntime = "trtexec"\nprecision = "fp8"\n')
     with pytest.raises(ConfigError, match=r"precision='fp8' is not one of \['fp32', 'fp16', 'int8'\]"):
         load_inventory(inventory)
+
+
+def test_cli_bench_on_a_trtexec_device(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ofa-edge bench`` runs an .onnx file with the device's trtexec and reports energy and
+    the engine apart from the latency."""
+    on_board(ORIN_NANO_JP6, tmp_path / "board", monkeypatch)
+    inventory = tmp_path / "devices.toml"
+    inventory.write_text(
+        f'[devices.orin]\ntransport = "local"\nruntime = "trtexec"\nprecision = "int8"\n'
+        f'workdir = "{tmp_path / "agent"}"\n'
+    )
+    model = conv_model(tmp_path / "m.onnx")
+    doc = ok("bench", "orin", str(model), "--runs", "5", "--inventory", str(inventory))
+    assert doc["runtime"] == "trtexec" and doc["engine"]["precision"] == "int8"
+    assert doc["median_ms"] == pytest.approx(double_latency_ms(model, "int8"), rel=1e-4)
+    assert doc["energy_mj"] == pytest.approx(
+        ORIN_NANO_JP6.input_mw * doc["end_to_end_ms"]["median"] / 1000, rel=1e-3
+    )

@@ -112,15 +112,21 @@ def _cmd_devices_trust(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+def _engine_note(engine: dict[str, Any]) -> str:
+    """A compiled engine's line end: cached, or its build time (kept apart from inference)."""
+    built = "cached" if engine["cached"] else f"built in {engine['build_s']:.1f} s"
+    return f"; TensorRT {engine['tensorrt']} {engine['precision']} engine {built}"
+
+
 def _cmd_bench(args: argparse.Namespace, out: Output) -> int:
     from ofa_edge.devices.sessions import open_session
-    from ofa_edge.devices.spec import model_runtime
+    from ofa_edge.devices.spec import device_runtime
 
     (spec,) = select_devices(args, [args.device])
     model = Path(args.model)
     if not model.is_file():
         raise ConfigError(f"model {model} does not exist")
-    runtime = model_runtime(model)
+    runtime = device_runtime(spec, model)
     with open_session(spec) as session:
         report = session.bench([model], runtime=runtime, threads=args.threads, min_runs=args.runs)
     (r,) = report.results
@@ -143,12 +149,18 @@ def _cmd_bench(args: argparse.Namespace, out: Output) -> int:
             "p10_ms": r.p10_ms,
             "p90_ms": r.p90_ms,
             "runs": r.runs,
+            "energy_mj": r.energy_mj,
+            "power_mw": r.power_mw,
+            "engine": r.engine,
+            "end_to_end_ms": r.end_to_end_ms,
             **({"samples_ms": list(r.samples_ms)} if args.samples else {}),
             "conditions_before": report.conditions_before,
             "conditions_after": report.conditions_after,
         },
         f"{spec.name} {model.name} ({runtime}, {threads} thread(s)): {median} {r.median_ms:.3f} ms{spread} "
         f"over {r.runs} runs"
+        + (f", {r.energy_mj:.3f} mJ per inference" if r.energy_mj is not None else "")
+        + (_engine_note(r.engine) if r.engine else "")
         + (f"\nsamples (ms): {' '.join(f'{v:.3f}' for v in r.samples_ms)}" if args.samples else ""),
     )
     return 0

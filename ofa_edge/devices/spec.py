@@ -35,6 +35,13 @@ def model_runtime(model: Path) -> str:
     raise ConfigError(f"{model}: unknown model format", hint="use a .onnx or .tflite file")
 
 
+def device_runtime(device: DeviceSpec, model: Path) -> str:
+    """The runtime ``device`` runs ``model`` with: its own when it takes the model's format (a
+    Jetson's trtexec for .onnx), else the one the file's suffix names."""
+    runtime = model_runtime(model)
+    return device.runtime if model_format(device.runtime) == FORMAT_OF_RUNTIME[runtime] else runtime
+
+
 @dataclass(frozen=True)
 class SshOptions:
     host: str
