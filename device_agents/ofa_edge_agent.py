@@ -258,16 +258,25 @@ def _rail_mw(files):
 
 
 class PowerSampler:
-    """Reads the power rails every ``interval`` seconds in a thread, counting only readings
-    taken while ``active`` is set (around the timed inferences), so energy is theirs alone."""
+    """Reads the power rails during a timed phase (``begin`` .. ``end``): once at its start (the
+    warm-up has just loaded the device; so even a phase shorter than ``interval`` has a
+    reading), then every ``interval`` seconds in a thread."""
 
     def __init__(self, rails, interval=0.005):
         self.rails, self.interval = rails, interval
         self.active = False
         self.sums = dict.fromkeys(rails, 0.0)
         self.count = 0
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def begin(self):
+        self._reading()
+        self.active = True
+
+    def end(self):
+        self.active = False
 
     def __enter__(self):
         if self.rails:
@@ -282,17 +291,21 @@ class PowerSampler:
     def _sample(self):
         while not self._stop.wait(self.interval):
             if self.active:
-                readings = {label: _rail_mw(files) for label, files in self.rails.items()}
-                if None not in readings.values():
-                    for label, mw in readings.items():
-                        self.sums[label] += mw
-                    self.count += 1
+                self._reading()
+
+    def _reading(self):
+        readings = {label: _rail_mw(files) for label, files in self.rails.items()}
+        if self.rails and None not in readings.values():
+            with self._lock:
+                for label, mw in readings.items():
+                    self.sums[label] += mw
+                self.count += 1
 
     def energy(self, busy_ms, runs):
         """Millijoules per inference over ``runs`` inferences that kept the device busy for
-        ``busy_ms``: the mean power while active times the busy time, of the input rail where
+        ``busy_ms``: the mean power of the phase times the busy time, of the input rail where
         the board has one, else of the rails' sum; with each rail's mean power. Empty without
-        rails; energy_mj None when no reading fell inside the runs."""
+        rails; energy_mj None when no rail could be read."""
         if not self.rails:
             return {}
         if not self.count or not runs:
@@ -303,7 +316,8 @@ class PowerSampler:
         return {
             "energy_mj": total_mw * busy_ms / runs / 1000.0,
             "power_mw": {label: round(mw, 3) for label, mw in mean.items()},
-            "power_total": total_rail or "sum of rails",
+            "power_input": total_rail or "sum of rails",
+            "power_input_mw": total_mw,
             "power_samples": self.count,
         }
 
@@ -710,7 +724,8 @@ def predict_files(req):
 def measure_one(path, spec, reference=None, sampler=None):
     """Per-run latencies (ms) after warm-up, until both min_runs and min_seconds are met; with a
     ``reference`` runner, interleaved with it (``measure_interleaved``) and its ratio reported;
-    with a ``PowerSampler``, the model's energy per inference (its runs only)."""
+    with a ``PowerSampler``, its energy per inference: the device's power during the timed
+    phase (interleaved: the reference's bursts too, a load of the same kind) times the runs' time."""
     sampler = sampler or PowerSampler({})
     start = time.perf_counter()
     run = _make_runner(path, spec["runtime"], spec["threads"])
@@ -718,16 +733,13 @@ def measure_one(path, spec, reference=None, sampler=None):
     for _ in range(spec["warmup"]):
         run()
 
-    def metered():
-        sampler.active = True
-        run()
-        sampler.active = False
-
     relative = {}
+    sampler.begin()
     if reference is not None:
-        samples, relative = measure_interleaved(metered, reference, spec)
+        samples, relative = measure_interleaved(run, reference, spec)
     else:
-        samples = _until_enough(spec, lambda: _burst(metered, 1, 0))
+        samples = _until_enough(spec, lambda: _burst(run, 1, 0))
+    sampler.end()
     ordered = sorted(samples)
     return {
         **relative,
@@ -793,8 +805,8 @@ def parse_trtexec(text):
 
 
 def _trtexec_run(argv, sampler, timeout):
-    """trtexec's output; the sampler is active from its "Starting inference" line to the next
-    line (the warm-up and the timed queries)."""
+    """trtexec's output; the sampler reads from its "Starting inference" line to the next line
+    (the warm-up and the timed queries)."""
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     timer = threading.Timer(timeout, proc.kill)
     timer.start()
@@ -802,11 +814,14 @@ def _trtexec_run(argv, sampler, timeout):
     try:
         for line in proc.stdout:
             lines.append(line)
-            sampler.active = "Starting inference" in line
+            if "Starting inference" in line:
+                sampler.begin()
+            elif sampler.active:
+                sampler.end()
         proc.wait()
     finally:
         timer.cancel()
-        sampler.active = False
+        sampler.end()
     if proc.returncode:
         tail = " | ".join(s.strip() for s in lines[-3:])
         raise RuntimeError(f"{os.path.basename(argv[0])} exited with {proc.returncode}: {tail}")

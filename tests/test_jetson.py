@@ -11,6 +11,7 @@ from types import ModuleType
 
 import pytest
 
+from ofa_edge.deploy.specialize import Ledger, RunCost
 from ofa_edge.devices.agent import AgentSession, agent_source
 from ofa_edge.devices.inventory import load_inventory
 from ofa_edge.devices.session import BenchResult
@@ -135,12 +136,26 @@ def test_bench_reports_energy_per_inference(
     assert r.energy_mj == pytest.approx(board.input_mw * r.mean_ms / 1000, rel=1e-9)
     assert r.power_mw == pytest.approx({rail.label: rail.mw for rail in board.rails}, abs=1e-3)
     assert report.conditions_before["jetson"]["gpu_mhz"] == round(board.gpu_hz[1] / 1e6)
+    assert session.power.watts == pytest.approx(board.input_mw / 1000, rel=1e-9)
+
+
+def test_run_cost_uses_measured_device_power_and_says_so() -> None:
+    ledger = Ledger(device_s={"table": 3600.0}, host_cpu_s={"search": 0.0})
+    measured = RunCost(ledger, host_watts_per_core=15.0, device_watts=5.0, measured_device_watts=5.297)
+    assumed = RunCost(ledger, host_watts_per_core=15.0, device_watts=5.0)
+    assert (measured.energy_wh, assumed.energy_wh) == pytest.approx((5.297, 5.0))
+    assert measured.to_dict()["device_power"]["source"].startswith("measured")
+    assert assumed.to_dict()["device_power"] == {
+        "watts": 5.0,
+        "source": "estimate: the device_watts assumption",
+    }
 
 
 def test_no_rails_no_energy(jetson_spec: DeviceSpec, tmp_path: Path) -> None:
     with AgentSession(jetson_spec) as session:
         (r,) = session.bench([conv_model(tmp_path / "m.onnx")], min_runs=5, min_seconds=0.05).results
     assert r.error is None and r.energy_mj is None and r.power_mw is None
+    assert session.power.watts is None
 
 
 def double_latency_ms(model: Path, precision: str) -> float:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ofa_edge.devices.lock import DeviceLock
-from ofa_edge.devices.session import BenchReport, BenchResult, pushed
+from ofa_edge.devices.session import BenchReport, BenchResult, PowerTally, pushed
 from ofa_edge.devices.spec import DeviceSpec, model_runtime
 from ofa_edge.devices.transport import Channel, Transport
 from ofa_edge.devices.transports import open_transport
@@ -56,6 +56,7 @@ def _agent_result(data: dict[str, Any]) -> BenchResult:
         ref_median_ms=data.get("ref_median_ms"),
         energy_mj=data.get("energy_mj"),
         power_mw=data.get("power_mw"),
+        power_input_mw=data.get("power_input_mw"),
         engine=data.get("engine"),
         end_to_end_ms=data.get("end_to_end_ms"),
     )
@@ -71,6 +72,7 @@ class AgentSession:
         self.spec = spec
         #: trtexec times each model in its own process: no interleaving with a reference
         self.interleaves = spec.runtime != "trtexec"
+        self.power = PowerTally()
         self.transport = transport or open_transport(spec)
         self.lock = lock
         self._channel: Channel | None = None
@@ -289,8 +291,11 @@ class AgentSession:
                 hint="measurements already reported are kept; the next call starts a new agent",
                 model=model,
             ) from None
+        results = [_agent_result(r) for r in reply["results"]]
+        for result in results:
+            self.power.add(result)
         return BenchReport(
-            [_agent_result(r) for r in reply["results"]],
+            results,
             reply.get("conditions_before", {}),
             reply.get("conditions_after", {}),
         )

@@ -38,6 +38,7 @@ class BenchResult:
     #: rail's mean power (mW); None where the device exposes no rails.
     energy_mj: float | None = None
     power_mw: dict[str, float] | None = None
+    power_input_mw: float | None = None  # the module's input rail, or the rails' sum
     #: trtexec: the engine (file, tensorrt, precision, cached, build_s: build seconds apart from
     #: inference) and the end-to-end latency stats with host-device copies (median_ms is the
     #: model-only GPU compute time).
@@ -53,6 +54,26 @@ class BenchReport:
     results: list[BenchResult]
     conditions_before: dict[str, Any] = field(default_factory=dict)
     conditions_after: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PowerTally:
+    """The device's power as its rails measured it over a session's timed runs: every result's
+    mean input power, weighted by the time its runs took."""
+
+    joules: float = 0.0
+    seconds: float = 0.0
+
+    def add(self, result: BenchResult) -> None:
+        if result.energy_mj and result.power_input_mw:
+            millijoules = result.energy_mj * result.runs
+            self.joules += millijoules / 1000
+            self.seconds += millijoules / result.power_input_mw
+
+    @property
+    def watts(self) -> float | None:
+        """The mean power (W), or None where nothing was measured (no rails)."""
+        return self.joules / self.seconds if self.seconds else None
 
 
 def pushed(session: MeasuringSession, models: Sequence[Path]) -> list[str]:
@@ -81,6 +102,8 @@ class MeasuringSession(Protocol):
     interleaves: bool
     #: Whether opening this session copied a new agent (or tool) onto the device.
     deployed: bool
+    #: The device's measured power over this session's timed runs (where it has power rails).
+    power: PowerTally
 
     def fingerprint(self) -> dict[str, Any]: ...
 

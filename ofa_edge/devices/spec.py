@@ -17,7 +17,7 @@ from ofa_edge.errors import ConfigError
 #: device; onnxruntime comes first, so .onnx files run there unless a device names trtexec.
 FORMAT_OF_RUNTIME = {"onnxruntime": "onnx", "tflite": "tflite", "trtexec": "onnx"}
 RUNTIMES = tuple(FORMAT_OF_RUNTIME)
-#: Precisions a compiling runtime (trtexec) builds a model in.
+#: The precisions models run in on a device: fp32 as converted, fp16 weights, static int8.
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
