@@ -86,7 +86,7 @@ def _sub(old: str, new: str):
     ("mangle", "message"),
     [
         (lambda text: text[: len(text) // 2], "is not valid JSON .*truncated"),
-        (_sub('"schema_version": 6', '"schema_version": 7'), "schema_version 7; .*reads up to 6"),
+        (_sub('"schema_version": 8', '"schema_version": 9'), "schema_version 9; .*reads up to 8"),
         (_sub('"kind": "ofa-edge/latency-table"', '"kind": "x"'), "is not an ofa-edge latency table"),
         (_sub('"precision": "fp32"', '"precision": "fp16"'), "precision 'fp16'"),
         (

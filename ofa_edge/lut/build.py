@@ -173,6 +173,9 @@ def build_table(
         if remeasured and old is not None:
             values.pop()
         values.append(item.ratio * level)
+        # one energy per pass, as measured, where the device has power rails
+        energies = list(old.passes_mj or [])[: len(values) - 1] if old else []
+        energies += [] if result.energy_mj is None else [result.energy_mj]
         scale = values[-1] / result.median_ms  # raw ms -> ms at the reference's speed
         entry = Entry(
             statistics.median(values),
@@ -183,6 +186,8 @@ def build_table(
             remeasured or (old.remeasured if old else False),
             result.median_ms,
             values,
+            statistics.median(energies) if len(energies) == len(values) else None,
+            energies if len(energies) == len(values) else None,
         )
         for r in where[key]:
             table.entries[r][key] = entry

@@ -7,12 +7,13 @@ calibration ``e2e = a * sum + q * sum**2 + c * n_ops + b`` when one was fitted a
 whole-network measurements (``c``: the runtime's per-call overhead each op's own measurement paid,
 which a whole network pays once; ``n_ops`` counts the subnet's ops; ``q``: how whole networks
 slow beyond the sum of their ops as they grow, e.g. once their weights outgrow the caches).
-Format (``schema_version`` 6; versions 1-5 are still read: version 1 lacks ``reference``
+Format (``schema_version`` 8; versions 1-7 are still read: version 1 lacks ``reference``
 and ``raw_median_ms``, calibrations before version 3 have no ``c`` and before version 5 no
 ``q``, both read as 0, references before version 4 have no ``timing``, read as
-"bracketed", and entries before version 6 have no ``passes_ms``, read as one pass)::
+"bracketed", entries before version 6 have no ``passes_ms``, read as one pass, and entries
+before version 8 no energy)::
 
-    {"schema_version": 6, "kind": "ofa-edge/latency-table",
+    {"schema_version": 8, "kind": "ofa-edge/latency-table",
      "supernet": {"id", "width_mult", "n_classes", "space": {...}
                   [, "stem_stride", "stage_strides": [...]]},
      "device": {"name", "fingerprint": {...}}, "runtime": {"name", "version"},
@@ -22,7 +23,8 @@ and ``raw_median_ms``, calibrations before version 3 have no ``c`` and before ve
                           "timings_ms": [...], "timing": "interleaved" | "bracketed"},
      "entries": {RESOLUTION: {KEY: {"median_ms", "p10_ms", "p90_ms", "samples",
                                     "measured": ISO-8601, "remeasured": bool,
-                                    "raw_median_ms", "passes_ms": [...]}}}}
+                                    "raw_median_ms", "passes_ms": [...]
+                                    [, "energy_mj", "passes_mj": [...]]}}}}
 
 ``reference`` is the model every op is timed against to cancel device drift
 (``ofa_edge.measure.timing``; ``timing`` says how): each entry's times are its raw times scaled by
@@ -35,6 +37,11 @@ count their ``median_ms`` as their one timing).
 another time and in another order) and ``median_ms`` is their median: one pass's value moves by
 several percent with the device's state, and a search picks exactly the ops measured low, so a
 table of one pass under-predicts the subnets a search finds.
+
+``energy_mj`` (tables built on a device with power rails, a Jetson's INA3221) is the op's energy
+per inference: the median of its passes' values ``passes_mj``, each the device's input power
+while the op ran times its time per run. Energies are as measured (not moved to the reference's
+speed), and a subnet's energy is predicted as the sum of its ops' (no calibration).
 
 Entries are grouped by resolution as in MIT's per-resolution YAML files: an op shared by several
 resolutions (the classifier, say) appears under each (measured once by ``lut build``, but MIT's
@@ -62,11 +69,13 @@ from ofa_edge.lut.keys import subnet_ops
 from ofa_edge.supernet.space import ArchConfig
 from ofa_edge.supernet.spec import MBv3Spec
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 8
 #: How many passes ``lut build`` measures every op in by default (``passes_ms``).
 PASSES = 3
 KIND = "ofa-edge/latency-table"
 PRECISIONS = ("fp32", "int8")
+#: Entry fields written only by devices that measure energy (schema 8).
+ENERGY_FIELDS = ("energy_mj", "passes_mj")
 
 
 def apply_calibration(cal: Calibration, op_sum: Any, n_ops: Any) -> Any:
@@ -215,6 +224,8 @@ class Entry:
     remeasured: bool = False
     raw_median_ms: float | None = None  # before reference normalization
     passes_ms: list[float] | None = None  # each pass's value; None: one pass (median_ms)
+    energy_mj: float | None = None  # per inference, median of passes_mj; None: no power rails
+    passes_mj: list[float] | None = None
 
     @property
     def passes(self) -> list[float]:
@@ -222,7 +233,8 @@ class Entry:
         return list(self.passes_ms) if self.passes_ms else [self.median_ms]
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(vars(self))
+        """The entry's fields; the energy ones only where the device measured energy."""
+        return {k: v for k, v in vars(self).items() if v is not None or k not in ENERGY_FIELDS}
 
 
 @dataclass
@@ -256,6 +268,12 @@ class LatencyTable:
         return sorted(self.entries)
 
     # --- prediction ----------------------------------------------------------------------------
+
+    @property
+    def has_energy(self) -> bool:
+        """Whether every entry carries its energy (a table built on a device with power rails)."""
+        entries = [e for section in self.entries.values() for e in section.values()]
+        return bool(entries) and all(e.energy_mj is not None for e in entries)
 
     def op_sum(self, arch: ArchConfig) -> float:
         """Sum of the table's latencies of ``arch``'s ops (ms), uncalibrated."""
