@@ -165,7 +165,8 @@ def _gpu_devfreq():
     return None
 
 
-def _hz_file(path):
+def _int_file(path):
+    """A sysfs file's integer (Hz, mV, mA, mW), or None."""
     value = _read(path)
     return int(value) if value and value.isdigit() else None
 
@@ -189,8 +190,8 @@ def jetson_clocks_now():
     """The GPU's clock and range (MHz), its devfreq governor and the EMC clock (MHz): what a
     bench records before and after."""
     gpu = _gpu_devfreq()
-    mhz = {k: _hz_file(gpu + "/" + k + "_freq") if gpu else None for k in ("cur", "min", "max")}
-    emc = next((_hz_file(SYSFS + f) for f in _EMC_RATE_FILES if _hz_file(SYSFS + f)), None)
+    mhz = {k: _int_file(gpu + "/" + k + "_freq") if gpu else None for k in ("cur", "min", "max")}
+    emc = next(filter(None, (_int_file(SYSFS + f) for f in _EMC_RATE_FILES)), None)
     if emc is None:
         match = re.search(r"\bEMC_FREQ \d+%@(\d+)", _tegrastats_line() or "")
         emc = int(match.group(1)) * 1000000 if match else None
@@ -251,7 +252,7 @@ def power_rails():
 
 def _rail_mw(files):
     """A rail's power now (mW): the iio layout's own mW, or bus mV x mA / 1000 (None if unread)."""
-    values = [_hz_file(f) for f in files]
+    values = [_int_file(f) for f in files]
     if None in values:
         return None
     return float(values[0]) if len(values) == 1 else values[0] * values[1] / 1000.0
