@@ -3,14 +3,15 @@
 Deployed by the host into the device's workdir and started as ``python3 ofa_edge_agent.py serve``
 over ONE long-lived channel (SSH exec, adb shell or a local subprocess). Needs Python >= 3.8, the
 standard library, numpy and whichever runtime the device has (onnxruntime, ai_edge_litert or
-tflite_runtime); nothing from the host package.
+tflite_runtime, or TensorRT's trtexec on a Jetson); nothing from the host package.
 
 Protocol (one JSON object per line, both ways): requests ``{"id": N, "op": OP, ...}``; replies
 ``{"id": N, "ok": true, "result": {...}}`` or ``{"id": N, "ok": false, "error": {"type", "message"}}``.
 A ``bench`` streams ``{"id": N, "event": "model", "result": {...}}`` per model before its reply;
 given a ``reference`` model, each model is timed in bursts alternating with it and its result
 adds ``ratio`` (model / reference, robust to the device's speed changing), ``ref_median_ms``
-and ``bursts``.
+and ``bursts``. Where the device has INA3221 power rails (Jetsons), a result adds ``energy_mj``
+per inference and the rails' mean power; trtexec's adds its ``engine`` and ``end_to_end_ms``.
 Each batch of models runs in a child process with a per-model timeout (as TVM measures): a model
 that crashes or hangs is reported for that model, and the rest are measured in a fresh child.
 """
