@@ -3,7 +3,7 @@
 Deployed by the host into the device's workdir and started as ``python3 ofa_edge_agent.py serve``
 over ONE long-lived channel (SSH exec, adb shell or a local subprocess). Needs Python >= 3.8, the
 standard library, numpy and whichever runtime the device has (onnxruntime, ai_edge_litert or
-tflite_runtime); nothing from the host package.
+tflite_runtime, or TensorRT's trtexec on a Jetson); nothing from the host package.
 
 Protocol (one JSON object per line, both ways): requests ``{"id": N, "op": OP, ...}``; replies
 ``{"id": N, "ok": true, "result": {...}}`` or ``{"id": N, "ok": false, "error": {"type", "message"}}``.
@@ -14,12 +14,14 @@ model not wholly on the backend's accelerator (``target``) ends the bench with a
 its ``placement``);
 given a ``reference`` model, each model is timed in bursts alternating with it and its result
 adds ``ratio`` (model / reference, robust to the device's speed changing), ``ref_median_ms``
-and ``bursts``.
+and ``bursts``. Where the device has INA3221 power rails (Jetsons), a result adds ``energy_mj``
+per inference and the rails' mean power; trtexec's adds its ``engine`` and ``end_to_end_ms``.
 Each batch of models runs in a child process with a per-model timeout (as TVM measures): a model
 that crashes or hangs is reported for that model, and the rest are measured in a fresh child.
 """
 
 import glob
+import hashlib
 import importlib.util
 import json
 import math
@@ -40,6 +42,9 @@ SYSFS = os.environ.get("OFA_EDGE_AGENT_SYSFS", "/sys")
 #: The folder read in place of /proc for cpuinfo, meminfo and the device tree: the same kind of
 #: test knob, to identify a Raspberry Pi, a Jetson or a phone from fixture files.
 PROCFS = os.environ.get("OFA_EDGE_AGENT_PROCFS", "/proc")
+#: The folder read in place of /etc (a Jetson's L4T release and nvpmodel.conf): the same kind of
+#: test knob, for the Jetson test doubles (ofa_edge/testing/jetson.py).
+ETC = os.environ.get("OFA_EDGE_AGENT_ETC", "/etc")
 
 
 # --- device conditions and fingerprint ------------------------------------------------------
@@ -149,7 +154,210 @@ def conditions():
         "arm_clock_hz": int(arm_clock.split("=", 1)[1]) if arm_clock and "=" in arm_clock else None,
         "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "android_thermal": android_thermal(),
+        "jetson": jetson_clocks_now() if l4t_release() else None,
     }
+
+
+# --- NVIDIA Jetson: release, power mode, clocks, INA3221 power rails --------------------------
+# Read as jetson_stats reads them, without root where the board allows: the GPU is the devfreq
+# device whose device-tree node is named like a GPU; jetson_clocks is on when every clock it
+# pins has its minimum raised to its maximum; the EMC clock is in debugfs (root only) or in a
+# tegrastats line.
+_GPU_NODES = ("gpu", "gv11b", "gp10b", "ga10b", "gb10b")
+_EMC_RATE_FILES = ("/kernel/debug/bpmp/debug/clk/emc/rate", "/kernel/debug/clk/emc/clk_rate")
+#: Rails that carry the whole module's input power (Orin Nano/NX, Nano); elsewhere (AGX Orin)
+#: the total is the sum of the rails.
+INPUT_RAILS = ("VDD_IN", "POM_5V_IN")
+
+
+def l4t_release():
+    """The L4T release from /etc/nv_tegra_release ("36.4.0" from "# R36 (release), REVISION:
+    4.0, ..."), or None off Jetsons."""
+    match = re.match(r"# R(\d+) \(release\), REVISION: ([\d.]+)", _read(ETC + "/nv_tegra_release", "") or "")
+    return "{}.{}".format(*match.groups()) if match else None
+
+
+def nvpmodel_mode():
+    """The power mode ``nvpmodel -q`` names ("NV Power Mode: NAME", then the ID) and the
+    sha256 of /etc/nvpmodel.conf: IDs, names and a mode's clocks differ by board and JetPack."""
+    lines = (_run(["nvpmodel", "-q"]) or "").splitlines()
+    at = next((i for i, line in enumerate(lines) if line.startswith("NV Power Mode:")), None)
+    if at is None:
+        return None
+    following = lines[at + 1].strip() if at + 1 < len(lines) else ""
+    conf = _read(ETC + "/nvpmodel.conf")
+    return {
+        "name": lines[at].split(":", 1)[1].strip(),
+        "id": int(following) if following.isdigit() else None,
+        "conf_sha256": hashlib.sha256(conf.encode()).hexdigest()[:16] if conf is not None else None,
+    }
+
+
+def _gpu_devfreq():
+    """The integrated GPU's devfreq folder, or None."""
+    for folder in sorted(glob.glob(SYSFS + "/class/devfreq/*")):
+        node = (_read(folder + "/device/of_node/name") or "").strip("\x00")
+        if node in _GPU_NODES or "gpu" in node:
+            return folder
+    return None
+
+
+def _int_file(path):
+    """A sysfs file's integer (Hz, mV, mA, mW), or None."""
+    value = _read(path)
+    return int(value) if value and value.isdigit() else None
+
+
+def _tegrastats_line():
+    """One line of ``tegrastats --interval 100`` (it prints until stopped), or None."""
+    if shutil.which("tegrastats") is None:
+        return None
+    proc = subprocess.Popen(["tegrastats", "--interval", "100"], stdout=subprocess.PIPE, text=True)
+    timer = threading.Timer(5.0, proc.kill)
+    timer.start()
+    try:
+        return proc.stdout.readline().strip() or None
+    finally:
+        timer.cancel()
+        proc.kill()
+        proc.wait()
+
+
+def jetson_clocks_now():
+    """The GPU's clock and range (MHz), its devfreq governor and the EMC clock (MHz): what a
+    bench records before and after."""
+    gpu = _gpu_devfreq()
+    mhz = {k: _int_file(gpu + "/" + k + "_freq") if gpu else None for k in ("cur", "min", "max")}
+    emc = next(filter(None, (_int_file(SYSFS + f) for f in _EMC_RATE_FILES)), None)
+    if emc is None:
+        match = re.search(r"\bEMC_FREQ \d+%@(\d+)", _tegrastats_line() or "")
+        emc = int(match.group(1)) * 1000000 if match else None
+    return {
+        **{f"gpu_{k}_mhz".replace("_cur", ""): round(hz / 1e6) if hz else None for k, hz in mhz.items()},
+        "gpu_governor": _read(gpu + "/governor") if gpu else None,
+        "emc_mhz": round(emc / 1e6) if emc else None,
+    }
+
+
+def jetson_clocks_on():
+    """Whether jetson_clocks pinned the clocks: every online CPU's and the GPU's minimum is
+    its maximum (None when neither can be read)."""
+    pairs = [
+        (_read(cpu + "/scaling_min_freq"), _read(cpu + "/scaling_max_freq"))
+        for cpu in glob.glob(SYSFS + "/devices/system/cpu/cpu[0-9]*/cpufreq")
+    ]
+    gpu = _gpu_devfreq()
+    if gpu:
+        pairs.append((_read(gpu + "/min_freq"), _read(gpu + "/max_freq")))
+    pairs = [p for p in pairs if None not in p]
+    return all(lo == hi for lo, hi in pairs) if pairs else None
+
+
+def jetson_identity():
+    """What a Jetson's tables are valid for: L4T release, power mode, jetson_clocks, and the
+    power rails it has (None off Jetsons)."""
+    release = l4t_release()
+    if release is None:
+        return None
+    return {
+        "l4t": release,
+        "nvpmodel": nvpmodel_mode(),
+        "jetson_clocks": jetson_clocks_on(),
+        "power_rails": sorted(power_rails()),
+    }
+
+
+def power_rails():
+    """The INA3221 rails as {label: files}, found as jetson_stats finds them: an I2C device named
+    ina3221* with a hwmon*/ folder (JetPack 5+: ``in<N>_label``, bus mV in ``in<N>_input``, mA
+    in ``curr<N>_input``) or an iio:device*/ folder (JetPack 4: ``rail_name_<k>``, mW in
+    ``in_power<k>_input``). Channel 7 (the sum of shunt voltages) and NC channels are skipped."""
+    rails = {}
+    for device in sorted(glob.glob(SYSFS + "/bus/i2c/devices/*")):
+        if not (_read(device + "/name") or "").startswith("ina3221"):
+            continue
+        for label_file in sorted(glob.glob(device + "/hwmon/hwmon*/in*_label")):
+            channel, label = os.path.basename(label_file)[2 : -len("_label")], _read(label_file)
+            folder = os.path.dirname(label_file)
+            if channel != "7" and label and label != "NC":
+                rails[label] = (f"{folder}/in{channel}_input", f"{folder}/curr{channel}_input")
+        for name_file in sorted(glob.glob(device + "/iio:device*/rail_name_*")):
+            channel = name_file.rsplit("_", 1)[1]
+            rails[_read(name_file)] = (f"{os.path.dirname(name_file)}/in_power{channel}_input",)
+    return rails
+
+
+def _rail_mw(files):
+    """A rail's power now (mW): the iio layout's own mW, or bus mV x mA / 1000 (None if unread)."""
+    values = [_int_file(f) for f in files]
+    if None in values:
+        return None
+    return float(values[0]) if len(values) == 1 else values[0] * values[1] / 1000.0
+
+
+class PowerSampler:
+    """Reads the power rails during a timed phase (``begin`` .. ``end``): once at its start (the
+    warm-up has just loaded the device; so even a phase shorter than ``interval`` has a
+    reading), then every ``interval`` seconds in a thread."""
+
+    def __init__(self, rails, interval=0.005):
+        self.rails, self.interval = rails, interval
+        self.active = False
+        self.sums = dict.fromkeys(rails, 0.0)
+        self.count = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def begin(self):
+        self._reading()
+        self.active = True
+
+    def end(self):
+        self.active = False
+
+    def __enter__(self):
+        if self.rails:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _sample(self):
+        while not self._stop.wait(self.interval):
+            if self.active:
+                self._reading()
+
+    def _reading(self):
+        readings = {label: _rail_mw(files) for label, files in self.rails.items()}
+        if self.rails and None not in readings.values():
+            with self._lock:
+                for label, mw in readings.items():
+                    self.sums[label] += mw
+                self.count += 1
+
+    def energy(self, busy_ms, runs):
+        """Millijoules per inference over ``runs`` inferences that kept the device busy for
+        ``busy_ms``: the mean power of the phase times the busy time, of the input rail where
+        the board has one, else of the rails' sum; with each rail's mean power. Empty without
+        rails; energy_mj None when no rail could be read."""
+        if not self.rails:
+            return {}
+        if not self.count or not runs:
+            return {"energy_mj": None, "power_samples": self.count}
+        mean = {label: total / self.count for label, total in self.sums.items()}
+        total_rail = next((r for r in INPUT_RAILS if r in mean), None)
+        total_mw = mean[total_rail] if total_rail else sum(mean.values())
+        return {
+            "energy_mj": total_mw * busy_ms / runs / 1000.0,
+            "power_mw": {label: round(mw, 3) for label, mw in mean.items()},
+            "power_input": total_rail or "sum of rails",
+            "power_input_mw": total_mw,
+            "power_samples": self.count,
+        }
 
 
 # --- CPU, board and SoC identification ---------------------------------------------------------
@@ -378,6 +586,10 @@ def _runtimes():
             }
         except Exception as err:
             found[module] = {"error": f"{type(err).__name__}: {err}"}
+    binary = trtexec_binary()
+    found["trtexec"] = (
+        {"version": trtexec_version(binary), "path": binary} if binary else {"error": "not found"}
+    )
     return found
 
 
@@ -417,12 +629,7 @@ def fingerprint():
         "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "governors": governors,
         "memory_mb": mem_kb // 1024 if mem_kb else None,
-        "jetson": {
-            "nvpmodel": _run(["nvpmodel", "-q"]),
-            "jetson_clocks": _run(["jetson_clocks", "--show"]),
-        }
-        if shutil.which("nvpmodel")
-        else None,
+        "jetson": jetson_identity(),
         "python": platform.python_version(),
         "numpy": numpy_version,
         "runtimes": _runtimes(),
@@ -670,23 +877,30 @@ def placed(name, made, spec):
     return run, placement
 
 
-def measure_one(path, spec, reference=None, name="model"):
+def measure_one(path, spec, reference=None, name="model", sampler=None):
     """Per-run latencies (ms) after warm-up, until both min_runs and min_seconds are met; with a
-    ``reference`` runner, interleaved with it (``measure_interleaved``) and its ratio reported."""
+    ``reference`` runner, interleaved with it (``measure_interleaved``) and its ratio reported;
+    with a ``PowerSampler``, its energy per inference: the device's power during the timed
+    phase (interleaved: the reference's bursts too, a load of the same kind) times the runs' time."""
+    sampler = sampler or PowerSampler({})
     start = time.perf_counter()
     made = _make_runner(path, spec["runtime"], spec["threads"], spec.get("backend"))
     run, placement = placed(name, made, spec)
     load_ms = (time.perf_counter() - start) * 1e3
     for _ in range(spec["warmup"]):
         run()
+
     relative = {}
+    sampler.begin()
     if reference is not None:
         samples, relative = measure_interleaved(run, reference, spec)
     else:
         samples = _until_enough(spec, lambda: _burst(run, 1, 0))
+    sampler.end()
     ordered = sorted(samples)
     return {
         **relative,
+        **sampler.energy(sum(samples), len(samples)),
         "samples_ms": [round(s, 5) for s in samples],
         "median_ms": _percentile(ordered, 0.5),
         "p10_ms": _percentile(ordered, 0.1),
@@ -696,6 +910,130 @@ def measure_one(path, spec, reference=None, name="model"):
         "load_ms": load_ms,
         "placement": placement,
     }
+
+
+# --- TensorRT's trtexec: engines built and cached on the device --------------------------------
+#: JetPack installs trtexec here, off PATH.
+TRTEXEC_JETPACK = "/usr/src/tensorrt/bin/trtexec"
+_TRT_PRECISION_FLAGS = {"fp32": [], "fp16": ["--fp16"], "int8": ["--int8"]}
+_TRT_STATS = {"Latency": "end_to_end_ms", "GPU Compute Time": "gpu_compute_ms"}
+
+
+def trtexec_binary():
+    """trtexec on PATH, else JetPack's, else None."""
+    found = shutil.which("trtexec")
+    return found or (TRTEXEC_JETPACK if os.access(TRTEXEC_JETPACK, os.X_OK) else None)
+
+
+def trtexec_version(binary):
+    """TensorRT's version from trtexec's banner: "[TensorRT v8602]" is 8.6.2 and
+    "[TensorRT v100300]" 10.3.0 (two digits each for minor and patch from TensorRT 10)."""
+    try:
+        out = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.search(r"\[TensorRT v(\d+)\]", out)
+    if not match:
+        return None
+    n = int(match.group(1))
+    return "{}.{}.{}".format(
+        *((n // 10000, n // 100 % 100, n % 100) if n >= 100000 else (n // 1000, n // 100 % 10, n % 100))
+    )
+
+
+def parse_trtexec(text):
+    """trtexec's performance summary: the end-to-end ``Latency`` line (with the host-device
+    copies) and the model-only ``GPU Compute Time`` line as {min, max, mean, median, p90, p95,
+    p99} in ms (percentiles only those printed: TensorRT 8.2 prints p99 alone), the number of
+    timed queries, the host wall time (s) and the engine build time (s), where printed."""
+    found = {}
+    for head, stats in re.findall(r"\[I\] (Latency|GPU Compute Time): (min = .*)", text):
+        found[_TRT_STATS[head]] = {
+            re.sub(r"percentile\((\d+)%\)", r"p\1", key): float(value)
+            for key, value in re.findall(r"([\w()%]+) = ([-\d.e+]+) ms", stats)
+        }
+    for key, pattern in (
+        ("queries", r"Timing trace has (\d+) queries"),
+        ("walltime_s", r"Total Host Walltime: ([\d.e+-]+) s"),
+        ("build_s", r"Engine built in ([\d.e+-]+) sec"),
+    ):
+        match = re.search(pattern, text)
+        found[key] = float(match.group(1)) if match else None
+    return found
+
+
+def _trtexec_run(argv, sampler, timeout):
+    """trtexec's output; the sampler reads from its "Starting inference" line to the next line
+    (the warm-up and the timed queries)."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if "Starting inference" in line:
+                sampler.begin()
+            elif sampler.active:
+                sampler.end()
+        proc.wait()
+    finally:
+        timer.cancel()
+        sampler.end()
+    if proc.returncode:
+        tail = " | ".join(s.strip() for s in lines[-3:])
+        raise RuntimeError(f"{os.path.basename(argv[0])} exited with {proc.returncode}: {tail}")
+    return "".join(lines)
+
+
+def trtexec_engine(path, precision, binary, version):
+    """The model's TensorRT engine, built here on the device on first use and cached in
+    ``engines/`` beside the agent by the model's sha256, TensorRT version and precision; and
+    the build's seconds (None when cached). TensorRT before 8.6 builds with --buildOnly."""
+    with open(path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    engine = os.path.join(os.getcwd(), "engines", f"{digest[:16]}-trt{version}-{precision}.engine")
+    if os.path.isfile(engine):
+        return engine, None
+    os.makedirs(os.path.dirname(engine), exist_ok=True)
+    partial = f"{engine}.{os.getpid()}.partial"
+    major_minor = tuple(int(v) for v in version.split(".")[:2])
+    build_only = "--skipInference" if major_minor >= (8, 6) else "--buildOnly"
+    started = time.perf_counter()
+    argv = [binary, f"--onnx={path}", f"--saveEngine={partial}", *_TRT_PRECISION_FLAGS[precision], build_only]
+    out = _trtexec_run(argv, PowerSampler({}), timeout=3600)
+    os.replace(partial, engine)
+    return engine, parse_trtexec(out)["build_s"] or time.perf_counter() - started
+
+
+def measure_trtexec(path, spec, sampler):
+    """An ONNX model through trtexec: its engine (built or cached), then at least min_runs
+    queries over at least min_seconds. median_ms is the model-only GPU compute median (what a
+    table adds up); the end-to-end latency with copies is reported beside it."""
+    binary = trtexec_binary()
+    version = trtexec_version(binary)
+    if version is None:
+        raise RuntimeError(f"{binary} printed no [TensorRT vNNNN] banner")
+    engine, build_s = trtexec_engine(path, spec["precision"], binary, version)
+    argv = [binary, f"--loadEngine={engine}", f"--iterations={spec['min_runs']}",
+            f"--duration={max(1, math.ceil(spec['min_seconds']))}"]  # fmt: skip
+    summary = parse_trtexec(_trtexec_run(argv, sampler, timeout=3600))
+    gpu = summary.get("gpu_compute_ms")
+    if gpu is None or not summary["queries"]:
+        raise RuntimeError("trtexec printed no performance summary (GPU Compute Time, Timing trace)")
+    runs = int(summary["queries"])
+    return {
+        **sampler.energy((summary["walltime_s"] or 0.0) * 1e3, runs),
+        "median_ms": gpu["median"],
+        "mean_ms": gpu["mean"],
+        "p10_ms": None,
+        "p90_ms": gpu.get("p90"),
+        "runs": runs,
+        "gpu_compute_ms": gpu,
+        "end_to_end_ms": summary.get("end_to_end_ms"),
+        "engine": {"file": os.path.basename(engine), "tensorrt": version, "precision": spec["precision"],
+                   "cached": build_s is None, "build_s": build_s},
+    }  # fmt: skip
 
 
 def _burst(run, n, warm):
@@ -754,13 +1092,20 @@ def child_main(spec_json):
     if spec.get("cpus") and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, spec["cpus"])
     reference = None
+    rails = power_rails()
     for model in spec["models"]:
         print(json.dumps({"name": model["name"], "started": True}), flush=True)
         try:
-            if spec.get("reference") and reference is None:
-                made = _make_runner(spec["reference"], spec["runtime"], spec["threads"], spec.get("backend"))
-                reference = placed("the reference model", made, spec)[0]
-            result = measure_one(model["path"], spec, reference, model["name"])
+            with PowerSampler(rails) as sampler:
+                if spec["runtime"] == "trtexec":
+                    result = measure_trtexec(model["path"], spec, sampler)
+                else:
+                    if spec.get("reference") and reference is None:
+                        made = _make_runner(
+                            spec["reference"], spec["runtime"], spec["threads"], spec.get("backend")
+                        )
+                        reference = placed("the reference model", made, spec)[0]
+                    result = measure_one(model["path"], spec, reference, model["name"], sampler)
             result["name"] = model["name"]
         except PlacementRefused as err:
             result = {"name": model["name"], "error": str(err), "refused": True}
@@ -829,6 +1174,15 @@ def missing_runtime(runtime):
     names every package the agent uses that is absent, so a device with neither runtime gets
     both; for TFLite on Python 3.8 (JetPack 5) tflite-runtime, which has aarch64 wheels for it
     where ai-edge-litert has none."""
+    if runtime == "trtexec":
+        return (
+            None
+            if trtexec_binary()
+            else (
+                f"trtexec is neither on PATH nor at {TRTEXEC_JETPACK} on this {platform.machine()} device: "
+                "install TensorRT (JetPack's nvidia-tensorrt) or choose another runtime"
+            )
+        )
     tflite = "ai-edge-litert" if sys.version_info >= (3, 9) else "tflite-runtime"
     absent = {
         "numpy": not _installed("numpy"),
@@ -859,7 +1213,13 @@ def bench(req, emit):
         "burst": int(req.get("burst", 10)),
         "burst_warmup": int(req.get("burst_warmup", 2)),
         "backend": req.get("backend"),
+        "precision": req.get("precision", "fp32"),
     }
+    if spec["runtime"] == "trtexec" and (spec["reference"] or spec["precision"] not in _TRT_PRECISION_FLAGS):
+        raise ValueError(
+            f"trtexec runs precision fp32, fp16 or int8 (not {spec['precision']!r}), "
+            "and no interleaved reference"
+        )
     missing = missing_runtime(spec["runtime"])
     if missing:
         raise RuntimeMissing(missing)

@@ -97,7 +97,7 @@ runtime = "tflite"
         ({"delegate": "xnnpack", "precision": "fp16"}, "tflite", "needs the gpu or nnapi delegate"),
         ({"delegate": "gpu", "precision": "int8"}, "tflite", "needs the gpu or nnapi delegate"),
         ({"delegate": "none", "library": "x.so"}, "tflite", "library must be the path of a gpu or nnapi"),
-        ({"runtime": "trtexec"}, "onnxruntime", "runtime='trtexec' is not one of"),
+        ({"runtime": "tensorrt"}, "onnxruntime", "runtime='tensorrt' is not one of"),
         ({"allow_partial": "yes"}, "tflite", "allow_partial must be true or false"),
     ],
 )

@@ -103,7 +103,9 @@ def specialize_text(run: Specialization) -> str:
         f"  measured there {dep.measured_ms:.2f} ms vs predicted {dep.predicted_ms:.2f} ms "
         f"({dep.miss_pct:+.1f} %{', MISSED by more than 10 %' if dep.flagged else ''})",
         f"  cost: {cost.device_seconds:.0f} device-s, {cost.host_cpu_seconds:.0f} host CPU-s, "
-        f"~{cost.energy_wh:.3f} Wh (assumptions in the summary)",
+        f"~{cost.energy_wh:.3f} Wh ("
+        + ("device power measured, host's assumed" if cost.measured_device_watts is not None else "estimated")
+        + ": assumptions in the summary)",
         f"model:    {dep.file.local}",
         f"manifest: {dep.manifest}",
         f"plots:    {out_dir / 'pareto.png'}"

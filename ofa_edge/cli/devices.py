@@ -124,20 +124,29 @@ def _cmd_devices_trust(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+def _engine_note(engine: dict[str, Any]) -> str:
+    """A compiled engine's line end: cached, or its build time (kept apart from inference)."""
+    built = "cached" if engine["cached"] else f"built in {engine['build_s']:.1f} s"
+    return f"; TensorRT {engine['tensorrt']} {engine['precision']} engine {built}"
+
+
 def _cmd_bench(args: argparse.Namespace, out: Output) -> int:
     from ofa_edge.devices.spec import model_runtime
 
     model = Path(args.model)
     if not model.is_file():
         raise ConfigError(f"model {model} does not exist")
-    runtime = model_runtime(model)
-    return run_devices(args, out, "bench", lambda spec, progress: _bench(args, spec, model, runtime))
+    model_runtime(model)  # a file of no runtime's format fails here, before any device
+    return run_devices(args, out, "bench", lambda spec, progress: _bench(args, spec, model))
 
 
-def _bench(args: argparse.Namespace, spec: DeviceSpec, model: Path, runtime: str) -> DeviceRun:
-    """``model`` measured on one device."""
+def _bench(args: argparse.Namespace, spec: DeviceSpec, model: Path) -> DeviceRun:
+    """``model`` measured on one device, with the device's runtime when it takes the model's
+    format (a Jetson's trtexec for .onnx), else the runtime the file's suffix names."""
     from ofa_edge.devices.sessions import open_session
+    from ofa_edge.devices.spec import device_runtime
 
+    runtime = device_runtime(spec, model)
     with open_session(spec) as session:
         report = session.bench([model], runtime=runtime, threads=args.threads, min_runs=args.runs)
     (r,) = report.results
@@ -161,6 +170,10 @@ def _bench(args: argparse.Namespace, spec: DeviceSpec, model: Path, runtime: str
         "p10_ms": r.p10_ms,
         "p90_ms": r.p90_ms,
         "runs": r.runs,
+        "energy_mj": r.energy_mj,
+        "power_mw": r.power_mw,
+        "engine": r.engine,
+        "end_to_end_ms": r.end_to_end_ms,
         **({"samples_ms": list(r.samples_ms)} if args.samples else {}),
         "conditions_before": report.conditions_before,
         "conditions_after": report.conditions_after,
@@ -168,6 +181,8 @@ def _bench(args: argparse.Namespace, spec: DeviceSpec, model: Path, runtime: str
     text = (
         f"{spec.name} {model.name} ({backend.describe()}, {threads} thread(s)): {median} {r.median_ms:.3f} ms"
         f"{spread} over {r.runs} runs"
+        + (f", {r.energy_mj:.3f} mJ per inference" if r.energy_mj is not None else "")
+        + (_engine_note(r.engine) if r.engine else "")
         + (f"; {r.placement.describe()}" if r.placement else "")
         + (f"\nsamples (ms): {' '.join(f'{v:.3f}' for v in r.samples_ms)}" if args.samples else "")
     )

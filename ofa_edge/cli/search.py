@@ -58,6 +58,7 @@ def _result(c: Any) -> dict[str, Any]:
         "arch": c.arch.to_dict(),
         "score": c.score,
         "latency_ms": {k.device: v for k, v in costs.items() if k.metric == "latency"},
+        "energy_mj": {k.device: v for k, v in costs.items() if k.metric == "energy"},
         "macs": int(costs[CostKey("macs")]),
         "params": int(costs[CostKey("params")]),
         "file_bytes": int(costs[CostKey("file_size")]),
@@ -67,7 +68,10 @@ def _result(c: Any) -> dict[str, Any]:
 
 def _line(rank: int, c: Any, score_name: str) -> str:
     r = _result(c)
-    lat = "  ".join(f"{d} {v:.2f} ms" for d, v in r["latency_ms"].items())
+    lat = "  ".join(
+        [f"{d} {v:.2f} ms" for d, v in r["latency_ms"].items()]
+        + [f"{d} {v:.3f} mJ" for d, v in r["energy_mj"].items()]
+    )
     a = c.arch
     return (
         f"#{rank} predicted {score_name} {c.score:.4g}  r={a.r}  {lat}  MACs {r['macs'] / 1e6:.1f}M  "
@@ -95,13 +99,19 @@ def _cmd_search(args: argparse.Namespace, out: Output) -> int:
     names = list(tables)
     used = {name: str(path) for name, path in found.items()}
     latency = args.latency_ms or []
+    energy = args.energy_mj or []
     sweep = _floats(args.pareto) if args.pareto else None
     expected = len(names) - (1 if sweep else 0)
-    if len(latency) != expected:
+    if len(latency) != expected and (latency or sweep or not energy):  # energy budgets alone will do
         raise ConfigError(
             f"{len(latency)} --latency-ms for {len(names)} device(s)"
             + (" (--pareto gives the first device's budgets)" if sweep else ""),
             hint="give one --latency-ms per --device, in order",
+        )
+    if energy and len(energy) != len(names):
+        raise ConfigError(
+            f"{len(energy)} --energy-mj for {len(names)} device(s)",
+            hint="give one --energy-mj per --device, in order",
         )
     if sweep and not names:
         raise ConfigError("--pareto sweeps a device's latency budget", hint="name the device with --device")
@@ -121,6 +131,7 @@ def _cmd_search(args: argparse.Namespace, out: Output) -> int:
         params=args.params * million if args.params is not None else None,
         file_bytes=args.file_mb * million if args.file_mb is not None else None,
         peak_bytes=args.peak_mb * million if args.peak_mb is not None else None,
+        energy_mj=dict(zip(names, energy)),
     )
     if sweep:
         points = search.pareto(names[0], sweep, others, seed=args.seed)
@@ -146,7 +157,10 @@ def _cmd_search(args: argparse.Namespace, out: Output) -> int:
         )
         return 0
     if not others:
-        raise ConfigError("no budget given", hint="pass --device NAME --latency-ms X, --macs M or --params P")
+        raise ConfigError(
+            "no budget given",
+            hint="pass --device NAME --latency-ms X or --energy-mj E, --macs M or --params P",
+        )
     outcome = search.search(others, seed=args.seed, top=args.top)
     if args.out:
         outcome.best.arch.save(args.out)
@@ -186,6 +200,12 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--latency-ms", action="append", type=float, help="latency budget of each --device, in order"
+    )
+    p.add_argument(
+        "--energy-mj",
+        action="append",
+        type=float,
+        help="energy budget per inference (mJ) of each --device, in order (its table built with power rails)",
     )
     p.add_argument(
         "--lut",

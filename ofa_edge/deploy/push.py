@@ -43,7 +43,7 @@ import numpy as np
 
 from ofa_edge.devices.backend import Backend, Placement
 from ofa_edge.devices.session import MeasuringSession
-from ofa_edge.devices.spec import DeviceSpec, model_runtime
+from ofa_edge.devices.spec import DeviceSpec, device_runtime
 from ofa_edge.errors import ConfigError, DeployError, LutError, OfaEdgeError, UnknownName
 from ofa_edge.files import sha256_file, write_atomic
 from ofa_edge.lut.store import find_table
@@ -224,7 +224,7 @@ def push(
     model = Path(model)
     if not model.is_file():
         raise ConfigError(f"model {model} does not exist", hint="export one with `ofa-edge export`")
-    runtime = model_runtime(model)
+    runtime = device_runtime(session.spec, model)
     record = record or {}
     precision = record.get("precision", "fp32")
     digest = sha256_file(model)

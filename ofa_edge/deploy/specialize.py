@@ -3,7 +3,9 @@
 A table already in the output folder is reused while it still describes the device (same CPU,
 cores, architecture, runtime version) and is calibrated; a stale one is kept aside, never
 overwritten. At the end the run states what it cost: device-seconds (wall time the device spent
-measuring), host CPU-seconds, and an energy estimate from the documented power assumptions.
+measuring), host CPU-seconds, and their energy: the device's from the power its rails measured
+during the run's timed inferences where it has them (a Jetson's INA3221), else estimated, as the
+host's is, from the documented power assumptions; the summary says which.
 """
 
 from __future__ import annotations
@@ -67,12 +69,19 @@ class Ledger:
 @dataclass(frozen=True)
 class RunCost:
     """What a run cost: device wall time and host CPU time per stage, and the energy they take
-    at ``host_watts_per_core`` and ``device_watts`` (0 for the local machine: its measuring is
+    at ``host_watts_per_core`` and the device's power: ``measured_device_watts`` where its rails
+    measured it, else the ``device_watts`` assumption (0 for the local machine: its measuring is
     host CPU time, counted once)."""
 
     ledger: Ledger
     host_watts_per_core: float
     device_watts: float
+    measured_device_watts: float | None = None
+
+    @property
+    def device_power_w(self) -> float:
+        """The device power the energy uses: measured where it was, else the assumption."""
+        return self.device_watts if self.measured_device_watts is None else self.measured_device_watts
 
     @property
     def device_seconds(self) -> float:
@@ -84,7 +93,7 @@ class RunCost:
 
     @property
     def energy_wh(self) -> float:
-        joules = self.host_cpu_seconds * self.host_watts_per_core + self.device_seconds * self.device_watts
+        joules = self.host_cpu_seconds * self.host_watts_per_core + self.device_seconds * self.device_power_w
         return joules / 3600
 
     def to_dict(self) -> dict[str, Any]:
@@ -93,6 +102,12 @@ class RunCost:
             "host_cpu_seconds": self.host_cpu_seconds,
             "per_stage": {"device_s": self.ledger.device_s, "host_cpu_s": self.ledger.host_cpu_s},
             "energy_wh": self.energy_wh,
+            "device_power": {
+                "watts": self.device_power_w,
+                "source": "estimate: the device_watts assumption"
+                if self.measured_device_watts is None
+                else "measured: the device's power rails during its timed runs, times its device-seconds",
+            },
             "assumptions": {
                 "host_watts_per_busy_core": self.host_watts_per_core,
                 "device_watts": self.device_watts,
@@ -332,6 +347,7 @@ def specialize(
             True,
             lambda: push(session, model, table=table, table_path=table_path, record=exported.to_dict()),
         )
+        power = session.power
     local = device.transport == "local"
     run = Specialization(
         device=device.name,
@@ -344,7 +360,9 @@ def specialize(
         choice=choice,
         export=exported,
         deployment=deployment,
-        cost=RunCost(ledger, host_watts_per_core, 0.0 if local else device_watts),
+        cost=RunCost(
+            ledger, host_watts_per_core, 0.0 if local else device_watts, None if local else power.watts
+        ),
         summary_file=out_dir / "specialize.json",
     )
     summary = run.summary_dict()

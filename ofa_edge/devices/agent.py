@@ -23,7 +23,7 @@ import numpy as np
 
 from ofa_edge.devices.backend import Placement, refused
 from ofa_edge.devices.lock import DeviceLock
-from ofa_edge.devices.session import BenchReport, BenchResult, pushed
+from ofa_edge.devices.session import BenchReport, BenchResult, PowerTally, pushed
 from ofa_edge.devices.spec import DeviceSpec, model_runtime
 from ofa_edge.devices.thermal import cool_down
 from ofa_edge.devices.transport import Channel, Transport
@@ -57,6 +57,11 @@ def _agent_result(data: dict[str, Any]) -> BenchResult:
         ratio=data.get("ratio"),
         ref_median_ms=data.get("ref_median_ms"),
         placement=Placement.from_dict(data["placement"]) if data.get("placement") else None,
+        energy_mj=data.get("energy_mj"),
+        power_mw=data.get("power_mw"),
+        power_input_mw=data.get("power_input_mw"),
+        engine=data.get("engine"),
+        end_to_end_ms=data.get("end_to_end_ms"),
     )
 
 
@@ -64,12 +69,13 @@ class AgentSession:
     """A running agent on one device. Use as a context manager; calls restart a dead agent.
     With a ``lock``, the device's lock is taken before anything else and held until ``close``."""
 
-    interleaves = True
-
     def __init__(
         self, spec: DeviceSpec, transport: Transport | None = None, lock: DeviceLock | None = None
     ) -> None:
         self.spec = spec
+        #: trtexec times each model in its own process: no interleaving with a reference
+        self.interleaves = spec.runtime != "trtexec"
+        self.power = PowerTally()
         self.transport = transport or open_transport(spec)
         self.lock = lock
         self._channel: Channel | None = None
@@ -288,6 +294,7 @@ class AgentSession:
                 model_timeout=self.spec.wait(model_timeout),
                 cpus=list(self.spec.cpus) if self.spec.cpus else None,
                 reference=remotes[-1] if reference else None,
+                precision=self.spec.backend_for(runtime).precision,
             )
         except (DeviceUnreachable, CommandTimeout) as err:
             model = current[0] if current else "?"
@@ -297,8 +304,11 @@ class AgentSession:
                 model=model,
             ) from None
         before = reply.get("conditions_before", {})
+        results = [_agent_result(r) for r in reply["results"]]
+        for result in results:
+            self.power.add(result)
         return BenchReport(
-            [_agent_result(r) for r in reply["results"]],
+            results,
             {**before, "cool_down": cooled} if cooled else before,
             reply.get("conditions_after", {}),
         )

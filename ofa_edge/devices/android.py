@@ -29,7 +29,7 @@ from ofa_edge.devices.benchmark_model import (
     parse_placement,
 )
 from ofa_edge.devices.lock import DeviceLock
-from ofa_edge.devices.session import BenchReport, BenchResult, pushed
+from ofa_edge.devices.session import BenchReport, BenchResult, PowerTally, pushed
 from ofa_edge.devices.spec import DeviceSpec
 from ofa_edge.devices.thermal import cool_down
 from ofa_edge.devices.transport import Transport
@@ -51,6 +51,7 @@ class BenchmarkModelSession:
         self.spec, self.binary = spec, spec.adb.benchmark_model
         self.transport = transport or open_transport(spec)
         self.lock = lock  # taken by start, released by close, as the agent session does
+        self.power = PowerTally()  # a phone's power is not read: stays empty
         self._files = AgentSession(spec, self.transport)  # for workdir and content-named pushes
         self.hello: dict[str, Any] = {}
         self.deployed = False

@@ -34,6 +34,8 @@ PRECISIONS = ("fp32", "fp16", "int8")
 BACKEND_FIELDS: dict[str, frozenset[str]] = {
     "onnxruntime": frozenset({"runtime", "providers", "precision", "allow_partial"}),
     "tflite": frozenset({"runtime", "delegate", "library", "options", "precision", "allow_partial"}),
+    # TensorRT's own tool: engines built on the device in ``precision``; it runs whole models only.
+    "trtexec": frozenset({"runtime", "precision"}),
 }
 #: onnxruntime TensorRT options that ``precision`` sets: the inventory names the precision once.
 _TRT_PRECISION_OPTIONS = {"fp16": "trt_fp16_enable", "int8": "trt_int8_enable"}
@@ -198,6 +200,8 @@ def parse_backend(name: str, table: Any, runtime: str) -> Backend:
         backend = Backend(runtime, providers=tuple(_provider(name, p) for p in providers))
         needs = "the first provider to be TensorrtExecutionProvider"
         ok = precision == "fp32" or backend.providers[0].name == TENSORRT_PROVIDER
+    elif runtime == "trtexec":
+        backend, needs, ok = base, "", True
     else:
         delegate = _one_of(name, "delegate", table.get("delegate", base.delegate), DELEGATES)
         library = table.get("library")

@@ -19,6 +19,9 @@ Where the file is: ``--inventory PATH``, else ``$OFA_EDGE_INVENTORY``, else ``./
         { name = "TensorrtExecutionProvider", trt_engine_cache_enable = true, trt_engine_cache_path = "trt" },
         "CUDAExecutionProvider" ] }
 
+    [devices.nano]               # a Jetson without onnxruntime-gpu: TensorRT's trtexec, engines
+    backend = { runtime = "trtexec", precision = "fp16" }   # built on the device (fp32|fp16|int8)
+
     [devices.pixel7]
     transport = "adb"
     backend = { runtime = "tflite", delegate = "gpu", precision = "fp16", allow_partial = false }
@@ -34,8 +37,8 @@ provider names or tables ``{name = ..., OPTION = VALUE}`` of that provider's opt
 ``libtensorflowlite_gpu_delegate.so``; nnapi needs one) and its ``options``. Both take
 ``precision`` (``fp32`` default; ``fp16`` for TensorRT or the gpu/nnapi delegate, ``int8`` for
 TensorRT: the precision the accelerator may compute in) and ``allow_partial`` (false: a model
-not wholly on the accelerator is refused). Another runtime (e.g. TensorRT's ``trtexec``) adds
-its fields to ``ofa_edge.devices.backend.BACKEND_FIELDS``.
+not wholly on the accelerator is refused). trtexec (TensorRT's own tool, on Jetsons without
+onnxruntime-gpu) takes ``precision`` alone: the precision its engines are built in.
 
 A device named ``local`` (this machine) always exists unless the inventory defines one. The
 transports and the fields each takes are ``ofa_edge.devices.transports.TRANSPORTS``.

@@ -36,6 +36,16 @@ class BenchResult:
     ref_median_ms: float | None = None  # the reference's median during this model's timing
     median_is_mean: bool = False  # a tool without percentiles: median_ms holds its mean instead
     placement: Placement | None = None  # where its nodes ran, on a backend with an accelerator
+    #: Energy per inference (mJ) from the device's power rails during the timed runs, with each
+    #: rail's mean power (mW); None where the device exposes no rails.
+    energy_mj: float | None = None
+    power_mw: dict[str, float] | None = None
+    power_input_mw: float | None = None  # the module's input rail, or the rails' sum
+    #: trtexec: the engine (file, tensorrt, precision, cached, build_s: build seconds apart from
+    #: inference) and the end-to-end latency stats with host-device copies (median_ms is the
+    #: model-only GPU compute time).
+    engine: dict[str, Any] | None = None
+    end_to_end_ms: dict[str, float] | None = None
 
 
 @dataclass
@@ -46,6 +56,26 @@ class BenchReport:
     results: list[BenchResult]
     conditions_before: dict[str, Any] = field(default_factory=dict)
     conditions_after: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PowerTally:
+    """The device's power as its rails measured it over a session's timed runs: every result's
+    mean input power, weighted by the time its runs took."""
+
+    joules: float = 0.0
+    seconds: float = 0.0
+
+    def add(self, result: BenchResult) -> None:
+        if result.energy_mj and result.power_input_mw:
+            millijoules = result.energy_mj * result.runs
+            self.joules += millijoules / 1000
+            self.seconds += millijoules / result.power_input_mw
+
+    @property
+    def watts(self) -> float | None:
+        """The mean power (W), or None where nothing was measured (no rails)."""
+        return self.joules / self.seconds if self.seconds else None
 
 
 def pushed(session: MeasuringSession, models: Sequence[Path]) -> list[str]:
@@ -74,6 +104,8 @@ class MeasuringSession(Protocol):
     interleaves: bool
     #: Whether opening this session copied a new agent (or tool) onto the device.
     deployed: bool
+    #: The device's measured power over this session's timed runs (where it has power rails).
+    power: PowerTally
 
     def fingerprint(self) -> dict[str, Any]: ...
 

@@ -14,8 +14,10 @@ from pathlib import Path
 from ofa_edge.devices.backend import Backend, default_backend
 from ofa_edge.errors import ConfigError
 
-#: The model file format each runtime runs: the one map between runtimes and formats.
-FORMAT_OF_RUNTIME = {"onnxruntime": "onnx", "tflite": "tflite"}
+#: The model file format each runtime runs: the one map between runtimes and formats. trtexec
+#: (TensorRT's own tool, for Jetsons without onnxruntime-gpu) builds its engines from ONNX on the
+#: device; onnxruntime comes first, so .onnx files run there unless a device names trtexec.
+FORMAT_OF_RUNTIME = {"onnxruntime": "onnx", "tflite": "tflite", "trtexec": "onnx"}
 RUNTIMES = tuple(FORMAT_OF_RUNTIME)
 #: The precisions models run in on a device: fp32 as converted, fp16 weights, static int8.
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -33,6 +35,13 @@ def model_runtime(model: Path) -> str:
         if model.suffix == f".{fmt}":
             return runtime
     raise ConfigError(f"{model}: unknown model format", hint="use a .onnx or .tflite file")
+
+
+def device_runtime(device: DeviceSpec, model: Path) -> str:
+    """The runtime ``device`` runs ``model`` with: its own when it takes the model's format (a
+    Jetson's trtexec for .onnx), else the one the file's suffix names."""
+    runtime = model_runtime(model)
+    return device.runtime if model_format(device.runtime) == FORMAT_OF_RUNTIME[runtime] else runtime
 
 
 @dataclass(frozen=True)

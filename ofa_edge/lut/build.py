@@ -180,6 +180,9 @@ def build_table(
         if remeasured and old is not None:
             values.pop()
         values.append(item.ratio * level)
+        # one energy per pass, as measured, where the device has power rails
+        energies = list(old.passes_mj or [])[: len(values) - 1] if old else []
+        energies += [] if result.energy_mj is None else [result.energy_mj]
         scale = values[-1] / result.median_ms  # raw ms -> ms at the reference's speed
         entry = Entry(
             statistics.median(values),
@@ -190,7 +193,11 @@ def build_table(
             remeasured or (old.remeasured if old else False),
             result.median_ms,
             values,
-            None if result.placement is None or result.placement.whole else result.placement.to_dict(),
+            placement=None
+            if result.placement is None or result.placement.whole
+            else result.placement.to_dict(),
+            energy_mj=statistics.median(energies) if len(energies) == len(values) else None,
+            passes_mj=energies if len(energies) == len(values) else None,
         )
         for r in where[key]:
             table.entries[r][key] = entry

@@ -13,7 +13,7 @@ and ``raw_median_ms``, calibrations before version 3 have no ``c`` and before ve
 ``q``, both read as 0, references before version 4 have no ``timing``, read as
 "bracketed", entries before version 6 have no ``passes_ms``, read as one pass, and tables
 before version 7 have ``"delegate": "cpu"`` in place of ``backend``, read as their runtime's
-default backend, the CPU, and no ``adapted``, read as null)::
+default backend, the CPU, no ``adapted``, read as null, and entries without energy)::
 
     {"schema_version": 7, "kind": "ofa-edge/latency-table",
      "supernet": {"id", "width_mult", "n_classes", "space": {...}
@@ -32,7 +32,8 @@ default backend, the CPU, and no ``adapted``, read as null)::
                                     "measured": ISO-8601 | "adapted", "remeasured": bool,
                                     "raw_median_ms", "passes_ms": [...],
                                     "placement": null | {"target", "whole", "nodes", "on_target",
-                                                         "partitions", "by_provider"}}}}}
+                                                         "partitions", "by_provider"}
+                                    [, "energy_mj", "passes_mj": [...]]}}}}
 
 ``backend`` is ``ofa_edge.devices.backend.Backend.to_dict()``: the model file's precision is
 ``precision``, the backend's the precision its accelerator may compute in. An entry's
@@ -54,6 +55,11 @@ count their ``median_ms`` as their one timing).
 another time and in another order) and ``median_ms`` is their median: one pass's value moves by
 several percent with the device's state, and a search picks exactly the ops measured low, so a
 table of one pass under-predicts the subnets a search finds.
+
+``energy_mj`` (tables built on a device with power rails, a Jetson's INA3221) is the op's energy
+per inference: the median of its passes' values ``passes_mj``, each the device's input power
+while the op ran times its time per run. Energies are as measured (not moved to the reference's
+speed), and a subnet's energy is predicted as the sum of its ops' (no calibration).
 
 Entries are grouped by resolution as in MIT's per-resolution YAML files: an op shared by several
 resolutions (the classifier, say) appears under each (measured once by ``lut build``, but MIT's
@@ -86,6 +92,8 @@ SCHEMA_VERSION = 7
 #: How many passes ``lut build`` measures every op in by default (``passes_ms``).
 PASSES = 3
 KIND = "ofa-edge/latency-table"
+#: Entry fields written only by devices that measure energy (power rails).
+ENERGY_FIELDS = ("energy_mj", "passes_mj")
 
 
 def apply_calibration(cal: Calibration, op_sum: Any, n_ops: Any) -> Any:
@@ -235,6 +243,8 @@ class Entry:
     raw_median_ms: float | None = None  # before reference normalization
     passes_ms: list[float] | None = None  # each pass's value; None: one pass (median_ms)
     placement: dict[str, Any] | None = None  # not wholly on the accelerator (allow_partial): where
+    energy_mj: float | None = None  # per inference, median of passes_mj; None: no power rails
+    passes_mj: list[float] | None = None
 
     @property
     def passes(self) -> list[float]:
@@ -242,7 +252,8 @@ class Entry:
         return list(self.passes_ms) if self.passes_ms else [self.median_ms]
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(vars(self))
+        """The entry's fields; the energy ones only where the device measured energy."""
+        return {k: v for k, v in vars(self).items() if v is not None or k not in ENERGY_FIELDS}
 
 
 @dataclass(frozen=True)
@@ -305,6 +316,12 @@ class LatencyTable:
         return sorted(self.entries)
 
     # --- prediction ----------------------------------------------------------------------------
+
+    @property
+    def has_energy(self) -> bool:
+        """Whether every entry carries its energy (a table built on a device with power rails)."""
+        entries = [e for section in self.entries.values() for e in section.values()]
+        return bool(entries) and all(e.energy_mj is not None for e in entries)
 
     def op_sum(self, arch: ArchConfig) -> float:
         """Sum of the table's latencies of ``arch``'s ops (ms), uncalibrated."""

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ofa_edge.lut.keys import subnet_ops
-from ofa_edge.lut.table import Calibration, LatencyTable, LutError, apply_calibration
+from ofa_edge.lut.table import Calibration, Entry, LatencyTable, LutError, apply_calibration
 from ofa_edge.search.population import Genome, Population
 from ofa_edge.supernet.counting import _block_counts, count
 from ofa_edge.supernet.space import ArchConfig
@@ -42,8 +42,9 @@ FP32_BYTES = 4
 
 @dataclass(frozen=True)
 class CostKey:
-    """Which cost: a metric ("latency", "macs", "params", "file_size", "peak_memory") and, for
-    latency, the device it is predicted on. Costs are keyed by it; ``label`` is for display."""
+    """Which cost: a metric ("latency", "energy", "macs", "params", "file_size", "peak_memory")
+    and, for latency and energy, the device it is predicted on. Costs are keyed by it; ``label``
+    is for display."""
 
     metric: str
     device: str | None = None
@@ -128,9 +129,10 @@ def _slot_grid(
     return np.stack(heads), np.stack(slots), np.stack(tails)
 
 
-def latency_cost(device: str, table: LatencyTable, genome: Genome) -> CostModel:
-    """The predicted latency (ms) on ``device`` from its table, calibration included, for the
-    genome's resolutions."""
+def _table_grid(
+    device: str, table: LatencyTable, genome: Genome, value: Callable[[Entry], float | None]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(head, slots, tail) arrays of ``value(entry)`` of the table's ops."""
     spec = table.spec
 
     def per_op(arch: ArchConfig) -> np.ndarray:
@@ -144,11 +146,30 @@ def latency_cost(device: str, table: LatencyTable, genome: Genome) -> CostModel:
                     hint=f"resolutions in the table: {table.resolutions}; "
                     "rebuild it with `ofa-edge lut build`",
                 )
-            values.append(entry.median_ms)
+            values.append(value(entry))
         return np.asarray(values, dtype=np.float64)
 
-    head, slots, tail = _slot_grid(spec, genome, per_op)
-    return CostModel(CostKey("latency", device), "ms", head, slots, tail, calibration=table.calibration)
+    return _slot_grid(spec, genome, per_op)
+
+
+def latency_cost(device: str, table: LatencyTable, genome: Genome) -> CostModel:
+    """The predicted latency (ms) on ``device`` from its table, calibration included, for the
+    genome's resolutions."""
+    grid = _table_grid(device, table, genome, lambda entry: entry.median_ms)
+    return CostModel(CostKey("latency", device), "ms", *grid, calibration=table.calibration)
+
+
+def energy_cost(device: str, table: LatencyTable, genome: Genome) -> CostModel:
+    """The predicted energy per inference (mJ) on ``device``: the sum of its ops' measured
+    energies (a table built where the device has power rails; see ``LatencyTable.has_energy``)."""
+    if not table.has_energy:
+        raise LutError(
+            f"the latency table of {device} carries no energy per op",
+            hint="build it with `ofa-edge lut build` on a device with power rails (a Jetson's INA3221)",
+        )
+    return CostModel(
+        CostKey("energy", device), "mJ", *_table_grid(device, table, genome, lambda e: e.energy_mj)
+    )
 
 
 def count_costs(spec: MBv3Spec, genome: Genome) -> tuple[CostModel, CostModel]:

@@ -15,7 +15,14 @@ import numpy as np
 from ofa_edge.accuracy.predictor import AccuracyPredictor
 from ofa_edge.errors import ConfigError
 from ofa_edge.lut.table import LatencyTable, LutError
-from ofa_edge.search.costs import CostModel, count_costs, file_size_cost, latency_cost, peak_memory_cost
+from ofa_edge.search.costs import (
+    CostModel,
+    count_costs,
+    energy_cost,
+    file_size_cost,
+    latency_cost,
+    peak_memory_cost,
+)
 from ofa_edge.search.evolution import Constraint, EvolutionSearch, InfeasibleError, Objective, SearchOutcome
 from ofa_edge.search.population import Genome, Population, random_population
 from ofa_edge.supernet.spec import MBv3Spec
@@ -91,6 +98,7 @@ class SubnetSearch:
         self.supernet = supernet
         self.genome = Genome(spec.space, tuple(sorted(resolutions)))
         self.latency = {n: latency_cost(n, t, self.genome) for n, t in tables.items()}
+        self.energy = {n: energy_cost(n, t, self.genome) for n, t in tables.items() if t.has_energy}
         self.macs, self.params = count_costs(spec, self.genome)
         self.file_size = file_size_cost(self.params)
         self.peak_memory = peak_memory_cost(spec, self.genome)
@@ -99,7 +107,8 @@ class SubnetSearch:
             fitness = predictor_objective(predictor, self.genome)
         else:
             fitness = lambda pop, active: self.macs.evaluate(pop, active).astype(np.float64)  # noqa: E731
-        costs = [*self.latency.values(), self.macs, self.params, self.file_size, self.peak_memory]
+        costs = [*self.latency.values(), *self.energy.values(), self.macs, self.params, self.file_size]
+        costs.append(self.peak_memory)
         self.engine = EvolutionSearch(self.genome, costs, fitness, **evolution)
 
     def constraints(
@@ -110,8 +119,10 @@ class SubnetSearch:
         params: float | None = None,
         file_bytes: float | None = None,
         peak_bytes: float | None = None,
+        energy_mj: dict[str, float] | None = None,
     ) -> list[Constraint]:
-        """Budgets as constraints: latency (ms) per device name, MACs, params, bytes."""
+        """Budgets as constraints: latency (ms) and energy per inference (mJ, tables with
+        energy) per device name, MACs, params, bytes."""
         out = []
         for device, budget in (latency_ms or {}).items():
             if device not in self.latency:
@@ -119,6 +130,13 @@ class SubnetSearch:
                     f"no latency table for device {device!r}", hint=f"tables: {list(self.latency)}"
                 )
             out.append(Constraint(self.latency[device], float(budget)))
+        for device, budget in (energy_mj or {}).items():
+            if device not in self.energy:
+                raise ConfigError(
+                    f"no table with energy per op for device {device!r} (with energy: {list(self.energy)})",
+                    hint="build its table on the device where it has power rails (a Jetson's INA3221)",
+                )
+            out.append(Constraint(self.energy[device], float(budget)))
         for cost, limit in (
             (self.macs, macs),
             (self.params, params),
