@@ -416,9 +416,37 @@ def _parsers(
 
 
 #: The commands that reach a device, and so read the inventory.
+def test_lut_adapt_the_ssh_test_beds_table_to_this_machine(tmp_path: Path) -> None:
+    """``ofa-edge lut adapt local`` end to end: 8 subnets measured (1 round), the shipped table
+    of the cgroup-slowed SSH device corrected with them, written with its origin and this
+    device's own reference level; 4 held-out subnets report fidelity. Checks function, not
+    accuracy (2 shared cores): the held-out MAPE must stay under 100 %."""
+    from ofa_edge.lut.adapt import op_type
+    from ofa_edge.lut.table import LatencyTable
+
+    shipped = Path(__file__).parent.parent / "latency_tables" / "testbed-sshd_ofa-mbv3-cifar10_fp32_t1.json"
+    out = tmp_path / "local-adapted.json"
+    report = ok(
+        "lut", "adapt", "local", "--from", str(shipped), "--samples", "8", "--held-out", "4", "--rounds", "1",
+        "--out", str(out),
+    )  # fmt: skip
+    table, source = LatencyTable.load(out), LatencyTable.load(shipped)
+    assert table.device.name == "local" and table.adapted is not None
+    assert table.adapted.source_device == source.device.name == report["source_device"]
+    assert table.adapted.samples == report["samples"] == 8 and report["table"] == str(out)
+    assert table.reference is not None and table.reference.median_ms > 0
+    assert table.calibration is not None and table.calibration.subnets == 8
+    assert set(table.entries) == set(source.entries)
+    for r, section in table.entries.items():
+        for key, entry in section.items():
+            factor = table.adapted.type_scales[op_type(key)]
+            assert entry.median_ms == pytest.approx(source.entries[r][key].median_ms * factor)
+    assert report["held_out"]["mape_pct"] < 100 and report["device_seconds"] > 0
+
+
 DEVICE_COMMANDS = {
     ("devices", "list"), ("devices", "check"), ("devices", "trust"), ("bench",), ("lut", "build"),
-    ("lut", "validate"), ("specialize",), ("demo",), ("push",),
+    ("lut", "adapt"), ("lut", "validate"), ("specialize",), ("demo",), ("push",),
 }  # fmt: skip
 
 
