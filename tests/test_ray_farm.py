@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import secrets
 import subprocess
 import sys
@@ -19,8 +20,10 @@ from typing import Any
 
 import pytest
 
+from ofa_edge import errors
 from ofa_edge.cli.main import main
 from ofa_edge.devices.farm import RAY_ADDRESS_ENV, node_resources
+from ofa_edge.lut import LatencyTable
 from tests.adb_testbed import free_port
 from tests.models import conv_model
 
@@ -129,3 +132,28 @@ def test_the_farm_needs_token_authentication(
     assert res.returncode == 4, res.stderr
     assert f"ofa-edge: error: Ray farm {farm['address']}: cannot connect" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_lut_build_through_the_farm_writes_the_table_on_the_owning_node(
+    farm: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``lut build --ray`` (its work holds the command's class-table turns, which a node gets
+    fresh): the table measured by the node that owns the device, written where ``--out`` says."""
+    out = farm["folder"] / "farm-b.json"
+    argv = ["--json", "lut", "build", "farm-b", "--resolutions", "24", "--passes", "1", "--out", str(out)]
+    code = main([*argv, "--inventory", farm["inventory"], "--ray", farm["address"]])
+    (record,) = json.loads(capsys.readouterr().out)["devices"]
+    assert code == 0 and record["ok"] and record["node"] == farm["owners"]["farm-b"], record
+    table = LatencyTable.load(out)
+    assert table.device.name == "farm-b" and all(e.median_ms > 0 for e in table.entries[24].values())
+
+
+def test_every_error_pickles_whole() -> None:
+    """An error raised on a node comes back as itself: class, message, hint and fields (also
+    ``UnknownName``, whose constructor takes other arguments)."""
+    for cls in [
+        c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, errors.OfaEdgeError)
+    ]:
+        err = cls("supernet", "mbv", ["mbv3"]) if cls is errors.UnknownName else cls("what", hint="fix", at=1)
+        back = pickle.loads(pickle.dumps(err))
+        assert type(back) is cls and (back.args, str(back), back.fields) == (err.args, str(err), err.fields)
