@@ -109,8 +109,8 @@ def run_on_farm(
     specs: Sequence[DeviceSpec],
     job: Callable[[DeviceSpec], Attempt[T]],
     address: str,
-    status: Status | None = None,
-    max_workers: int = 16,
+    status: Status | None,
+    max_workers: int,
 ) -> dict[str, Attempt[T]]:
     """``job(spec)`` for every device as a Ray task on the node advertising ``device:NAME``, at
     most ``max_workers`` at once, by device name in ``specs``' order. A device no node advertises,
