@@ -53,6 +53,11 @@ class UnknownName(OfaEdgeError, KeyError):
         hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(known)}"
         super().__init__(f"unknown {kind} {name!r}", hint=hint, kind=kind, name=name)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled by its fields, not its constructor's arguments (the known names are not
+        kept), so one raised on a Ray farm node comes back whole."""
+        return (Exception.__new__, (type(self), self.message), self.__dict__)
+
 
 class RegistryError(OfaEdgeError, RuntimeError):
     """A registry used wrongly (e.g. the same name registered twice)."""

@@ -70,8 +70,8 @@ def add_device(p: argparse.ArgumentParser) -> None:
 
 def add_devices(p: argparse.ArgumentParser, *, lock: bool = True) -> None:
     """Which devices a command runs on: positional ``NAME``s, ``--all`` or ``--group NAME``
-    (several run concurrently, ``--jobs`` at once); ``lock``: the command measures there, so it
-    takes each device's lock and offers ``--lock-timeout``."""
+    (several run concurrently, ``--jobs`` at once; ``--ray``: on a Ray farm); ``lock``: the
+    command measures there, so it takes each device's lock and offers ``--lock-timeout``."""
     p.add_argument(
         "names", nargs="*", metavar="NAME", help="device names in the inventory (local: this machine)"
     )
@@ -83,6 +83,12 @@ def add_devices(p: argparse.ArgumentParser, *, lock: bool = True) -> None:
         help="every device of an inventory group (repeatable; Ansible inventories: its groups)",
     )
     p.add_argument("--jobs", type=int, default=JOBS, metavar="N", help="devices run at once")
+    p.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="run each device's work on the node of this Ray farm that advertises device:NAME "
+        "(HEAD:6379; default: $OFA_EDGE_RAY_ADDRESS, else from this process)",
+    )
     if lock:
         p.add_argument(
             "--lock-timeout",

@@ -65,12 +65,13 @@ def _locked(holder: dict[str, Any] | None) -> str:
 
 
 def _cmd_devices_check(args: argparse.Namespace, out: Output) -> int:
+    from ofa_edge.devices.farm import farm_address
     from ofa_edge.devices.fleet import check_devices
 
     specs = select_devices(args, args.names)
     lines = DeviceLines([spec.name for spec in specs], out.json_mode)
     try:
-        results = check_devices(specs, lines.status, args.jobs)
+        results = check_devices(specs, lines.status, args.jobs, farm_address(args.ray))
     finally:
         lines.close()
     text = [

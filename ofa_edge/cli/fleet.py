@@ -6,11 +6,13 @@ one device name the command prints that run as it always has (an error exits as 
 several names, ``--all`` or ``--group``, the devices run concurrently (``--jobs`` at once), each
 with its own progress line; one failure never stops the others; a summary table closes the run
 (device, status, table, subnet, predicted and measured ms, seconds, cost: the columns some device
-has) and each failure is one ``ofa-edge: error: NAME: ...`` line on stderr. ``--json`` prints one
-``ofa-edge/fleet/1`` document::
+has) and each failure is one ``ofa-edge: error: NAME: ...`` line on stderr. With ``--ray
+ADDRESS`` (or ``$OFA_EDGE_RAY_ADDRESS``) each device's work runs on the Ray node that owns the
+device (``ofa_edge.devices.farm``); ``node`` is that node's id (null: run from this process).
+``--json`` prints one ``ofa-edge/fleet/1`` document::
 
     {"command": "lut-build", "exit_code": 4, "ok": 3, "failed": 1,
-     "devices": [{"device", "ok", "seconds", "table", "subnet": {ks, e, d, r} | null,
+     "devices": [{"device", "ok", "seconds", "node", "table", "subnet": {ks, e, d, r} | null,
                   "predicted_ms", "measured_ms", "cost",
                   "result": the one-device --json document (without schema) | null,
                   "error": {"reference", "message", "hint", "exit_code"} | null}, ...]}
@@ -22,16 +24,17 @@ most specific error family all failures share.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ofa_edge.cli.common import select_devices, several_devices
-from ofa_edge.cli.output import DeviceLines, Output, Progress
+from ofa_edge.cli.output import SILENT, DeviceLines, Output, Progress
+from ofa_edge.devices.farm import Attempt, farm_address
 from ofa_edge.devices.spec import DeviceSpec
 from ofa_edge.errors import OfaEdgeError, fleet_exit_code
 from ofa_edge.supernet.space import ArchConfig
@@ -75,64 +78,69 @@ def run_devices(
     one: Callable[[DeviceSpec, Progress], DeviceRun],
 ) -> int:
     """Run ``one`` on the devices the command line selects and print the outcome (module
-    docstring); the exit status."""
+    docstring); the exit status. On a Ray farm (``--ray``) even one device runs as a fleet, each
+    on the node that owns it, reporting only how it ended."""
     specs = select_devices(args, args.names)
-    if not several_devices(args):
+    farm = farm_address(args.ray)
+    if not several_devices(args) and not farm:
         run = one(specs[0], out)
         out.result(kind, run.doc, run.text)
         return 0
-    from ofa_edge.devices.fleet import run_fleet
+    from ofa_edge.devices.fleet import run_attempts
 
     lines = DeviceLines([spec.name for spec in specs], out.json_mode)
-    seconds: dict[str, float] = {}
 
-    def work(spec: DeviceSpec) -> DeviceRun:
-        started = time.monotonic()
-        try:
-            run = one(spec, lines.device(spec.name))
-        finally:
-            seconds[spec.name] = time.monotonic() - started
+    def here(spec: DeviceSpec) -> DeviceRun:
+        run = one(spec, lines.device(spec.name))
         lines.status(spec.name, "ok")
         return run
 
+    work = functools.partial(_silently, one) if farm else here
     try:
-        results = run_fleet(specs, work, lines.status, args.jobs)
+        attempts = run_attempts(specs, work, lines.status, args.jobs, farm)
     finally:
         lines.close()
-    failures = {n: r for n, r in results.items() if isinstance(r, OfaEdgeError)}
-    code = fleet_exit_code(failures.values())
-    records = [_record(name, result, seconds[name]) for name, result in results.items()]
+    failures = [a.result for a in attempts.values() if isinstance(a.result, OfaEdgeError)]
+    code = fleet_exit_code(failures)
+    records = [_record(name, a) for name, a in attempts.items()]
     out.result(
         "fleet",
         {
             "command": kind,
             "exit_code": code,
-            "ok": len(results) - len(failures),
+            "ok": len(attempts) - len(failures),
             "failed": len(failures),
             "devices": records,
         },
         _summary(records),
     )
-    for name, err in failures.items():
-        print(f"ofa-edge: error: {_error_line(name, err)}", file=sys.stderr)
+    for name, a in attempts.items():
+        if isinstance(a.result, OfaEdgeError):
+            print(f"ofa-edge: error: {_error_line(name, a.result)}", file=sys.stderr)
     return code
 
 
-def _record(name: str, result: DeviceRun | OfaEdgeError, seconds: float) -> dict[str, Any]:
+def _silently(one: Callable[[DeviceSpec, Progress], DeviceRun], spec: DeviceSpec) -> DeviceRun:
+    """``one`` on a Ray farm node: the work sent there carries no terminal, so shows no progress."""
+    return one(spec, SILENT)
+
+
+def _record(name: str, attempt: Attempt[DeviceRun]) -> dict[str, Any]:
     """One device's record of the fleet document."""
+    result, ran = attempt.result, {"seconds": attempt.seconds, "node": attempt.node}
     if isinstance(result, OfaEdgeError):
         error = {"reference": result.reference, "message": _error_line(name, result), "hint": result.hint}
         return {
             "device": name,
             "ok": False,
-            "seconds": seconds,
+            **ran,
             **dict.fromkeys(("table", "subnet", "predicted_ms", "measured_ms", "cost", "result")),
             "error": {**error, "exit_code": result.exit_code},
         }
     return {
         "device": name,
         "ok": True,
-        "seconds": seconds,
+        **ran,
         "table": result.table,
         "subnet": result.subnet.to_dict() if result.subnet else None,
         "predicted_ms": result.predicted_ms,
@@ -153,6 +161,7 @@ COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], str | None]], ...] = (
     ("measured ms", lambda r: None if r["measured_ms"] is None else f"{r['measured_ms']:.3f}"),
     ("seconds", lambda r: f"{r['seconds']:.1f}"),
     ("cost", lambda r: r["cost"]),
+    ("ray node", lambda r: r["node"] and r["node"][:12]),
 )
 
 

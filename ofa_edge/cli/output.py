@@ -26,6 +26,19 @@ class Progress(Protocol):
     def counter(self, desc: str, unit: str) -> Callable[[int, int], None]: ...
 
 
+class _Silent:
+    """A ``Progress`` that shows nothing: a device's work on a Ray farm node, away from the terminal."""
+
+    def stage(self, name: str, message: str) -> None:
+        """Nothing to show."""
+
+    def counter(self, desc: str, unit: str) -> Callable[[int, int], None]:
+        return lambda done, total: None
+
+
+SILENT: Progress = _Silent()
+
+
 class Output:
     """The one printer of a command (``json_mode``: ``--json``); also the ``Progress`` of a
     command on one device."""

@@ -126,6 +126,11 @@ class ClassBuilds:
         self._turns: dict[str, threading.Lock] = {}
         self._built: dict[str, Path] = {}
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Sent to a Ray farm node, a fresh one: the turns are this process's threads, so a
+        device there looks for its class table in its own host's store alone."""
+        return (ClassBuilds, ())
+
     @contextlib.contextmanager
     def turn(self, cls: dict[str, Any]) -> Iterator[None]:
         """Held while a device of class ``cls`` looks for its class table or builds it."""
