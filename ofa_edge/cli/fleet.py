@@ -81,7 +81,7 @@ def run_devices(
     docstring); the exit status. On a Ray farm (``--ray``) even one device runs as a fleet, each
     on the node that owns it, reporting only how it ended."""
     specs = select_devices(args, args.names)
-    farm = farm_address(args.ray)
+    farm = farm_address(getattr(args, "ray", None))  # demo reaches local alone: no --ray
     if not several_devices(args) and not farm:
         run = one(specs[0], out)
         out.result(kind, run.doc, run.text)
