@@ -68,7 +68,7 @@ class RunState:
     recipe_changes: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _same_past(saved: TrainConfig, config: TrainConfig, state: dict[str, Any]) -> bool:
+def can_resume(saved: TrainConfig, config: TrainConfig, state: dict[str, Any]) -> bool:
     """Whether a run saved under ``saved`` at ``state`` may go on under ``config``: every setting
     and every phase already begun must be the same; the phases still ahead may be edited."""
     begun = state["phase"] + (1 if state["epoch"] or state["step"] else 0)
@@ -245,7 +245,7 @@ class Trainer:
                 bad = self.ckpt_path.replace(self.ckpt_path.with_suffix(".pt.unreadable"))
                 why = f"unreadable ({problems[0].split(': ', 1)[1]}; kept as {bad.name})"
             self.log(f"{self.ckpt_path} is {why}: resuming from {prev.name}, the checkpoint before it")
-        if ckpt.get("version") != CHECKPOINT_VERSION or not _same_past(saved, self.config, ckpt["state"]):
+        if ckpt.get("version") != CHECKPOINT_VERSION or not can_resume(saved, self.config, ckpt["state"]):
             raise ConfigError(
                 f"{self.ckpt_path} was written by another training config",
                 hint="resume with the same recipe (only phases not yet started may change), "
