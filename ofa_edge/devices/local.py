@@ -14,8 +14,9 @@ import subprocess
 import sys
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import IO
 
 from ofa_edge.devices.spec import DeviceSpec
 from ofa_edge.devices.transport import (
@@ -68,20 +69,28 @@ class ProcessChannel(Channel):
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._stderr: deque[str] = deque(maxlen=self.STDERR_TAIL_LINES)
         self._closed = False
-        threading.Thread(target=self._pump_stdout, daemon=True).start()
-        self._stderr_reader = threading.Thread(target=self._pump_stderr, daemon=True)
-        self._stderr_reader.start()
+        self._readers = [
+            threading.Thread(target=self._pump_stdout, daemon=True),
+            threading.Thread(target=self._pump_stderr, daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
 
     def _pump_stdout(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._lines.put(line.rstrip("\r\n"))
+        self._pump(self.proc.stdout, self._lines.put)
         self._lines.put(None)  # end of stream
 
     def _pump_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self._stderr.append(line.rstrip("\r\n"))
+        self._pump(self.proc.stderr, self._stderr.append)
+
+    @staticmethod
+    def _pump(stream: IO[str] | None, sink: Callable[[str], object]) -> None:
+        """Hand each line of ``stream`` to ``sink`` until its end, also when ``close`` closed it
+        under a reader that had not reached the end yet (a loaded host)."""
+        assert stream is not None
+        with contextlib.suppress(ValueError, OSError):  # closed under us: the end all the same
+            for line in stream:
+                sink(line.rstrip("\r\n"))
 
     def write_line(self, line: str) -> None:
         try:
@@ -115,7 +124,7 @@ class ProcessChannel(Channel):
             code: int | None = self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             code = None
-        self._stderr_reader.join(self.CLOSE_GRACE_S)  # its last words may still be in the pipe
+        self._readers[1].join(self.CLOSE_GRACE_S)  # its last words may still be in the pipe
         tail = self._tail()
         return DeviceUnreachable(
             f"{self.device}: `{self.command}` ended (exit code {code})" + (f": {tail}" if tail else ""),
@@ -143,6 +152,8 @@ class ProcessChannel(Channel):
             os.killpg(self.proc.pid, 9)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(10)
+        for reader in self._readers:  # the killed group's pipes are at their end: let them drain
+            reader.join(self.CLOSE_GRACE_S)
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 with contextlib.suppress(OSError):
