@@ -111,7 +111,7 @@ def main() -> None:
     for label, forms in [*((form_name(t), (t,)) for t in TERMS), ("LOO choice", TERMS)]:
         scores, kept = [], []
         for one, other in ((m[0], m[1]), (m[1], m[0])):
-            cal = fit_calibration(sums[fit], n_ops[fit], one[fit], bounds, forms)
+            cal, _ = fit_calibration(sums[fit], n_ops[fit], one[fit], bounds, forms)
             pred = apply_calibration(cal, sums, n_ops)
             err = (pred - other) / other
             scores.append(

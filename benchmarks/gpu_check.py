@@ -146,7 +146,7 @@ def check(
             sums = np.array([sum(per_op[op.key] for op in subnet_ops(spec, a)) for a in archs])
             n_ops = np.array([len(subnet_ops(spec, a)) for a in archs], dtype=float)
             measured_ms = np.array(measured)
-            calibration = fit_calibration(sums, n_ops, measured_ms)
+            calibration, _ = fit_calibration(sums, n_ops, measured_ms)
             result = {
                 "setup_s_median": statistics.median(setup_s),
                 "setup_s_max": max(setup_s),

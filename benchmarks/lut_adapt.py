@@ -78,6 +78,7 @@ def main() -> None:
                 assert adapted.held_out is not None and adapted.scale_only_held_out is not None
                 seconds = adapted.device_seconds * n / (n + args.held_out)  # the samples' share
                 kept = "one factor" if adapted.fit.ridge is None else f"per type, ridge {adapted.fit.ridge:g}"
+                kept += ", calibration refitted" if adapted.fit.recalibrated else ", calibration rescaled"
                 lines.append(row(f"adapted, {n} samples ({kept})", seconds, adapted.held_out))
                 lines.append(row(f"  common factor alone, {n} samples", seconds, adapted.scale_only_held_out))
     print(f"{spec.name}: {source.device.name}'s table adapted; held out: {args.held_out} random subnets")

@@ -75,3 +75,22 @@ def test_a_table_of_another_model_format_is_refused(tmp_path: Path) -> None:
     with AgentSession(device) as session, pytest.raises(LutError, match="measured with onnxruntime"):
         adapt(session, SHIPPED, tmp_path / "x.json", samples=8)
     assert not (tmp_path / "x.json").exists()
+
+
+def test_a_device_whose_overheads_do_not_scale_gets_its_calibration_refitted() -> None:
+    """Ops 2x the source's but a fixed 3 ms more per network (a slower framework around the
+    same kernels; 0.3 % noise): the rescaled source calibration cannot express that, a refitted
+    one can, and it predicts 30 other subnets within 1.5 %; without the bounds to refit, the fit
+    misses by over 5 %."""
+    sums = _subnets(50, seed=4)
+    n_ops = np.full(50, 20.0)
+    truth = apply_calibration(SOURCE_CAL.scaled(2.0), 2.0 * sums.sum(1), n_ops) + 3.0
+    measured = truth * (1 + np.random.default_rng(5).normal(0, 0.003, 50))
+    bounds = np.array([[0.2, 20.0], [3.5, 20.0]])
+    fit = fit_adaptation(sums[:20], n_ops[:20], measured[:20], TYPES, SOURCE_CAL, refit_bounds=bounds)
+    assert fit.recalibrated and fit.ridge is None
+    predicted = apply_calibration(fit.calibration, fit.scale * sums[20:].sum(1), n_ops[20:])
+    assert np.abs(predicted / measured[20:] - 1).max() < 0.015
+    kept = fit_adaptation(sums[:20], n_ops[:20], measured[:20], TYPES, SOURCE_CAL, per_type=False)
+    uniform = apply_calibration(kept.calibration, kept.scale * sums[20:].sum(1), n_ops[20:])
+    assert not kept.recalibrated and np.abs(uniform / measured[20:] - 1).max() > 0.05

@@ -124,40 +124,42 @@ def test_calibration_fits_the_terms_the_data_show_and_falls_back_when_unsafe() -
     n_ops = rng.integers(14, 27, 30).astype(float)
     sums = rng.uniform(0.2, 0.7, 30) + 0.012 * n_ops  # each op's measurement paid 12 µs of overhead
     measured = 0.98 * sums - 0.012 * n_ops + 0.02
-    assert fit_calibration(sums, n_ops, measured).terms == pytest.approx(
+    assert fit_calibration(sums, n_ops, measured)[0].terms == pytest.approx(
         {"a": 0.98, "b": 0.02, "c": -0.012, "q": 0.0}
     )
     # Whole networks that slow as they grow: the curvature, with or without the op count.
     curved = measured + 0.3 * sums**2
-    assert fit_calibration(sums, n_ops, curved).terms == pytest.approx(
+    assert fit_calibration(sums, n_ops, curved)[0].terms == pytest.approx(
         {"a": 0.98, "b": 0.02, "c": -0.012, "q": 0.3}
     )
     bent = 0.5 * sums + 0.4 * sums**2 + 0.1
-    assert fit_calibration(sums, n_ops, bent).terms == pytest.approx({"a": 0.5, "b": 0.1, "c": 0.0, "q": 0.4})
+    assert fit_calibration(sums, n_ops, bent)[0].terms == pytest.approx(
+        {"a": 0.5, "b": 0.1, "c": 0.0, "q": 0.4}
+    )
     # Too few subnets for the extra terms (or all with the same count): the line.
     line = 1.1 * sums + 0.5
-    assert fit_calibration(sums[:10], n_ops[:10], line[:10]).terms == pytest.approx(
+    assert fit_calibration(sums[:10], n_ops[:10], line[:10])[0].terms == pytest.approx(
         {"a": 1.1, "b": 0.5, "c": 0.0, "q": 0.0}
     )
-    assert fit_calibration(sums, 0 * n_ops + 20, line).terms == pytest.approx(
+    assert fit_calibration(sums, 0 * n_ops + 20, line)[0].terms == pytest.approx(
         {"a": 1.1, "b": 0.5, "c": 0.0, "q": 0.0}
     )
     # Terms that explain nothing: leave-one-out error keeps the line, not fitted noise.
     noisy = line * (1 + rng.normal(0, 0.03, 30))
-    fitted = fit_calibration(sums, rng.integers(14, 27, 30), noisy)
+    fitted, _ = fit_calibration(sums, rng.integers(14, 27, 30), noisy)
     assert fitted.c == 0.0 and fitted.q == 0.0
     # Three noisy points: the scale alone, the median ratio.
-    few = fit_calibration(sums[:3], n_ops[:3], sums[:3] * np.array([1.0, 1.1, 1.2]))
-    assert few.terms == pytest.approx({"a": 1.1, "b": 0.0, "c": 0.0, "q": 0.0})
+    few, score = fit_calibration(sums[:3], n_ops[:3], sums[:3] * np.array([1.0, 1.1, 1.2]))
+    assert few.terms == pytest.approx({"a": 1.1, "b": 0.0, "c": 0.0, "q": 0.0}) and score is None
     # A fit that would predict a negative latency for the smallest subnets is not used.
     floor = np.array([[0.05, 10.0]])
-    safe = fit_calibration(sums, n_ops, measured, floor)
+    safe, _ = fit_calibration(sums, n_ops, measured, floor)
     assert safe.c == 0.0 and safe.a * 0.05 + safe.q * 0.05**2 + safe.b > 0
     # Nor one that would fall as subnets grow (up to twice the largest bound): the exact
     # minimum of the search relies on the latency growing with the op sum.
     falling = 1.2 * sums - 0.2 * sums**2 + 0.3  # grows up to 3.0, twice the sums' largest is 2.0
-    assert fit_calibration(sums, n_ops, falling).q == pytest.approx(-0.2)
-    assert fit_calibration(sums, n_ops, falling, np.array([[1.6, 26.0]])).q == 0.0
+    assert fit_calibration(sums, n_ops, falling)[0].q == pytest.approx(-0.2)
+    assert fit_calibration(sums, n_ops, falling, np.array([[1.6, 26.0]]))[0].q == 0.0
 
 
 def test_reference_slots_share_one_file(models: list[Path], tmp_path: Path) -> None:

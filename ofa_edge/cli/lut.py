@@ -119,6 +119,7 @@ def _adapt(args: argparse.Namespace, spec: DeviceSpec, several: bool, progress: 
         f"{spec.name}: {report.samples} subnets measured whole in {report.device_seconds:.0f} s; "
         f"{source.device.name}'s table x {fit.scale:.3f}"
         + (f", per op type (relative): {scales}" if fit.ridge is not None else " (one factor for every op)")
+        + ("; whole-network calibration refitted on them" if fit.recalibrated else "")
         + f"; leave-one-out error {fit.loo_mape_pct:.1f}%"
     )
     if report.held_out is not None and report.scale_only_held_out is not None:

@@ -5,7 +5,10 @@ Building a table measures every op (minutes to hours on a small board); adapting
 LitePred do with their learned adapters, here with a model small enough for 10-20 samples:
 
 1. Each subnet's source prediction (op sum through the source's calibration) is scaled by one
-   common factor ``g``, the median of measured / predicted: a uniform speed change.
+   common factor ``g``, the median of measured / predicted: a uniform speed change. The
+   whole-network calibration is the source's, rescaled by ``g``, or one fitted on the samples
+   themselves (as ``lut validate`` fits a built table's) when its leave-one-out error is clearly
+   lower: a half-core cgroup or another CPU stretches whole networks in its own way.
 2. Measured latencies are mapped back through the scaled calibration to op-sum units, and each
    op type (``op_type``: the block's kernel size and SE, or the fixed stem and head) gets its own
    factor, fitted by ridge regression on relative errors shrunk toward ``g``. The shrinkage is
@@ -48,7 +51,15 @@ from ofa_edge.lut.table import (
     apply_calibration,
     now,
 )
-from ofa_edge.lut.validate import Fidelity, calibration_archs, fidelity, random_archs, time_models
+from ofa_edge.lut.validate import (
+    Fidelity,
+    calibration_archs,
+    calibration_bounds,
+    fidelity,
+    fit_calibration,
+    random_archs,
+    time_models,
+)
 from ofa_edge.measure.models import export_subnets
 from ofa_edge.measure.reference import reference_model
 from ofa_edge.supernet.space import ArchConfig
@@ -82,6 +93,7 @@ class AdaptFit:
     ridge: float | None
     loo_mape_pct: float
     calibration: Calibration
+    recalibrated: bool = False  # the calibration was fitted on the samples, not rescaled
 
 
 def _type_sums(table: LatencyTable, arch: ArchConfig, types: list[str]) -> np.ndarray:
@@ -109,14 +121,27 @@ def fit_adaptation(
     types: list[str],
     source: Calibration,
     per_type: bool = True,
+    refit_bounds: np.ndarray | None = None,
 ) -> AdaptFit:
     """Fit the correction from ``sums`` (subnets x types: the source table's op sums per type),
     their op counts and their ``measured`` latencies on the new device (module docstring);
-    without ``per_type``, the common factor alone (devices of one hardware class)."""
+    without ``per_type``, the common factor alone (devices of one hardware class). With
+    ``refit_bounds`` (the source's :func:`calibration_bounds`), a calibration fitted on the
+    samples replaces the rescaled source's where its leave-one-out error is clearly lower."""
     sums, n_ops, measured = (np.asarray(v, float) for v in (sums, n_ops, measured))
     base = apply_calibration(source, sums.sum(1), n_ops)
-    g = float(np.median(measured / base))
-    cal = source.scaled(g)
+    ratios = measured / base
+    g = float(np.median(ratios))
+    cal, recalibrated = source.scaled(g), False
+    if refit_bounds is not None:
+        # The source's calibration rescaled, or one fitted here on the rescaled op sums: the
+        # whole-network overheads of another device need not scale with its ops.
+        others = np.array([np.median(np.delete(ratios, i)) for i in range(len(ratios))])
+        scaled_loo = float(np.mean(np.abs(others * base / measured - 1)))
+        bounds = np.asarray(refit_bounds, float) * [g, 1.0]
+        fresh, fresh_loo = fit_calibration(g * sums.sum(1), n_ops, measured, bounds)
+        if fresh_loo is not None and fresh_loo * (1 + SIMPLER_WITHIN) < scaled_loo:
+            cal, recalibrated = fresh, True
     z = _op_sum_of(cal, measured, n_ops)  # what each subnet's op sum should have been here
     a = sums / z[:, None]  # relative features: a_i . u is subnet i's relative correction
     t = (z - g * sums.sum(1)) / z
@@ -141,6 +166,7 @@ def fit_adaptation(
         ridge=None if math.isinf(ridge) else ridge,
         loo_mape_pct=100 * loo,
         calibration=cal,
+        recalibrated=recalibrated,
     )
 
 
@@ -202,6 +228,7 @@ class AdaptReport:
             "type_scales": self.fit.type_scales,
             "ridge": self.fit.ridge,
             "loo_mape_pct": self.fit.loo_mape_pct,
+            "calibration": "refitted" if self.fit.recalibrated else "scaled",
             "held_out": None if self.held_out is None else self.held_out.to_dict(),
             "scale_only_held_out": None
             if self.scale_only_held_out is None
@@ -255,7 +282,9 @@ def adapt(
     n_ops = np.array([len(subnet_ops(source.spec, a)) for a in archs], dtype=float)
     src_cal = source.calibration or Calibration(1.0, 0.0)
     n = len(fit_archs)
-    fit = fit_adaptation(sums[:n], n_ops[:n], measured[:n], types, src_cal, per_type)
+    fit = fit_adaptation(
+        sums[:n], n_ops[:n], measured[:n], types, src_cal, per_type, calibration_bounds(source)
+    )
     table = adapted_table(
         source,
         fit,
@@ -277,6 +306,7 @@ def adapt(
         ridge=fit.ridge,
         loo_mape_pct=fit.loo_mape_pct,
         fitted=now(),
+        calibration="refitted" if fit.recalibrated else "scaled",
     )
     table.save(out)
     held, scale_only = None, None

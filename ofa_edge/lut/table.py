@@ -270,6 +270,8 @@ class Adaptation:
     ridge: float | None  # the shrinkage toward ``scale`` chosen (None: the common factor alone)
     loo_mape_pct: float  # leave-one-out error on the measured subnets
     fitted: str  # ISO-8601
+    #: "scaled": the source's calibration times ``scale``; "refitted": fitted on the samples.
+    calibration: str = "scaled"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Adaptation:

@@ -117,8 +117,10 @@ def fit_calibration(
     measured: np.ndarray,
     bounds: np.ndarray | None = None,
     forms: tuple[tuple[str, ...], ...] = TERMS,
-) -> Calibration:
-    """Least-squares ``measured = a * op_sum + q * op_sum**2 + c * n_ops + b`` (a bare
+) -> tuple[Calibration, float | None]:
+    """The calibration and its mean relative leave-one-out error (``None``: the scale alone).
+
+    Least-squares ``measured = a * op_sum + q * op_sum**2 + c * n_ops + b`` (a bare
     :class:`Calibration`: terms only), where the op-count term ``c`` and the curvature ``q`` are
     each kept only if the fit with them predicts the measured subnets better.
 
@@ -157,8 +159,8 @@ def fit_calibration(
         if best is None or error < best[0]:
             best = (error, cal)
     if best is not None:
-        return best[1]
-    return Calibration(a=float(np.median(measured / op_sums)), b=0.0)
+        return best[1], best[0]
+    return Calibration(a=float(np.median(measured / op_sums)), b=0.0), None
 
 
 def random_archs(table: LatencyTable, n: int, seed: int) -> list[ArchConfig]:
@@ -283,7 +285,7 @@ def validate(
     op_sums = np.array([table.op_sum(a) for a in archs])
     n_ops = np.array([table.op_count(a) for a in archs])
     measured = measure_subnets(session, table, archs, rounds=rounds, seed=seed, work=work, progress=progress)
-    cal = fit_calibration(op_sums[:n_fit], n_ops[:n_fit], measured[:n_fit], calibration_bounds(table))
+    cal, _ = fit_calibration(op_sums[:n_fit], n_ops[:n_fit], measured[:n_fit], calibration_bounds(table))
     predicted = apply_calibration(cal, op_sums, n_ops)
     held = slice(n_fit, None) if samples > n_fit else slice(None)
     before = fidelity(op_sums[held], measured[held])
