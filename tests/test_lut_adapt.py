@@ -11,8 +11,8 @@ import pytest
 from ofa_edge.devices.agent import AgentSession
 from ofa_edge.devices.spec import local_device
 from ofa_edge.errors import LutError
-from ofa_edge.lut.adapt import adapt, fit_adaptation, op_type
-from ofa_edge.lut.table import Calibration, apply_calibration
+from ofa_edge.lut.adapt import adapt, architecture_note, fit_adaptation, op_type
+from ofa_edge.lut.table import Calibration, LatencyTable, apply_calibration
 
 SHIPPED = Path(__file__).parent.parent / "latency_tables" / "testbed-sshd_ofa-mbv3-cifar10_fp32_t1.json"
 TYPES = ["fixed", "k3", "k5", "k7"]
@@ -94,3 +94,12 @@ def test_a_device_whose_overheads_do_not_scale_gets_its_calibration_refitted() -
     kept = fit_adaptation(sums[:20], n_ops[:20], measured[:20], TYPES, SOURCE_CAL, per_type=False)
     uniform = apply_calibration(kept.calibration, kept.scale * sums[20:].sum(1), n_ops[20:])
     assert not kept.recalibrated and np.abs(uniform / measured[20:] - 1).max() > 0.05
+
+
+def test_a_source_of_another_cpu_architecture_is_flagged() -> None:
+    source = LatencyTable.load(SHIPPED)
+    arch = source.device.fingerprint["arch"]
+    assert architecture_note(source, {"arch": arch}) is None
+    note = architecture_note(source, {"arch": "aarch64"})
+    assert note is not None and arch in note and "aarch64" in note and "lut build" in note
+    assert architecture_note(source, {}) is None, "an unknown architecture is not a claim"

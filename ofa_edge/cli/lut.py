@@ -129,6 +129,8 @@ def _adapt(args: argparse.Namespace, spec: DeviceSpec, several: bool, progress: 
             f"Spearman {held.spearman:.3f} (one factor: {100 * uniform.within_10pct:.0f}%, "
             f"{uniform.mape:.1f}%)"
         )
+    if report.note is not None:
+        text = f"{report.note}\n{text}"
     return DeviceRun(report.to_dict(), text + f"\n-> {path}", table=str(path))
 
 

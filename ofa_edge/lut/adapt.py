@@ -216,6 +216,7 @@ class AdaptReport:
     device_seconds: float
     held_out: Fidelity | None
     scale_only_held_out: Fidelity | None
+    note: str | None = None  # a caveat for the user (another CPU architecture)
 
     def to_dict(self) -> dict[str, Any]:
         """The report as ``lut adapt --json`` prints it."""
@@ -233,6 +234,7 @@ class AdaptReport:
             "scale_only_held_out": None
             if self.scale_only_held_out is None
             else self.scale_only_held_out.to_dict(),
+            "note": self.note,
         }
 
 
@@ -314,4 +316,18 @@ def adapt(
         predicted = np.array([table.predict(a) for a in check_archs])
         uniform = apply_calibration(fit.calibration, fit.scale * sums[n:].sum(1), n_ops[n:])
         held, scale_only = fidelity(predicted, measured[n:]), fidelity(uniform, measured[n:])
-    return AdaptReport(table, out, fit, n, device_seconds, held, scale_only)
+    return AdaptReport(
+        table, out, fit, n, device_seconds, held, scale_only, architecture_note(source, fingerprint)
+    )
+
+
+def architecture_note(source: LatencyTable, fingerprint: dict[str, Any]) -> str | None:
+    """A caveat when the source was measured on another CPU architecture, where adapted tables
+    ranked subnets clearly worse than a build (``benchmarks/RESULTS.md``: x86 to the emulated Pi)."""
+    theirs, ours = source.device.fingerprint.get("arch"), fingerprint.get("arch")
+    if not theirs or not ours or theirs == ours:
+        return None
+    return (
+        f"note: {source.device.name}'s table was measured on {theirs}, this device is {ours}; across "
+        "architectures adapted tables rank subnets worse than a build (ofa-edge lut build)"
+    )
