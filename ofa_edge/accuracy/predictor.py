@@ -74,7 +74,14 @@ class ArchEncoder:
 
     @classmethod
     def for_space(cls, space: SearchSpace, resolutions: Sequence[int] | None = None) -> ArchEncoder:
-        """The encoder of a search space (optionally over a subset of its resolutions)."""
+        """The encoder of a search space (optionally over a subset of its resolutions); MIT's
+        layout has every stage of one depth range, so spaces whose stages differ are refused."""
+        if space.stage_depths:
+            raise ConfigError(
+                f"accuracy predictors encode spaces whose stages share one depth range; this one has "
+                f"{[list(d) for d in space.depth_lists]}",
+                hint="search it with objective='macs' (--objective macs)",
+            )
         return cls(
             tuple(space.ks_list),
             tuple(space.expand_ratio_list),
