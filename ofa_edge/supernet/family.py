@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 #: The family of descriptions without a ``"family"`` key.
 DEFAULT_FAMILY = "mbv3"
 #: Modules defining the built-in families, imported when a family is first looked up.
-_BUILTIN_MODULES = ("ofa_edge.supernet.spec",)
+_BUILTIN_MODULES = ("ofa_edge.supernet.spec", "ofa_edge.supernet.proxyless")
 
 
 @dataclass(frozen=True, order=True)

@@ -65,6 +65,7 @@ from ofa_edge.files import atomic_path, cache_dir, sha256_file, write_atomic
 from ofa_edge.supernet.elastic import ElasticSupernet
 from ofa_edge.supernet.family import FamilySpec, spec_from_dict
 from ofa_edge.supernet.preprocessing import CIFAR10, IMAGENET, Preprocessing
+from ofa_edge.supernet.proxyless import ProxylessSpec
 from ofa_edge.supernet.space import SearchSpace
 from ofa_edge.supernet.spec import MBv3Spec
 
@@ -507,6 +508,16 @@ for _width in (1.0, 1.2):
             predictor="acc_predictor.pth" if _width == 1.2 else None,
         )
     )
+#: MIT's OFA-ProxylessNAS w1.3 (its module: ``ofa_proxyless``): relu6, no SE, BN eps 1e-3.
+register_supernet(
+    SupernetInfo(
+        name="ofa_proxyless_d234_e346_k357_w1.3",
+        description="MIT's OFA-ProxylessNAS w1.3, ImageNet (1000 classes), r 128-224",
+        spec=ProxylessSpec(1.3, 1000),
+        preprocessing=IMAGENET,
+        url_name="ofa_proxyless_d234_e346_k357_w1.3",
+    )
+)
 #: The project's default: trained by ``ofa-edge train --recipe cifar10-default`` (issue 5) and
 #: shipped inside the package as fp16 weights. Same OFA layout at width 0.5, CIFAR resolutions.
 CIFAR10_SUPERNET = register_supernet(
