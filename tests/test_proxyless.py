@@ -14,6 +14,8 @@ import pytest
 import torch
 import yaml
 
+from ofa_edge.accuracy.predictor import AccuracyPredictor, ArchEncoder, load_predictor, save_predictor
+from ofa_edge.deploy.specialize import specialize
 from ofa_edge.devices.agent import AgentSession
 from ofa_edge.devices.spec import local_device
 from ofa_edge.errors import CheckpointError, ConfigError
@@ -30,7 +32,7 @@ from ofa_edge.supernet.family import spec_from_dict
 from ofa_edge.supernet.ofa_proxyless import OFAProxylessNASNets, ProxylessNASNet
 from ofa_edge.supernet.preprocessing import IMAGENET
 from ofa_edge.supernet.proxyless import ProxylessSpec, proxyless_space
-from ofa_edge.supernet.registry import get_supernet_info
+from ofa_edge.supernet.registry import get_supernet_info, write_entry
 from ofa_edge.supernet.space import ArchConfig
 from ofa_edge.testing.mit_reference import import_mit
 from tests.test_mit_equivalence import _randomize, assert_counts_match, assert_outputs_match
@@ -222,3 +224,41 @@ def test_export_runs_in_onnxruntime_as_the_torch_subnet(tmp_path: Path) -> None:
     with torch.no_grad():
         expected = sub.eval()(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(run_model(out, x), expected, atol=1e-4)
+
+
+def test_specialize_a_proxyless_supernet_entry_on_this_machine(tmp_path: Path) -> None:
+    """An entry file of one's own ProxylessNAS (random weights and predictor) goes the whole way:
+    table, calibration, search, export, push, verify, on the local device."""
+    torch.manual_seed(0)
+    net = TINY.build()
+    torch.save(net.state_dict(), tmp_path / "tiny.pt")
+    entry = write_entry(
+        tmp_path / "tiny-proxyless.toml",
+        name="tiny-proxyless",
+        description="a tiny OFA-ProxylessNAS for tests",
+        spec=TINY,
+        preprocessing=IMAGENET,
+        weights=tmp_path / "tiny.pt",
+    )
+    assert entry.spec == TINY and "family" in (tmp_path / "tiny-proxyless.toml").read_text()
+    predictor = save_predictor(
+        AccuracyPredictor(ArchEncoder.for_space(TINY.space)), tmp_path / "p.pt", "tiny-proxyless"
+    )
+    assert load_predictor(predictor).predictor.encoder.n_blocks == 21
+    device = dataclasses.replace(local_device(), workdir=str(tmp_path / "agent"))
+    run = specialize(
+        device,
+        tmp_path / "out",
+        supernet=entry.name,  # the entry file read above: its name resolves to it
+        resolutions=[32],
+        predictor=predictor,
+        validate_samples=6,
+        passes=1,
+        generations=30,
+    )
+    summary = run.to_dict()
+    arch = run.choice.best.arch
+    assert arch.d[-1] == 1 and len(arch.ks) == 21
+    assert summary["search"]["costs"]["latency on local"] <= summary["search"]["budget_ms"]
+    assert summary["deployment"]["measured_ms"] > 0
+    assert summary["deployment"]["file"]["sha256"] == summary["export"]["sha256"]

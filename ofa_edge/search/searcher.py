@@ -39,7 +39,7 @@ def predictor_objective(predictor: AccuracyPredictor, genome: Genome) -> Objecti
             f"the supernet has {list(space.ks_list)} and {list(space.expand_ratio_list)}",
             hint="use the predictor trained for this supernet",
         )
-    if (enc.max_depth, enc.n_stages, enc.n_blocks) != (space.max_depth, space.n_stages, space.n_blocks):
+    if enc.stage_max_depths != space.stage_max_depths:
         raise ConfigError(
             "the predictor's block layout differs from the supernet's", hint="use its own predictor"
         )
