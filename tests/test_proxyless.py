@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -32,9 +33,10 @@ from ofa_edge.supernet.family import spec_from_dict
 from ofa_edge.supernet.ofa_proxyless import OFAProxylessNASNets, ProxylessNASNet
 from ofa_edge.supernet.preprocessing import IMAGENET
 from ofa_edge.supernet.proxyless import ProxylessSpec, proxyless_space
-from ofa_edge.supernet.registry import get_supernet_info, write_entry
+from ofa_edge.supernet.registry import get_supernet_info, load_supernet, write_entry
 from ofa_edge.supernet.space import ArchConfig
 from ofa_edge.testing.mit_reference import import_mit
+from tests.mirror import serving
 from tests.test_mit_equivalence import _randomize, assert_counts_match, assert_outputs_match
 
 mit_proxyless = import_mit("ofa.imagenet_classification.elastic_nn.networks.ofa_proxyless")
@@ -72,11 +74,6 @@ def test_state_dict_is_mits(pair: tuple[torch.nn.Module, OFAProxylessNASNets]) -
     assert [(k, v.shape) for k, v in ours.state_dict().items()] == [
         (k, v.shape) for k, v in mit.state_dict().items()
     ]
-    # MIT's older checkpoints name the blocks' convs ``mobile_inverted_conv``.
-    legacy = {k.replace(".conv.", ".mobile_inverted_conv.", 1): v for k, v in mit.state_dict().items()}
-    fresh = OFAProxylessNASNets()
-    fresh.load_state_dict(legacy)
-    assert all(torch.equal(v, ours.state_dict()[k]) for k, v in fresh.state_dict().items())
     with pytest.raises(CheckpointError, match="does not fit OFAProxylessNASNets"):
         OFAProxylessNASNets(width_mult=1.0).load_state_dict(mit.state_dict())
 
@@ -99,6 +96,30 @@ def test_outputs_match_mit(pair: tuple[torch.nn.Module, OFAProxylessNASNets]) ->
 
 def test_counts_match_mit(pair: tuple[torch.nn.Module, OFAProxylessNASNets]) -> None:
     assert_counts_match(*pair, _archs(pair[1], n=3, seed=11))
+
+
+@torch.no_grad()
+def test_download_loads_mits_checkpoint_format(
+    pair: tuple[torch.nn.Module, OFAProxylessNASNets], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The registry name downloads (from a loopback mirror) a checkpoint saved the way MIT's
+    are, ``{"state_dict": ...}`` with the older ``mobile_inverted_conv`` keys, and loads it strictly."""
+    mit, ours = pair
+    # MIT's older checkpoints name the blocks' convs ``mobile_inverted_conv``.
+    legacy = {
+        re.sub(r"^(blocks\.\d+)\.conv\.", r"\1.mobile_inverted_conv.", k): v
+        for k, v in mit.state_dict().items()
+    }
+    assert sum(".mobile_inverted_conv." in k for k in legacy) > 400
+    torch.save({"state_dict": legacy, "epoch": 1}, tmp_path / NAME)
+    with serving(tmp_path) as url:
+        monkeypatch.setenv("OFA_EDGE_MIRROR", url)
+        net = load_supernet(NAME)
+    arch = ours.space.min_arch(128)
+    net.set_arch(arch)
+    mit.set_active_subnet(ks=list(arch.ks), e=list(arch.e), d=list(arch.d))
+    x = torch.randn(1, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    assert (net(x) - mit(x)).abs().max().item() <= 1e-5
 
 
 def test_mit_arch_dicts_validate_and_bad_ones_are_named(
