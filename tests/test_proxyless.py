@@ -37,6 +37,7 @@ from ofa_edge.supernet.registry import get_supernet_info, load_supernet, write_e
 from ofa_edge.supernet.space import ArchConfig
 from ofa_edge.testing.mit_reference import import_mit
 from tests.mirror import serving
+from tests.test_export import cli
 from tests.test_mit_equivalence import _randomize, assert_counts_match, assert_outputs_match
 
 mit_proxyless = import_mit("ofa.imagenet_classification.elastic_nn.networks.ofa_proxyless")
@@ -185,7 +186,7 @@ def _legacy_yaml(path: Path, spec: ProxylessSpec, r: int) -> dict[str, float]:
     return means
 
 
-def test_import_mits_legacy_proxyless_table(tmp_path: Path) -> None:
+def test_import_mits_legacy_proxyless_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ref = SupernetRef.named(NAME)
     path = tmp_path / "mobile_trim.yaml"
     means = _legacy_yaml(path, ref.spec, 160)  # type: ignore[arg-type]
@@ -195,6 +196,11 @@ def test_import_mits_legacy_proxyless_table(tmp_path: Path) -> None:
     expected = sum(means[op.key] for op in subnet_ops(ref.spec, arch))
     assert table.predict(arch) == pytest.approx(expected, rel=1e-12)
     assert LatencyTable.from_dict(table.to_dict()).predict(arch) == table.predict(arch)
+    code, _, err = cli(
+        capsys, "lut", "import-ofa", str(path), "--supernet", NAME, "--out", str(tmp_path / "t.json")
+    )
+    assert code == 0, err
+    assert LatencyTable.load(tmp_path / "t.json").predict(arch) == table.predict(arch)
     bad = yaml.safe_load(path.read_text())
     next(iter(bad.values()))["var"] = -1.0
     path.write_text(yaml.safe_dump(bad))
