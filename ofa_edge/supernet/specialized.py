@@ -26,14 +26,16 @@ from ofa_edge.files import cache_dir
 from ofa_edge.supernet.elastic import check_fits, mit_state_dict
 from ofa_edge.supernet.layers import ConvBNAct, LinearLayer, MBConv, ResidualBlock, activation
 from ofa_edge.supernet.preprocessing import IMAGENET
+from ofa_edge.supernet.proxyless import ProxylessSpec
 from ofa_edge.supernet.registry import ByteProgress, cached_download, mit_url, read_checkpoint
-from ofa_edge.supernet.spec import BlockSpec, conv_out_size
+from ofa_edge.supernet.spec import BlockSpec, MBv3Spec, conv_out_size
 
 NET_CONFIG, RUN_CONFIG, INIT = "net.config", "run.config", "init"
 #: How every one of MIT's specialized nets normalizes its images: they were trained on ImageNet.
 PREPROCESSING = IMAGENET
-#: The network classes of MIT's specialized nets, with the BN eps each uses when net.config has none.
-NET_KINDS = {"MobileNetV3": 1e-5, "ProxylessNASNets": 1e-3}
+#: The network classes of MIT's specialized nets, with the BN eps each uses when net.config has
+#: none: that of the family its supernet is of.
+NET_KINDS = {spec.static_name: spec.bn_eps for spec in (MBv3Spec, ProxylessSpec)}
 
 #: MIT's 50 specialized net ids by the supernet they come from (its ``classifier.in_features``:
 #: 1536 for w1.2, 1280 for w1.0, 1664 for ProxylessNAS w1.3).
