@@ -24,13 +24,8 @@ def subnet_ops(spec: FamilySpec, arch: ArchConfig) -> list[Op]:
 
 def enumerate_ops(spec: FamilySpec, resolutions: Iterable[int]) -> list[Op]:
     """Every distinct op any subnet can run at these resolutions (deduplicated, sorted)."""
-    space = spec.space
     found: dict[str, Op] = {}
     for r in resolutions:
-        space.check_resolution(r)
-        for k in space.ks_list:
-            for e in space.expand_ratio_list:
-                # Max depth reaches every block slot; uniform k/e covers each (slot, k, e) shape.
-                for op in spec.ops(space.uniform_arch(k, e, r)):
-                    found.setdefault(op.key, op)
+        for op in spec.distinct_ops(r):
+            found.setdefault(op.key, op)
     return sorted(found.values(), key=lambda op: op.key)

@@ -106,13 +106,21 @@ class FamilySpec(abc.ABC):
     def static_net(self, blocks: list[BlockSpec], dropout_rate: float = 0.0) -> nn.Module:
         """An (untrained) static subnet running ``blocks``."""
 
-    def describe(self) -> str:
-        """For error messages: the family and what fixes its tensor shapes."""
+    def distinct_ops(self, r: int) -> list[Op]:
+        """Every op some subnet runs at resolution ``r`` (repeats allowed; a latency table's rows).
+
+        Running every slot at a uniform (kernel, expand) covers each (slot, kernel, expand)
+        shape, since a slot's shapes depend on nothing else in these spaces; a family whose
+        blocks depend on other choices (a ResNet's stage widths) enumerates its own.
+        """
         space = self.space
-        return (
-            f"{self.family} w{self.width_mult}, {self.n_classes} classes, ks {list(space.ks_list)}, "
-            f"e {list(space.expand_ratio_list)}, d {[list(d) for d in space.depth_lists]}"
-        )
+        space.check_resolution(r)
+        return [
+            op
+            for k in space.ks_list
+            for e in space.expand_ratio_list
+            for op in self.ops(space.uniform_arch(k, e, r))
+        ]
 
     def count(self, arch: ArchConfig) -> Counts:
         """MACs and params of ``arch`` (validated against the space) at resolution ``arch.r``."""

@@ -145,9 +145,6 @@ class MBConvSpec(FamilySpec):
             has_expand=False,
         )
 
-    def max_mid(self, cin: int) -> int:
-        return mid_channels(cin, max(self.space.expand_ratio_list))
-
     def _slot_blocks(self, arch: ArchConfig) -> list[tuple[int | None, float, BlockSpec]]:
         """(slot, expand ratio, block) of each block ``arch`` runs; the first block has no slot."""
         first = self.first_block(self.stem_size(arch.r))
