@@ -16,6 +16,7 @@ _PUBLIC = {
     "SearchSpace": "ofa_edge.supernet.space",
     "MobileNetV3": "ofa_edge.supernet.ofa_mbv3",
     "OFAMobileNetV3": "ofa_edge.supernet.ofa_mbv3",
+    "OFAProxylessNASNets": "ofa_edge.supernet.ofa_proxyless",
     "OfaEdgeError": "ofa_edge.errors",
     "count": "ofa_edge.supernet.counting",
     "list_supernets": "ofa_edge.supernet.registry",

@@ -15,6 +15,7 @@ import torch
 
 from ofa_edge.supernet import ArchConfig, OFAMobileNetV3
 from ofa_edge.supernet.counting import count
+from ofa_edge.supernet.elastic import ElasticSupernet
 from ofa_edge.testing.mit_reference import import_mit
 
 mit_mbv3 = import_mit("ofa.imagenet_classification.elastic_nn.networks.ofa_mbv3")
@@ -77,10 +78,10 @@ def test_official_key_layout_w1_0() -> None:
 
 
 @torch.no_grad()
-def test_outputs_match_mit(pair: tuple[torch.nn.Module, OFAMobileNetV3]) -> None:
-    mit, ours = pair
+def assert_outputs_match(mit: torch.nn.Module, ours: ElasticSupernet, archs: list[ArchConfig]) -> None:
+    """Through the supernets and both extracted subnets, MIT's and ours agree within TOL."""
     g = torch.Generator().manual_seed(1)
-    for arch in _archs(ours, n=4, seed=7):
+    for arch in archs:
         mit.set_active_subnet(ks=list(arch.ks), e=list(arch.e), d=list(arch.d))
         ours.set_arch(arch)
         x = torch.randn(2, 3, arch.r, arch.r, generator=g)
@@ -94,9 +95,9 @@ def test_outputs_match_mit(pair: tuple[torch.nn.Module, OFAMobileNetV3]) -> None
         assert not any("Elastic" in type(m).__name__ for m in ours_static.modules())
 
 
-def test_counts_match_mit(pair: tuple[torch.nn.Module, OFAMobileNetV3]) -> None:
-    mit, ours = pair
-    for arch in _archs(ours, n=3, seed=11):
+def assert_counts_match(mit: torch.nn.Module, ours: ElasticSupernet, archs: list[ArchConfig]) -> None:
+    """Our MACs and params equal MIT's counters on MIT's extracted subnets, and our subnets' params."""
+    for arch in archs:
         mit.set_active_subnet(ks=list(arch.ks), e=list(arch.e), d=list(arch.d))
         mit_static = mit.get_active_subnet(preserve_weight=False)
         mit_macs = mit_utils.count_net_flops(mit_static, (1, 3, arch.r, arch.r))
@@ -106,6 +107,14 @@ def test_counts_match_mit(pair: tuple[torch.nn.Module, OFAMobileNetV3]) -> None:
         assert c.params == mit_utils.count_parameters(mit_static)
         ours.set_arch(arch)
         assert c.params == sum(p.numel() for p in ours.get_active_subnet().parameters())
+
+
+def test_outputs_match_mit(pair: tuple[torch.nn.Module, OFAMobileNetV3]) -> None:
+    assert_outputs_match(*pair, _archs(pair[1], n=4, seed=7))
+
+
+def test_counts_match_mit(pair: tuple[torch.nn.Module, OFAMobileNetV3]) -> None:
+    assert_counts_match(*pair, _archs(pair[1], n=3, seed=11))
 
 
 def test_published_w1_0_macs() -> None:

@@ -11,7 +11,7 @@ import torch
 
 from ofa_edge.data import ImageArray, batches
 from ofa_edge.supernet.bn import recalibrate_bn
-from ofa_edge.supernet.ofa_mbv3 import OFAMobileNetV3
+from ofa_edge.supernet.elastic import ElasticSupernet
 from ofa_edge.supernet.preprocessing import Preprocessing
 from ofa_edge.supernet.space import ArchConfig
 
@@ -22,7 +22,7 @@ CALIB_IMAGES = 1000
 
 @torch.no_grad()
 def subnet_top1(
-    net: OFAMobileNetV3,
+    net: ElasticSupernet,
     arch: ArchConfig,
     calib_images: ImageArray,
     eval_images: ImageArray,

@@ -18,7 +18,8 @@ bias as ``base_acc``.
 Saved files (``torch.save`` of a dict, read with ``weights_only=True``)::
 
     {"kind": "ofa-edge/accuracy-predictor", "schema_version": 1, "supernet": ID,
-     "encoder": {"ks_list", "expand_list", "max_depth", "n_stages", "resolutions"},
+     "encoder": {"ks_list", "expand_list", "max_depth", "n_stages", "resolutions"
+                 [, "stage_depths": [...]]},   # each stage's slots, when stages differ
      "hidden_size": 400, "n_layers": 3, "metrics": {...}, "state_dict": {...}}
 """
 
@@ -64,13 +65,18 @@ def one_thread() -> Iterator[None]:
 
 @dataclass(frozen=True)
 class ArchEncoder:
-    """MIT's MobileNetArchEncoder layout, vectorized: choice indices in, one-hot rows out."""
+    """MIT's MobileNetArchEncoder layout, vectorized: choice indices in, one-hot rows out.
+
+    ``stage_depths`` gives each stage's block slots when the stages differ (ProxylessNAS: the
+    last stage has one); empty, every stage has ``max_depth``.
+    """
 
     ks_list: tuple[int, ...]
     expand_list: tuple[float, ...]
     max_depth: int
     n_stages: int
     resolutions: tuple[int, ...]
+    stage_depths: tuple[int, ...] = ()
 
     @classmethod
     def for_space(cls, space: SearchSpace, resolutions: Sequence[int] | None = None) -> ArchEncoder:
@@ -81,11 +87,16 @@ class ArchEncoder:
             space.max_depth,
             space.n_stages,
             tuple(sorted(resolutions if resolutions is not None else space.resolutions)),
+            space.stage_max_depths if space.stage_depths else (),
         )
 
     @property
+    def stage_max_depths(self) -> tuple[int, ...]:
+        return self.stage_depths or (self.max_depth,) * self.n_stages
+
+    @property
     def n_blocks(self) -> int:
-        return self.n_stages * self.max_depth
+        return sum(self.stage_max_depths)
 
     @property
     def n_dim(self) -> int:
@@ -96,7 +107,9 @@ class ArchEncoder:
         expand_list, d [P, n_stages] depths (values), r [P] into ``resolutions``."""
         n_r, n_k, n_b = len(self.resolutions), len(self.ks_list), self.n_blocks
         rows = np.arange(len(r))[:, None]
-        active = (np.arange(self.max_depth)[None, None, :] < d[:, :, None]).reshape(len(r), n_b)
+        positions = np.array([i for n in self.stage_max_depths for i in range(n)])
+        stages = np.array([s for s, n in enumerate(self.stage_max_depths) for _ in range(n)])
+        active = positions[None, :] < d[:, stages]
         slots = np.arange(n_b)[None, :]
         x = np.zeros((len(r), self.n_dim), dtype=np.float32)
         x[rows[:, 0], r] = 1.0
@@ -289,7 +302,7 @@ def save_predictor(
         "kind": KIND,
         "schema_version": SCHEMA_VERSION,
         "supernet": supernet,
-        "encoder": {k: list(v) if isinstance(v, tuple) else v for k, v in enc.items()},
+        "encoder": {k: list(v) if isinstance(v, tuple) else v for k, v in enc.items() if v != ()},
         "hidden_size": predictor.hidden_size,
         "n_layers": predictor.n_layers,
         "metrics": dict(metrics or {}),
@@ -337,6 +350,7 @@ def load_predictor(path: str | Path, space: SearchSpace | None = None) -> Loaded
             int(enc["max_depth"]),
             int(enc["n_stages"]),
             tuple(enc["resolutions"]),
+            tuple(enc.get("stage_depths", ())),
         )
         model = AccuracyPredictor(encoder, int(doc["hidden_size"]), int(doc["n_layers"]))
         state, supernet, metrics = doc["state_dict"], doc.get("supernet"), dict(doc.get("metrics", {}))

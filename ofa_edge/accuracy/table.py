@@ -41,7 +41,7 @@ from ofa_edge.accuracy.measure import CALIB_IMAGES, subnet_top1
 from ofa_edge.data import ImageArray
 from ofa_edge.distributed import Group
 from ofa_edge.errors import ConfigError
-from ofa_edge.supernet.ofa_mbv3 import OFAMobileNetV3
+from ofa_edge.supernet.elastic import ElasticSupernet
 from ofa_edge.supernet.preprocessing import Preprocessing
 from ofa_edge.supernet.registry import get_supernet_info
 from ofa_edge.supernet.space import ArchConfig, SearchSpace
@@ -191,7 +191,7 @@ def check_workers(workers: int, group: Group) -> None:
 class _Measurer:
     """Measures subnet ``index`` of a table: what each worker process of a parallel build holds."""
 
-    net: OFAMobileNetV3
+    net: ElasticSupernet
     seed: int
     calib: ImageArray
     val: ImageArray
@@ -238,7 +238,7 @@ def _measured(measurer: _Measurer, todo: list[int], workers: int) -> Generator[A
 
 
 def build_accuracy_table(
-    net: OFAMobileNetV3,
+    net: ElasticSupernet,
     supernet_id: str,
     out_path: str | Path,
     n: int = 1000,

@@ -182,7 +182,7 @@ def _cmd_lut_import(args: argparse.Namespace, out: Output) -> int:
     from ofa_edge.lut.table import SupernetRef
 
     folder, supernet = Path(args.folder), args.supernet
-    named = None if folder.is_dir() else ofa_tables(args.folder)
+    named = None if folder.exists() else ofa_tables(args.folder)
     if named is not None:
         folder, supernet = named[0], supernet or named[1]
         if supernet != named[1]:
@@ -312,11 +312,12 @@ def register(sub: Any) -> None:
     )
     p.set_defaults(func=_cmd_lut_validate)
 
-    p = add_command(lsub, "import-ofa", "convert MIT's <r>_lookup_table.yaml files")
+    p = add_command(lsub, "import-ofa", "convert MIT's latency tables (YAML)")
     p.add_argument(
         "folder",
-        metavar="DIR|NAME",
-        help="folder with <resolution>_lookup_table.yaml files, or MIT's tables by name (shipped): note10",
+        metavar="DIR|FILE|NAME",
+        help="folder with <resolution>_lookup_table.yaml files, a legacy ProxylessNAS table "
+        "(mobile_trim.yaml), or MIT's tables by name (shipped): note10",
     )
     p.add_argument(
         "--supernet",

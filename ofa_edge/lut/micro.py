@@ -24,45 +24,14 @@ from ofa_edge.errors import ConfigError
 from ofa_edge.files import cache_dir
 from ofa_edge.lut.keys import Op
 from ofa_edge.measure.models import export_for_timing, tool_versions
-from ofa_edge.supernet.layers import ConvBNAct, LinearLayer, MBConv, ResidualBlock
-from ofa_edge.supernet.spec import MBv3Spec
+from ofa_edge.supernet.family import FamilySpec
 
 MICRO_VERSION = 1
 
 
-class GlobalAvgPool(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mean((2, 3), keepdim=True)
-
-
-class Classifier(nn.Module):
-    """Flatten + linear: the ``Logits`` op as the subnets run it."""
-
-    def __init__(self, cin: int, n_classes: int) -> None:
-        super().__init__()
-        self.classifier = LinearLayer(cin, n_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(x, 1))
-
-
-def op_module(spec: MBv3Spec, op: Op) -> nn.Module:
-    """The op as a module taking a (1, C, H, W) input."""
-    cin, cout = op.input[-1], op.output[-1]
-    if op.kind == "Conv":
-        return ConvBNAct(3, cout, 3, spec.stem_stride, act="h_swish")
-    if op.kind == "expanded_conv":
-        assert op.block is not None
-        return ResidualBlock(MBConv(op.block), op.block.shortcut)
-    if op.kind == "Conv_1":
-        return ConvBNAct(cin, cout, act="h_swish")
-    if op.kind == "AvgPool2D":
-        return GlobalAvgPool()
-    if op.kind == "Conv_2":
-        return ConvBNAct(cin, cout, act="h_swish", use_bn=False)
-    if op.kind == "Logits":
-        return Classifier(cin, spec.n_classes)
-    raise ValueError(f"unknown op kind {op.kind!r}")
+def op_module(spec: FamilySpec, op: Op) -> nn.Module:
+    """The op as a module taking a (1, C, H, W) input (its family builds it)."""
+    return spec.op_module(op)
 
 
 def input_shape(op: Op) -> tuple[int, int, int, int]:
@@ -80,7 +49,7 @@ def micro_path(op: Op, fmt: str, precision: str) -> Path:
     return cache_dir() / "micro" / f"{digest}.{fmt}"
 
 
-def export_micro_model(spec: MBv3Spec, op: Op, fmt: str, precision: str, path: Path) -> Path:
+def export_micro_model(spec: FamilySpec, op: Op, fmt: str, precision: str, path: Path) -> Path:
     """Write ``op`` as a standalone model file (atomically: a temp name renamed when complete).
 
     Weights are drawn with seed 0 for every op, so a file depends only on its cache key (the
@@ -93,7 +62,7 @@ def export_micro_model(spec: MBv3Spec, op: Op, fmt: str, precision: str, path: P
 
 
 def export_micro_models(
-    spec: MBv3Spec,
+    spec: FamilySpec,
     ops: Iterable[Op],
     fmt: str = "onnx",
     precision: str = "fp32",

@@ -18,7 +18,7 @@ from pathlib import Path
 import platformdirs
 
 from ofa_edge.lut.table import LatencyTable, LutError
-from ofa_edge.supernet.spec import MBv3Spec
+from ofa_edge.supernet.family import FamilySpec
 
 TABLE_NAME = "{device}_{supernet}_{precision}_t{threads}.json"
 #: Extra folders to look for tables in (and the first one to write new tables to).
@@ -113,7 +113,7 @@ def locate_table(
     return Path(path)
 
 
-def load_table_for(path: Path, supernet: str, spec: MBv3Spec) -> LatencyTable:
+def load_table_for(path: Path, supernet: str, spec: FamilySpec) -> LatencyTable:
     """Load a table and refuse it unless it describes ``supernet`` (id and layout)."""
     table = LatencyTable.load(path)
     their = table.supernet.id

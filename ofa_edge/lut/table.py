@@ -16,8 +16,8 @@ before version 7 have ``"delegate": "cpu"`` in place of ``backend``, read as the
 default backend, the CPU, no ``adapted``, read as null, and entries without energy)::
 
     {"schema_version": 7, "kind": "ofa-edge/latency-table",
-     "supernet": {"id", "width_mult", "n_classes", "space": {...}
-                  [, "stem_stride", "stage_strides": [...]]},
+     "supernet": {"id", ["family",] "width_mult", "n_classes", "space": {...}
+                  [, "stem_stride", "stage_strides": [...]]},   # the spec's to_dict()
      "device": {"name", "fingerprint": {...}}, "runtime": {"name", "version"},
      "precision": "fp32" | "fp16" | "int8", "threads": N, "created": ISO-8601,
      "backend": {"runtime", "providers": [{"name", OPTION...}] | "delegate", "library", "options",
@@ -85,8 +85,8 @@ from ofa_edge.devices.spec import PRECISIONS, DeviceSpec, model_format
 from ofa_edge.errors import LutError
 from ofa_edge.files import write_atomic
 from ofa_edge.lut.keys import subnet_ops
+from ofa_edge.supernet.family import FamilySpec, spec_from_dict
 from ofa_edge.supernet.space import ArchConfig
-from ofa_edge.supernet.spec import MBv3Spec
 
 SCHEMA_VERSION = 7
 #: How many passes ``lut build`` measures every op in by default (``passes_ms``).
@@ -118,7 +118,7 @@ class SupernetRef:
     """
 
     id: str
-    spec: MBv3Spec
+    spec: FamilySpec
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -130,7 +130,7 @@ class SupernetRef:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SupernetRef:
-        spec = MBv3Spec.from_dict(data)
+        spec = spec_from_dict(data)
         known = {"id", *spec.to_dict()}
         return cls(data["id"], spec, {k: v for k, v in data.items() if k not in known})
 
@@ -305,7 +305,7 @@ class LatencyTable:
     # --- the supernet it describes -----------------------------------------------------------
 
     @property
-    def spec(self) -> MBv3Spec:
+    def spec(self) -> FamilySpec:
         return self.supernet.spec
 
     @property
@@ -446,33 +446,53 @@ class LatencyTable:
 # --- MIT's YAML tables ----------------------------------------------------------------------------
 
 
-def import_ofa(folder: str | Path, supernet: SupernetRef, device_name: str = "imported") -> LatencyTable:
-    """A table from MIT's ``<r>_lookup_table.yaml`` files (their ``mean`` becomes the median)."""
-    import yaml
+def import_ofa(path: str | Path, supernet: SupernetRef, device_name: str = "imported") -> LatencyTable:
+    """A table from MIT's YAML: a folder of ``<r>_lookup_table.yaml`` files (OFA-MBv3's, values
+    ``{count, mean, std}``), or one file in MIT's legacy ProxylessNAS format (``mobile_trim.yaml``,
+    values ``{count, mean, var}``, its resolution that of its ``Conv`` key's input).
 
-    folder = Path(folder)
-    files = sorted(folder.glob("*_lookup_table.yaml"), key=lambda p: int(p.name.split("_")[0]))
-    if not files:
-        raise LutError(f"no <resolution>_lookup_table.yaml files in {folder}")
-    entries: dict[int, dict[str, Entry]] = {}
-    for file in files:
-        try:
-            data = yaml.load(file.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-            section = entries.setdefault(int(file.name.split("_")[0]), {})
-            for key, value in data.items():
-                section[key] = Entry(
-                    median_ms=float(value["mean"]),
-                    samples=int(value.get("count", 0)),
-                    measured="imported",
-                )
-        except (yaml.YAMLError, AttributeError, KeyError, TypeError, ValueError) as err:
-            raise LutError(f"{file} is not an OFA latency table: {type(err).__name__}: {err}") from None
+    Each entry's ``mean`` becomes its median (MIT publishes no median) and ``count`` its samples;
+    the spread (``std``, or ``var``: the square of a std) is checked but not kept: p10/p90 stay
+    null, as MIT's timings are not ours to summarize.
+    """
+    path = Path(path)
+    if path.is_file():
+        section = _read_ofa_yaml(path)
+        convs = {key.split("-")[1] for key in section if key.startswith("Conv-input:")}
+        sizes = {int(c.removeprefix("input:").split("x")[0]) for c in convs}
+        if len(sizes) != 1:
+            raise LutError(f"{path}: expected the first conv (Conv-input:RxRx3-...) at one resolution")
+        entries = {sizes.pop(): section}
+    else:
+        files = sorted(path.glob("*_lookup_table.yaml"), key=lambda p: int(p.name.split("_")[0]))
+        if not files:
+            raise LutError(f"no <resolution>_lookup_table.yaml files in {path}")
+        entries = {int(file.name.split("_")[0]): _read_ofa_yaml(file) for file in files}
     return LatencyTable(
         supernet=supernet,
-        device=DeviceRecord(device_name, {"source": str(folder)}),
+        device=DeviceRecord(device_name, {"source": str(path)}),
         runtime=Runtime("unknown (imported from OFA)"),
         entries=entries,
     )
+
+
+def _read_ofa_yaml(file: Path) -> dict[str, Entry]:
+    """The entries of one of MIT's YAML tables (``{KEY: {count, mean, std | var}}``)."""
+    import yaml
+
+    try:
+        data = yaml.load(file.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        section = {}
+        for key, value in data.items():
+            spread = float(value["std"] if "std" in value else value["var"])
+            if not (math.isfinite(spread) and spread >= 0):
+                raise ValueError(f"{key}: spread {spread!r} is not a non-negative number")
+            section[key] = Entry(
+                median_ms=float(value["mean"]), samples=int(value.get("count", 0)), measured="imported"
+            )
+        return section
+    except (yaml.YAMLError, AttributeError, KeyError, TypeError, ValueError) as err:
+        raise LutError(f"{file} is not an OFA latency table: {type(err).__name__}: {err}") from None
 
 
 def export_ofa(table: LatencyTable, folder: str | Path) -> list[Path]:

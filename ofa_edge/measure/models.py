@@ -15,9 +15,8 @@ import torch
 from ofa_edge.convert.formats import EXPORT_LOCK, convert, quantize
 from ofa_edge.convert.tflite import converter_versions
 from ofa_edge.files import atomic_path
-from ofa_edge.supernet.ofa_mbv3 import OFAMobileNetV3
+from ofa_edge.supernet.family import FamilySpec
 from ofa_edge.supernet.space import ArchConfig
-from ofa_edge.supernet.spec import MBv3Spec
 
 #: Random normal samples that calibrate an int8 model's activation ranges.
 CALIB_SAMPLES = 8
@@ -52,13 +51,13 @@ def export_for_timing(
 
 
 def export_subnets(
-    spec: MBv3Spec, archs: list[ArchConfig], folder: Path, fmt: str = "onnx", precision: str = "fp32"
+    spec: FamilySpec, archs: list[ArchConfig], folder: Path, fmt: str = "onnx", precision: str = "fp32"
 ) -> list[Path]:
     """Whole subnets of ``spec`` as model files ``folder/subnetNNN.FMT`` to time (weights drawn
     with seed 0; the export lock keeps other threads off torch's global RNG meanwhile)."""
     with EXPORT_LOCK:
         torch.manual_seed(0)
-        net = OFAMobileNetV3.from_spec(spec).eval()
+        net = spec.build().eval()
     paths = []
     for i, arch in enumerate(archs):
         net.set_arch(arch)

@@ -8,16 +8,17 @@ latency table records which reference (its resolution) and its level, so later m
 from __future__ import annotations
 
 import hashlib
+import json
 import tempfile
 from pathlib import Path
 
 from ofa_edge.files import cache_dir, copy_atomic
 from ofa_edge.measure.models import export_subnets, tool_versions
-from ofa_edge.supernet.spec import MBv3Spec
+from ofa_edge.supernet.family import FamilySpec
 
 
 def reference_model(
-    spec: MBv3Spec, resolution: int, fmt: str = "onnx", precision: str = "fp32"
+    spec: FamilySpec, resolution: int, fmt: str = "onnx", precision: str = "fp32"
 ) -> tuple[Path, str]:
     """The reference for tables of ``spec``: its smallest subnet at ``resolution``, cached.
 
@@ -25,9 +26,7 @@ def reference_model(
     """
     arch = spec.space.min_arch(resolution)
     describe = f"min subnet @ {resolution}px ({fmt} {precision})"
-    ident = f"reference|{spec.width_mult}|{spec.n_classes}|{spec.space.to_dict()}|{arch.to_json()}"
-    if not spec.is_mit_layout:
-        ident += f"|{spec.stem_stride}|{spec.stage_strides}"
+    ident = f"reference|{json.dumps(spec.to_dict(), sort_keys=True)}|{arch.to_json()}"
     ident += f"|{fmt}|{precision}|{tool_versions(fmt, precision)}"
     path = cache_dir() / "micro" / f"reference-{hashlib.sha256(ident.encode()).hexdigest()[:20]}.{fmt}"
     if not path.is_file():

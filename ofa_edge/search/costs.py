@@ -1,7 +1,8 @@
 """Subnet costs (latency per device, MACs, params, file size, peak activations) for whole populations.
 
-Every cost of an OFA-MBv3 subnet decomposes the same way: fixed ops (first conv and block,
-final layers) that depend on the resolution only, plus one term per block slot the depth runs,
+Every cost of a subnet decomposes the same way over the ops its family lists
+(:meth:`FamilySpec.ops`): fixed ops (first conv and block, final layers) that depend on the
+resolution only, plus one term per block slot the depth runs,
 which depends on (resolution, slot, kernel, expand) only (a slot's input size and channels
 never depend on the other choices). So each cost is precomputed once as arrays
 ``head [R, h]``, ``slots [R, n_blocks, n_k, n_e]`` and ``tail [R, t]``, and a population's cost is a
@@ -16,10 +17,11 @@ Definitions:
   graph adds a little).
 - **peak activation memory** (fp32, batch 1): the largest, over layers, of the bytes of the
   layer's input plus its output, plus, inside a residual block, the block input kept for the
-  add. Layers: first conv; per block the 1x1 expansion, the depthwise conv and the 1x1
-  projection (SE works on a pooled vector and is left out); the final 1x1 conv, the pooling,
-  the feature-mix conv and the classifier. It is the standard "largest live tensors" lower
-  bound of what an inference runtime must hold; runtimes add their own workspace on top.
+  add (each op's figure is its family's :meth:`FamilySpec.op_peak`). Layers: first conv; per
+  block the 1x1 expansion, the depthwise conv and the 1x1 projection (SE works on a pooled
+  vector and is left out); the ops after the blocks, each from its input to its output. It is
+  the standard "largest live tensors" lower bound of what an inference runtime must hold;
+  runtimes add their own workspace on top.
 """
 
 from __future__ import annotations
@@ -30,12 +32,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ofa_edge.lut.keys import subnet_ops
+from ofa_edge.lut.keys import Op, subnet_ops
 from ofa_edge.lut.table import Calibration, Entry, LatencyTable, LutError, apply_calibration
 from ofa_edge.search.population import Genome, Population
-from ofa_edge.supernet.counting import _block_counts, count
+from ofa_edge.supernet.family import FamilySpec
 from ofa_edge.supernet.space import ArchConfig
-from ofa_edge.supernet.spec import BlockSpec, MBv3Spec
 
 FP32_BYTES = 4
 
@@ -92,7 +93,7 @@ class CostModel:
         if self._min is None:
             n_r, n_b, n_k, n_e = self.slots.shape
             best = self.slots.reshape(n_r, n_b, n_k * n_e).argmin(axis=2)  # [R, n_blocks]
-            depths = np.array(list(itertools.product(genome.space.depth_list, repeat=genome.n_stages)))
+            depths = np.array(list(itertools.product(*genome.space.depth_lists)))
             r = np.repeat(np.arange(n_r), len(depths))
             d = np.tile(depths, (n_r, 1))
             cands = Population(best[r] // n_e, best[r] % n_e, d, r)
@@ -103,27 +104,33 @@ class CostModel:
 
 
 def _slot_grid(
-    spec: MBv3Spec, genome: Genome, per_op: Callable[[ArchConfig], np.ndarray]
+    spec: FamilySpec, genome: Genome, per_op: Callable[[ArchConfig, list[Op]], np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(head, slots, tail) arrays from ``per_op(arch)`` over every (resolution, kernel, expand).
+    """(head, slots, tail) arrays from ``per_op(arch, ops)`` over every (resolution, kernel, expand).
 
-    ``per_op`` gets the max-depth subnet with uniform (k, e) at one resolution and returns one
-    value per op: [first conv, first block, slot 0 .. slot n-1, final ops...].
+    ``per_op`` gets the subnet running every slot with uniform (k, e) at one resolution and its
+    ops, and returns one value per op; the ops filling block slots are the slots' values, those
+    before them the head's and those after them the tail's.
     """
-    space, n_b = spec.space, genome.n_blocks
+    space = spec.space
     n_k, n_e = len(space.ks_list), len(space.expand_ratio_list)
     heads, slots, tails = [], [], []
     for r in genome.resolutions:
         grid = None
         for ki, k in enumerate(space.ks_list):
             for ei, e in enumerate(space.expand_ratio_list):
-                arch = ArchConfig((k,) * n_b, (e,) * n_b, (space.max_depth,) * space.n_stages, r)
-                values = per_op(arch)
+                arch = space.uniform_arch(k, e, r)
+                ops = spec.ops(arch)
+                at = [i for i, op in enumerate(ops) if op.slot is not None]
+                # The slots' ops are contiguous and in slot order (every family lists them so).
+                assert at == list(range(at[0], at[0] + genome.n_blocks))
+                assert [ops[i].slot for i in at] == list(range(genome.n_blocks))
+                values = per_op(arch, ops)
                 if grid is None:
-                    grid = np.zeros((n_b, n_k, n_e), dtype=values.dtype)
-                    heads.append(values[:2])
-                    tails.append(values[2 + n_b :])
-                grid[:, ki, ei] = values[2 : 2 + n_b]
+                    grid = np.zeros((genome.n_blocks, n_k, n_e), dtype=values.dtype)
+                    heads.append(values[: at[0]])
+                    tails.append(values[at[-1] + 1 :])
+                grid[:, ki, ei] = values[at[0] : at[-1] + 1]
         assert grid is not None  # the space has at least one kernel and expand ratio
         slots.append(grid)
     return np.stack(heads), np.stack(slots), np.stack(tails)
@@ -135,10 +142,10 @@ def _table_grid(
     """(head, slots, tail) arrays of ``value(entry)`` of the table's ops."""
     spec = table.spec
 
-    def per_op(arch: ArchConfig) -> np.ndarray:
+    def per_op(arch: ArchConfig, ops: list[Op]) -> np.ndarray:
         section = table.entries.get(arch.r, {})
         values = []
-        for op in subnet_ops(spec, arch):
+        for op in ops:
             entry = section.get(op.key)
             if entry is None:
                 raise LutError(
@@ -172,18 +179,15 @@ def energy_cost(device: str, table: LatencyTable, genome: Genome) -> CostModel:
     )
 
 
-def count_costs(spec: MBv3Spec, genome: Genome) -> tuple[CostModel, CostModel]:
-    """MACs and params, equal to :func:`ofa_edge.supernet.counting.count` (the fixed part is
-    ``count`` minus the slots' block counts, so the two can never drift apart)."""
+def count_costs(spec: FamilySpec, genome: Genome) -> tuple[CostModel, CostModel]:
+    """MACs and params, equal to :func:`ofa_edge.supernet.counting.count` (both sum the family's
+    per-op counts)."""
 
-    def per_op(arch: ArchConfig, field_: str) -> np.ndarray:
-        blocks = spec.blocks(arch)[1:]
-        per_slot = [getattr(_block_counts(b), field_) for b in blocks]
-        fixed = getattr(count(spec, arch), field_) - sum(per_slot)
-        return np.asarray([fixed, 0, *per_slot], dtype=np.int64)
+    def per_op(ops: list[Op], field_: str) -> np.ndarray:
+        return np.asarray([getattr(spec.op_counts(op), field_) for op in ops], dtype=np.int64)
 
-    macs = _slot_grid(spec, genome, lambda a: per_op(a, "macs"))
-    params = _slot_grid(spec, genome, lambda a: per_op(a, "params"))
+    macs = _slot_grid(spec, genome, lambda _, ops: per_op(ops, "macs"))
+    params = _slot_grid(spec, genome, lambda _, ops: per_op(ops, "params"))
     return CostModel(CostKey("macs"), "MACs", *macs), CostModel(CostKey("params"), "params", *params)
 
 
@@ -199,38 +203,15 @@ def file_size_cost(params: CostModel) -> CostModel:
     )
 
 
-def _block_peak(b: BlockSpec) -> int:
-    """Peak live activation elements inside one inverted-residual block."""
-    hw_in, hw_out = b.in_size**2, b.out_size**2
-    keep = b.cin * hw_in if b.shortcut else 0
-    layers = [b.mid * hw_in + b.mid * hw_out + keep, b.mid * hw_out + b.cout * hw_out + keep]
-    if b.has_expand:
-        layers.append(b.cin * hw_in + b.mid * hw_in)
-    return max(layers)
-
-
-def _peak_per_op(spec: MBv3Spec, arch: ArchConfig) -> list[int]:
-    """Peak live elements per op, in op order: first conv, every block, then the four final ops."""
-    r, s0 = arch.r, spec.stem_size(arch.r)
-    blocks = spec.blocks(arch)
-    last = blocks[-1]
-    s, fe, lc = last.out_size, spec.final_expand_width, spec.last_channel
-    return [
-        3 * r * r + spec.first_conv_width * s0 * s0,
-        *(_block_peak(b) for b in blocks),
-        last.cout * s * s + fe * s * s,
-        fe * s * s + fe,
-        fe + lc,
-        lc + spec.n_classes,
-    ]
-
-
-def peak_activation_bytes(spec: MBv3Spec, arch: ArchConfig) -> int:
+def peak_activation_bytes(spec: FamilySpec, arch: ArchConfig) -> int:
     """fp32 peak activation memory of one subnet at batch 1 (the scalar reference)."""
-    return FP32_BYTES * max(_peak_per_op(spec, arch.validate(spec.space)))
+    return FP32_BYTES * max(spec.op_peak(op) for op in subnet_ops(spec, arch.validate(spec.space)))
 
 
-def peak_memory_cost(spec: MBv3Spec, genome: Genome) -> CostModel:
+def peak_memory_cost(spec: FamilySpec, genome: Genome) -> CostModel:
     """Peak activation bytes for whole populations (a masked max over the ops)."""
-    grid = _slot_grid(spec, genome, lambda a: FP32_BYTES * np.asarray(_peak_per_op(spec, a), dtype=np.int64))
-    return CostModel(CostKey("peak_memory"), "bytes", *grid, reduce="max")
+
+    def per_op(_: ArchConfig, ops: list[Op]) -> np.ndarray:
+        return FP32_BYTES * np.asarray([spec.op_peak(op) for op in ops], dtype=np.int64)
+
+    return CostModel(CostKey("peak_memory"), "bytes", *_slot_grid(spec, genome, per_op), reduce="max")

@@ -31,13 +31,10 @@ class Genome:
     def n_stages(self) -> int:
         return self.space.n_stages
 
-    @property
-    def max_depth(self) -> int:
-        return self.space.max_depth
-
     def active(self, d: np.ndarray) -> np.ndarray:
         """bool [P, n_blocks]: the block slots each member's depths run."""
-        return (np.arange(self.max_depth)[None, None, :] < d[:, :, None]).reshape(len(d), self.n_blocks)
+        positions = np.asarray(self.space.slot_positions)
+        return positions[None, :] < d[:, np.asarray(self.space.slot_stages)]
 
 
 @dataclass
@@ -107,17 +104,21 @@ def random_population(
     space = genome.space
     nb, ns = genome.n_blocks, genome.n_stages
 
-    def draw(shape: tuple[int, ...], n_choices: int) -> np.ndarray:
+    def draw(shape: tuple[int, ...], n_choices: int | np.ndarray) -> np.ndarray:
         u = rng.random(shape)
         if bias is not None:
             u = u ** bias.reshape((-1,) + (1,) * (len(shape) - 1))
         return np.minimum((u * n_choices).astype(np.int64), n_choices - 1)
 
-    depths = np.asarray(space.depth_list, dtype=np.int64)
+    # Each stage's depth choices, padded to one width (a stage of one fixed depth has one).
+    lists = space.depth_lists
+    width = max(len(c) for c in lists)
+    depths = np.array([list(c) + [c[-1]] * (width - len(c)) for c in lists], dtype=np.int64)
+    n_depths = np.array([len(c) for c in lists], dtype=np.int64)
     return Population(
         draw((n, nb), len(space.ks_list)),
         draw((n, nb), len(space.expand_ratio_list)),
-        depths[draw((n, ns), len(depths))],
+        depths[np.arange(ns)[None, :], draw((n, ns), n_depths)],
         draw((n,), len(genome.resolutions)),
     )
 

@@ -25,7 +25,7 @@ from ofa_edge.search.costs import (
 )
 from ofa_edge.search.evolution import Constraint, EvolutionSearch, InfeasibleError, Objective, SearchOutcome
 from ofa_edge.search.population import Genome, Population, random_population
-from ofa_edge.supernet.spec import MBv3Spec
+from ofa_edge.supernet.family import FamilySpec
 
 OBJECTIVES = ("accuracy", "macs")
 
@@ -39,7 +39,7 @@ def predictor_objective(predictor: AccuracyPredictor, genome: Genome) -> Objecti
             f"the supernet has {list(space.ks_list)} and {list(space.expand_ratio_list)}",
             hint="use the predictor trained for this supernet",
         )
-    if (enc.max_depth, enc.n_stages) != (space.max_depth, space.n_stages):
+    if enc.stage_max_depths != space.stage_max_depths:
         raise ConfigError(
             "the predictor's block layout differs from the supernet's", hint="use its own predictor"
         )
@@ -63,7 +63,7 @@ class SubnetSearch:
     def __init__(
         self,
         supernet: str,
-        spec: MBv3Spec,
+        spec: FamilySpec,
         tables: Mapping[str, LatencyTable] | None = None,
         predictor: AccuracyPredictor | None = None,
         *,

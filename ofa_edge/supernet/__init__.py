@@ -1,4 +1,5 @@
-"""Supernets: the OFA-MobileNetV3 network, its search space, counts and the named registry.
+"""Supernets: the families (OFA-MobileNetV3, OFA-ProxylessNAS), their search spaces, counts and the
+named registry.
 
 Names load on first use: the search space and arch configs need no torch.
 """
@@ -13,6 +14,7 @@ _PUBLIC = {
     "SearchSpace": "ofa_edge.supernet.space",
     "MobileNetV3": "ofa_edge.supernet.ofa_mbv3",
     "OFAMobileNetV3": "ofa_edge.supernet.ofa_mbv3",
+    "OFAProxylessNASNets": "ofa_edge.supernet.ofa_proxyless",
 }
 
 __all__ = sorted(_PUBLIC)

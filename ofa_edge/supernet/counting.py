@@ -2,15 +2,20 @@
 
 Counted as OFA's ``count_net_flops`` / ``count_parameters`` do: convolutions and the linear
 classifier contribute MACs (BN, activations, pooling and the residual add do not); parameters
-are every learnable tensor of the extracted static subnet, BN affine terms included.
+are every learnable tensor of the extracted static subnet, BN affine terms included. A subnet's
+count is the sum of its ops' (each family counts its own ops, :meth:`FamilySpec.op_counts`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ofa_edge.supernet.space import ArchConfig
-from ofa_edge.supernet.spec import BlockSpec, MBv3Spec
+
+if TYPE_CHECKING:
+    from ofa_edge.supernet.family import FamilySpec
+    from ofa_edge.supernet.spec import BlockSpec
 
 
 @dataclass(frozen=True)
@@ -19,7 +24,19 @@ class Counts:
     params: int
 
 
-def _block_counts(b: BlockSpec) -> Counts:
+def conv_counts(cin: int, cout: int, k: int, out_size: int, bn: bool = True) -> Counts:
+    """A dense k x k convolution (no bias) producing an ``out_size`` square map, with BN or not."""
+    weights = cin * cout * k * k
+    return Counts(weights * out_size**2, weights + (2 * cout if bn else 0))
+
+
+def linear_counts(cin: int, cout: int) -> Counts:
+    """A linear layer with bias (the classifier)."""
+    return Counts(cin * cout, cin * cout + cout)
+
+
+def block_counts(b: BlockSpec) -> Counts:
+    """An inverted-residual block: [1x1 expand] -> depthwise [-> SE] -> 1x1 projection."""
     out_px = b.out_size**2
     macs = params = 0
     if b.has_expand:
@@ -35,26 +52,14 @@ def _block_counts(b: BlockSpec) -> Counts:
     return Counts(macs, params)
 
 
-def count(spec: MBv3Spec, arch: ArchConfig) -> Counts:
+def count(spec: FamilySpec, arch: ArchConfig) -> Counts:
     """MACs and params of ``arch`` (validated against ``spec.space``) at resolution ``arch.r``."""
-    arch = arch.validate(spec.space)
-    c0, fe, lc, n = spec.first_conv_width, spec.final_expand_width, spec.last_channel, spec.n_classes
-    first_px = spec.stem_size(arch.r) ** 2
-    macs = 3 * c0 * 9 * first_px
-    params = 3 * c0 * 9 + 2 * c0
-    blocks = spec.blocks(arch)
-    for b in blocks:
-        c = _block_counts(b)
-        macs, params = macs + c.macs, params + c.params
-    last = blocks[-1]
-    macs += last.cout * fe * last.out_size**2 + fe * lc + lc * n
-    params += last.cout * fe + 2 * fe + fe * lc + lc * n + n
-    return Counts(macs, params)
+    return spec.count(arch)
 
 
-def count_macs(spec: MBv3Spec, arch: ArchConfig) -> int:
+def count_macs(spec: FamilySpec, arch: ArchConfig) -> int:
     return count(spec, arch).macs
 
 
-def count_params(spec: MBv3Spec, arch: ArchConfig) -> int:
+def count_params(spec: FamilySpec, arch: ArchConfig) -> int:
     return count(spec, arch).params

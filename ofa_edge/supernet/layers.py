@@ -167,6 +167,31 @@ class LinearLayer(nn.Module):
         return self.linear(x)
 
 
+class GlobalAvgPool(nn.Module):
+    """Global average pooling keeping the 1x1 map (MBv3's ``AvgPool2D`` op)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((2, 3), keepdim=True)
+
+
+class Classifier(nn.Module):
+    """Flatten + linear: MBv3's ``Logits`` op as the subnets run it."""
+
+    def __init__(self, cin: int, n_classes: int) -> None:
+        super().__init__()
+        self.classifier = LinearLayer(cin, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(x, 1))
+
+
+class PooledClassifier(Classifier):
+    """Global pooling, then flatten + linear: ProxylessNAS's ``Logits`` op (MIT's key covers both)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.mean((2, 3)))
+
+
 # --- elastic layers -------------------------------------------------------------------------
 
 

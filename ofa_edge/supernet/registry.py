@@ -19,7 +19,8 @@ a file is too (``get_supernet_info``). Format (version 1)::
     file = "flowers-mbv3.fp16.pt"   # a state dict; relative to the entry file's folder
     sha256 = "<64 hex digits>"      # checked at every load
 
-    [spec]                          # MBv3Spec.to_dict()
+    [spec]                          # the spec's to_dict(): MBv3Spec's here
+    family = "mbv3"                 # optional: "mbv3" when left out; or "proxyless"
     width_mult = 1.0
     n_classes = 5
     stem_stride = 2                 # optional, with stage_strides: MIT's layout when left out
@@ -31,6 +32,7 @@ a file is too (``get_supernet_info``). Format (version 1)::
     depth_list = [2, 3, 4]
     resolutions = [128, 160, 192, 224]
     n_stages = 5                    # optional
+    stage_depths = [[2, 3, 4], ...] # optional: each stage's depths (ProxylessNAS: last [1])
 
     [preprocessing]                 # RGB mean and std on the 0-1 scale
     mean = [0.485, 0.456, 0.406]
@@ -60,8 +62,10 @@ import torch
 
 from ofa_edge.errors import CheckpointError, ConfigError, DownloadError, RegistryError, UnknownName
 from ofa_edge.files import atomic_path, cache_dir, sha256_file, write_atomic
-from ofa_edge.supernet.ofa_mbv3 import OFAMobileNetV3
+from ofa_edge.supernet.elastic import ElasticSupernet
+from ofa_edge.supernet.family import FamilySpec, spec_from_dict
 from ofa_edge.supernet.preprocessing import CIFAR10, IMAGENET, Preprocessing
+from ofa_edge.supernet.proxyless import ProxylessSpec
 from ofa_edge.supernet.space import SearchSpace
 from ofa_edge.supernet.spec import MBv3Spec
 
@@ -93,16 +97,16 @@ class SupernetInfo:
 
     name: str
     description: str
-    spec: MBv3Spec
+    spec: FamilySpec
     preprocessing: Preprocessing
     url_name: str | None = None  # file name under the download base URL
     packaged: str | None = None  # file name under ofa_edge/weights/
     local: LocalWeights | None = None  # from a supernet entry file
     predictor: str | None = None  # MIT's accuracy predictor: a file under MIT's ofa/ folder (mit_url)
 
-    def build(self) -> OFAMobileNetV3:
-        """The untrained supernet of this entry's spec."""
-        return OFAMobileNetV3.from_spec(self.spec)
+    def build(self) -> ElasticSupernet:
+        """The untrained supernet of this entry's spec (its family builds it)."""
+        return self.spec.build()
 
     @property
     def url(self) -> str | None:
@@ -160,6 +164,7 @@ _ENTRY_TABLES: dict[str, dict[str, tuple[Any, bool]]] = {
     },
     "weights": {"file": (str, True), "sha256": (str, True)},
     "spec": {
+        "family": (str, False),
         "width_mult": (float, True),
         "n_classes": (int, True),
         "space": (dict, True),
@@ -172,6 +177,7 @@ _ENTRY_TABLES: dict[str, dict[str, tuple[Any, bool]]] = {
         "depth_list": (list[int], True),
         "resolutions": (list[int], True),
         "n_stages": (int, False),
+        "stage_depths": (list[list[int]], False),
     },
     "preprocessing": {"mean": (list[float], True), "std": (list[float], True)},
 }
@@ -182,6 +188,7 @@ _KIND_NAMES: dict[Any, str] = {
     dict: "a table",
     list[int]: "a list of integers",
     list[float]: "a list of numbers",
+    list[list[int]]: "a list of lists of integers",
 }
 
 
@@ -257,7 +264,7 @@ def _read_entry(path: Path) -> SupernetInfo:
             hint="write the weights file's sha256 (sha256sum FILE)",
         )
     try:
-        spec = MBv3Spec.from_dict(data["spec"])
+        spec = spec_from_dict(data["spec"])
         if len(pre["mean"]) != 3 or len(pre["std"]) != 3 or min(pre["std"]) <= 0:
             raise ConfigError("preprocessing: mean and std need 3 values (R, G, B), std above 0")
     except ConfigError as err:
@@ -286,7 +293,7 @@ def write_entry(
     *,
     name: str,
     description: str,
-    spec: MBv3Spec,
+    spec: FamilySpec,
     preprocessing: Preprocessing,
     weights: str | Path,
 ) -> SupernetInfo:
@@ -471,7 +478,7 @@ def load_supernet(
     checkpoint: str | Path | None = None,
     pretrained: bool = True,
     progress: ByteProgress | None = None,
-) -> OFAMobileNetV3:
+) -> ElasticSupernet:
     """Build the named supernet (or entry file's) and load its weights (from ``checkpoint`` if given)."""
     info = get_supernet_info(name)
     net = info.build()
@@ -501,6 +508,16 @@ for _width in (1.0, 1.2):
             predictor="acc_predictor.pth" if _width == 1.2 else None,
         )
     )
+#: MIT's OFA-ProxylessNAS w1.3 (its module: ``ofa_proxyless``): relu6, no SE, BN eps 1e-3.
+register_supernet(
+    SupernetInfo(
+        name="ofa_proxyless_d234_e346_k357_w1.3",
+        description="MIT's OFA-ProxylessNAS w1.3, ImageNet (1000 classes), r 128-224",
+        spec=ProxylessSpec(1.3, 1000),
+        preprocessing=IMAGENET,
+        url_name="ofa_proxyless_d234_e346_k357_w1.3",
+    )
+)
 #: The project's default: trained by ``ofa-edge train --recipe cifar10-default`` (issue 5) and
 #: shipped inside the package as fp16 weights. Same OFA layout at width 0.5, CIFAR resolutions.
 CIFAR10_SUPERNET = register_supernet(

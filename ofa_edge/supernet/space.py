@@ -32,13 +32,19 @@ def _as_tuple(field: str, values: Any) -> tuple:
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """The elastic dimensions of an OFA-MobileNetV3 supernet."""
+    """The elastic dimensions of a supernet of MBConv stages.
+
+    Every stage takes its depth from ``depth_list`` unless ``stage_depths`` gives each stage its
+    own choices (ProxylessNAS: the last stage has exactly one block, so its choices are ``(1,)``);
+    a stage has as many block slots as its largest depth.
+    """
 
     ks_list: tuple[int, ...] = (3, 5, 7)
     expand_ratio_list: tuple[float, ...] = (3, 4, 6)
     depth_list: tuple[int, ...] = (2, 3, 4)
     resolutions: tuple[int, ...] = OFA_RESOLUTIONS
     n_stages: int = 5
+    stage_depths: tuple[tuple[int, ...], ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("ks_list", "expand_ratio_list", "depth_list", "resolutions"):
@@ -49,24 +55,53 @@ class SearchSpace:
         for k in self.ks_list:
             if k % 2 == 0 or k < 1:
                 raise ConfigError(f"ks_list: kernel size {k} must be odd and positive")
-        if min(self.depth_list) < 1:
-            raise ConfigError(f"depth_list: depths must be >= 1, got {list(self.depth_list)}")
+        stages = tuple(tuple(sorted(_as_tuple("stage_depths", d))) for d in self.stage_depths)
+        object.__setattr__(self, "stage_depths", stages)
+        if stages and len(stages) != self.n_stages:
+            raise ConfigError(f"stage_depths: {len(stages)} stages, expected n_stages={self.n_stages}")
+        if min(d for depths in self.depth_lists for d in depths) < 1:
+            raise ConfigError(f"depth_list: depths must be >= 1, got {[list(d) for d in self.depth_lists]}")
+
+    @property
+    def depth_lists(self) -> tuple[tuple[int, ...], ...]:
+        """The depth choices of each stage."""
+        return self.stage_depths or (self.depth_list,) * self.n_stages
+
+    @property
+    def stage_max_depths(self) -> tuple[int, ...]:
+        """Block slots per stage (each stage's largest depth)."""
+        return tuple(max(d) for d in self.depth_lists)
 
     @property
     def max_depth(self) -> int:
-        return max(self.depth_list)
+        return max(self.stage_max_depths)
 
     @property
     def n_blocks(self) -> int:
         """Elastic block slots (OFA-MBv3: 5 stages x 4 = 20); ks and e have one entry each."""
-        return self.n_stages * self.max_depth
+        return sum(self.stage_max_depths)
 
-    def rules(self) -> list[tuple[str, int, tuple]]:
-        """(field, expected length, allowed values) for each list field of an arch."""
+    @property
+    def slot_stages(self) -> tuple[int, ...]:
+        """The stage of each block slot."""
+        return tuple(s for s, n in enumerate(self.stage_max_depths) for _ in range(n))
+
+    @property
+    def slot_positions(self) -> tuple[int, ...]:
+        """Each block slot's position in its stage (0: the stage's first block)."""
+        return tuple(i for n in self.stage_max_depths for i in range(n))
+
+    def stage_slots(self, stage: int) -> range:
+        """The block slots of ``stage``."""
+        start = sum(self.stage_max_depths[:stage])
+        return range(start, start + self.stage_max_depths[stage])
+
+    def rules(self) -> list[tuple[str, tuple[tuple, ...]]]:
+        """(field, allowed values of each entry) for each list field of an arch."""
         return [
-            ("ks", self.n_blocks, self.ks_list),
-            ("e", self.n_blocks, self.expand_ratio_list),
-            ("d", self.n_stages, self.depth_list),
+            ("ks", (self.ks_list,) * self.n_blocks),
+            ("e", (self.expand_ratio_list,) * self.n_blocks),
+            ("d", self.depth_lists),
         ]
 
     def check_resolution(self, r: int) -> int:
@@ -77,16 +112,20 @@ class SearchSpace:
         return r
 
     def expand(self, field: str, value: Any) -> tuple:
-        """A scalar or a list for ``field`` -> a validated full-length tuple (OFA's val2list)."""
-        length, allowed = next((n, a) for f, n, a in self.rules() if f == field)
+        """A scalar or a list for ``field`` -> a validated full-length tuple (OFA's val2list).
+
+        A scalar depth sets every stage whose depth is elastic; a stage of one fixed depth keeps it.
+        """
+        allowed = next(a for f, a in self.rules() if f == field)
+        length = len(allowed)
         values = _as_tuple(field, value)
         if len(values) == 1 and length > 1 and not isinstance(value, (list, tuple)):
-            values = values * length
+            values = tuple(a[0] if len(a) == 1 else values[0] for a in allowed)
         if len(values) != length:
             raise ConfigError(f"{field}: {len(values)} entries, expected {length}")
-        for i, v in enumerate(values):
-            if v not in allowed:
-                raise ConfigError(f"{field}[{i}]={v!r} is not in {list(allowed)}")
+        for i, (v, choices) in enumerate(zip(values, allowed)):
+            if v not in choices:
+                raise ConfigError(f"{field}[{i}]={v!r} is not in {list(choices)}")
         return tuple(values)
 
     def sample(self, rng: random.Random | None = None) -> ArchConfig:
@@ -95,7 +134,7 @@ class SearchSpace:
         return ArchConfig(
             ks=tuple(rng.choice(self.ks_list) for _ in range(self.n_blocks)),
             e=tuple(rng.choice(self.expand_ratio_list) for _ in range(self.n_blocks)),
-            d=tuple(rng.choice(self.depth_list) for _ in range(self.n_stages)),
+            d=tuple(rng.choice(depths) for depths in self.depth_lists),
             r=rng.choice(self.resolutions),
         )
 
@@ -109,18 +148,27 @@ class SearchSpace:
         return ArchConfig(
             ks=(pick(self.ks_list),) * self.n_blocks,
             e=(pick(self.expand_ratio_list),) * self.n_blocks,
-            d=(pick(self.depth_list),) * self.n_stages,
+            d=tuple(pick(depths) for depths in self.depth_lists),
             r=self.check_resolution(r),
         )
 
+    def uniform_arch(self, k: int, e: float, r: int) -> ArchConfig:
+        """Every slot at kernel ``k`` and expand ``e``, every stage at its largest depth: a
+        subnet running every slot, so uniform archs over (k, e) cover every block shape."""
+        return ArchConfig((k,) * self.n_blocks, (e,) * self.n_blocks, self.stage_max_depths, r)
+
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """JSON-able; ``stage_depths`` only when set, so uniform spaces stay as they were."""
+        data: dict[str, Any] = {
             "ks_list": list(self.ks_list),
             "expand_ratio_list": list(self.expand_ratio_list),
             "depth_list": list(self.depth_list),
             "resolutions": list(self.resolutions),
             "n_stages": self.n_stages,
         }
+        if self.stage_depths:
+            data["stage_depths"] = [list(d) for d in self.stage_depths]
+        return data
 
 
 def _describe(values: Sequence[int]) -> str:
@@ -156,7 +204,7 @@ class ArchConfig:
 
     def active_blocks(self, space: SearchSpace) -> list[int]:
         """Indices (into the ks/e lists) of the block slots this arch actually runs."""
-        return [stage * space.max_depth + i for stage, depth in enumerate(self.d) for i in range(depth)]
+        return [slot for stage, depth in enumerate(self.d) for slot in space.stage_slots(stage)[:depth]]
 
     def to_dict(self) -> dict[str, Any]:
         return {"ks": list(self.ks), "e": list(self.e), "d": list(self.d), "r": self.r}

@@ -21,19 +21,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from ofa_edge.errors import CheckpointError, ConfigError, UnknownName
+from ofa_edge.errors import ConfigError, UnknownName
 from ofa_edge.files import cache_dir
+from ofa_edge.supernet.elastic import check_fits, mit_state_dict
 from ofa_edge.supernet.layers import ConvBNAct, LinearLayer, MBConv, ResidualBlock, activation
-from ofa_edge.supernet.ofa_mbv3 import state_dict_mismatches
 from ofa_edge.supernet.preprocessing import IMAGENET
+from ofa_edge.supernet.proxyless import ProxylessSpec
 from ofa_edge.supernet.registry import ByteProgress, cached_download, mit_url, read_checkpoint
-from ofa_edge.supernet.spec import BlockSpec, conv_out_size
+from ofa_edge.supernet.spec import BlockSpec, MBv3Spec, conv_out_size
 
 NET_CONFIG, RUN_CONFIG, INIT = "net.config", "run.config", "init"
 #: How every one of MIT's specialized nets normalizes its images: they were trained on ImageNet.
 PREPROCESSING = IMAGENET
-#: The network classes of MIT's specialized nets, with the BN eps each uses when net.config has none.
-NET_KINDS = {"MobileNetV3": 1e-5, "ProxylessNASNets": 1e-3}
+#: The network classes of MIT's specialized nets, with the BN eps each uses when net.config has
+#: none: that of the family its supernet is of.
+NET_KINDS = {spec.static_name: spec.bn_eps for spec in (MBv3Spec, ProxylessSpec)}
 
 #: MIT's 50 specialized net ids by the supernet they come from (its ``classifier.in_features``:
 #: 1536 for w1.2, 1280 for w1.0, 1664 for ProxylessNAS w1.3).
@@ -455,15 +457,14 @@ class SpecializedNet(nn.Module):
         self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
     ) -> Any:
         """Load MIT's ``init`` (either key style) or fail with a summary of what does not fit."""
-        if isinstance(state_dict.get("state_dict"), Mapping):
-            state_dict = state_dict["state_dict"]
-        state_dict = {k.replace(".mobile_inverted_conv.", ".conv."): v for k, v in state_dict.items()}
-        problems = state_dict_mismatches(self.state_dict(), state_dict, strict)
-        if problems:
-            raise CheckpointError(
-                f"weights do not fit this {self.layout.kind}: " + "; ".join(problems),
-                hint="load the init that was saved with this net.config",
-            )
+        state_dict = mit_state_dict(state_dict)
+        check_fits(
+            self.state_dict(),
+            state_dict,
+            strict,
+            f"weights do not fit this {self.layout.kind}",
+            "load the init that was saved with this net.config",
+        )
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
 

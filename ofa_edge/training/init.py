@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ofa_edge.errors import CheckpointError
+from ofa_edge.errors import CheckpointError, ConfigError
 from ofa_edge.supernet.ofa_mbv3 import OFAMobileNetV3
 from ofa_edge.supernet.registry import SupernetInfo, get_supernet_info, supernet_weights
 from ofa_edge.supernet.spec import MBv3Spec
@@ -34,7 +34,14 @@ def init_spec(source: str) -> MBv3Spec | None:
     """The layout of ``source`` when it names a supernet (registry name or entry file), to build
     the new run's supernet with; None for weights files and runs (the recipe's layout is used)."""
     info = _supernet_of(source)
-    return None if info is None else info.spec
+    if info is None:
+        return None
+    if not isinstance(info.spec, MBv3Spec):
+        raise ConfigError(
+            f"{info.name} is a {info.spec.family} supernet; training starts from OFA-MobileNetV3 ones",
+            hint="pass --init an OFA-MobileNetV3 supernet, weights file or run",
+        )
+    return info.spec
 
 
 def init_backbone(net: OFAMobileNetV3, source: str) -> str:

@@ -1,0 +1,162 @@
+"""Supernet families: what every consumer (latency tables, search, export, measurement) asks of
+a supernet, so that adding a family is a new module, not a branch through the pipeline.
+
+A family's *spec* (:class:`FamilySpec`) is the frozen description of one supernet: its search
+space, the ops a subnet runs (as latency-table keys, each with its MACs, parameters and peak
+activations), the micro-model module of each op, and the elastic network it builds. Specs are
+found by name (``register_family``) and read back from their ``to_dict`` output by
+:func:`spec_from_dict`; a description without a ``"family"`` key is OFA-MobileNetV3's (files
+written before families existed).
+"""
+
+from __future__ import annotations
+
+import abc
+import difflib
+import importlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from ofa_edge.errors import ConfigError
+from ofa_edge.supernet.space import ArchConfig, SearchSpace
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ofa_edge.supernet.counting import Counts
+    from ofa_edge.supernet.elastic import ElasticSupernet
+    from ofa_edge.supernet.spec import BlockSpec
+
+#: The family of descriptions without a ``"family"`` key.
+DEFAULT_FAMILY = "mbv3"
+#: Modules defining the built-in families, imported when a family is first looked up.
+_BUILTIN_MODULES = ("ofa_edge.supernet.spec", "ofa_edge.supernet.proxyless")
+
+
+@dataclass(frozen=True, order=True)
+class Op:
+    """One latency-table entry's operation, keyed in MIT's format.
+
+    ``kind`` is MIT's layer name ("Conv", "expanded_conv", ...); ``fields`` are the key's parts
+    after the shapes (``expand:144`` ...), ``block`` the block an ``expanded_conv`` runs and
+    ``slot`` the elastic block slot it fills (None: a fixed op).
+    """
+
+    kind: str
+    input: tuple[int, ...]
+    output: tuple[int, ...]
+    fields: tuple[tuple[str, int], ...] = ()
+    block: BlockSpec | None = field(default=None, compare=False)
+    slot: int | None = field(default=None, compare=False)
+
+    @property
+    def key(self) -> str:
+        parts = [
+            self.kind,
+            "input:" + "x".join(map(str, self.input)),
+            "output:" + "x".join(map(str, self.output)),
+        ]
+        return "-".join(parts + [f"{name}:{value}" for name, value in self.fields])
+
+
+class FamilySpec(abc.ABC):
+    """The fixed description of one supernet of a family (frozen dataclasses implement it)."""
+
+    family: ClassVar[str]
+    #: The class name of its static subnets, as MIT's net configs name them.
+    static_name: ClassVar[str]
+    space: SearchSpace
+    n_classes: int
+    width_mult: float
+
+    @abc.abstractmethod
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able, with ``"family"`` (left out for the default family, whose files predate it)."""
+
+    @classmethod
+    @abc.abstractmethod
+    def from_dict(cls, data: dict[str, Any]) -> FamilySpec:
+        """The spec of ``to_dict`` output (keys of other records, like a table's ``id``, ignored)."""
+
+    @abc.abstractmethod
+    def blocks(self, arch: ArchConfig) -> list[BlockSpec]:
+        """The blocks ``arch`` runs, in order, with their input sizes."""
+
+    @abc.abstractmethod
+    def ops(self, arch: ArchConfig) -> list[Op]:
+        """The ops ``arch`` runs, in order; its latency is (about) the sum of theirs."""
+
+    @abc.abstractmethod
+    def op_counts(self, op: Op) -> Counts:
+        """MACs and parameters of one op (as MIT's counters count them)."""
+
+    @abc.abstractmethod
+    def op_peak(self, op: Op) -> int:
+        """Peak live activation elements while ``op`` runs (batch 1)."""
+
+    @abc.abstractmethod
+    def op_module(self, op: Op) -> nn.Module:
+        """``op`` as a standalone module taking a (1, C, H, W) input (a latency micro-model)."""
+
+    @abc.abstractmethod
+    def build(self, dropout_rate: float = 0.0) -> ElasticSupernet:
+        """The (untrained) elastic supernet of this spec."""
+
+    @abc.abstractmethod
+    def static_net(self, blocks: list[BlockSpec], dropout_rate: float = 0.0) -> nn.Module:
+        """An (untrained) static subnet running ``blocks``."""
+
+    def distinct_ops(self, r: int) -> list[Op]:
+        """Every op some subnet runs at resolution ``r`` (repeats allowed; a latency table's rows).
+
+        Running every slot at a uniform (kernel, expand) covers each (slot, kernel, expand)
+        shape, since a slot's shapes depend on nothing else in these spaces; a family whose
+        blocks depend on other choices (a ResNet's stage widths) enumerates its own.
+        """
+        space = self.space
+        space.check_resolution(r)
+        return [
+            op
+            for k in space.ks_list
+            for e in space.expand_ratio_list
+            for op in self.ops(space.uniform_arch(k, e, r))
+        ]
+
+    def count(self, arch: ArchConfig) -> Counts:
+        """MACs and params of ``arch`` (validated against the space) at resolution ``arch.r``."""
+        from ofa_edge.supernet.counting import Counts
+
+        per_op = [self.op_counts(op) for op in self.ops(arch.validate(self.space))]
+        return Counts(sum(c.macs for c in per_op), sum(c.params for c in per_op))
+
+
+SpecT = TypeVar("SpecT", bound=type[FamilySpec])
+_FAMILIES: dict[str, type[FamilySpec]] = {}
+
+
+def register_family(cls: SpecT) -> SpecT:
+    """Register a spec class under its ``family`` name (a duplicate is an error)."""
+    if cls.family in _FAMILIES:
+        raise ConfigError(f"supernet family {cls.family!r} registered twice ({cls.__module__})")
+    _FAMILIES[cls.family] = cls
+    return cls
+
+
+def families() -> dict[str, type[FamilySpec]]:
+    """Every registered family by name (the built-in ones imported on first call)."""
+    for module in _BUILTIN_MODULES:
+        importlib.import_module(module)
+    return dict(_FAMILIES)
+
+
+def spec_from_dict(data: dict[str, Any]) -> FamilySpec:
+    """The spec a ``to_dict`` output (or a table's, entry file's or run's record) describes."""
+    name = data.get("family", DEFAULT_FAMILY)
+    known = families()
+    if name not in known:
+        close = difflib.get_close_matches(str(name), list(known), n=1)
+        raise ConfigError(
+            f"unknown supernet family {name!r}; known: {', '.join(sorted(known))}",
+            hint=f"did you mean {close[0]!r}?" if close else "write one of the known families",
+        )
+    return known[name].from_dict(data)
