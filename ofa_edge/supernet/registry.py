@@ -4,8 +4,11 @@ MIT's official checkpoints (and the accuracy predictor MIT published for w1.2: `
 download on first use into a per-user cache (``OFA_EDGE_CACHE``, else
 platformdirs' cache dir); the sha256 of the first download is recorded beside the file and
 checked on every later load, since MIT publishes no hashes. ``OFA_EDGE_MIRROR`` replaces the
-download base URL (for mirrors and air-gapped fleets). The project's own default supernet ships
-inside the package and loads offline.
+download base URL (for mirrors and air-gapped fleets). Weights MIT keeps on the Hugging Face hub
+(``ofa_resnet50``) download with ``huggingface_hub`` at a pinned revision into its own cache
+(``HF_HUB_CACHE``/``HF_HOME``), from ``HF_ENDPOINT`` when set, from the cache alone under
+``HF_HUB_OFFLINE=1``; their sha256 is recorded in ofa-edge's cache and checked the same way. The
+project's own default supernet ships inside the package and loads offline.
 
 A supernet of one's own needs no registry entry: a *supernet entry file* (``NAME.toml``, what
 ``ofa-edge release`` writes) describes it, and wherever a registry name is taken, the path of such
@@ -91,6 +94,18 @@ class LocalWeights:
 
 
 @dataclass(frozen=True)
+class HubFile:
+    """A file on the Hugging Face hub, at a pinned revision (a commit, so it cannot change)."""
+
+    repo_id: str
+    filename: str
+    revision: str
+
+    def describe(self) -> str:
+        return f"{self.repo_id}/{self.filename}@{self.revision}"
+
+
+@dataclass(frozen=True)
 class SupernetInfo:
     """A registry entry (or supernet entry file): the architecture (its spec: nothing to build to
     read it), how its input images are normalized, and the source of its weights."""
@@ -103,6 +118,7 @@ class SupernetInfo:
     packaged: str | None = None  # file name under ofa_edge/weights/
     local: LocalWeights | None = None  # from a supernet entry file
     predictor: str | None = None  # MIT's accuracy predictor: a file under MIT's ofa/ folder (mit_url)
+    hub: HubFile | None = None  # weights on the Hugging Face hub
 
     def build(self) -> ElasticSupernet:
         """The untrained supernet of this entry's spec (its family builds it)."""
@@ -372,6 +388,8 @@ def checkpoint_path(info: SupernetInfo, progress: ByteProgress | None = None) ->
                 hint="reinstall ofa-edge, or pass --checkpoint PATH (weights file or training run)",
             )
         return path
+    if info.hub is not None:
+        return hub_download(info.name, info.hub, f"supernet {info.name!r}")
     if info.url is None:
         raise CheckpointError(f"supernet {info.name!r} has no weights to load", hint="pass --checkpoint PATH")
     return cached_download(
@@ -388,13 +406,41 @@ def predictor_path(info: SupernetInfo, progress: ByteProgress | None = None) -> 
     as needed), or None if MIT published none for it."""
     if info.predictor is None:
         return None
+    return mit_predictor_path(info.name, info.predictor, progress)
+
+
+def mit_predictor_path(name: str, file: str, progress: ByteProgress | None = None) -> Path:
+    """MIT's accuracy predictor ``file`` (under MIT's ``ofa/`` folder) of supernet ``name``, on this
+    machine: downloaded on first use, its sha256 recorded then and checked after."""
     return cached_download(
-        mit_url(info.predictor),
-        cache_dir() / "predictors" / f"{info.name}.pth",
-        f"the accuracy predictor of {info.name!r}",
+        mit_url(file),
+        cache_dir() / "predictors" / f"{name}.pth",
+        f"the accuracy predictor of {name!r}",
         "connect to the network (or set OFA_EDGE_MIRROR), or pass --predictor PATH to a local copy",
         progress,
     )
+
+
+def hub_download(name: str, hub: HubFile, what: str) -> Path:
+    """``hub``'s file in huggingface_hub's cache, downloaded on first use (``HF_ENDPOINT`` and
+    ``HF_HUB_OFFLINE`` respected); its sha256 is recorded in ofa-edge's cache at the first use
+    and checked at every later one, as for MIT's other files."""
+    import huggingface_hub
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        path = huggingface_hub.hf_hub_download(
+            hub.repo_id, hub.filename, revision=hub.revision, endpoint=os.environ.get("HF_ENDPOINT")
+        )
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise DownloadError(
+            f"cannot download {what} from the Hugging Face hub ({hub.describe()}): {reason}",
+            hint="connect to the network (or set HF_ENDPOINT to a mirror; under HF_HUB_OFFLINE=1 only "
+            "the hub cache is read), or pass --checkpoint PATH to a local copy",
+            url=hub.describe(),
+        ) from None
+    return check_recorded_sha256(Path(path), cache_dir() / "hub-sha256" / f"{name}.sha256")
 
 
 def cached_download(url: str, path: Path, what: str, hint: str, progress: ByteProgress | None = None) -> Path:
@@ -410,14 +456,20 @@ def cached_download(url: str, path: Path, what: str, hint: str, progress: BytePr
                 f"cannot download {what} from {url}: {err.message.split(': ', 1)[-1]}", hint=hint, url=url
             ) from None
         record.unlink(missing_ok=True)
+    return check_recorded_sha256(path, record)
+
+
+def check_recorded_sha256(path: Path, record: Path) -> Path:
+    """``path``, after checking its sha256 against ``record`` (written now if there is none)."""
     digest = sha256_file(path)
     if not record.is_file():
+        record.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(record, digest + "\n")
     elif record.read_text().strip() != digest:
         raise CheckpointError(
             f"cached file {path} has sha256 {digest[:12]}..., "
             f"but {record.read_text().strip()[:12]}... was recorded when it was downloaded",
-            hint=f"delete {path} to download it again",
+            hint=f"delete {path} (and {record}) to download it again",
         )
     return path
 

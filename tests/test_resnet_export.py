@@ -1,0 +1,69 @@
+"""OFA-ResNet50 subnets and latency-table ops export to ONNX and run in onnxruntime as in torch.
+
+The supernet has fully randomized weights (BN statistics included); a subnet is extracted, its BN
+recalibrated on a few images, exported through ``export_model`` (the export pipeline's own check)
+and run again on a fresh input. Each distinct op kind's micro-model is written as the latency
+table builder writes them (``export_for_timing``) and must compute what its module computes.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ofa_edge.convert.onnx import run_onnx
+from ofa_edge.export.check import export_model
+from ofa_edge.measure.models import export_for_timing
+from ofa_edge.supernet.bn import recalibrate_bn
+from ofa_edge.supernet.resnet_registry import OFA_RESNET50
+from ofa_edge.supernet.resnet_spec import ResNetArch
+from tests.test_mit_equivalence import _randomize
+
+SPEC = OFA_RESNET50.spec
+R = 128
+
+
+def test_a_subnet_exports_to_onnx_and_runs_as_in_torch(tmp_path: Path) -> None:
+    supernet = OFA_RESNET50.build()
+    _randomize(supernet, seed=6)
+    a = SPEC.space.sample(random.Random(2))
+    arch = ResNetArch(a.d, a.e, a.w, R)
+    supernet.set_arch(arch)
+    subnet = supernet.get_active_subnet()
+    images = np.random.default_rng(0).integers(0, 256, (4, R, R, 3), dtype=np.uint8)
+    recalibrate_bn(subnet, [torch.randn(4, 3, R, R, generator=torch.Generator().manual_seed(1))])
+    report = export_model(
+        subnet.eval(),
+        R,
+        "onnx",
+        "fp32",
+        images,
+        tmp_path / "subnet.onnx",
+        preprocessing=OFA_RESNET50.preprocessing,
+        supernet=OFA_RESNET50.name,
+        arch=arch.to_dict(),
+    )
+    assert report.fp32_max_abs_diff <= report.fp32_tolerance and report.arch == arch.to_dict()
+    x = torch.randn(2, 3, R, R, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = subnet(x).numpy()
+    assert np.abs(expected).max() > 1e-2
+    np.testing.assert_allclose(run_onnx(tmp_path / "subnet.onnx", x.numpy()), expected, rtol=0, atol=1e-4)
+
+
+def test_op_micro_models_export_and_compute_their_modules(tmp_path: Path) -> None:
+    ops = SPEC.enumerate_ops([R])
+    one_of_each = {op.kind: op for op in ops}  # the last of each kind (a downsampling bottleneck)
+    for kind, op in one_of_each.items():
+        torch.manual_seed(0)
+        module = SPEC.op_module(op).eval()
+        h, w, c = op.input
+        shape = (1, c, h, w)
+        path = export_for_timing(module, shape, "onnx", "fp32", tmp_path / f"{kind}.onnx")
+        x = torch.randn(shape, generator=torch.Generator().manual_seed(4))
+        with torch.no_grad():
+            expected = module(x).numpy()
+        np.testing.assert_allclose(run_onnx(path, x.numpy()), expected, rtol=0, atol=1e-4, err_msg=op.key)
