@@ -9,6 +9,7 @@ its tail (the layers after the blocks) as a mixin of :class:`NetBody`, then pair
 
 from __future__ import annotations
 
+import abc
 import copy
 import dataclasses
 import random
@@ -79,7 +80,37 @@ class StaticNet(NetBody):
         return spec.static_net(spec.blocks(arch), config.get("dropout_rate", 0.0))
 
 
-class ElasticSupernet(NetBody):
+class SubnetSelection(abc.ABC):
+    """The subnet picks every family's supernet offers over its space and ``set_arch``."""
+
+    @property
+    @abc.abstractmethod
+    def space(self) -> Any:
+        """The family's search space (``sample``, ``max_arch``, ``min_arch``)."""
+
+    @property
+    @abc.abstractmethod
+    def active_arch(self) -> Any:
+        """The active subnet, resolution included."""
+
+    @abc.abstractmethod
+    def set_arch(self, arch: Any) -> None:
+        """Select the subnet ``arch`` describes (validated)."""
+
+    def set_max_net(self) -> None:
+        self.set_arch(self.space.max_arch(self.active_arch.r))
+
+    def set_min_net(self) -> None:
+        self.set_arch(self.space.min_arch(self.active_arch.r))
+
+    def sample_active_subnet(self, rng: random.Random | None = None) -> dict[str, Any]:
+        """Activate a uniformly random subnet and return its arch dict (MIT's keys plus ``r``)."""
+        arch = self.space.sample(rng)
+        self.set_arch(arch)
+        return dict(arch.to_dict())
+
+
+class ElasticSupernet(SubnetSelection, NetBody):
     """A weight-sharing supernet: elastic kernel, expand ratio and depth (MIT-compatible)."""
 
     block_group_info: list[list[int]]
@@ -179,18 +210,6 @@ class ElasticSupernet(NetBody):
     def _apply_arch(self) -> None:
         for slot, block in enumerate(self._elastic_blocks()):
             block.active = (self._arch.ks[slot], self._arch.e[slot])
-
-    def set_max_net(self) -> None:
-        self.set_arch(self.space.max_arch(self._arch.r))
-
-    def set_min_net(self) -> None:
-        self.set_arch(self.space.min_arch(self._arch.r))
-
-    def sample_active_subnet(self, rng: random.Random | None = None) -> dict[str, Any]:
-        """Activate a uniformly random subnet and return its arch dict (OFA keys plus ``r``)."""
-        arch = self.space.sample(rng)
-        self.set_arch(arch)
-        return arch.to_dict()
 
     def re_organize_middle_weights(self, expand_ratio_stage: int = 0) -> None:
         """Sort every elastic block's hidden channels by importance (before expand training)."""

@@ -9,7 +9,6 @@ subnet uses their first channels, and extraction copies the very slices ``forwar
 from __future__ import annotations
 
 import dataclasses
-import random
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,24 +16,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ofa_edge.errors import CheckpointError, ConfigError
+from ofa_edge.errors import ConfigError
+from ofa_edge.supernet.elastic import SubnetSelection, check_fits
+from ofa_edge.supernet.family import Op
 from ofa_edge.supernet.layers import (
+    Classifier,
     ConvBNAct,
     ConvUnit,
     ElasticBatchNorm2d,
     ElasticConv2d,
+    GlobalAvgPool,
     LinearLayer,
     ResidualBlock,
     SqueezeExcite,
 )
-from ofa_edge.supernet.ofa_mbv3 import state_dict_mismatches
 from ofa_edge.supernet.resnet_spec import (
     STAGE_STRIDES,
     BottleneckSpec,
-    Op,
     ResNetArch,
     ResNetSpace,
     ResNetSpec,
+    bottleneck,
     mid_channels,
 )
 
@@ -202,7 +204,7 @@ class ResNet(_ResNetBody):
         return ResNet(spec, arch, config.get("dropout_rate", 0.0))
 
 
-class OFAResNet(_ResNetBody):
+class OFAResNet(SubnetSelection, _ResNetBody):
     """The OFA-ResNet supernet (elastic depth, expand ratio and width; MIT-compatible)."""
 
     classifier: ElasticLinearLayer
@@ -280,18 +282,6 @@ class OFAResNet(_ResNetBody):
         arch = arch.validate(self.space)
         self.set_active_subnet(arch.d, arch.e, arch.w, r=arch.r)
 
-    def set_max_net(self) -> None:
-        self.set_arch(self.space.max_arch(self._arch.r))
-
-    def set_min_net(self) -> None:
-        self.set_arch(self.space.min_arch(self._arch.r))
-
-    def sample_active_subnet(self, rng: random.Random | None = None) -> dict[str, Any]:
-        """Activate a random subnet and return its arch dict (MIT's keys plus ``r``)."""
-        arch = self.space.sample(rng)
-        self.set_arch(arch)
-        return arch.to_dict()
-
     def _apply_arch(self) -> None:
         arch, spec = self._arch, self.spec
         self.stem[0].width = self.stem[1].width = spec.stem_mid_widths[arch.w[0]]
@@ -356,32 +346,19 @@ class OFAResNet(_ResNetBody):
         """Load a state dict (MIT's ``ofa_resnet50`` checkpoint included) or fail with a summary."""
         if isinstance(state_dict.get("state_dict"), Mapping):
             state_dict = state_dict["state_dict"]
-        problems = state_dict_mismatches(self.state_dict(), state_dict, strict)
-        if problems:
-            raise CheckpointError(
-                f"checkpoint does not fit OFAResNet({self.spec.describe()}): " + "; ".join(problems),
-                hint="build the supernet with the classes and space the checkpoint was saved with",
-            )
+        check_fits(
+            self.state_dict(),
+            state_dict,
+            strict,
+            f"checkpoint does not fit OFAResNet({self.spec.describe()})",
+            "build the supernet with the classes and space the checkpoint was saved with",
+        )
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
 
 class _MaxPool(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.max_pool2d(x, 3, 2, 1)
-
-
-class _GlobalAvgPool(nn.Module):
-    """The ``AvgPool2D`` op: global average pooling keeping the 1x1 map."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mean((2, 3), keepdim=True)
-
-
-class _Logits(LinearLayer):
-    """The ``Logits`` op: flatten the pooled (1, C, 1, 1) map, then the classifier."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(torch.flatten(x, 1))
 
 
 def op_module(spec: ResNetSpec, op: Op) -> nn.Module:
@@ -392,9 +369,9 @@ def op_module(spec: ResNetSpec, op: Op) -> nn.Module:
         "ResConv": lambda: ResidualBlock(ConvBNAct(cin, cin, 3, 1, act="relu"), True),
         "Conv_1": lambda: ConvBNAct(cin, cout, 3, 1, act="relu"),
         "MaxPool": _MaxPool,
-        "bottleneck": lambda: Bottleneck(op.block),
-        "AvgPool2D": _GlobalAvgPool,
-        "Logits": lambda: _Logits(cin, spec.n_classes),
+        "bottleneck": lambda: Bottleneck(bottleneck(op)),
+        "AvgPool2D": GlobalAvgPool,
+        "Logits": lambda: Classifier(cin, spec.n_classes),
     }
     if op.kind not in modules:
         raise ConfigError(f"op {op.key}: unknown OFA-ResNet op kind {op.kind!r}; known: {', '.join(modules)}")

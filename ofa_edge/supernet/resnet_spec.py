@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ofa_edge.errors import ConfigError
 from ofa_edge.supernet.counting import Counts
+from ofa_edge.supernet.family import Op
 from ofa_edge.supernet.space import OFA_RESOLUTIONS
 from ofa_edge.supernet.spec import conv_out_size, make_divisible
 
@@ -222,31 +223,12 @@ class BottleneckSpec:
         return conv_out_size(self.in_size, self.stride)
 
 
-@dataclass(frozen=True, order=True)
-class Op:
-    """One latency-table entry's operation (key format in the module docstring)."""
-
-    kind: str
-    input: tuple[int, ...]
-    output: tuple[int, ...]
-    fields: tuple[tuple[str, int], ...] = ()
-
-    @property
-    def key(self) -> str:
-        parts = [
-            self.kind,
-            "input:" + "x".join(map(str, self.input)),
-            "output:" + "x".join(map(str, self.output)),
-        ]
-        return "-".join(parts + [f"{name}:{value}" for name, value in self.fields])
-
-    @property
-    def block(self) -> BottleneckSpec:
-        """The block of a ``bottleneck`` op."""
-        f = dict(self.fields)
-        return BottleneckSpec(
-            self.input[0], self.input[2], f["mid"], self.output[2], f["stride"], bool(f["downsample"])
-        )
+def bottleneck(op: Op) -> BottleneckSpec:
+    """The block a ``bottleneck`` op runs (its key's shapes and fields say it all)."""
+    f = dict(op.fields)
+    return BottleneckSpec(
+        op.input[0], op.input[2], f["mid"], op.output[2], f["stride"], bool(f["downsample"])
+    )
 
 
 def _conv_counts(cin: int, cout: int, k: int, out_size: int, bn: bool = True) -> Counts:
@@ -388,7 +370,7 @@ class ResNetSpec:
         if op.kind in ("Conv", "ResConv", "Conv_1"):
             return _conv_counts(cin, cout, 3, op.output[0])
         if op.kind == "bottleneck":
-            b = op.block
+            b = bottleneck(op)
             parts = [
                 _conv_counts(b.cin, b.mid, 1, b.in_size),
                 _conv_counts(b.mid, b.mid, 3, b.out_size),
@@ -407,7 +389,7 @@ class ResNetSpec:
         the add (MIT computes the shortcut first, so a downsampled one lives through the convs)."""
         if op.kind != "bottleneck":
             return _area(op.input) + _area(op.output)
-        b = op.block
+        b = bottleneck(op)
         x, out = b.in_size**2 * b.cin, b.out_size**2 * b.cout
         mid1, mid2 = b.in_size**2 * b.mid, b.out_size**2 * b.mid
         kept = out if b.downsample else x
