@@ -18,10 +18,11 @@ from ofa_edge.convert.onnx import run_onnx
 from ofa_edge.export.check import export_model
 from ofa_edge.measure.models import export_for_timing
 from ofa_edge.supernet.bn import recalibrate_bn
-from ofa_edge.supernet.resnet_registry import OFA_RESNET50
+from ofa_edge.supernet.registry import get_supernet_info
 from ofa_edge.supernet.resnet_spec import ResNetArch
 from tests.test_mit_equivalence import _randomize
 
+OFA_RESNET50 = get_supernet_info("ofa_resnet50")
 SPEC = OFA_RESNET50.spec
 R = 128
 
@@ -55,7 +56,7 @@ def test_a_subnet_exports_to_onnx_and_runs_as_in_torch(tmp_path: Path) -> None:
 
 
 def test_op_micro_models_export_and_compute_their_modules(tmp_path: Path) -> None:
-    ops = SPEC.enumerate_ops([R])
+    ops = SPEC.distinct_ops(R)
     one_of_each = {op.kind: op for op in ops}  # the last of each kind (a downsampling bottleneck)
     for kind, op in one_of_each.items():
         torch.manual_seed(0)

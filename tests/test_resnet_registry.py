@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import random
 from pathlib import Path
 
@@ -19,11 +20,20 @@ import pytest
 import torch
 from huggingface_hub import constants as hub_constants
 
+from ofa_edge.accuracy.predictor import predictor_for
 from ofa_edge.accuracy.resnet_predictor import MIT_RESNET_RESOLUTIONS, load_resnet_predictor
 from ofa_edge.errors import CheckpointError, ConfigError, DownloadError
 from ofa_edge.files import cache_dir
+from ofa_edge.supernet.family import spec_from_dict
+from ofa_edge.supernet.ofa_resnet import OFAResNet
 from ofa_edge.supernet.preprocessing import IMAGENET
-from ofa_edge.supernet.resnet_registry import OFA_RESNET50
+from ofa_edge.supernet.registry import (
+    checkpoint_path,
+    get_supernet_info,
+    list_supernets,
+    load_supernet,
+    predictor_path,
+)
 from ofa_edge.supernet.resnet_spec import ResNetArch
 from ofa_edge.testing.mit_reference import import_mit
 from tests.mirror import HUB_COMMIT, serving, serving_hub
@@ -32,14 +42,17 @@ from tests.test_mit_resnet import _mit_supernet
 from tests.test_registry import _closed_port
 
 mit_predictor_module = import_mit("ofa.nas.accuracy_predictor")
+OFA_RESNET50 = get_supernet_info("ofa_resnet50")
 SPACE = OFA_RESNET50.spec.space
 
 
 def test_the_entry() -> None:
     assert OFA_RESNET50.name == "ofa_resnet50" and OFA_RESNET50.preprocessing == IMAGENET
-    assert OFA_RESNET50.spec.n_classes == 1000
+    assert OFA_RESNET50.spec.n_classes == 1000 and OFA_RESNET50 in list_supernets()
+    assert spec_from_dict(json.loads(json.dumps(OFA_RESNET50.spec.to_dict()))) == OFA_RESNET50.spec
+    assert isinstance(OFA_RESNET50.build(), OFAResNet)
     assert (min(SPACE.resolutions), max(SPACE.resolutions)) == (128, 224)
-    assert OFA_RESNET50.hub.describe() == "han-cai/ofa/ofa_supernet_resnet50@main"
+    assert (OFA_RESNET50.hub and OFA_RESNET50.hub.describe()) == "han-cai/ofa/ofa_supernet_resnet50@main"
 
 
 def test_weights_download_through_the_hub_once_and_are_hash_checked(
@@ -53,7 +66,7 @@ def test_weights_download_through_the_hub_once_and_are_hash_checked(
     monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     with serving_hub({"han-cai/ofa/ofa_supernet_resnet50": served}) as (url, hits):
         monkeypatch.setenv("HF_ENDPOINT", url)
-        net = OFA_RESNET50.load()
+        net = load_supernet("ofa_resnet50")
         assert all(torch.equal(v, mit.state_dict()[k]) for k, v in net.state_dict().items())
         assert hits and all(h == "/han-cai/ofa/resolve/main/ofa_supernet_resnet50" for h in hits)
     cached = tmp_path / "hub" / "models--han-cai--ofa" / "snapshots" / HUB_COMMIT / "ofa_supernet_resnet50"
@@ -64,20 +77,20 @@ def test_weights_download_through_the_hub_once_and_are_hash_checked(
     # Offline (huggingface_hub's own switch, the hub unreachable): the cache serves it.
     monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
-    assert OFA_RESNET50.checkpoint_path().read_bytes() == served
+    assert checkpoint_path(OFA_RESNET50).read_bytes() == served
 
     # Another file in the cache's place is refused, naming both files to delete.
     blob = cached.resolve()
     blob.chmod(0o644)
     blob.write_bytes(served + b"x")
     with pytest.raises(CheckpointError, match="has sha256 .* was recorded when it was downloaded") as err:
-        OFA_RESNET50.load()
+        load_supernet("ofa_resnet50")
     assert str(record) in str(err.value)
 
     # Offline with an empty cache: one line naming the hub file and the way out.
     monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
     with pytest.raises(DownloadError, match="han-cai/ofa/ofa_supernet_resnet50@main") as err:
-        OFA_RESNET50.checkpoint_path()
+        checkpoint_path(OFA_RESNET50)
     assert "HF_HUB_OFFLINE" in str(err.value) and "\n" not in err.value.message
 
 
@@ -117,10 +130,10 @@ def test_mits_resnet_predictor_predicts_what_mits_code_predicts(
     assert np.std(expected) > 1e-3  # the comparison is not between constants
     with serving(root) as url:
         monkeypatch.setenv("OFA_EDGE_MIRROR", url)
-        path = OFA_RESNET50.predictor_path()
+        path = predictor_path(OFA_RESNET50)
     assert path is not None and path.read_bytes() == served.read_bytes()
     assert Path(f"{path}.sha256").read_text().strip() == hashlib.sha256(served.read_bytes()).hexdigest()
-    predictor = load_resnet_predictor(path, SPACE)
+    predictor = predictor_for("ofa_resnet50", SPACE)  # by name: the family's reader, MIT's file
     assert float(predictor.base_acc) == pytest.approx(0.78)
     np.testing.assert_allclose(predictor.predict(archs), expected, rtol=0, atol=1e-5)
 

@@ -25,8 +25,9 @@ Saved files (``torch.save`` of a dict, read with ``weights_only=True``)::
 
 from __future__ import annotations
 
+import importlib
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -432,21 +433,38 @@ def _from_tutorial(state: dict[str, torch.Tensor], path: Path) -> tuple[Accuracy
     return model, {k: v for k, v in ours.items() if v is not None}  # a missing key: load_state_dict names it
 
 
-def predictor_for(supernet: str, space: SearchSpace, path: Path | None = None) -> AccuracyPredictor:
+#: Predictor readers of the families whose predictors are not MBConv's (``load_predictor``), by
+#: family name; their modules register them when imported.
+_FAMILY_LOADERS: dict[str, Callable[[Path, Any], AccuracyPredictor]] = {}
+_LOADER_MODULES = ("ofa_edge.accuracy.resnet_predictor",)
+
+
+def register_predictor_loader(family: str, loader: Callable[[Path, Any], AccuracyPredictor]) -> None:
+    """Read predictors of ``family``'s supernets with ``loader(path, space)``."""
+    _FAMILY_LOADERS[family] = loader
+
+
+def predictor_for(supernet: str, space: Any, path: Path | None = None) -> AccuracyPredictor:
     """The predictor at ``path``, else the one shipped for ``supernet``, else MIT's for it from the
-    registry (downloaded on first use); refused if it was trained for another supernet."""
+    registry (downloaded on first use), read by its family's reader; refused if it was trained
+    for another supernet. ``space`` is the supernet's (its family's type)."""
     from importlib import resources
 
     from ofa_edge.supernet.registry import get_supernet_info, predictor_path
 
+    info = get_supernet_info(supernet)
     if path is None:
         shipped = Path(str(resources.files("ofa_edge") / "weights" / f"{supernet}.predictor.pt"))
-        path = shipped if shipped.is_file() else predictor_path(get_supernet_info(supernet))
+        path = shipped if shipped.is_file() else predictor_path(info)
         if path is None:
             raise CheckpointError(
                 f"no accuracy predictor is shipped for {supernet} (expected {shipped})",
                 hint="pass --predictor PATH, or --objective macs to maximize MACs instead",
             )
+    for module in _LOADER_MODULES:
+        importlib.import_module(module)
+    if info.spec.family in _FAMILY_LOADERS:
+        return _FAMILY_LOADERS[info.spec.family](path, space)
     loaded = load_predictor(path, space)
     if loaded.supernet not in (None, supernet):
         raise CheckpointError(

@@ -16,9 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ofa_edge.accuracy.predictor import AccuracyPredictor, fill_predictor, read_predictor_file
+from ofa_edge.accuracy.predictor import (
+    AccuracyPredictor,
+    fill_predictor,
+    read_predictor_file,
+    register_predictor_loader,
+)
 from ofa_edge.errors import CheckpointError, ConfigError
-from ofa_edge.supernet.resnet_spec import BASE_DEPTHS, ResNetArch, ResNetSpace
+from ofa_edge.supernet.resnet_spec import BASE_DEPTHS, ResNetArch, ResNetSpace, ResNetSpec
 
 #: The resolutions MIT's ResNet50 predictor encodes (its tutorial's ``image_size_list``).
 MIT_RESNET_RESOLUTIONS = (128, 144, 160, 176, 192, 224, 240, 256)
@@ -89,3 +94,6 @@ def load_resnet_predictor(path: str | Path, space: ResNetSpace) -> AccuracyPredi
         )
     n_layers = sum(1 for k in state if k.startswith("layers.") and k.endswith(".0.weight"))
     return fill_predictor(AccuracyPredictor(encoder, first_layer.shape[0], n_layers), state, path)
+
+
+register_predictor_loader(ResNetSpec.family, load_resnet_predictor)

@@ -14,13 +14,13 @@ import copy
 import dataclasses
 import random
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
 from torch import nn
 
 from ofa_edge.errors import CheckpointError, ConfigError
-from ofa_edge.supernet.family import spec_from_dict
+from ofa_edge.supernet.family import FamilySpec, spec_from_dict
 from ofa_edge.supernet.layers import ConvBNAct, ElasticMBConv, MBConv, ResidualBlock
 from ofa_edge.supernet.space import ArchConfig, SearchSpace
 from ofa_edge.supernet.spec import BlockSpec, MBConvSpec
@@ -76,12 +76,20 @@ class StaticNet(NetBody):
     def build_from_config(config: Mapping[str, Any]) -> nn.Module:
         """Rebuild (without weights) from ``ElasticSupernet.get_active_net_config()``."""
         spec = spec_from_dict(config["supernet"])
+        if not isinstance(spec, MBConvSpec):
+            raise ConfigError(f"net config of a {spec.family} supernet: not an MBConv family's")
         arch = ArchConfig.from_dict(config["arch"]).validate(spec.space)
         return spec.static_net(spec.blocks(arch), config.get("dropout_rate", 0.0))
 
 
-class SubnetSelection(abc.ABC):
-    """The subnet picks every family's supernet offers over its space and ``set_arch``."""
+SpecT = TypeVar("SpecT", bound=FamilySpec)
+
+
+class SubnetSelection(nn.Module, Generic[SpecT]):
+    """What every family's elastic supernet offers: subnet picks over its space (``set_arch``,
+    max, min, random) and the active subnet as a static net."""
+
+    spec: SpecT
 
     @property
     @abc.abstractmethod
@@ -97,6 +105,10 @@ class SubnetSelection(abc.ABC):
     def set_arch(self, arch: Any) -> None:
         """Select the subnet ``arch`` describes (validated)."""
 
+    @abc.abstractmethod
+    def get_active_subnet(self, preserve_weight: bool = True) -> nn.Module:
+        """The active subnet as a static net (weights copied unless told not to)."""
+
     def set_max_net(self) -> None:
         self.set_arch(self.space.max_arch(self.active_arch.r))
 
@@ -110,7 +122,7 @@ class SubnetSelection(abc.ABC):
         return dict(arch.to_dict())
 
 
-class ElasticSupernet(SubnetSelection, NetBody):
+class ElasticSupernet(SubnetSelection[MBConvSpec], NetBody):
     """A weight-sharing supernet: elastic kernel, expand ratio and depth (MIT-compatible)."""
 
     block_group_info: list[list[int]]

@@ -204,7 +204,7 @@ class ResNet(_ResNetBody):
         return ResNet(spec, arch, config.get("dropout_rate", 0.0))
 
 
-class OFAResNet(SubnetSelection, _ResNetBody):
+class OFAResNet(SubnetSelection[ResNetSpec], _ResNetBody):
     """The OFA-ResNet supernet (elastic depth, expand ratio and width; MIT-compatible)."""
 
     classifier: ElasticLinearLayer

@@ -65,10 +65,11 @@ import torch
 
 from ofa_edge.errors import CheckpointError, ConfigError, DownloadError, RegistryError, UnknownName
 from ofa_edge.files import atomic_path, cache_dir, sha256_file, write_atomic
-from ofa_edge.supernet.elastic import ElasticSupernet
+from ofa_edge.supernet.elastic import SubnetSelection
 from ofa_edge.supernet.family import FamilySpec, spec_from_dict
 from ofa_edge.supernet.preprocessing import CIFAR10, IMAGENET, Preprocessing
 from ofa_edge.supernet.proxyless import ProxylessSpec
+from ofa_edge.supernet.resnet_spec import ResNetSpec
 from ofa_edge.supernet.space import SearchSpace
 from ofa_edge.supernet.spec import MBv3Spec
 
@@ -120,7 +121,7 @@ class SupernetInfo:
     predictor: str | None = None  # MIT's accuracy predictor: a file under MIT's ofa/ folder (mit_url)
     hub: HubFile | None = None  # weights on the Hugging Face hub
 
-    def build(self) -> ElasticSupernet:
+    def build(self) -> SubnetSelection[Any]:
         """The untrained supernet of this entry's spec (its family builds it)."""
         return self.spec.build()
 
@@ -406,16 +407,10 @@ def predictor_path(info: SupernetInfo, progress: ByteProgress | None = None) -> 
     as needed), or None if MIT published none for it."""
     if info.predictor is None:
         return None
-    return mit_predictor_path(info.name, info.predictor, progress)
-
-
-def mit_predictor_path(name: str, file: str, progress: ByteProgress | None = None) -> Path:
-    """MIT's accuracy predictor ``file`` (under MIT's ``ofa/`` folder) of supernet ``name``, on this
-    machine: downloaded on first use, its sha256 recorded then and checked after."""
     return cached_download(
-        mit_url(file),
-        cache_dir() / "predictors" / f"{name}.pth",
-        f"the accuracy predictor of {name!r}",
+        mit_url(info.predictor),
+        cache_dir() / "predictors" / f"{info.name}.pth",
+        f"the accuracy predictor of {info.name!r}",
         "connect to the network (or set OFA_EDGE_MIRROR), or pass --predictor PATH to a local copy",
         progress,
     )
@@ -530,7 +525,7 @@ def load_supernet(
     checkpoint: str | Path | None = None,
     pretrained: bool = True,
     progress: ByteProgress | None = None,
-) -> ElasticSupernet:
+) -> SubnetSelection[Any]:
     """Build the named supernet (or entry file's) and load its weights (from ``checkpoint`` if given)."""
     info = get_supernet_info(name)
     net = info.build()
@@ -568,6 +563,19 @@ register_supernet(
         spec=ProxylessSpec(1.3, 1000),
         preprocessing=IMAGENET,
         url_name="ofa_proxyless_d234_e346_k357_w1.3",
+    )
+)
+#: MIT's OFA-ResNet50 (its module: ``ofa_resnet``): weights on the Hugging Face hub, read at a
+#: branch (the commit could not be looked up where this was written; the sha256 recorded at the
+#: first download still refuses a changed file).
+register_supernet(
+    SupernetInfo(
+        name="ofa_resnet50",
+        description="MIT's OFA-ResNet50 (ResNet50-D space), ImageNet (1000 classes), r 128-224",
+        spec=ResNetSpec(1000),
+        preprocessing=IMAGENET,
+        hub=HubFile("han-cai/ofa", "ofa_supernet_resnet50", "main"),
+        predictor="ofa_resnet50_acc_predictor.pth",
     )
 )
 #: The project's default: trained by ``ofa-edge train --recipe cifar10-default`` (issue 5) and

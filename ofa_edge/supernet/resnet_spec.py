@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ofa_edge.errors import ConfigError
 from ofa_edge.supernet.counting import Counts
-from ofa_edge.supernet.family import Op
+from ofa_edge.supernet.family import FamilySpec, Op, register_family
 from ofa_edge.supernet.space import OFA_RESOLUTIONS
 from ofa_edge.supernet.spec import conv_out_size, make_divisible
 
@@ -244,8 +244,9 @@ def _area(shape: tuple[int, ...]) -> int:
     return n
 
 
+@register_family
 @dataclass(frozen=True)
-class ResNetSpec:
+class ResNetSpec(FamilySpec):
     """Fixed hyperparameters of an OFA-ResNet supernet: classes and search space (layout: MIT's)."""
 
     family: ClassVar[str] = "ofa_resnet"
@@ -345,22 +346,25 @@ class ResNetSpec:
         s, c = ops[-1].output[0], ops[-1].output[2]
         return [*ops, Op("AvgPool2D", (s, s, c), (1, 1, c)), Op("Logits", (1, 1, c), (self.n_classes,))]
 
-    def enumerate_ops(self, resolutions: Sequence[int]) -> list[Op]:
-        """Every distinct op any subnet can run at these resolutions (deduplicated, sorted).
+    def arch_from_dict(self, data: Any, *, default_r: int | None = None) -> ResNetArch:
+        return ResNetArch.from_dict(data, default_r=default_r)
+
+    def distinct_ops(self, r: int) -> list[Op]:
+        """Every distinct op a subnet can run at resolution ``r``.
 
         At the largest depths every block slot runs; each stage boundary sees every pair of
         widths when the stage widths alternate between two indices ``a, b``, and uniform expand
         ratios give every (slot, ratio); the stem's hidden width ``x`` varies on its own.
         """
         space, n_w = self.space, range(len(self.space.width_mult_list))
+        r = space.check_resolution(r)
         found: dict[str, Op] = {}
-        for r, x, a, b, e in itertools.product(resolutions, n_w, n_w, n_w, space.expand_ratio_list):
+        for x, a, b, e in itertools.product(n_w, n_w, n_w, space.expand_ratio_list):
             for d0 in space.stem_depths:
                 d = (d0,) + (space.max_depth,) * space.n_stages
-                arch = ResNetArch(d, (e,) * space.n_blocks, (x, a, b, a, b, a), space.check_resolution(r))
-                for op in self.ops(arch):
+                for op in self.ops(ResNetArch(d, (e,) * space.n_blocks, (x, a, b, a, b, a), r)):
                     found.setdefault(op.key, op)
-        return sorted(found.values(), key=lambda op: op.key)
+        return list(found.values())
 
     # --- costs -------------------------------------------------------------------------------
 
@@ -396,11 +400,6 @@ class ResNetSpec:
         if not b.downsample:  # identity: conv1 reads the kept tensor itself
             return max(x + mid1, mid1 + mid2 + kept, mid2 + out + kept)
         return max(x + kept, x + mid1 + kept, mid1 + mid2 + kept, mid2 + out + kept)
-
-    def count(self, arch: ResNetArch) -> Counts:
-        """MACs and params of ``arch`` (validated) at resolution ``arch.r``."""
-        per_op = [self.op_counts(op) for op in self.ops(arch.validate(self.space))]
-        return Counts(sum(c.macs for c in per_op), sum(c.params for c in per_op))
 
     def peak_activation(self, arch: ResNetArch) -> int:
         """Peak live activation elements of ``arch`` (batch 1): the largest op's."""
