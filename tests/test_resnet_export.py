@@ -8,18 +8,24 @@ table builder writes them (``export_for_timing``) and must compute what its modu
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from ofa_edge.convert.onnx import run_onnx
+from ofa_edge.devices.agent import AgentSession
+from ofa_edge.devices.spec import local_device
 from ofa_edge.export.check import export_model
+from ofa_edge.lut.build import build_table
+from ofa_edge.lut.table import LatencyTable, SupernetRef
 from ofa_edge.measure.models import export_for_timing
 from ofa_edge.supernet.bn import recalibrate_bn
 from ofa_edge.supernet.registry import get_supernet_info
-from ofa_edge.supernet.resnet_spec import ResNetArch
+from ofa_edge.supernet.resnet_spec import ResNetArch, ResNetSpace, ResNetSpec
 from tests.test_mit_equivalence import _randomize
 
 OFA_RESNET50 = get_supernet_info("ofa_resnet50")
@@ -68,3 +74,24 @@ def test_op_micro_models_export_and_compute_their_modules(tmp_path: Path) -> Non
         with torch.no_grad():
             expected = module(x).numpy()
         np.testing.assert_allclose(run_onnx(path, x.numpy()), expected, rtol=0, atol=1e-4, err_msg=op.key)
+
+
+def test_lut_build_measures_every_op_through_the_generic_path(tmp_path: Path) -> None:
+    """``lut build`` on the local device knows nothing of ResNets: the family lists its ops, builds
+    their micro-models, and the table then predicts a ResNet arch as the sum of its ops."""
+    space = ResNetSpace(
+        depth_list=(0, 1), expand_ratio_list=(0.25,), width_mult_list=(0.65,), resolutions=(32,)
+    )
+    spec = ResNetSpec(10, space)
+    device = dataclasses.replace(local_device(), workdir=str(tmp_path / "agent"))
+    fast = {"min_runs": 3, "min_seconds": 0.0, "batch_size": 16, "passes": 1}
+    with AgentSession(device) as session:
+        table = build_table(session, SupernetRef("tiny-resnet", spec), [32], tmp_path / "lut.json", **fast)
+    assert set(table.entries[32]) == {op.key for op in spec.distinct_ops(32)}
+    assert all(e.median_ms > 0 for e in table.entries[32].values())
+    table = LatencyTable.load(tmp_path / "lut.json")  # read back: the spec comes from the file
+    assert table.spec == spec
+    small, large = space.min_arch(32), space.max_arch(32)
+    expected = sum(table.entries[32][op.key].median_ms for op in spec.ops(large))
+    assert table.predict(large, calibrated=False) == pytest.approx(expected)
+    assert table.predict(small, calibrated=False) < table.predict(large, calibrated=False)
