@@ -40,6 +40,7 @@ def test_supernets_json() -> None:
     doc = json.loads(res.stdout)
     assert doc["schema"] == "ofa-edge/supernets/1"
     assert "ofa_mbv3_d234_e346_k357_w1.2" in [s["name"] for s in doc["supernets"]]
+    assert "ofa_resnet50" in [s["name"] for s in doc["supernets"]]  # every family's entries
 
 
 def test_count_matches_published_figures() -> None:

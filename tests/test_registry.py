@@ -54,6 +54,7 @@ def test_each_supernet_normalizes_with_its_own_statistics() -> None:
         "ofa_mbv3_d234_e346_k357_w1.0": imagenet,
         "ofa_mbv3_d234_e346_k357_w1.2": imagenet,
         "ofa_proxyless_d234_e346_k357_w1.3": imagenet,
+        "ofa_resnet50": imagenet,
         "ofa-mbv3-cifar10": cifar10,
         "ofa-mbv3-cifar10-v2": cifar10,
     }

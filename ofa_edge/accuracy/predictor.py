@@ -25,12 +25,13 @@ Saved files (``torch.save`` of a dict, read with ``weights_only=True``)::
 
 from __future__ import annotations
 
+import importlib
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -137,10 +138,23 @@ class ArchEncoder:
         return self.encode_indices(*self.indices(archs))
 
 
-class AccuracyPredictor(nn.Module):
-    """MIT's accuracy-predictor MLP over :class:`ArchEncoder` features (same state-dict keys)."""
+class FeatureEncoder(Protocol):
+    """What a predictor needs of its arch encoder (each supernet family has its own encoding)."""
 
-    def __init__(self, encoder: ArchEncoder, hidden_size: int = 400, n_layers: int = 3) -> None:
+    @property
+    def n_dim(self) -> int: ...
+
+    def encode(self, archs: Sequence[Any]) -> np.ndarray: ...
+
+
+EncoderT = TypeVar("EncoderT", bound=FeatureEncoder)
+
+
+class AccuracyPredictor(nn.Module, Generic[EncoderT]):
+    """MIT's accuracy-predictor MLP over an encoder's features (same state-dict keys); the
+    encoder is :class:`ArchEncoder` for OFA-MobileNetV3."""
+
+    def __init__(self, encoder: EncoderT, hidden_size: int = 400, n_layers: int = 3) -> None:
         super().__init__()
         self.encoder = encoder
         self.hidden_size = hidden_size
@@ -168,7 +182,7 @@ class AccuracyPredictor(nn.Module):
             mats.append((linear.weight.detach().T.contiguous(), linear.bias.detach().clone()))
         return CompiledPredictor(mats, head.weight.detach().T.contiguous(), float(self.base_acc.item()))
 
-    def predict(self, archs: Sequence[ArchConfig]) -> np.ndarray:
+    def predict(self, archs: Sequence[Any]) -> np.ndarray:
         """Predicted accuracy of each arch (float32 numpy, the training targets' units)."""
         return self.frozen()(self.encoder.encode(archs))
 
@@ -329,13 +343,7 @@ def load_predictor(path: str | Path, space: SearchSpace | None = None) -> Loaded
     blocks and resolution count (MIT's predictors are trained on the space's own list).
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"predictor file {path} does not exist", hint="check --predictor")
-    try:
-        doc = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # any unreadable file gets the same one-line answer
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise CheckpointError(f"cannot read predictor {path}: {first}") from None
+    doc = read_predictor_file(path)
     if isinstance(doc, dict) and doc.get("kind") == KIND:
         if doc.get("schema_version", 0) > SCHEMA_VERSION:
             raise CheckpointError(
@@ -374,13 +382,31 @@ def load_predictor(path: str | Path, space: SearchSpace | None = None) -> Loaded
         model, supernet, metrics = AccuracyPredictor(base, hidden, n_layers), None, {}
     else:
         raise CheckpointError(f"{path} is not an accuracy predictor", hint="pass a file from fit_predictor")
+    return LoadedPredictor(fill_predictor(model, state, path), supernet, metrics)
+
+
+def read_predictor_file(path: Path) -> Any:
+    """What a predictor file holds (read with ``weights_only=True``), or a one-line error."""
+    if not path.is_file():
+        raise CheckpointError(f"predictor file {path} does not exist", hint="check --predictor")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # any unreadable file gets the same one-line answer
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CheckpointError(f"cannot read predictor {path}: {first}") from None
+
+
+def fill_predictor(
+    model: AccuracyPredictor[EncoderT], state: dict[str, Any], path: Path
+) -> AccuracyPredictor[EncoderT]:
+    """``model`` with the weights ``state`` (read from ``path``), in eval mode, or a one-line error."""
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
         raise CheckpointError(
             f"predictor {path} does not fit its own shape: {str(err).splitlines()[0]}"
         ) from None
-    return LoadedPredictor(model.eval(), supernet, metrics)
+    return model.eval()
 
 
 def _from_tutorial(state: dict[str, torch.Tensor], path: Path) -> tuple[AccuracyPredictor, dict[str, Any]]:
@@ -407,21 +433,38 @@ def _from_tutorial(state: dict[str, torch.Tensor], path: Path) -> tuple[Accuracy
     return model, {k: v for k, v in ours.items() if v is not None}  # a missing key: load_state_dict names it
 
 
-def predictor_for(supernet: str, space: SearchSpace, path: Path | None = None) -> AccuracyPredictor:
+#: Predictor readers of the families whose predictors are not MBConv's (``load_predictor``), by
+#: family name; their modules register them when imported.
+_FAMILY_LOADERS: dict[str, Callable[[Path, Any], AccuracyPredictor]] = {}
+_LOADER_MODULES = ("ofa_edge.accuracy.resnet_predictor",)
+
+
+def register_predictor_loader(family: str, loader: Callable[[Path, Any], AccuracyPredictor]) -> None:
+    """Read predictors of ``family``'s supernets with ``loader(path, space)``."""
+    _FAMILY_LOADERS[family] = loader
+
+
+def predictor_for(supernet: str, space: Any, path: Path | None = None) -> AccuracyPredictor:
     """The predictor at ``path``, else the one shipped for ``supernet``, else MIT's for it from the
-    registry (downloaded on first use); refused if it was trained for another supernet."""
+    registry (downloaded on first use), read by its family's reader; refused if it was trained
+    for another supernet. ``space`` is the supernet's (its family's type)."""
     from importlib import resources
 
     from ofa_edge.supernet.registry import get_supernet_info, predictor_path
 
+    info = get_supernet_info(supernet)
     if path is None:
         shipped = Path(str(resources.files("ofa_edge") / "weights" / f"{supernet}.predictor.pt"))
-        path = shipped if shipped.is_file() else predictor_path(get_supernet_info(supernet))
+        path = shipped if shipped.is_file() else predictor_path(info)
         if path is None:
             raise CheckpointError(
                 f"no accuracy predictor is shipped for {supernet} (expected {shipped})",
                 hint="pass --predictor PATH, or --objective macs to maximize MACs instead",
             )
+    for module in _LOADER_MODULES:
+        importlib.import_module(module)
+    if info.spec.family in _FAMILY_LOADERS:
+        return _FAMILY_LOADERS[info.spec.family](path, space)
     loaded = load_predictor(path, space)
     if loaded.supernet not in (None, supernet):
         raise CheckpointError(

@@ -26,6 +26,7 @@ from ofa_edge.search.costs import (
 from ofa_edge.search.evolution import Constraint, EvolutionSearch, InfeasibleError, Objective, SearchOutcome
 from ofa_edge.search.population import Genome, Population, random_population
 from ofa_edge.supernet.family import FamilySpec
+from ofa_edge.supernet.space import SearchSpace
 
 OBJECTIVES = ("accuracy", "macs")
 
@@ -75,6 +76,12 @@ class SubnetSearch:
         must describe the supernet; ``evolution`` overrides :class:`EvolutionSearch`'s settings."""
         if objective not in OBJECTIVES:
             raise ConfigError(f"objective {objective!r} is not one of {list(OBJECTIVES)}")
+        if not isinstance(spec.space, SearchSpace):  # the genome is kernel/expand/depth genes
+            raise ConfigError(
+                f"{supernet}: the search does not cover {spec.family} supernets yet "
+                "(its genome is MBConv kernel/expand/depth genes)",
+                hint="search an MBConv family's supernet (ofa-edge supernets lists them)",
+            )
         if objective == "accuracy" and predictor is None:
             raise ConfigError(
                 "the accuracy objective needs a predictor", hint="pass one, or objective='macs'"

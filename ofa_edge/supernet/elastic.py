@@ -9,17 +9,18 @@ its tail (the layers after the blocks) as a mixin of :class:`NetBody`, then pair
 
 from __future__ import annotations
 
+import abc
 import copy
 import dataclasses
 import random
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
 from torch import nn
 
 from ofa_edge.errors import CheckpointError, ConfigError
-from ofa_edge.supernet.family import spec_from_dict
+from ofa_edge.supernet.family import FamilySpec, spec_from_dict
 from ofa_edge.supernet.layers import ConvBNAct, ElasticMBConv, MBConv, ResidualBlock
 from ofa_edge.supernet.space import ArchConfig, SearchSpace
 from ofa_edge.supernet.spec import BlockSpec, MBConvSpec
@@ -75,11 +76,53 @@ class StaticNet(NetBody):
     def build_from_config(config: Mapping[str, Any]) -> nn.Module:
         """Rebuild (without weights) from ``ElasticSupernet.get_active_net_config()``."""
         spec = spec_from_dict(config["supernet"])
+        if not isinstance(spec, MBConvSpec):
+            raise ConfigError(f"net config of a {spec.family} supernet: not an MBConv family's")
         arch = ArchConfig.from_dict(config["arch"]).validate(spec.space)
         return spec.static_net(spec.blocks(arch), config.get("dropout_rate", 0.0))
 
 
-class ElasticSupernet(NetBody):
+SpecT = TypeVar("SpecT", bound=FamilySpec)
+
+
+class SubnetSelection(nn.Module, Generic[SpecT]):
+    """What every family's elastic supernet offers: subnet picks over its space (``set_arch``,
+    max, min, random) and the active subnet as a static net."""
+
+    spec: SpecT
+
+    @property
+    @abc.abstractmethod
+    def space(self) -> Any:
+        """The family's search space (``sample``, ``max_arch``, ``min_arch``)."""
+
+    @property
+    @abc.abstractmethod
+    def active_arch(self) -> Any:
+        """The active subnet, resolution included."""
+
+    @abc.abstractmethod
+    def set_arch(self, arch: Any) -> None:
+        """Select the subnet ``arch`` describes (validated)."""
+
+    @abc.abstractmethod
+    def get_active_subnet(self, preserve_weight: bool = True) -> nn.Module:
+        """The active subnet as a static net (weights copied unless told not to)."""
+
+    def set_max_net(self) -> None:
+        self.set_arch(self.space.max_arch(self.active_arch.r))
+
+    def set_min_net(self) -> None:
+        self.set_arch(self.space.min_arch(self.active_arch.r))
+
+    def sample_active_subnet(self, rng: random.Random | None = None) -> dict[str, Any]:
+        """Activate a uniformly random subnet and return its arch dict (MIT's keys plus ``r``)."""
+        arch = self.space.sample(rng)
+        self.set_arch(arch)
+        return dict(arch.to_dict())
+
+
+class ElasticSupernet(SubnetSelection[MBConvSpec], NetBody):
     """A weight-sharing supernet: elastic kernel, expand ratio and depth (MIT-compatible)."""
 
     block_group_info: list[list[int]]
@@ -179,18 +222,6 @@ class ElasticSupernet(NetBody):
     def _apply_arch(self) -> None:
         for slot, block in enumerate(self._elastic_blocks()):
             block.active = (self._arch.ks[slot], self._arch.e[slot])
-
-    def set_max_net(self) -> None:
-        self.set_arch(self.space.max_arch(self._arch.r))
-
-    def set_min_net(self) -> None:
-        self.set_arch(self.space.min_arch(self._arch.r))
-
-    def sample_active_subnet(self, rng: random.Random | None = None) -> dict[str, Any]:
-        """Activate a uniformly random subnet and return its arch dict (OFA keys plus ``r``)."""
-        arch = self.space.sample(rng)
-        self.set_arch(arch)
-        return arch.to_dict()
 
     def re_organize_middle_weights(self, expand_ratio_stage: int = 0) -> None:
         """Sort every elastic block's hidden channels by importance (before expand training)."""

@@ -18,19 +18,18 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from ofa_edge.errors import ConfigError
-from ofa_edge.supernet.space import ArchConfig, SearchSpace
 
 if TYPE_CHECKING:
     from torch import nn
 
     from ofa_edge.supernet.counting import Counts
-    from ofa_edge.supernet.elastic import ElasticSupernet
+    from ofa_edge.supernet.elastic import SubnetSelection
     from ofa_edge.supernet.spec import BlockSpec
 
 #: The family of descriptions without a ``"family"`` key.
 DEFAULT_FAMILY = "mbv3"
 #: Modules defining the built-in families, imported when a family is first looked up.
-_BUILTIN_MODULES = ("ofa_edge.supernet.spec", "ofa_edge.supernet.proxyless")
+_BUILTIN_MODULES = ("ofa_edge.supernet.spec", "ofa_edge.supernet.proxyless", "ofa_edge.supernet.resnet_spec")
 
 
 @dataclass(frozen=True, order=True)
@@ -60,14 +59,19 @@ class Op:
 
 
 class FamilySpec(abc.ABC):
-    """The fixed description of one supernet of a family (frozen dataclasses implement it)."""
+    """The fixed description of one supernet of a family (frozen dataclasses implement it).
+
+    Its ``space`` and archs are the family's own types (MBConv families: ``SearchSpace`` and
+    ``ArchConfig``; OFA-ResNet: ``ResNetSpace`` and ``ResNetArch``); every space offers
+    ``resolutions``, ``check_resolution``, ``sample``, ``max_arch``, ``min_arch`` and ``to_dict``,
+    every arch ``r``, ``validate(space)`` and ``to_dict``.
+    """
 
     family: ClassVar[str]
     #: The class name of its static subnets, as MIT's net configs name them.
     static_name: ClassVar[str]
-    space: SearchSpace
+    space: Any
     n_classes: int
-    width_mult: float
 
     @abc.abstractmethod
     def to_dict(self) -> dict[str, Any]:
@@ -79,11 +83,11 @@ class FamilySpec(abc.ABC):
         """The spec of ``to_dict`` output (keys of other records, like a table's ``id``, ignored)."""
 
     @abc.abstractmethod
-    def blocks(self, arch: ArchConfig) -> list[BlockSpec]:
-        """The blocks ``arch`` runs, in order, with their input sizes."""
+    def arch_from_dict(self, data: Any, *, default_r: int | None = None) -> Any:
+        """An arch of this family from its dict (MIT's keys; ``r`` or ``image_size``)."""
 
     @abc.abstractmethod
-    def ops(self, arch: ArchConfig) -> list[Op]:
+    def ops(self, arch: Any) -> list[Op]:
         """The ops ``arch`` runs, in order; its latency is (about) the sum of theirs."""
 
     @abc.abstractmethod
@@ -99,30 +103,14 @@ class FamilySpec(abc.ABC):
         """``op`` as a standalone module taking a (1, C, H, W) input (a latency micro-model)."""
 
     @abc.abstractmethod
-    def build(self, dropout_rate: float = 0.0) -> ElasticSupernet:
+    def build(self, dropout_rate: float = 0.0) -> SubnetSelection[Any]:
         """The (untrained) elastic supernet of this spec."""
 
     @abc.abstractmethod
-    def static_net(self, blocks: list[BlockSpec], dropout_rate: float = 0.0) -> nn.Module:
-        """An (untrained) static subnet running ``blocks``."""
-
     def distinct_ops(self, r: int) -> list[Op]:
-        """Every op some subnet runs at resolution ``r`` (repeats allowed; a latency table's rows).
+        """Every op some subnet runs at resolution ``r`` (repeats allowed; a latency table's rows)."""
 
-        Running every slot at a uniform (kernel, expand) covers each (slot, kernel, expand)
-        shape, since a slot's shapes depend on nothing else in these spaces; a family whose
-        blocks depend on other choices (a ResNet's stage widths) enumerates its own.
-        """
-        space = self.space
-        space.check_resolution(r)
-        return [
-            op
-            for k in space.ks_list
-            for e in space.expand_ratio_list
-            for op in self.ops(space.uniform_arch(k, e, r))
-        ]
-
-    def count(self, arch: ArchConfig) -> Counts:
+    def count(self, arch: Any) -> Counts:
         """MACs and params of ``arch`` (validated against the space) at resolution ``arch.r``."""
         from ofa_edge.supernet.counting import Counts
 

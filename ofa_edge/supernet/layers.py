@@ -196,17 +196,19 @@ class PooledClassifier(Classifier):
 
 
 class ElasticConv2d(nn.Module):
-    """A 1x1 conv whose input and output widths shrink to the first channels."""
+    """A dense conv (1x1 unless told; 'same' padding) whose input and output widths shrink to
+    the first channels (MIT's ``DynamicConv2d``)."""
 
-    def __init__(self, max_in: int, max_out: int) -> None:
+    def __init__(self, max_in: int, max_out: int, kernel_size: int = 1, stride: int = 1) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(max_in, max_out, 1, bias=False)
+        self.conv = nn.Conv2d(max_in, max_out, kernel_size, stride, bias=False)
 
     def weight(self, cout: int, cin: int) -> torch.Tensor:
         return self.conv.weight[:cout, :cin]
 
     def forward(self, x: torch.Tensor, cout: int) -> torch.Tensor:
-        return F.conv2d(x, self.weight(cout, x.size(1)))
+        k = self.conv.kernel_size[0]
+        return F.conv2d(x, self.weight(cout, x.size(1)), None, self.conv.stride, k // 2)
 
 
 class ElasticBatchNorm2d(nn.Module):

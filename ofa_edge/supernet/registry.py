@@ -4,8 +4,11 @@ MIT's official checkpoints (and the accuracy predictor MIT published for w1.2: `
 download on first use into a per-user cache (``OFA_EDGE_CACHE``, else
 platformdirs' cache dir); the sha256 of the first download is recorded beside the file and
 checked on every later load, since MIT publishes no hashes. ``OFA_EDGE_MIRROR`` replaces the
-download base URL (for mirrors and air-gapped fleets). The project's own default supernet ships
-inside the package and loads offline.
+download base URL (for mirrors and air-gapped fleets). Weights MIT keeps on the Hugging Face hub
+(``ofa_resnet50``) download with ``huggingface_hub`` at a pinned revision into its own cache
+(``HF_HUB_CACHE``/``HF_HOME``), from ``HF_ENDPOINT`` when set, from the cache alone under
+``HF_HUB_OFFLINE=1``; their sha256 is recorded in ofa-edge's cache and checked the same way. The
+project's own default supernet ships inside the package and loads offline.
 
 A supernet of one's own needs no registry entry: a *supernet entry file* (``NAME.toml``, what
 ``ofa-edge release`` writes) describes it, and wherever a registry name is taken, the path of such
@@ -62,10 +65,11 @@ import torch
 
 from ofa_edge.errors import CheckpointError, ConfigError, DownloadError, RegistryError, UnknownName
 from ofa_edge.files import atomic_path, cache_dir, sha256_file, write_atomic
-from ofa_edge.supernet.elastic import ElasticSupernet
+from ofa_edge.supernet.elastic import SubnetSelection
 from ofa_edge.supernet.family import FamilySpec, spec_from_dict
 from ofa_edge.supernet.preprocessing import CIFAR10, IMAGENET, Preprocessing
 from ofa_edge.supernet.proxyless import ProxylessSpec
+from ofa_edge.supernet.resnet_spec import ResNetSpec
 from ofa_edge.supernet.space import SearchSpace
 from ofa_edge.supernet.spec import MBv3Spec
 
@@ -91,6 +95,18 @@ class LocalWeights:
 
 
 @dataclass(frozen=True)
+class HubFile:
+    """A file on the Hugging Face hub, at a pinned revision (a commit, so it cannot change)."""
+
+    repo_id: str
+    filename: str
+    revision: str
+
+    def describe(self) -> str:
+        return f"{self.repo_id}/{self.filename}@{self.revision}"
+
+
+@dataclass(frozen=True)
 class SupernetInfo:
     """A registry entry (or supernet entry file): the architecture (its spec: nothing to build to
     read it), how its input images are normalized, and the source of its weights."""
@@ -103,8 +119,9 @@ class SupernetInfo:
     packaged: str | None = None  # file name under ofa_edge/weights/
     local: LocalWeights | None = None  # from a supernet entry file
     predictor: str | None = None  # MIT's accuracy predictor: a file under MIT's ofa/ folder (mit_url)
+    hub: HubFile | None = None  # weights on the Hugging Face hub
 
-    def build(self) -> ElasticSupernet:
+    def build(self) -> SubnetSelection[Any]:
         """The untrained supernet of this entry's spec (its family builds it)."""
         return self.spec.build()
 
@@ -372,6 +389,8 @@ def checkpoint_path(info: SupernetInfo, progress: ByteProgress | None = None) ->
                 hint="reinstall ofa-edge, or pass --checkpoint PATH (weights file or training run)",
             )
         return path
+    if info.hub is not None:
+        return hub_download(info.name, info.hub, f"supernet {info.name!r}")
     if info.url is None:
         raise CheckpointError(f"supernet {info.name!r} has no weights to load", hint="pass --checkpoint PATH")
     return cached_download(
@@ -397,6 +416,28 @@ def predictor_path(info: SupernetInfo, progress: ByteProgress | None = None) -> 
     )
 
 
+def hub_download(name: str, hub: HubFile, what: str) -> Path:
+    """``hub``'s file in huggingface_hub's cache, downloaded on first use (``HF_ENDPOINT`` and
+    ``HF_HUB_OFFLINE`` respected); its sha256 is recorded in ofa-edge's cache at the first use
+    and checked at every later one, as for MIT's other files."""
+    import huggingface_hub
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        path = huggingface_hub.hf_hub_download(
+            hub.repo_id, hub.filename, revision=hub.revision, endpoint=os.environ.get("HF_ENDPOINT")
+        )
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise DownloadError(
+            f"cannot download {what} from the Hugging Face hub ({hub.describe()}): {reason}",
+            hint="connect to the network (or set HF_ENDPOINT to a mirror; under HF_HUB_OFFLINE=1 only "
+            "the hub cache is read), or pass --checkpoint PATH to a local copy",
+            url=hub.describe(),
+        ) from None
+    return check_recorded_sha256(Path(path), cache_dir() / "hub-sha256" / f"{name}.sha256")
+
+
 def cached_download(url: str, path: Path, what: str, hint: str, progress: ByteProgress | None = None) -> Path:
     """``path``, downloaded from ``url`` on first use; the sha256 of that download is recorded
     beside it and checked at every later use (MIT publishes no hashes). ``what`` and ``hint``
@@ -410,14 +451,20 @@ def cached_download(url: str, path: Path, what: str, hint: str, progress: BytePr
                 f"cannot download {what} from {url}: {err.message.split(': ', 1)[-1]}", hint=hint, url=url
             ) from None
         record.unlink(missing_ok=True)
+    return check_recorded_sha256(path, record)
+
+
+def check_recorded_sha256(path: Path, record: Path) -> Path:
+    """``path``, after checking its sha256 against ``record`` (written now if there is none)."""
     digest = sha256_file(path)
     if not record.is_file():
+        record.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(record, digest + "\n")
     elif record.read_text().strip() != digest:
         raise CheckpointError(
             f"cached file {path} has sha256 {digest[:12]}..., "
             f"but {record.read_text().strip()[:12]}... was recorded when it was downloaded",
-            hint=f"delete {path} to download it again",
+            hint=f"delete {path} (and {record}) to download it again",
         )
     return path
 
@@ -478,7 +525,7 @@ def load_supernet(
     checkpoint: str | Path | None = None,
     pretrained: bool = True,
     progress: ByteProgress | None = None,
-) -> ElasticSupernet:
+) -> SubnetSelection[Any]:
     """Build the named supernet (or entry file's) and load its weights (from ``checkpoint`` if given)."""
     info = get_supernet_info(name)
     net = info.build()
@@ -516,6 +563,19 @@ register_supernet(
         spec=ProxylessSpec(1.3, 1000),
         preprocessing=IMAGENET,
         url_name="ofa_proxyless_d234_e346_k357_w1.3",
+    )
+)
+#: MIT's OFA-ResNet50 (its module: ``ofa_resnet``): weights on the Hugging Face hub, read at a
+#: branch (the commit could not be looked up where this was written; the sha256 recorded at the
+#: first download still refuses a changed file).
+register_supernet(
+    SupernetInfo(
+        name="ofa_resnet50",
+        description="MIT's OFA-ResNet50 (ResNet50-D space), ImageNet (1000 classes), r 128-224",
+        spec=ResNetSpec(1000),
+        preprocessing=IMAGENET,
+        hub=HubFile("han-cai/ofa", "ofa_supernet_resnet50", "main"),
+        predictor="ofa_resnet50_acc_predictor.pth",
     )
 )
 #: The project's default: trained by ``ofa-edge train --recipe cifar10-default`` (issue 5) and

@@ -99,8 +99,29 @@ class MBConvSpec(FamilySpec):
     bn_eps: ClassVar[float]
     #: Whether the first block adds its input when its widths allow (MIT: MBv3 does, ProxylessNAS not).
     first_block_shortcut: ClassVar[bool]
+    space: SearchSpace
+    width_mult: float
     stem_stride: int
     stage_strides: tuple[int, ...]
+
+    @abc.abstractmethod
+    def static_net(self, blocks: list[BlockSpec], dropout_rate: float = 0.0) -> nn.Module:
+        """An (untrained) static subnet running ``blocks``."""
+
+    def arch_from_dict(self, data: Any, *, default_r: int | None = None) -> ArchConfig:
+        return ArchConfig.from_dict(data, default_r=default_r)
+
+    def distinct_ops(self, r: int) -> list[Op]:
+        """Every (slot, kernel, expand) shape: running every slot at a uniform (kernel, expand)
+        covers them, since a slot's shapes depend on nothing else in these spaces."""
+        space = self.space
+        space.check_resolution(r)
+        return [
+            op
+            for k in space.ks_list
+            for e in space.expand_ratio_list
+            for op in self.ops(space.uniform_arch(k, e, r))
+        ]
 
     @property
     def bn_param(self) -> tuple[float, float]:
