@@ -95,6 +95,11 @@ class AdaptFit:
     calibration: Calibration
     recalibrated: bool = False  # the calibration was fitted on the samples, not rescaled
 
+    @property
+    def calibration_kind(self) -> str:
+        """How the calibration was had, as tables and reports name it: "refitted" or "scaled"."""
+        return "refitted" if self.recalibrated else "scaled"
+
 
 def _type_sums(table: LatencyTable, arch: ArchConfig, types: list[str]) -> np.ndarray:
     """The source table's op sum of ``arch`` split by op type (``types`` order)."""
@@ -229,7 +234,7 @@ class AdaptReport:
             "type_scales": self.fit.type_scales,
             "ridge": self.fit.ridge,
             "loo_mape_pct": self.fit.loo_mape_pct,
-            "calibration": "refitted" if self.fit.recalibrated else "scaled",
+            "calibration": self.fit.calibration_kind,
             "held_out": None if self.held_out is None else self.held_out.to_dict(),
             "scale_only_held_out": None
             if self.scale_only_held_out is None
@@ -308,7 +313,7 @@ def adapt(
         ridge=fit.ridge,
         loo_mape_pct=fit.loo_mape_pct,
         fitted=now(),
-        calibration="refitted" if fit.recalibrated else "scaled",
+        calibration=fit.calibration_kind,
     )
     table.save(out)
     held, scale_only = None, None
