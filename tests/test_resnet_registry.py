@@ -73,6 +73,16 @@ def test_weights_download_through_the_hub_once_and_are_hash_checked(
     assert cached.read_bytes() == served  # huggingface_hub's own cache layout
     record = cache_dir() / "hub-sha256" / "ofa_resnet50.sha256"
     assert record.read_text().strip() == hashlib.sha256(served).hexdigest()
+    pin = cache_dir() / "hub-revisions" / "ofa_resnet50.commit"
+    assert pin.read_text().strip() == HUB_COMMIT  # the commit "main" resolved to
+
+    # The branch is pinned: with the hub's cache gone, the file is asked for at that commit.
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub2"))
+    with serving_hub({"han-cai/ofa/ofa_supernet_resnet50": served}) as (url, hits):
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        assert checkpoint_path(OFA_RESNET50).read_bytes() == served
+        assert hits and all(h == f"/han-cai/ofa/resolve/{HUB_COMMIT}/ofa_supernet_resnet50" for h in hits)
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
 
     # Offline (huggingface_hub's own switch, the hub unreachable): the cache serves it.
     monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)

@@ -96,7 +96,8 @@ class LocalWeights:
 
 @dataclass(frozen=True)
 class HubFile:
-    """A file on the Hugging Face hub, at a pinned revision (a commit, so it cannot change)."""
+    """A file on the Hugging Face hub at a revision: a commit, or a branch that ofa-edge pins to
+    the commit it resolves to at the first download."""
 
     repo_id: str
     filename: str
@@ -418,23 +419,29 @@ def predictor_path(info: SupernetInfo, progress: ByteProgress | None = None) -> 
 
 def hub_download(name: str, hub: HubFile, what: str) -> Path:
     """``hub``'s file in huggingface_hub's cache, downloaded on first use (``HF_ENDPOINT`` and
-    ``HF_HUB_OFFLINE`` respected); its sha256 is recorded in ofa-edge's cache at the first use
-    and checked at every later one, as for MIT's other files."""
+    ``HF_HUB_OFFLINE`` respected). A branch revision is pinned at the first download: the commit
+    it resolved to is recorded in ofa-edge's cache and asked for from then on, so a moved branch
+    cannot swap the file; its sha256 is recorded and checked as for MIT's other files."""
     import huggingface_hub
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+    pin = cache_dir() / "hub-revisions" / f"{name}.commit"
+    revision = pin.read_text().strip() if pin.is_file() else hub.revision
     try:
         path = huggingface_hub.hf_hub_download(
-            hub.repo_id, hub.filename, revision=hub.revision, endpoint=os.environ.get("HF_ENDPOINT")
+            hub.repo_id, hub.filename, revision=revision, endpoint=os.environ.get("HF_ENDPOINT")
         )
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as err:
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise DownloadError(
-            f"cannot download {what} from the Hugging Face hub ({hub.describe()}): {reason}",
+            f"cannot download {what} from the Hugging Face hub ({hub.describe()}, at {revision}): {reason}",
             hint="connect to the network (or set HF_ENDPOINT to a mirror; under HF_HUB_OFFLINE=1 only "
             "the hub cache is read), or pass --checkpoint PATH to a local copy",
             url=hub.describe(),
         ) from None
+    if not pin.is_file():  # huggingface_hub's cache keeps each file under snapshots/<commit>/
+        pin.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(pin, Path(path).parents[len(Path(hub.filename).parts) - 1].name + "\n")
     return check_recorded_sha256(Path(path), cache_dir() / "hub-sha256" / f"{name}.sha256")
 
 
@@ -565,9 +572,8 @@ register_supernet(
         url_name="ofa_proxyless_d234_e346_k357_w1.3",
     )
 )
-#: MIT's OFA-ResNet50 (its module: ``ofa_resnet``): weights on the Hugging Face hub, read at a
-#: branch (the commit could not be looked up where this was written; the sha256 recorded at the
-#: first download still refuses a changed file).
+#: MIT's OFA-ResNet50 (its module: ``ofa_resnet``): weights on the Hugging Face hub at a branch,
+#: pinned to the commit it resolves to at the first download (see :func:`hub_download`).
 register_supernet(
     SupernetInfo(
         name="ofa_resnet50",
