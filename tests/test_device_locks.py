@@ -1,7 +1,8 @@
 """Device locks (``ofa_edge.devices.lock``) on real test-bed devices: two ``bench`` commands
 racing on one sshd device (one waits, says who holds it, both results valid), stale locks taken
 over, ``devices check`` showing a held lock, a lock released after errors, a bounded wait on
-``local`` and the lock through the ADB double. The machine has 2 cores: these check function,
+``local``, the refresh keeping a hold longer than the lock's life (and saying when the lock is
+lost) and the lock through the ADB double. The machine has 2 cores: these check function,
 not speed."""
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from ofa_edge.devices import lock as lock_module
 from ofa_edge.devices.lock import DeviceLock
 from ofa_edge.devices.sessions import open_session
 from ofa_edge.devices.spec import DeviceSpec
@@ -213,3 +215,26 @@ def test_lock_through_adb(adb_spec: DeviceSpec, phone: FakeAdbd) -> None:
     assert DeviceLock(spec).holder() is None
     with DeviceLock(spec):
         assert (phone.sandbox / "agent dir" / "lock.json").is_file()
+
+
+def test_refresh_keeps_a_long_hold_and_says_when_the_lock_is_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lock_module, "LOCK_TTL_S", 2.0)  # refreshed every 0.5 s
+    spec = DeviceSpec(name="local", workdir=str(tmp_path / "agent"), lock_timeout=1.0)
+    said: list[str] = []
+    with DeviceLock(spec, command="a long build", say=said.append):
+        time.sleep(5.0)  # more than twice the lock's life: only the refresh keeps it ours
+        with pytest.raises(DeviceBusy, match="a long build"):
+            DeviceLock(spec, command="a second command").acquire()
+        # Another command takes it over (as after a missed expiry): the holder says so, once.
+        thief = {"owner": "x@elsewhere", "host": "elsewhere", "pid": 1, "command": "a thief", "token": "t"}
+        (tmp_path / "agent" / "lock.json").write_text(json.dumps(thief) + "\n")
+        (tmp_path / "agent" / "lock.expires").write_text(f"{int(time.time()) + 60} t\n")
+        deadline = time.monotonic() + 5.0
+        while not said and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert len(said) == 1 and said[0].startswith("local: lost the device lock (now: "), said
+    assert "running `a thief`" in said[0] and said[0].endswith("; measuring on")
+    now = DeviceLock(spec).holder()  # the holder's release left the thief's lock in place
+    assert now is not None and now.command == "a thief"
