@@ -1,6 +1,6 @@
 """Device locks (``ofa_edge.devices.lock``) on real test-bed devices: two ``bench`` commands
 racing on one sshd device (one waits, says who holds it, both results valid), stale locks taken
-over, ``devices check`` showing a held lock, a lock released after errors, a bounded wait on
+over, live ones waited for or removed by ``devices unlock``, ``devices check`` showing a held lock, a lock released after errors, a bounded wait on
 ``local``, the refresh keeping a hold longer than the lock's life (and saying when the lock is
 lost) and the lock through the ADB double. The machine has 2 cores: these check function,
 not speed."""
@@ -108,7 +108,7 @@ def test_two_benches_race_one_waits_both_valid(
 
 
 def test_stale_locks_are_taken_over_and_live_ones_waited_for(pi: tuple[DeviceSpec, Path]) -> None:
-    spec, _ = pi
+    spec, inventory = pi
     said: list[str] = []
     elsewhere = {
         "owner": "ghost@elsewhere",
@@ -140,6 +140,13 @@ def test_stale_locks_are_taken_over_and_live_ones_waited_for(pi: tuple[DeviceSpe
         DeviceLock(dataclasses.replace(spec, lock_timeout=1.5), say=said.append).acquire()
     assert "--lock-timeout" in (info.value.hint or "") and len(said) == 1 and "waiting up to 1.5 s" in said[0]
     assert DeviceLock(spec).holder() is not None, "a lock that is not ours is never removed"
+
+    # ... unless the user says its holder is gone: `devices unlock` removes it, naming it.
+    code, out, err = finished(cli("devices", "unlock", "pi", "--inventory", str(inventory)))
+    assert code == 0 and out.startswith("pi: removed the lock of ghost@elsewhere (pid 4242)"), err
+    assert DeviceLock(spec).holder() is None
+    code, out, err = finished(cli("devices", "unlock", "pi", "--inventory", str(inventory)))
+    assert code == 0 and out.strip() == "pi: not locked", err
     plant(spec, elsewhere, expires_in=-1)  # leave it stale for the next test
 
 

@@ -1,4 +1,4 @@
-"""``ofa-edge devices list|check|trust`` and ``bench``: the fleet, and a model measured on it."""
+"""``ofa-edge devices list|check|trust|unlock`` and ``bench``: the fleet, and a model measured on it."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from ofa_edge.cli.common import (
     select_devices,
 )
 from ofa_edge.cli.fleet import DeviceRun, run_devices
-from ofa_edge.cli.output import DeviceLines, Output
+from ofa_edge.cli.output import DeviceLines, Output, Progress
 from ofa_edge.devices.spec import DeviceSpec
 from ofa_edge.errors import AgentError, ConfigError, OfaEdgeError, fleet_exit_code
 
@@ -125,6 +125,21 @@ def _cmd_devices_trust(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+def _cmd_devices_unlock(args: argparse.Namespace, out: Output) -> int:
+    return run_devices(args, out, "devices-unlock", _unlock)
+
+
+def _unlock(spec: DeviceSpec, _: Progress) -> DeviceRun:
+    """Remove ``spec``'s device lock, whoever holds it (``DeviceLock.break_lock``)."""
+    from ofa_edge.devices.lock import DeviceLock
+
+    holder = DeviceLock(spec, command="ofa-edge devices unlock").break_lock()
+    doc = {"device": spec.name, "removed": holder.to_dict() if holder else None}
+    return DeviceRun(
+        doc, f"{spec.name}: " + (f"removed the lock of {holder.describe()}" if holder else "not locked")
+    )
+
+
 def _engine_note(engine: dict[str, Any]) -> str:
     """A compiled engine's line end: cached, or its build time (kept apart from inference)."""
     built = "cached" if engine["cached"] else f"built in {engine['build_s']:.1f} s"
@@ -191,7 +206,7 @@ def _bench(args: argparse.Namespace, spec: DeviceSpec, model: Path) -> DeviceRun
 
 
 def register(sub: Any) -> None:
-    """Add ``devices list|check|trust`` and ``bench``."""
+    """Add ``devices list|check|trust|unlock`` and ``bench``."""
     dsub = add_group(sub, "devices", "the device fleet")
     p = add_command(dsub, "list", "devices in the inventory", devices=True)
     p.set_defaults(func=_cmd_devices_list)
@@ -202,6 +217,9 @@ def register(sub: Any) -> None:
     add_device(p)
     p.add_argument("--fingerprint", metavar="SHA256:...", help="refuse unless the key has this fingerprint")
     p.set_defaults(func=_cmd_devices_trust)
+    p = add_command(dsub, "unlock", "remove a device lock left by a command that died", devices=True)
+    add_devices(p, lock=False)
+    p.set_defaults(func=_cmd_devices_unlock)
 
     p = add_command(sub, "bench", "push a model file and measure it on devices", devices=True)
     add_devices(p)

@@ -255,6 +255,24 @@ class DeviceLock:
                 self._transport.close()
                 self._transport = None
 
+    def break_lock(self) -> LockHolder | None:
+        """Remove another command's lock now (its holder died on another host and its expiry is
+        far off): the holder removed, or None if the device was not locked. A holder still alive
+        says at its next refresh that it lost the lock."""
+        holder = self.holder()
+        if holder is None:
+            return None
+        status, other = self._call("take", steal=holder.token)
+        if status not in ("TAKEN", "TOOK"):
+            raise DeviceBusy(
+                f"{self.spec.name}: the lock changed hands while it was being removed "
+                f"(now: {other.describe() if other else 'unknown'})",
+                hint=f"run `ofa-edge devices unlock {self.spec.name}` again if that holder is gone too",
+            )
+        self.held = True  # ours for the moment it takes to remove it
+        self.release()
+        return holder
+
     def __enter__(self) -> DeviceLock:
         self.acquire()
         return self
