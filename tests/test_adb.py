@@ -31,8 +31,7 @@ from ofa_edge.devices.benchmark_model import (
 )
 from ofa_edge.devices.inventory import ADB_WORKDIR, load_inventory
 from ofa_edge.devices.spec import AdbOptions, DeviceSpec
-from ofa_edge.devices.transport import CommandFailed, CommandTimeout, DeviceError, DeviceUnreachable
-from ofa_edge.errors import ConfigError
+from ofa_edge.errors import CommandFailed, CommandTimeout, ConfigError, DeviceError, DeviceUnreachable
 from ofa_edge.testing import fake_benchmark_model
 from ofa_edge.testing.fake_adbd import FakeAdbd
 

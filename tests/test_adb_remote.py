@@ -16,9 +16,8 @@ from ofa_edge.devices.adb import AdbTransport
 from ofa_edge.devices.agent import AgentSession
 from ofa_edge.devices.inventory import load_inventory
 from ofa_edge.devices.spec import DeviceSpec
-from ofa_edge.devices.transport import DeviceUnreachable
 from ofa_edge.devices.transports import TRANSPORTS
-from ofa_edge.errors import ConfigError
+from ofa_edge.errors import ConfigError, DeviceUnreachable
 from ofa_edge.testing.fake_adbd import FakeAdbd
 from tests.test_ssh import closed_port
 

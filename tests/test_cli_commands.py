@@ -373,7 +373,7 @@ def test_error_families_have_distinct_exit_codes() -> None:
         family = next(f for f in cls.__mro__ if f in errors.EXIT_CODES.values())
         assert cls.exit_code == family.exit_code, cls
     # each module that raises them still offers them under their old names
-    from ofa_edge.devices.transport import CommandTimeout, DeviceUnreachable, HostKeyError
+    from ofa_edge.errors import CommandTimeout, DeviceUnreachable, HostKeyError
     from ofa_edge.lut.table import LutError
     from ofa_edge.search.evolution import InfeasibleError
 

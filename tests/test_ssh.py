@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ofa_edge.devices.ssh import SshTransport, offered_host_key, trust_host
-from ofa_edge.devices.transport import (
+from ofa_edge.errors import (
     AuthError,
     CommandFailed,
     CommandTimeout,

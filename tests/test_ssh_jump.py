@@ -14,8 +14,7 @@ import pytest
 from ofa_edge.devices.inventory import load_inventory, parse_device
 from ofa_edge.devices.spec import DeviceSpec, SshOptions
 from ofa_edge.devices.ssh import SshTransport
-from ofa_edge.devices.transport import DeviceUnreachable, HostKeyError
-from ofa_edge.errors import ConfigError
+from ofa_edge.errors import ConfigError, DeviceUnreachable, HostKeyError
 from ofa_edge.testing.sshd import SshDevice
 from tests.test_cli import error_line, run
 from tests.test_cli_commands import ok

@@ -32,15 +32,8 @@ from pathlib import Path
 
 from ofa_edge.devices.local import ProcessChannel
 from ofa_edge.devices.spec import AdbOptions, DeviceSpec
-from ofa_edge.devices.transport import (
-    CommandTimeout,
-    DeviceError,
-    DeviceUnreachable,
-    RunResult,
-    Transport,
-    shell_command,
-)
-from ofa_edge.errors import AdbNotFound
+from ofa_edge.devices.transport import RunResult, Transport, shell_command
+from ofa_edge.errors import AdbNotFound, CommandTimeout, DeviceError, DeviceUnreachable
 
 ADB_TIMEOUT_S = 30.0  # one bookkeeping call (devices, connect, get-state); the first starts the server
 CONNECT_WAIT_S = 10.0  # how long a just-connected phone may stay "offline"/"connecting"

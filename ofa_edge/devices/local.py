@@ -19,13 +19,8 @@ from pathlib import Path
 from typing import IO
 
 from ofa_edge.devices.spec import DeviceSpec
-from ofa_edge.devices.transport import (
-    Channel,
-    CommandTimeout,
-    DeviceUnreachable,
-    RunResult,
-    Transport,
-)
+from ofa_edge.devices.transport import Channel, RunResult, Transport
+from ofa_edge.errors import CommandTimeout, DeviceUnreachable
 from ofa_edge.files import sha256_file
 
 

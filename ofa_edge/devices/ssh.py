@@ -28,18 +28,15 @@ import paramiko
 from paramiko.hostkeys import InvalidHostKey
 
 from ofa_edge.devices.spec import DeviceSpec, SshOptions
-from ofa_edge.devices.transport import (
+from ofa_edge.devices.transport import Channel, RunResult, Transport, shell_command
+from ofa_edge.errors import (
     AuthError,
-    Channel,
     CommandTimeout,
+    ConfigError,
     DeviceError,
     DeviceUnreachable,
     HostKeyError,
-    RunResult,
-    Transport,
-    shell_command,
 )
-from ofa_edge.errors import ConfigError
 
 KEEPALIVE_S = 15
 SFTP_IDLE_TIMEOUT_S = 60.0  # an SFTP request with no answer for this long fails

@@ -15,12 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from ofa_edge.errors import AuthError as AuthError
 from ofa_edge.errors import CommandFailed
-from ofa_edge.errors import CommandTimeout as CommandTimeout
-from ofa_edge.errors import DeviceError as DeviceError
-from ofa_edge.errors import DeviceUnreachable as DeviceUnreachable
-from ofa_edge.errors import HostKeyError as HostKeyError
 
 DEFAULT_TIMEOUT_S = 60.0
 
