@@ -17,6 +17,7 @@ import numpy as np
 from ofa_edge.accuracy.measure import CALIB_IMAGES
 from ofa_edge.data import ImageArray, load_split, split_train_val
 from ofa_edge.errors import ConfigError
+from ofa_edge.files import atomic_path
 
 CALIB_FILE = "cifar10_calib.npz"
 
@@ -63,7 +64,7 @@ def write_calibration_set(source: str | Path, out_path: str | Path, calib_count:
     calib, _ = calibration_and_validation(load_split(source, "train"), calib_count)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    with out_path.open("wb") as f:
+    with atomic_path(out_path) as tmp, tmp.open("wb") as f:
         np.savez_compressed(f, images=calib.images, labels=calib.labels, classes=np.array(calib.classes))
     return out_path
 

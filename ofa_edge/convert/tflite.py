@@ -28,6 +28,7 @@ from torch import nn
 
 from device_agents.ofa_edge_agent import predict
 from ofa_edge.errors import ConverterMissing
+from ofa_edge.files import write_atomic
 
 #: The fastest reliable install of the converter we measured (pip backtracks for minutes over
 #: the ``[tflite]`` extra as one requirement set).
@@ -131,7 +132,7 @@ def quantize_tflite(fp32_path: str | Path, out: str | Path, calib: np.ndarray) -
         qz = quantizer.Quantizer(str(fp32_path), recipe.static_wi8_ai8())
         stats = qz.calibrate({name: samples})
         model = qz.quantize(stats, enable_progress_report=False).quantized_model
-    out.write_bytes(bytes(model))
+    write_atomic(out, bytes(model))
     return out
 
 
@@ -156,7 +157,7 @@ def tflite_fp16(fp32_path: str | Path, out: str | Path) -> Path:
     )
     with _quiet():
         result = quantizer.Quantizer(str(fp32_path), manager.get_quantization_recipe()).quantize()
-    Path(out).write_bytes(bytes(result.quantized_model))
+    write_atomic(out, bytes(result.quantized_model))
     return Path(out)
 
 

@@ -509,7 +509,7 @@ def export_ofa(table: LatencyTable, folder: str | Path) -> list[Path]:
             spread = (e.p90_ms - e.p10_ms) / 2.563 if e.p10_ms is not None and e.p90_ms is not None else 0.0
             out[key] = {"count": e.samples, "mean": e.median_ms, "std": spread}
         path = folder / f"{r}_lookup_table.yaml"
-        path.write_text(yaml.safe_dump(out, sort_keys=True))
+        write_atomic(path, yaml.safe_dump(out, sort_keys=True))
         written.append(path)
     return written
 
