@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -63,6 +63,10 @@ def test_one_build_per_class_and_the_other_member_joins(tmp_path: Path) -> None:
     joiner's speed, and the search path then finds the built one (not the joined one) as the
     class table. Checks function, not speed (2 shared cores)."""
     classes = ClassBuilds()
+    totals: dict[tuple[str, str], set[int]] = {}  # (device, "ops" | "subnets"): progress totals
+
+    def counter(name: str, what: str) -> Callable[[int, int], None]:
+        return lambda done, total: totals.setdefault((name, what), set()).add(total)
 
     def member(spec: DeviceSpec) -> Membership:
         with open_session(spec) as session:
@@ -76,6 +80,8 @@ def test_one_build_per_class_and_the_other_member_joins(tmp_path: Path) -> None:
                 threads=1,
                 classes=classes,
                 join_samples=12,
+                progress=counter(spec.name, "ops"),
+                joining=counter(spec.name, "subnets"),
                 **FAST,
             )
 
@@ -86,6 +92,10 @@ def test_one_build_per_class_and_the_other_member_joins(tmp_path: Path) -> None:
     assert len(built) == len(joined) == 1, results
     (own,), (member_,) = built, joined
     assert member_.joined is not None and member_.joined.samples == 12 and member_.note is None
+    joiner, builder = member_.table.device.name, own.table.device.name
+    # The join times its 12 subnets in 3 interleaved rounds (adapt's default): 36 timings.
+    assert totals.get((joiner, "subnets")) == {36} and (joiner, "ops") not in totals, totals
+    assert (builder, "subnets") not in totals and totals[(builder, "ops")], totals
     assert member_.class_table == tmp_path / table_file_name(own.table.device.name, "tiny-test", "fp32", 1)
     adapted = member_.table.adapted
     assert adapted is not None and adapted.source_device == own.table.device.name

@@ -65,7 +65,14 @@ def _build(
             joined = note = mate = None
         else:
             member = class_member_table(
-                session, supernet, resolutions, path, classes=classes, join_samples=args.join_samples, **build
+                session,
+                supernet,
+                resolutions,
+                path,
+                classes=classes,
+                join_samples=args.join_samples,
+                joining=progress.counter(f"join {spec.name}", "timing"),
+                **build,
             )
             table, joined, note, mate = member.table, member.joined, member.note, member.class_table
     n = len({k for section in table.entries.values() for k in section})
@@ -111,7 +118,7 @@ def _adapt(args: argparse.Namespace, spec: DeviceSpec, several: bool, progress: 
             held_out=args.held_out,
             rounds=args.rounds,
             seed=args.seed,
-            progress=progress.counter(f"adapt {spec.name}", "subnet"),
+            progress=progress.counter(f"adapt {spec.name}", "timing"),
         )
     fit = report.fit
     scales = ", ".join(f"{t} {v / fit.scale:.2f}" for t, v in sorted(fit.type_scales.items()))
@@ -160,7 +167,7 @@ def _validate(args: argparse.Namespace, spec: DeviceSpec, several: bool, progres
             plot=device_path(Path(args.plot), spec.name, several) if args.plot else None,
             rounds=args.rounds,
             fit=args.fit,
-            progress=progress.counter(f"validate {spec.name}", "subnet"),
+            progress=progress.counter(f"validate {spec.name}", "timing"),
         )
     before, after = report.uncalibrated, report.calibrated
     text = (

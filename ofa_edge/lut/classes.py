@@ -157,11 +157,13 @@ def class_member_table(
     classes: ClassBuilds | None = None,
     join_samples: int = JOIN_SAMPLES,
     progress: BuildProgress | None = None,
+    joining: BuildProgress | None = None,
     **build: Any,
 ) -> Membership:
     """The device's table at ``out``: joined from its class's table (on the search path, or
     built by another device of this fleet command, ``classes``) when there is one and it fits,
-    else built op by op (``build``: ``build_table``'s keywords). A build to resume is resumed."""
+    else built op by op (``build``: ``build_table``'s keywords). A build to resume is resumed.
+    ``progress`` follows a build, ``joining`` a join (its whole-subnet timings)."""
     cls = session_class(session, precision, threads)
     name = session.spec.name
 
@@ -186,7 +188,7 @@ def class_member_table(
             if classes is not None:
                 classes.record(cls, out)
             return Membership(table)
-    report = adapt(session, mate, out, samples=join_samples, per_type=False, progress=progress)
+    report = adapt(session, mate, out, samples=join_samples, per_type=False, progress=joining)
     if report.fit.loo_mape_pct <= JOIN_MAX_LOO_PCT:
         return Membership(report.table, report, mate)
     out.unlink()
