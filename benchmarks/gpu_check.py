@@ -181,6 +181,8 @@ def main() -> None:
         print(f"gpu_check skipped: {reason}")
         return
     spec = get_supernet_info(args.supernet).spec
+    if not isinstance(spec, MBv3Spec):
+        parser.error(f"{args.supernet} is a {spec.family} supernet; this check samples MobileNetV3 subnets")
     doc = check(spec, args.resolution, args.subnets, args.runs, providers, print)
     if args.json:
         args.json.write_text(json.dumps({"supernet": args.supernet, **doc}, indent=2))

@@ -69,11 +69,11 @@ def main() -> None:
         f"the reference's raw time in 9 timings after the runs: {min(refs):.4f}-{max(refs):.4f} ms"
     )
     print(f"{'timing':>12s} {'noise MAPE':>11s} {'within ±10 %':>13s} {'ratio, median':>14s} {'wall s':>7s}")
-    for mode, (first, second) in measured.items():
+    for name, (first, second) in measured.items():
         noise = fidelity(second, first)
         print(
-            f"{mode:>12s} {noise.mape:10.2f}% {100 * noise.within_10pct:12.1f}% "
-            f"{np.median(np.concatenate([first, second])):14.4f} {seconds[mode]:7.0f}"
+            f"{name:>12s} {noise.mape:10.2f}% {100 * noise.within_10pct:12.1f}% "
+            f"{np.median(np.concatenate([first, second])):14.4f} {seconds[name]:7.0f}"
         )
 
 

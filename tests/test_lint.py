@@ -31,6 +31,6 @@ def test_import_layers() -> None:
 
 
 def test_types() -> None:
-    """mypy passes over the whole package with the configuration in pyproject.toml ([tool.mypy])."""
+    """mypy passes over the package and benchmarks/ with the configuration in pyproject.toml ([tool.mypy])."""
     res = subprocess.run([_tool("mypy")], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
