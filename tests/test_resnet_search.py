@@ -98,19 +98,11 @@ def test_vectorized_costs_and_predictions_equal_the_scalar_references(
 
 def _every_member(genome: Genome) -> Population:
     """Every gene combination at every resolution (a brute force over a tiny space)."""
-    columns = [(n, c) for n, k in genome.n_choices.items() for c in range(len(k))]
-    grid = np.stack(
-        np.meshgrid(
-            *(np.arange(genome.n_choices[n][c]) for n, c in columns),
-            np.arange(len(genome.resolutions)),
-            indexing="ij",
-        ),
-        axis=-1,
-    ).reshape(-1, len(columns) + 1)
-    genes = {n: np.zeros((len(grid), len(k)), dtype=np.int64) for n, k in genome.n_choices.items()}
-    for j, (n, c) in enumerate(columns):
-        genes[n][:, c] = grid[:, j]
-    return Population(genes, grid[:, -1])
+    one = genome.combinations([(n, c) for n, k in genome.n_choices.items() for c in range(len(k))])
+    every = [one.take(np.arange(len(one))) for _ in genome.resolutions]
+    for r, part in enumerate(every):
+        part.r[:] = r
+    return Population.concat(every)
 
 
 @pytest.mark.parametrize(
