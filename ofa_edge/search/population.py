@@ -88,6 +88,19 @@ class Population:
 
 
 @dataclass(frozen=True)
+class _Gather:
+    """How gene arrays map to variant ids: a position's id is its offset plus its dependency
+    columns' indices in mixed radix (the last fastest)."""
+
+    genes: list[str]  # the stacked genes, in order (then one all-zero padding column)
+    offsets: np.ndarray  # [n_pos]
+    cols: np.ndarray  # [n_pos, J] dependency columns in the stack (padding: the zero column)
+    strides: np.ndarray  # [n_pos, J]
+    runs: np.ndarray  # [n_pos] run-mask column (-1: always runs)
+    n_variants: int
+
+
+@dataclass(frozen=True)
 class Position:
     """One op of the largest subnet: the gene columns its op depends on, and the column of the
     genome's run mask saying whether it runs (None: it always does)."""
@@ -125,6 +138,7 @@ class Genome(abc.ABC):
         self._run_stage = np.array([s for s, _ in runs], dtype=np.int64)
         self._run_from = np.array([sum(v <= below for v in depths[s]) for s, below in runs], dtype=np.int64)
         self.positions = self._positions()
+        self._ops: dict[int, list[Op]] = {}  # variant ops by resolution
         largest = spec.ops(spec.space.max_arch(self.resolutions[-1]))
         assert len(largest) == len(self.positions), "a genome's positions are its largest subnet's ops"
 
@@ -249,10 +263,7 @@ class Genome(abc.ABC):
     # --- op variants (what costs gather) --------------------------------------------------------
 
     @cached_property
-    def _variants(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
-        """(offsets [n_pos], dependency columns [n_pos, J] into :meth:`_stack`, strides [n_pos, J],
-        run-mask columns [n_pos] (-1: always), the stacked genes' names): a position's variant id is
-        its offset plus its dependency indices in mixed radix (the last fastest)."""
+    def _gather(self) -> _Gather:
         names = list(self.n_choices)
         starts = dict(zip(names, itertools.accumulate((len(self.n_choices[n]) for n in names), initial=0)))
         pad = sum(len(c) for c in self.n_choices.values())  # the stack's all-zero column
@@ -268,18 +279,16 @@ class Genome(abc.ABC):
             offsets[i] = total
             total += int(np.prod(counts))
         runs = np.array([-1 if p.runs is None else p.runs for p in self.positions], dtype=np.int64)
-        return offsets, cols, strides, runs, names
+        return _Gather(names, offsets, cols, strides, runs, total)
 
     @property
     def n_variants(self) -> int:
         """Distinct (position, dependency choices) pairs: the width of a cost's value table."""
-        counts = [int(np.prod([self.n_choices[g][c] for g, c in p.deps])) for p in self.positions]
-        return sum(counts)
+        return self._gather.n_variants
 
     def _stack(self, pop: Population) -> np.ndarray:
-        names = self._variants[4]
         return np.concatenate(
-            [*(pop.genes[n] for n in names), np.zeros((len(pop), 1), dtype=np.int64)], axis=1
+            [*(pop.genes[n] for n in self._gather.genes), np.zeros((len(pop), 1), dtype=np.int64)], axis=1
         )
 
     def variant_ids(self, pop: Population, active: np.ndarray) -> np.ndarray:
@@ -290,50 +299,52 @@ class Genome(abc.ABC):
     def all_variant_ids(self, pop: Population) -> np.ndarray:
         """int64 [P, n_positions]: each member's variant of every op position, run or not (depths
         decide only whether an op runs, never which variant it is)."""
-        offsets, cols, strides, _, _ = self._variants
+        gather = self._gather
         stack = self._stack(pop)
-        ids = offsets + stack[:, cols[:, 0]] * strides[:, 0]
-        for j in range(1, cols.shape[1]):
-            ids += stack[:, cols[:, j]] * strides[:, j]
+        ids = gather.offsets + stack[:, gather.cols[:, 0]] * gather.strides[:, 0]
+        for j in range(1, gather.cols.shape[1]):
+            ids += stack[:, gather.cols[:, j]] * gather.strides[:, j]
         return ids
 
     def position_runs(self, active: np.ndarray) -> np.ndarray:
         """bool [P, n_positions]: which op positions run, from the run mask :meth:`active`."""
-        return np.concatenate([active, np.ones((len(active), 1), dtype=bool)], axis=1)[:, self._variants[3]]
+        return np.concatenate([active, np.ones((len(active), 1), dtype=bool)], axis=1)[:, self._gather.runs]
 
-    def variant_ops(self, r: int) -> list[Op]:
-        """The op of every variant at resolution ``r``, by variant id.
-
-        Each op is read off the largest subnet with the position's dependency columns set; the
-        (position, choices) pairs are packed greedily into as few such probe subnets as agree.
-        """
-        probes: list[dict[Column, int]] = []
-        wanted: list[list[tuple[int, int]]] = []  # per probe: (position, variant id)
-        offsets = self._variants[0]
+    @cached_property
+    def _probes(self) -> list[tuple[dict[Column, int], list[tuple[int, int]]]]:
+        """Subnets to read every variant's op off: the largest with some columns set, each with
+        the (position, variant id) pairs it shows; (position, choices) pairs are packed greedily
+        into as few probes as agree on their columns."""
+        probes: list[tuple[dict[Column, int], list[tuple[int, int]]]] = []
         for p, pos in enumerate(self.positions):
             counts = [range(int(self.n_choices[g][c])) for g, c in pos.deps]
             for v, combo in enumerate(itertools.product(*counts)):
                 assign = dict(zip(pos.deps, combo))
-                at = next(
-                    (i for i, pr in enumerate(probes) if all(pr.get(k, x) == x for k, x in assign.items())),
-                    len(probes),
+                probe = next(
+                    (pr for pr in probes if all(pr[0].get(k, x) == x for k, x in assign.items())), None
                 )
-                if at == len(probes):
-                    probes.append({})
-                    wanted.append([])
-                probes[at].update(assign)
-                wanted[at].append((p, int(offsets[p]) + v))
-        base = self.from_archs([self.space.max_arch(r)])
-        ops: list[Op | None] = [None] * self.n_variants
-        for probe, want in zip(probes, wanted):
-            member = base.take(np.array([0]))
-            for (g, c), value in probe.items():
-                member.genes[g][0, c] = value
-            run = self.spec.ops(self.archs(member)[0])
-            for p, vid in want:
-                ops[vid] = run[p]
-        assert all(op is not None for op in ops)
-        return [op for op in ops if op is not None]
+                if probe is None:
+                    probe = ({}, [])
+                    probes.append(probe)
+                probe[0].update(assign)
+                probe[1].append((p, int(self._gather.offsets[p]) + v))
+        return probes
+
+    def variant_ops(self, r: int) -> list[Op]:
+        """The op of every variant at resolution ``r``, by variant id (computed once per ``r``)."""
+        if r not in self._ops:
+            base = self.from_archs([self.space.max_arch(r)])
+            ops: list[Op | None] = [None] * self.n_variants
+            for assign, shows in self._probes:
+                member = base.take(np.array([0]))
+                for (g, c), value in assign.items():
+                    member.genes[g][0, c] = value
+                run = self.spec.ops(self.archs(member)[0])
+                for p, vid in shows:
+                    ops[vid] = run[p]
+            self._ops[r] = [op for op in ops if op is not None]
+            assert len(self._ops[r]) == self.n_variants
+        return self._ops[r]
 
     # --- exact minima ---------------------------------------------------------------------------
 
@@ -366,17 +377,19 @@ class Genome(abc.ABC):
     def cheapest_free(self, pop: Population, values: np.ndarray) -> None:
         """Set every free column of ``pop`` (in place) to the choice whose op variant is cheapest in
         ``values`` [V] given the member's other columns."""
-        offsets, cols, strides, _, _ = self._variants
+        gather = self._gather
         stack = self._stack(pop)
         for p, pos in enumerate(self.positions):
             free = [j for j, col in enumerate(pos.deps) if col in self.free_columns]
             if not free:
                 continue
             fixed = [j for j in range(len(pos.deps)) if j not in free]
-            base = offsets[p] + (stack[:, cols[p, fixed]] * strides[p, fixed]).sum(axis=1)
+            base = gather.offsets[p] + (stack[:, gather.cols[p, fixed]] * gather.strides[p, fixed]).sum(
+                axis=1
+            )
             counts = [int(self.n_choices[pos.deps[j][0]][pos.deps[j][1]]) for j in free]
             combos = np.array(list(itertools.product(*(range(c) for c in counts))), dtype=np.int64)
-            best = values[base[:, None] + combos @ strides[p, free]].argmin(axis=1)
+            best = values[base[:, None] + combos @ gather.strides[p, free]].argmin(axis=1)
             for j, column in zip(free, combos[best].T):
-                g, c = pos.deps[j]
-                pop.genes[g][:, c] = column
+                name, c = pos.deps[j]
+                pop.genes[name][:, c] = column
