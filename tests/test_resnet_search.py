@@ -25,7 +25,8 @@ from ofa_edge.search.genomes import GENOMES
 from ofa_edge.search.population import Genome
 from ofa_edge.supernet.registry import get_supernet_info
 from ofa_edge.supernet.resnet_spec import ResNetArch, ResNetSpace, ResNetSpec
-from tests.test_cli import run
+from tests.test_cli import error_line, run
+from tests.test_registry import _closed_port
 
 SPEC = ResNetSpec(10, ResNetSpace(resolutions=(32, 48)))
 CALIBRATION = Calibration(a=1.1, b=0.8, c=-0.01, q=0.002)
@@ -173,32 +174,32 @@ def test_a_predictor_of_another_space_is_refused_in_one_line(table) -> None:
         SubnetSearch("tiny-resnet", SPEC, {"fake": table}, other)
 
 
-def test_cli_searches_ofa_resnet50_by_macs_and_with_a_predictor_file(tmp_path: Path) -> None:
+def test_cli_searches_ofa_resnet50_by_macs_and_with_a_predictor_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     spec = get_supernet_info("ofa_resnet50").spec
-    synthetic_table(spec, "ofa_resnet50", (128,)).save(tmp_path / "fake.json")
+    table = synthetic_table(spec, "ofa_resnet50", (128,))
+    table.save(tmp_path / "fake.json")
+    budget = table.predict(spec.space.max_arch(128)) / 2  # binding: the largest subnet misses it
     torch.manual_seed(1)
     predictor = AccuracyPredictor(ResNetArchEncoder(spec.space))
     predictor.base_acc.fill_(0.78)
     torch.save(predictor.state_dict(), tmp_path / "mit.pth")  # MIT's file: the bare state dict
-    base = [
-        "--json",
-        "search",
-        "--supernet",
-        "ofa_resnet50",
-        "--device",
-        "fake",
-        "--lut",
-        str(tmp_path / "fake.json"),
-    ]
-    base += ["--latency-ms", "400", "--generations", "20"]
+    base = ["search", "--supernet", "ofa_resnet50", "--device", "fake", "--lut", str(tmp_path / "fake.json")]
+    base += ["--latency-ms", str(budget), "--generations", "20"]
     for extra in (
         ["--objective", "macs"],
         ["--predictor", str(tmp_path / "mit.pth"), "--out", str(tmp_path / "a.json")],
     ):
-        res = run(*base, *extra)
+        res = run("--json", *base, *extra)
         assert res.returncode == 0, res.stderr
         best = json.loads(res.stdout)["results"][0]
         arch = ResNetArch.from_dict(best["arch"])
-        assert best["latency_ms"]["fake"] <= 400 and best["macs"] == spec.count(arch).macs
+        assert best["latency_ms"]["fake"] == table.predict(arch) <= budget
+        assert best["macs"] == spec.count(arch).macs
     assert json.loads((tmp_path / "a.json").read_text()) == best["arch"]
     assert 0.5 < best["score"] < 1.0
+    # Without --predictor, MIT's predictor is fetched by name (tests/test_resnet_registry.py); offline:
+    monkeypatch.setenv("OFA_EDGE_MIRROR", f"http://127.0.0.1:{_closed_port()}")
+    res = run(*base, cwd=tmp_path)
+    assert "ofa_resnet50_acc_predictor.pth" in error_line(res, 7) and "--predictor PATH" in res.stderr
