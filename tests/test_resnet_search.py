@@ -27,6 +27,7 @@ from ofa_edge.supernet.registry import get_supernet_info
 from ofa_edge.supernet.resnet_spec import ResNetArch, ResNetSpace, ResNetSpec
 from tests.test_cli import error_line, run
 from tests.test_registry import _closed_port
+from tests.test_search import W12
 
 SPEC = ResNetSpec(10, ResNetSpace(resolutions=(32, 48)))
 CALIBRATION = Calibration(a=1.1, b=0.8, c=-0.01, q=0.002)
@@ -168,10 +169,13 @@ def test_a_family_without_a_genome_is_refused_in_one_line(table, monkeypatch: py
         SubnetSearch("tiny-resnet", SPEC, {"fake": table}, objective="macs")
 
 
-def test_a_predictor_of_another_space_is_refused_in_one_line(table) -> None:
+def test_a_predictor_of_another_space_or_family_is_refused_in_one_line(table) -> None:
     other = AccuracyPredictor(ResNetArchEncoder(ResNetSpace(expand_ratio_list=(0.25,)), (32, 48)), 8, 1)
     with pytest.raises(ConfigError, match="the predictor does not encode this OFA-ResNet's space"):
         SubnetSearch("tiny-resnet", SPEC, {"fake": table}, other)
+    resnets = AccuracyPredictor(ResNetArchEncoder(SPEC.space, (160,)), 8, 1)
+    with pytest.raises(ConfigError, match=r"the predictor encodes kernels \[\] and expands \[\]"):
+        SubnetSearch(W12, get_supernet_info(W12).spec, predictor=resnets)
 
 
 def test_cli_searches_ofa_resnet50_by_macs_and_with_a_predictor_file(

@@ -50,11 +50,11 @@ class MBConvGenome(Genome):
 
     def features(self, encoder: Any) -> Features:
         enc, space = encoder, self.spec.space
-        if tuple(enc.ks_list) != tuple(space.ks_list) or tuple(enc.expand_list) != tuple(
-            space.expand_ratio_list
-        ):
+        # Another family's encoder has no kernels or expands: refused the same way.
+        ks, expands = tuple(getattr(enc, "ks_list", ())), tuple(getattr(enc, "expand_list", ()))
+        if ks != tuple(space.ks_list) or expands != tuple(space.expand_ratio_list):
             raise ConfigError(
-                f"the predictor encodes kernels {list(enc.ks_list)} and expands {list(enc.expand_list)}, "
+                f"the predictor encodes kernels {list(ks)} and expands {list(expands)}, "
                 f"the supernet has {list(space.ks_list)} and {list(space.expand_ratio_list)}",
                 hint="use the predictor trained for this supernet",
             )
