@@ -19,12 +19,10 @@ import torch
 from ofa_edge.convert.onnx import run_onnx
 from ofa_edge.devices.agent import AgentSession
 from ofa_edge.devices.spec import local_device
-from ofa_edge.errors import ConfigError
 from ofa_edge.export.check import export_model
 from ofa_edge.lut.build import build_table
 from ofa_edge.lut.table import LatencyTable, SupernetRef
 from ofa_edge.measure.models import export_for_timing
-from ofa_edge.search.searcher import SubnetSearch
 from ofa_edge.supernet.bn import recalibrate_bn
 from ofa_edge.supernet.registry import get_supernet_info
 from ofa_edge.supernet.resnet_spec import ResNetArch, ResNetSpace, ResNetSpec
@@ -97,9 +95,3 @@ def test_lut_build_measures_every_op_through_the_generic_path(tmp_path: Path) ->
     expected = sum(table.entries[32][op.key].median_ms for op in spec.ops(large))
     assert table.predict(large, calibrated=False) == pytest.approx(expected)
     assert table.predict(small, calibrated=False) < table.predict(large, calibrated=False)
-
-
-def test_search_refuses_a_resnet_in_one_line() -> None:
-    """The search's genome is MBConv genes: an OFA-ResNet is refused by name, not with a traceback."""
-    with pytest.raises(ConfigError, match="ofa_resnet50: the search does not cover ofa_resnet supernets yet"):
-        SubnetSearch(OFA_RESNET50.name, SPEC, objective="macs")

@@ -53,23 +53,36 @@ class ResNetArchEncoder:
     def encode(self, archs: Sequence[ResNetArch]) -> np.ndarray:
         """float32 [len(archs), n_dim] features (MIT's ``arch2feature`` for each arch)."""
         s = self.space
+        archs = [a.validate(s) for a in archs]
+        outside = [a.r for a in archs if a.r not in self.resolutions]
+        if outside:
+            raise ConfigError(
+                f"arch outside the predictor's space: r={outside[0]}",
+                hint=f"MIT's ResNet50 predictor knows the resolutions {list(self.resolutions)}",
+            )
+        return self.encode_indices(
+            np.array([a.d for a in archs], dtype=np.int64).reshape(len(archs), 1 + s.n_stages),
+            np.array([[s.expand_ratio_list.index(v) for v in a.e] for a in archs], dtype=np.int64),
+            np.array([a.w for a in archs], dtype=np.int64).reshape(len(archs), self.n_widths),
+            np.array([self.resolutions.index(a.r) for a in archs], dtype=np.int64),
+        )
+
+    def encode_indices(self, d: np.ndarray, e: np.ndarray, w: np.ndarray, r: np.ndarray) -> np.ndarray:
+        """float32 [P, n_dim] features from arrays: depths ``d`` [P, 5] (values), ``e`` [P, n_blocks]
+        into ``expand_ratio_list``, width indices ``w`` [P, 6], ``r`` [P] into ``resolutions``
+        (the search's populations, encoded without building archs)."""
+        s = self.space
         n_r, n_w, n_e = len(self.resolutions), len(s.width_mult_list), len(s.expand_ratio_list)
         w_start, e_start = n_r + 2, n_r + 2 + self.n_widths * n_w
-        x = np.zeros((len(archs), self.n_dim), dtype=np.float32)
-        for row, arch in enumerate(archs):
-            arch = arch.validate(s)
-            if arch.r not in self.resolutions:
-                raise ConfigError(
-                    f"arch outside the predictor's space: r={arch.r}",
-                    hint=f"MIT's ResNet50 predictor knows the resolutions {list(self.resolutions)}",
-                )
-            x[row, self.resolutions.index(arch.r)] = 1
-            x[row, n_r + int(arch.d[0] > 0)] = 1
-            for i, w in enumerate(arch.w):
-                x[row, w_start + i * n_w + w] = 1
-            for stage, slots in enumerate(s.stage_slots):
-                for slot in slots[: BASE_DEPTHS[stage] + arch.d[stage + 1]]:
-                    x[row, e_start + slot * n_e + s.expand_ratio_list.index(arch.e[slot])] = 1
+        stage = np.array([st for st, slots in enumerate(s.stage_slots) for _ in slots])
+        position = np.array([i for slots in s.stage_slots for i in range(len(slots))])
+        active = d[:, 1 + stage] > position - np.asarray(BASE_DEPTHS)[stage]
+        rows = np.arange(len(r))[:, None]
+        x = np.zeros((len(r), self.n_dim), dtype=np.float32)
+        x[rows[:, 0], r] = 1
+        x[rows[:, 0], n_r + (d[:, 0] > 0)] = 1
+        x[rows, w_start + np.arange(self.n_widths) * n_w + w] = 1
+        x[rows, e_start + np.arange(s.n_blocks) * n_e + e] = active
         return x
 
 

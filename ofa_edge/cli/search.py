@@ -77,7 +77,7 @@ def _line(rank: int, c: Any, score_name: str) -> str:
         f"#{rank} predicted {score_name} {c.score:.4g}  r={a.r}  {lat}  MACs {r['macs'] / 1e6:.1f}M  "
         f"params {r['params'] / 1e6:.2f}M  file {r['file_bytes'] / 1e6:.1f} MB  "
         f"peak act. {r['peak_activation_bytes'] / 1e6:.2f} MB\n"
-        f"   ks={list(a.ks)} e={list(a.e)} d={list(a.d)}"
+        "   " + " ".join(f"{k}={v}" for k, v in a.to_dict().items() if k != "r")
     )
 
 

@@ -1,14 +1,13 @@
 """Subnet costs (latency per device, MACs, params, file size, peak activations) for whole populations.
 
 Every cost of a subnet decomposes the same way over the ops its family lists
-(:meth:`FamilySpec.ops`): fixed ops (first conv and block, final layers) that depend on the
-resolution only, plus one term per block slot the depth runs,
-which depends on (resolution, slot, kernel, expand) only (a slot's input size and channels
-never depend on the other choices). So each cost is precomputed once as arrays
-``head [R, h]``, ``slots [R, n_blocks, n_k, n_e]`` and ``tail [R, t]``, and a population's cost is a
-gather plus a masked sum (peak memory: a masked max). Sums run in op order (``np.cumsum``), so
-latencies equal :meth:`LatencyTable.predict` bit for bit; counts equal
-:func:`ofa_edge.supernet.counting.count`.
+(:meth:`FamilySpec.ops`): one term per op it runs, and each op position's op depends on the
+resolution and a few gene columns only (the genome's :class:`Position` list: an MBConv slot on
+its kernel and expand, a ResNet bottleneck on its widths and expand). So each cost is
+precomputed once as ``values [R, V]`` over the genome's op *variants* (every position with every
+choice of its columns), and a population's cost is a gather of its variant ids plus a masked
+sum (peak memory: a masked max). Sums run in op order (``np.cumsum``), so latencies equal
+:meth:`LatencyTable.predict` bit for bit; counts equal :func:`ofa_edge.supernet.counting.count`.
 
 Definitions:
 
@@ -26,17 +25,16 @@ Definitions:
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from ofa_edge.lut.keys import Op, subnet_ops
+from ofa_edge.lut.keys import Op
 from ofa_edge.lut.table import Calibration, Entry, LatencyTable, LutError, apply_calibration
 from ofa_edge.search.population import Genome, Population
 from ofa_edge.supernet.family import FamilySpec
-from ofa_edge.supernet.space import ArchConfig
 
 FP32_BYTES = 4
 
@@ -58,112 +56,92 @@ class CostKey:
 
 @dataclass
 class CostModel:
-    """One metric of a subnet as precomputed arrays (see the module docstring)."""
+    """One metric of a subnet as a table of its genome's op variants (see the module docstring)."""
 
     key: CostKey
     unit: str
-    head: np.ndarray  # [R, h]
-    slots: np.ndarray  # [R, n_blocks, n_k, n_e]
-    tail: np.ndarray  # [R, t]
+    genome: Genome
+    values: np.ndarray  # [R, V]
     reduce: str = "sum"  # "sum" (in op order) or "max"
     # value = apply_calibration(calibration, reduced, n_ops) (a table's calibration; n_ops: the
-    # head and tail ops plus the active slots); None: the reduced value itself.
+    # ops run); None: the reduced value itself.
     calibration: Calibration | None = None
     _min: tuple[float, Population] | None = field(default=None, repr=False)
 
     def evaluate(self, pop: Population, active: np.ndarray) -> np.ndarray:
-        """The cost of every member; ``active`` [P, n_blocks] says which slots each runs."""
-        slot_ids = np.arange(self.slots.shape[1])[None, :]
-        per_slot = np.where(active, self.slots[pop.r[:, None], slot_ids, pop.k, pop.e], 0)
-        cols = np.concatenate([self.head[pop.r], per_slot, self.tail[pop.r]], axis=1)
+        """The cost of every member; ``active`` is the genome's run mask of its depths."""
+        ids = self.genome.variant_ids(pop, active)
+        runs = ids >= 0
+        cols = np.where(runs, self.values[pop.r[:, None], ids], 0)
         total = np.cumsum(cols, axis=1)[:, -1] if self.reduce == "sum" else cols.max(axis=1)
         if self.calibration is None:
             return total
-        n_ops = cols.shape[1] - self.slots.shape[1] + active.sum(axis=1)
-        return apply_calibration(self.calibration, total, n_ops)
+        return apply_calibration(self.calibration, total, runs.sum(axis=1))
 
     def minimum(self, genome: Genome) -> tuple[float, Population]:
         """The exact smallest value any subnet reaches, and one subnet reaching it.
 
-        For a given depth in every stage (so a given op count) the value grows with the slots'
-        sum (or max), so each slot takes its cheapest (kernel, expand) and every combination of
-        depths is evaluated, at every resolution. (Calibrations are fitted increasing in the op
-        sum, see :func:`ofa_edge.lut.validate.fit_calibration`.)
+        For given depths (so a given op count) the value grows with the ops' sum (or max), so at
+        every resolution and every combination of the shared columns (widths) each free column
+        (read by one op only) takes its cheapest choice, and every depth combination is then
+        evaluated on those, in op order as :meth:`evaluate` does. (Calibrations are fitted
+        increasing in the op sum, see :func:`ofa_edge.lut.validate.fit_calibration`.)
         """
         if self._min is None:
-            n_r, n_b, n_k, n_e = self.slots.shape
-            best = self.slots.reshape(n_r, n_b, n_k * n_e).argmin(axis=2)  # [R, n_blocks]
-            depths = np.array(list(itertools.product(*genome.space.depth_lists)))
-            r = np.repeat(np.arange(n_r), len(depths))
-            d = np.tile(depths, (n_r, 1))
-            cands = Population(best[r] // n_e, best[r] % n_e, d, r)
-            values = self.evaluate(cands, genome.active(d))
-            i = int(values.argmin())
-            self._min = (float(values[i]), cands.take(np.array([i])))
+            depths = genome.combinations([("d", c) for c in range(len(genome.n_choices["d"]))])
+            runs = genome.position_runs(genome.active(depths.d))  # [D, n_pos]
+            best: tuple[float, Population] | None = None
+            for r in range(len(genome.resolutions)):
+                shapes = genome.combinations(genome.shared_columns())
+                shapes.r[:] = r
+                genome.cheapest_free(shapes, self.values[r])
+                per_op = self.values[r][genome.all_variant_ids(shapes)]  # [S, n_pos]
+                cols = np.where(runs[None], per_op[:, None, :], 0)  # [S, D, n_pos]
+                total = np.cumsum(cols, axis=2)[..., -1] if self.reduce == "sum" else cols.max(axis=2)
+                if self.calibration is not None:
+                    total = apply_calibration(self.calibration, total, runs.sum(axis=1)[None, :])
+                s, d = np.unravel_index(int(total.argmin()), total.shape)
+                if best is None or total[s, d] < best[0]:
+                    member = shapes.take(np.array([s]))
+                    member.genes["d"] = depths.d[[d]]
+                    best = (float(total[s, d]), member)
+            assert best is not None  # a genome has at least one resolution
+            self._min = best
         return self._min
 
 
-def _slot_grid(
-    spec: FamilySpec, genome: Genome, per_op: Callable[[ArchConfig, list[Op]], np.ndarray]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(head, slots, tail) arrays from ``per_op(arch, ops)`` over every (resolution, kernel, expand).
-
-    ``per_op`` gets the subnet running every slot with uniform (k, e) at one resolution and its
-    ops, and returns one value per op; the ops filling block slots are the slots' values, those
-    before them the head's and those after them the tail's.
-    """
-    space = spec.space
-    n_k, n_e = len(space.ks_list), len(space.expand_ratio_list)
-    heads, slots, tails = [], [], []
-    for r in genome.resolutions:
-        grid = None
-        for ki, k in enumerate(space.ks_list):
-            for ei, e in enumerate(space.expand_ratio_list):
-                arch = space.uniform_arch(k, e, r)
-                ops = spec.ops(arch)
-                at = [i for i, op in enumerate(ops) if op.slot is not None]
-                # The slots' ops are contiguous and in slot order (every family lists them so).
-                assert at == list(range(at[0], at[0] + genome.n_blocks))
-                assert [ops[i].slot for i in at] == list(range(genome.n_blocks))
-                values = per_op(arch, ops)
-                if grid is None:
-                    grid = np.zeros((genome.n_blocks, n_k, n_e), dtype=values.dtype)
-                    heads.append(values[: at[0]])
-                    tails.append(values[at[-1] + 1 :])
-                grid[:, ki, ei] = values[at[0] : at[-1] + 1]
-        assert grid is not None  # the space has at least one kernel and expand ratio
-        slots.append(grid)
-    return np.stack(heads), np.stack(slots), np.stack(tails)
+def _variant_values(genome: Genome, per_op: Callable[[int, list[Op]], np.ndarray]) -> np.ndarray:
+    """``values [R, V]``: ``per_op(r, ops)`` of every resolution's variant ops."""
+    return np.stack([per_op(r, genome.variant_ops(r)) for r in genome.resolutions])
 
 
-def _table_grid(
+def _table_values(
     device: str, table: LatencyTable, genome: Genome, value: Callable[[Entry], float | None]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(head, slots, tail) arrays of ``value(entry)`` of the table's ops."""
-    spec = table.spec
+) -> np.ndarray:
+    """``value(entry)`` of the table's entry of every variant op."""
 
-    def per_op(arch: ArchConfig, ops: list[Op]) -> np.ndarray:
-        section = table.entries.get(arch.r, {})
+    def per_op(r: int, ops: list[Op]) -> np.ndarray:
+        section = table.entries.get(r, {})
         values = []
         for op in ops:
             entry = section.get(op.key)
             if entry is None:
                 raise LutError(
-                    f"the latency table of {device} has no entry for {op.key} (needed at r={arch.r})",
+                    f"the latency table of {device} has no entry for {op.key} (needed at r={r})",
                     hint=f"resolutions in the table: {table.resolutions}; "
                     "rebuild it with `ofa-edge lut build`",
                 )
             values.append(value(entry))
         return np.asarray(values, dtype=np.float64)
 
-    return _slot_grid(spec, genome, per_op)
+    return _variant_values(genome, per_op)
 
 
 def latency_cost(device: str, table: LatencyTable, genome: Genome) -> CostModel:
     """The predicted latency (ms) on ``device`` from its table, calibration included, for the
     genome's resolutions."""
-    grid = _table_grid(device, table, genome, lambda entry: entry.median_ms)
-    return CostModel(CostKey("latency", device), "ms", *grid, calibration=table.calibration)
+    values = _table_values(device, table, genome, lambda entry: entry.median_ms)
+    return CostModel(CostKey("latency", device), "ms", genome, values, calibration=table.calibration)
 
 
 def energy_cost(device: str, table: LatencyTable, genome: Genome) -> CostModel:
@@ -174,9 +152,8 @@ def energy_cost(device: str, table: LatencyTable, genome: Genome) -> CostModel:
             f"the latency table of {device} carries no energy per op",
             hint="build it with `ofa-edge lut build` on a device with power rails (a Jetson's INA3221)",
         )
-    return CostModel(
-        CostKey("energy", device), "mJ", *_table_grid(device, table, genome, lambda e: e.energy_mj)
-    )
+    values = _table_values(device, table, genome, lambda e: e.energy_mj)
+    return CostModel(CostKey("energy", device), "mJ", genome, values)
 
 
 def count_costs(spec: FamilySpec, genome: Genome) -> tuple[CostModel, CostModel]:
@@ -186,9 +163,11 @@ def count_costs(spec: FamilySpec, genome: Genome) -> tuple[CostModel, CostModel]
     def per_op(ops: list[Op], field_: str) -> np.ndarray:
         return np.asarray([getattr(spec.op_counts(op), field_) for op in ops], dtype=np.int64)
 
-    macs = _slot_grid(spec, genome, lambda _, ops: per_op(ops, "macs"))
-    params = _slot_grid(spec, genome, lambda _, ops: per_op(ops, "params"))
-    return CostModel(CostKey("macs"), "MACs", *macs), CostModel(CostKey("params"), "params", *params)
+    macs = _variant_values(genome, lambda _, ops: per_op(ops, "macs"))
+    params = _variant_values(genome, lambda _, ops: per_op(ops, "params"))
+    return CostModel(CostKey("macs"), "MACs", genome, macs), CostModel(
+        CostKey("params"), "params", genome, params
+    )
 
 
 def file_size_cost(params: CostModel) -> CostModel:
@@ -196,22 +175,21 @@ def file_size_cost(params: CostModel) -> CostModel:
     return CostModel(
         CostKey("file_size"),
         "bytes",
-        params.head,
-        params.slots,
-        params.tail,
+        params.genome,
+        params.values,
         calibration=Calibration(a=float(FP32_BYTES), b=0.0),
     )
 
 
-def peak_activation_bytes(spec: FamilySpec, arch: ArchConfig) -> int:
+def peak_activation_bytes(spec: FamilySpec, arch: Any) -> int:
     """fp32 peak activation memory of one subnet at batch 1 (the scalar reference)."""
-    return FP32_BYTES * max(spec.op_peak(op) for op in subnet_ops(spec, arch.validate(spec.space)))
+    return FP32_BYTES * spec.peak_activation(arch)
 
 
 def peak_memory_cost(spec: FamilySpec, genome: Genome) -> CostModel:
     """Peak activation bytes for whole populations (a masked max over the ops)."""
 
-    def per_op(_: ArchConfig, ops: list[Op]) -> np.ndarray:
+    def per_op(_: int, ops: list[Op]) -> np.ndarray:
         return FP32_BYTES * np.asarray([spec.op_peak(op) for op in ops], dtype=np.int64)
 
-    return CostModel(CostKey("peak_memory"), "bytes", *_slot_grid(spec, genome, per_op), reduce="max")
+    return CostModel(CostKey("peak_memory"), "bytes", genome, _variant_values(genome, per_op), reduce="max")

@@ -24,29 +24,17 @@ from ofa_edge.search.costs import (
     peak_memory_cost,
 )
 from ofa_edge.search.evolution import Constraint, EvolutionSearch, InfeasibleError, Objective, SearchOutcome
-from ofa_edge.search.population import Genome, Population, random_population
+from ofa_edge.search.genomes import genome_for
+from ofa_edge.search.population import Genome, Population
 from ofa_edge.supernet.family import FamilySpec
-from ofa_edge.supernet.space import SearchSpace
 
 OBJECTIVES = ("accuracy", "macs")
 
 
 def predictor_objective(predictor: AccuracyPredictor, genome: Genome) -> Objective:
-    """Predicted accuracy of a population: one batched encode and numpy MLP pass."""
-    enc, space = predictor.encoder, genome.space
-    if tuple(enc.ks_list) != tuple(space.ks_list) or tuple(enc.expand_list) != tuple(space.expand_ratio_list):
-        raise ConfigError(
-            f"the predictor encodes kernels {list(enc.ks_list)} and expands {list(enc.expand_list)}, "
-            f"the supernet has {list(space.ks_list)} and {list(space.expand_ratio_list)}",
-            hint="use the predictor trained for this supernet",
-        )
-    if enc.stage_max_depths != space.stage_max_depths:
-        raise ConfigError(
-            "the predictor's block layout differs from the supernet's", hint="use its own predictor"
-        )
-    r_map = np.array([enc.resolutions.index(r) for r in genome.resolutions], dtype=np.int64)
-    mlp = predictor.frozen()
-    return lambda pop, active: mlp(enc.encode_indices(pop.k, pop.e, pop.d, r_map[pop.r]))
+    """Predicted accuracy of a population: one batched encode (the family's) and numpy MLP pass."""
+    features, mlp = genome.features(predictor.encoder), predictor.frozen()
+    return lambda pop, active: mlp(features(pop, active))
 
 
 @dataclass
@@ -76,12 +64,6 @@ class SubnetSearch:
         must describe the supernet; ``evolution`` overrides :class:`EvolutionSearch`'s settings."""
         if objective not in OBJECTIVES:
             raise ConfigError(f"objective {objective!r} is not one of {list(OBJECTIVES)}")
-        if not isinstance(spec.space, SearchSpace):  # the genome is kernel/expand/depth genes
-            raise ConfigError(
-                f"{supernet}: the search does not cover {spec.family} supernets yet "
-                "(its genome is MBConv kernel/expand/depth genes)",
-                hint="search an MBConv family's supernet (ofa-edge supernets lists them)",
-            )
         if objective == "accuracy" and predictor is None:
             raise ConfigError(
                 "the accuracy objective needs a predictor", hint="pass one, or objective='macs'"
@@ -103,7 +85,7 @@ class SubnetSearch:
                 hint="build the tables at the predictor's resolutions (lut build --resolutions)",
             )
         self.supernet = supernet
-        self.genome = Genome(spec.space, tuple(sorted(resolutions)))
+        self.genome = genome_for(supernet, spec, sorted(resolutions))
         self.latency = {n: latency_cost(n, t, self.genome) for n, t in tables.items()}
         self.energy = {n: energy_cost(n, t, self.genome) for n, t in tables.items() if t.has_energy}
         self.macs, self.params = count_costs(spec, self.genome)
@@ -188,8 +170,7 @@ class SubnetSearch:
         """Predicted latency (ms) on ``device``: the exact minimum, and the largest subnet's at the
         slowest searchable resolution (the span budgets are swept over)."""
         cost = self.latency[device]
-        space = self.genome.space
-        largest = Population.from_archs([space.max_arch(r) for r in self.genome.resolutions], self.genome)
+        largest = self.genome.largest()
         return self.minimum(cost), float(cost.evaluate(largest, self.genome.active(largest.d)).max())
 
     def random_feasible(
@@ -200,7 +181,7 @@ class SubnetSearch:
         rng = np.random.default_rng(seed)
         found, total, drawn = [], 0, 0
         while total < n and drawn < max_draws:
-            cand = random_population(self.genome, 10 * n, rng)
+            cand = self.genome.random(10 * n, rng)
             drawn += len(cand)
             ok = np.flatnonzero(self.engine.feasible(cand, constraints))
             found.append(cand.take(ok))

@@ -117,6 +117,11 @@ class FamilySpec(abc.ABC):
         per_op = [self.op_counts(op) for op in self.ops(arch.validate(self.space))]
         return Counts(sum(c.macs for c in per_op), sum(c.params for c in per_op))
 
+    def peak_activation(self, arch: Any) -> int:
+        """Peak live activation elements of ``arch`` (batch 1): the largest of its ops' (the scalar
+        reference of the search's vectorized peak memory)."""
+        return max(self.op_peak(op) for op in self.ops(arch.validate(self.space)))
+
 
 SpecT = TypeVar("SpecT", bound=type[FamilySpec])
 _FAMILIES: dict[str, type[FamilySpec]] = {}

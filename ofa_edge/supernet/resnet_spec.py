@@ -26,6 +26,7 @@ import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ofa_edge.errors import ConfigError
@@ -184,6 +185,10 @@ class ResNetArch:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
+
+    def save(self, path: str | Path) -> None:
+        """Write the arch as JSON (what ``ofa-edge search --out`` writes for every family)."""
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
 
     @classmethod
     def from_dict(cls, data: Any, *, default_r: int | None = None) -> ResNetArch:
@@ -400,10 +405,6 @@ class ResNetSpec(FamilySpec):
         if not b.downsample:  # identity: conv1 reads the kept tensor itself
             return max(x + mid1, mid1 + mid2 + kept, mid2 + out + kept)
         return max(x + kept, x + mid1 + kept, mid1 + mid2 + kept, mid2 + out + kept)
-
-    def peak_activation(self, arch: ResNetArch) -> int:
-        """Peak live activation elements of ``arch`` (batch 1): the largest op's."""
-        return max(self.op_peak(op) for op in self.ops(arch.validate(self.space)))
 
     # --- modules (torch) ---------------------------------------------------------------------
 
