@@ -14,6 +14,7 @@ import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import platformdirs
 
@@ -68,6 +69,14 @@ def write_atomic(target: str | Path, data: str | bytes) -> None:
     """Write ``data`` (text as UTF-8) to ``target`` through ``atomic_path``."""
     with atomic_path(target) as tmp:
         tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+
+
+def save_figure(fig: Any, target: str | Path) -> None:
+    """Save a matplotlib figure through ``atomic_path`` (the temp name keeps ``target``'s
+    extension, from which matplotlib takes the format)."""
+    target = Path(target)
+    with atomic_path(target, suffix=target.suffix) as tmp:
+        fig.savefig(tmp, dpi=120)
 
 
 def copy_atomic(source: str | Path, target: str | Path) -> None:

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from ofa_edge.errors import CheckpointError, ConfigError
-from ofa_edge.files import atomic_path
+from ofa_edge.files import atomic_path, save_figure
 from ofa_edge.stats import spearman
 from ofa_edge.supernet.space import ArchConfig, SearchSpace
 
@@ -281,7 +281,7 @@ def fit_plot(fit: FitResult, title: str, path: Path) -> None:
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
 
 
 def _train(

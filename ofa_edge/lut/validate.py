@@ -27,6 +27,7 @@ import numpy as np
 
 from ofa_edge.devices.session import MeasuringSession
 from ofa_edge.errors import LutError
+from ofa_edge.files import save_figure
 from ofa_edge.lut.table import Calibration, LatencyTable, apply_calibration, check_backend, now
 from ofa_edge.measure.models import export_subnets
 from ofa_edge.measure.reference import reference_model
@@ -340,4 +341,4 @@ def scatter_plot(
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ofa_edge.files import atomic_path, save_figure, write_atomic
 from ofa_edge.search.costs import CostKey
 from ofa_edge.search.searcher import ParetoPoint
 
@@ -42,11 +43,11 @@ def write_pareto(points: list[ParetoPoint], device: str, prefix: Path, score_nam
     prefix.parent.mkdir(parents=True, exist_ok=True)
     paths = [prefix.with_suffix(".csv"), prefix.with_suffix(".json"), prefix.with_suffix(".png")]
     fields = sorted({k for r in rows for k in r}, key=lambda k: (k != "budget_ms", k == "arch", k))
-    with paths[0].open("w", newline="") as f:
+    with atomic_path(paths[0]) as tmp, tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
-    paths[1].write_text(json.dumps({"device": device, "score": score_name, "rows": rows}, indent=1) + "\n")
+    write_atomic(paths[1], json.dumps({"device": device, "score": score_name, "rows": rows}, indent=1) + "\n")
     found = [r for r in rows if r["feasible"]]
     lat_key = CostKey("latency", device).label
     fig = Figure(figsize=(6, 4))  # no pyplot: no global backend or figure registry touched
@@ -63,5 +64,5 @@ def write_pareto(points: list[ParetoPoint], device: str, prefix: Path, score_nam
     ax.set_title("best subnet per latency budget")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(paths[2], dpi=120)
+    save_figure(fig, paths[2])
     return paths
