@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import secrets
 import shutil
@@ -69,6 +70,11 @@ def write_atomic(target: str | Path, data: str | bytes) -> None:
     """Write ``data`` (text as UTF-8) to ``target`` through ``atomic_path``."""
     with atomic_path(target) as tmp:
         tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+
+
+def write_json(target: str | Path, doc: Any) -> None:
+    """``doc`` as indented JSON (anything else as its ``str``), through ``write_atomic``."""
+    write_atomic(target, json.dumps(doc, indent=1, default=str) + "\n")
 
 
 def save_figure(fig: Any, target: str | Path) -> None:

@@ -1,9 +1,9 @@
 """Device locks (``ofa_edge.devices.lock``) on real test-bed devices: two ``bench`` commands
 racing on one sshd device (one waits, says who holds it, both results valid), stale locks taken
-over, live ones waited for or removed by ``devices unlock``, ``devices check`` showing a held lock, a lock released after errors, a bounded wait on
-``local``, the refresh keeping a hold longer than the lock's life (and saying when the lock is
-lost) and the lock through the ADB double. The machine has 2 cores: these check function,
-not speed."""
+over, live ones waited for or removed by ``devices unlock``, ``devices check`` showing a held
+lock, a lock released after errors, a bounded wait on ``local``, the refresh keeping a hold
+longer than the lock's life (and saying when the lock is lost) and the lock through the ADB
+double. The machine has 2 cores: these check function, not speed."""
 
 from __future__ import annotations
 

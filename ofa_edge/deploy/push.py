@@ -34,7 +34,6 @@ without one it is the plain median.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,7 @@ from ofa_edge.devices.backend import Backend, Placement
 from ofa_edge.devices.session import MeasuringSession
 from ofa_edge.devices.spec import DeviceSpec, device_runtime
 from ofa_edge.errors import ConfigError, DeployError, LutError, OfaEdgeError, UnknownName
-from ofa_edge.files import sha256_file, write_atomic
+from ofa_edge.files import sha256_file, write_json
 from ofa_edge.lut.store import find_table
 from ofa_edge.lut.table import DeviceRecord, LatencyTable, now
 from ofa_edge.lut.validate import timed_at_table_speed
@@ -283,5 +282,5 @@ def push(
         manifest=out,
     )
     doc = deployment.manifest_dict()
-    write_atomic(out, json.dumps(doc, indent=1) + "\n")
+    write_json(out, doc)
     return deployment

@@ -10,7 +10,6 @@ host's is, from the documented power assumptions; the summary says which.
 
 from __future__ import annotations
 
-import json
 import resource
 import time
 from collections.abc import Callable
@@ -27,7 +26,7 @@ from ofa_edge.devices.spec import DeviceSpec, model_format
 from ofa_edge.errors import ConfigError
 from ofa_edge.export.check import ExportReport, export_subnet
 from ofa_edge.export.images import default_calibration, load_images
-from ofa_edge.files import write_atomic
+from ofa_edge.files import write_json
 from ofa_edge.lut.build import build_table
 from ofa_edge.lut.store import table_file_name
 from ofa_edge.lut.table import PASSES, LatencyTable, SupernetRef, backend_change, table_timing
@@ -367,5 +366,5 @@ def specialize(
         summary_file=out_dir / "specialize.json",
     )
     summary = run.summary_dict()
-    write_atomic(out_dir / "specialize.json", json.dumps(summary, indent=1, default=str) + "\n")
+    write_json(out_dir / "specialize.json", summary)
     return run

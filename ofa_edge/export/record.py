@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ofa_edge.errors import ConfigError
+from ofa_edge.files import write_json
 
 #: An export writes ``FILE`` plus ``FILE`` + this suffix.
 EXPORT_RECORD_SUFFIX = ".export.json"
@@ -28,7 +29,7 @@ def record_path(model: str | Path) -> Path:
 
 def write_record(path: Path, record: dict[str, Any]) -> None:
     """Write ``record`` (``ExportReport.to_dict()``) as the JSON document ``export_record`` reads."""
-    path.write_text(json.dumps(record, indent=1) + "\n")
+    write_json(path, record)
 
 
 def export_record(model: Path) -> dict[str, Any] | None:

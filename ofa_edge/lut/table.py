@@ -83,7 +83,7 @@ from typing import Any
 from ofa_edge.devices.backend import Backend, default_backend
 from ofa_edge.devices.spec import PRECISIONS, DeviceSpec, model_format
 from ofa_edge.errors import LutError
-from ofa_edge.files import write_atomic
+from ofa_edge.files import write_atomic, write_json
 from ofa_edge.lut.keys import subnet_ops
 from ofa_edge.supernet.family import FamilySpec, spec_from_dict
 from ofa_edge.supernet.space import ArchConfig
@@ -383,7 +383,7 @@ class LatencyTable:
         a table, and two writers never mix theirs."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, json.dumps(self.to_dict(), indent=1) + "\n")
+        write_json(path, self.to_dict())
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "latency table") -> LatencyTable:

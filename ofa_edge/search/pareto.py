@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ofa_edge.files import atomic_path, save_figure, write_atomic
+from ofa_edge.files import atomic_path, save_figure, write_json
 from ofa_edge.search.costs import CostKey
 from ofa_edge.search.searcher import ParetoPoint
 
@@ -47,7 +47,7 @@ def write_pareto(points: list[ParetoPoint], device: str, prefix: Path, score_nam
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
-    write_atomic(paths[1], json.dumps({"device": device, "score": score_name, "rows": rows}, indent=1) + "\n")
+    write_json(paths[1], {"device": device, "score": score_name, "rows": rows})
     found = [r for r in rows if r["feasible"]]
     lat_key = CostKey("latency", device).label
     fig = Figure(figsize=(6, 4))  # no pyplot: no global backend or figure registry touched

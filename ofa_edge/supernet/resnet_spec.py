@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ofa_edge.errors import ConfigError
+from ofa_edge.files import write_json
 from ofa_edge.supernet.counting import Counts
 from ofa_edge.supernet.family import FamilySpec, Op, register_family
 from ofa_edge.supernet.space import OFA_RESOLUTIONS
@@ -188,7 +189,7 @@ class ResNetArch:
 
     def save(self, path: str | Path) -> None:
         """Write the arch as JSON (what ``ofa-edge search --out`` writes for every family)."""
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        write_json(path, self.to_dict())
 
     @classmethod
     def from_dict(cls, data: Any, *, default_r: int | None = None) -> ResNetArch:

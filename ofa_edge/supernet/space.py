@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ofa_edge.errors import ConfigError
+from ofa_edge.files import write_json
 
 #: OFA-MBv3's resolutions: 128 to 224 in steps of 4.
 OFA_RESOLUTIONS: tuple[int, ...] = tuple(range(128, 225, 4))
@@ -263,4 +264,4 @@ class ArchConfig:
             raise ConfigError(f"{path}: {err.message}", hint=err.hint) from None
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        write_json(path, self.to_dict())
