@@ -1,8 +1,8 @@
 """Every supernet family through the steps that take any family's arch, the same steps for each:
 ``count`` of an arch file in MIT's keys; a small table of the local device checked by ``lut
 validate`` (random subnets of the family's space, predicted vs measured whole); an arch file
-exported by ``ofa-edge export`` (checked before it is written) and pushed with ``push --verify``
-against the table."""
+predicted by ``lut predict``, exported by ``ofa-edge export`` (checked before it is written) and
+pushed with ``push --verify`` against the table."""
 
 from __future__ import annotations
 
@@ -123,6 +123,10 @@ def test_validate_export_and_push_verify_on_local(
     assert code == 0, err
     exported = json.loads(stdout)
     assert exported["arch"] == arch.to_dict() and exported["checks"]["fp32_max_abs_diff"] < 1e-4
+
+    code, stdout, err = cli(capsys, "--json", "lut", "predict", str(lut), "--arch", "arch.json")
+    assert code == 0, err
+    assert json.loads(stdout)["predicted_ms"] == pytest.approx(table.predict(arch))
 
     push = ["push", "local", "model.onnx", "--verify", "--lut", str(lut), "--rounds", "1"]
     code, stdout, err = cli(capsys, "--json", *push)
