@@ -37,9 +37,8 @@ from ofa_edge.lut.micro import export_micro_models, input_shape
 from ofa_edge.lut.table import apply_calibration
 from ofa_edge.lut.validate import fidelity, fit_calibration
 from ofa_edge.measure.models import export_subnets
+from ofa_edge.supernet.family import FamilySpec, at_resolution
 from ofa_edge.supernet.registry import get_supernet_info
-from ofa_edge.supernet.space import ArchConfig
-from ofa_edge.supernet.spec import MBv3Spec
 
 GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 
@@ -109,12 +108,12 @@ def median_ms(run: Callable[[np.ndarray], np.ndarray], shape: tuple[int, ...], r
 
 
 def check(
-    spec: MBv3Spec, r: int, n_subnets: int, runs: int, providers: list[str], log: Callable[[str], None]
+    spec: FamilySpec, r: int, n_subnets: int, runs: int, providers: list[str], log: Callable[[str], None]
 ) -> dict:
     """The whole check (see the module) for ``providers``, as a JSON-able document."""
     space, rng = spec.space, random.Random(0)
     archs = [space.min_arch(r), space.max_arch(r)] + [
-        ArchConfig(a.ks, a.e, a.d, r) for a in (space.sample(rng) for _ in range(n_subnets))
+        at_resolution(space.sample(rng), r) for _ in range(n_subnets)
     ]
     ops = {op.key: op for arch in archs for op in subnet_ops(spec, arch)}
     op_files = export_micro_models(spec, ops.values())
@@ -181,8 +180,6 @@ def main() -> None:
         print(f"gpu_check skipped: {reason}")
         return
     spec = get_supernet_info(args.supernet).spec
-    if not isinstance(spec, MBv3Spec):
-        parser.error(f"{args.supernet} is a {spec.family} supernet; this check samples MobileNetV3 subnets")
     doc = check(spec, args.resolution, args.subnets, args.runs, providers, print)
     if args.json:
         args.json.write_text(json.dumps({"supernet": args.supernet, **doc}, indent=2))

@@ -58,18 +58,25 @@ def test_random_subnet_is_drawn_from_its_seed() -> None:
     assert res.returncode == 2 and "not allowed with" in res.stderr
 
 
+MBV3_ARCH = {"ks": [3] * 20, "e": [3] * 20, "d": [2] * 5, "r": 160}
+RESNET_ARCH = {"d": [0] * 5, "e": [0.25] * 18, "w": [1] * 6, "r": 160}
+
+
 @pytest.mark.parametrize(
-    ("arch", "needle"),
+    ("supernet", "arch", "needle"),
     [
-        ({"ks": [3] * 20, "e": [3] * 20, "d": [2, 2, 5, 2, 2], "r": 160}, "d[2]=5 is not in [2, 3, 4]"),
-        ({"ks": [3] * 20, "e": [3] * 20, "d": [2] * 5, "r": 161}, "r=161 is not a resolution"),
-        ("{oops", "not valid JSON"),
+        ("ofa_mbv3_d234_e346_k357_w1.0", {**MBV3_ARCH, "d": [2, 2, 5, 2, 2]}, "d[2]=5 is not in [2, 3, 4]"),
+        ("ofa_mbv3_d234_e346_k357_w1.0", {**MBV3_ARCH, "r": 161}, "r=161 is not a resolution"),
+        ("ofa_mbv3_d234_e346_k357_w1.0", "{oops", "not valid JSON"),
+        ("ofa_resnet50", {**RESNET_ARCH, "w": [1, 1, 3, 1, 1, 1]}, "arch.json: w[2]=3 is not in [0, 1, 2]"),
+        ("ofa_resnet50", MBV3_ARCH, "unknown field(s) ['ks']; allowed: d, e, w, r (or image_size)"),
+        ("ofa_resnet50", {"d": [0] * 5, "e": [0.25] * 18}, "missing field(s) ['w'] (an OFA-ResNet arch has"),
     ],
 )
-def test_bad_arch_is_one_line(tmp_path: Path, arch: object, needle: str) -> None:
+def test_bad_arch_is_one_line(tmp_path: Path, supernet: str, arch: object, needle: str) -> None:
     path = tmp_path / "arch.json"
     path.write_text(arch if isinstance(arch, str) else json.dumps(arch))
-    res = run("count", "--supernet", "ofa_mbv3_d234_e346_k357_w1.0", "--arch", str(path))
+    res = run("count", "--supernet", supernet, "--arch", str(path))
     assert needle in error_line(res, 2)
 
 

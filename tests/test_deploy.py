@@ -50,7 +50,7 @@ def test_push_verify_on_an_ssh_device_compares_with_the_table(
         remote_digest = session.transport.sha256(dep.file.remote)
     assert remote_digest == dep.file.sha256
     assert dep.verified and dep.measured_ms and dep.measured_ms > 0
-    assert dep.predicted_ms == table.predict(SPACE.min_arch(32)) and dep.arch == SPACE.min_arch(32)
+    assert dep.predicted_ms == table.predict(SPACE.min_arch(32)) and dep.arch == SPACE.min_arch(32).to_dict()
     manifest = json.loads(dep.manifest.read_text())
     assert {
         **manifest,

@@ -13,7 +13,7 @@ from ofa_edge.devices.agent import AgentSession
 from ofa_edge.devices.spec import local_device
 from ofa_edge.lut.build import build_table, disturbed
 from ofa_edge.lut.keys import enumerate_ops
-from ofa_edge.lut.table import DeviceRecord, LatencyTable, LutError, Runtime, SupernetRef
+from ofa_edge.lut.table import LatencyTable, LutError, SupernetRef
 from ofa_edge.supernet.space import SearchSpace
 from ofa_edge.supernet.spec import MBv3Spec
 
@@ -148,39 +148,6 @@ def test_disturbed_batches() -> None:
     assert disturbed(calm, {"throttle": None, "cpu_mhz": {"cpu0": 600}})
     hot = {"throttle": {"raw": "0x20002", "now": ["throttled"], "since_boot": []}, "cpu_mhz": {}}
     assert disturbed(calm, hot)
-
-
-def test_validate_fits_and_stores_calibration(tmp_path: Path) -> None:
-    from ofa_edge.lut.validate import validate
-
-    spec = dataclasses.replace(local_device(), workdir=str(tmp_path / "agent"))
-    out = tmp_path / "lut.json"
-    with AgentSession(spec) as session:
-        build_table(session, SUPERNET, [32, 40], out, **FAST)
-        report = validate(session, out, samples=8, plot=tmp_path / "fit.png", work=tmp_path)
-    table = LatencyTable.load(out)
-    assert table.calibration is not None and table.calibration.subnets == report.fitted_on == 4
-    assert table.calibration == report.calibration and report.held_out == 4 and len(report.points) == 8
-    assert set(report.to_dict()["calibrated"]) == {"within_10pct", "mape_pct", "spearman"}
-    assert (tmp_path / "fit.png").read_bytes()[:4] == b"\x89PNG"
-    arch = table.spec.space.min_arch(32)
-    cal = table.calibration
-    assert table.predict(arch) == pytest.approx(
-        cal.a * table.op_sum(arch) + cal.c * table.op_count(arch) + cal.b
-    )
-    assert cal.c == 0.0, "4 subnets are too few for the per-op term"
-
-
-def test_calibration_subnets_start_with_the_smallest_of_every_resolution() -> None:
-    from ofa_edge.lut.validate import calibration_archs, random_archs
-
-    table = LatencyTable(SUPERNET, DeviceRecord("pi"), Runtime("onnxruntime"), entries={32: {}, 40: {}})
-    space = table.spec.space
-    archs = calibration_archs(table, 16, 8, seed=0)
-    assert len(archs) == 16 and archs[:2] == [space.min_arch(32), space.min_arch(40)]
-    assert archs[2:] == random_archs(table, 14, 0)
-    # Anchors would be more than a third of the fit: random subnets only.
-    assert calibration_archs(table, 8, 4, seed=0) == random_archs(table, 8, 0)
 
 
 def test_build_on_an_ssh_device(ssh_device, tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ def _cmd_eval(args: argparse.Namespace, out: Output) -> int:
     test = load_split(args.data, "test")
     set_host_threads(args)
     net = _load_net(args.supernet, args.checkpoint)
-    arch = chosen_subnet(args, net.space)
+    arch = chosen_subnet(args, net.spec)
     calib, calib_split = eval_calibration(args.data, test)
     test = align_classes(test, calib.classes)
     started = time.perf_counter()

@@ -17,14 +17,16 @@ from typing import TYPE_CHECKING, Any
 
 from ofa_edge.devices.spec import PRECISIONS
 from ofa_edge.errors import ConfigError
-from ofa_edge.supernet.space import ArchConfig, SearchSpace
 
 if TYPE_CHECKING:
     from ofa_edge.devices.spec import DeviceSpec
+    from ofa_edge.supernet.family import FamilySpec
 
 #: What commands use when --supernet is not given: the project's own supernet, shipped in the
 #: package with its accuracy predictor, so every command works offline.
 DEFAULT_SUPERNET = "ofa-mbv3-cifar10"
+#: The help of every arch file argument: each family's keys (MIT's).
+ARCH_HELP = "arch JSON file (MBConv supernets: {ks, e, d, r}; OFA-ResNet: {d, e, w, r})"
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -143,7 +145,7 @@ def set_host_threads(args: argparse.Namespace) -> None:
 def add_subnet_args(p: argparse.ArgumentParser) -> None:
     """``--arch FILE | --max | --min | --random SEED`` and ``--r``: which subnet a command is about."""
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--arch", metavar="ARCH.json", help="arch JSON file ({ks, e, d, r})")
+    which.add_argument("--arch", metavar="ARCH.json", help=ARCH_HELP)
     which.add_argument("--max", action="store_true", help="the largest subnet")
     which.add_argument("--min", action="store_true", help="the smallest subnet")
     which.add_argument(
@@ -152,11 +154,12 @@ def add_subnet_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--r", type=int, help="override the resolution (default: the subnet's own)")
 
 
-def chosen_subnet(args: argparse.Namespace, space: SearchSpace) -> ArchConfig:
-    """The subnet named by :func:`add_subnet_args`' options, validated against ``space``."""
+def chosen_subnet(args: argparse.Namespace, spec: FamilySpec) -> Any:
+    """The subnet named by :func:`add_subnet_args`' options, validated against ``spec``'s space."""
+    space = spec.space
     if args.arch:
-        arch = ArchConfig.load(args.arch)
-    elif args.max or args.min:
+        return spec.load_arch(args.arch, args.r)
+    if args.max or args.min:
         arch = space.max_arch() if args.max else space.min_arch()
     elif args.random is not None:
         arch = space.sample(random.Random(args.random))
@@ -164,9 +167,7 @@ def chosen_subnet(args: argparse.Namespace, space: SearchSpace) -> ArchConfig:
         raise ConfigError(
             f"{args.command}: name a subnet", hint="pass --arch ARCH.json, --max, --min or --random SEED"
         )
-    if args.r is not None:
-        arch = ArchConfig(arch.ks, arch.e, arch.d, args.r)
-    return arch.validate(space)
+    return spec.checked(arch, args.r)
 
 
 def parse_resolutions(text: str | None) -> list[int] | None:

@@ -149,7 +149,7 @@ def _specialize(args: argparse.Namespace, spec: DeviceSpec, several: bool, progr
         run.to_dict(),
         specialize_text(run),
         table=str(run.table_path),
-        subnet=run.choice.best.arch,
+        subnet=run.choice.best.arch.to_dict(),
         predicted_ms=dep.predicted_ms,
         measured_ms=dep.measured_ms,
         cost=f"{cost.device_seconds:.0f} device-s, {cost.host_cpu_seconds:.0f} host CPU-s, "

@@ -7,7 +7,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ofa_edge.cli.common import add_command, add_host_threads, add_precision, add_supernet, set_host_threads
+from ofa_edge.cli.common import (
+    ARCH_HELP,
+    add_command,
+    add_host_threads,
+    add_precision,
+    add_supernet,
+    set_host_threads,
+)
 from ofa_edge.cli.output import Output
 
 
@@ -16,7 +23,6 @@ def _cmd_export(args: argparse.Namespace, out: Output) -> int:
     from ofa_edge.export.check import export_model, export_subnet
     from ofa_edge.export.images import default_calibration, load_images
     from ofa_edge.supernet.registry import get_supernet_info, load_supernet
-    from ofa_edge.supernet.space import ArchConfig
     from ofa_edge.supernet.specialized import PREPROCESSING, load_specialized
 
     if (args.arch is None) == (args.specialized is None):
@@ -34,12 +40,12 @@ def _cmd_export(args: argparse.Namespace, out: Output) -> int:
         net = load_specialized(args.specialized, pretrained=not args.random_weights)
         resolution = net.image_size
     else:
-        arch = ArchConfig.load(args.arch)
+        info = get_supernet_info(args.supernet)
+        arch = info.spec.load_arch(args.arch)  # a bad file fails before the weights load
         if args.random_weights:
-            supernet = get_supernet_info(args.supernet).build().eval()
+            supernet = info.build().eval()
         else:
             supernet = load_supernet(args.supernet, checkpoint=args.checkpoint)
-        arch = arch.validate(supernet.space)
         resolution = arch.r
     calib_path = default_calibration() if args.calib_default or not args.calib else Path(args.calib)
     calib, _ = load_images(calib_path, args.calib_images, "train", resolution)
@@ -90,7 +96,7 @@ def register(sub: Any) -> None:
     p = add_command(
         sub, "export", "export a subnet to ONNX or TFLite (fp32/fp16/int8), checked before it is written"
     )
-    p.add_argument("arch", metavar="ARCH.json", nargs="?", help="arch JSON file ({ks, e, d, r})")
+    p.add_argument("arch", metavar="ARCH.json", nargs="?", help=ARCH_HELP)
     p.add_argument(
         "--specialized",
         metavar="ID|DIR",

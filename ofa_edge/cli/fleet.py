@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import functools
 import hashlib
+import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,7 +38,6 @@ from ofa_edge.cli.output import SILENT, DeviceLines, Output, Progress
 from ofa_edge.devices.farm import Attempt, farm_address
 from ofa_edge.devices.spec import DeviceSpec
 from ofa_edge.errors import OfaEdgeError, fleet_exit_code
-from ofa_edge.supernet.space import ArchConfig
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class DeviceRun:
     doc: dict[str, Any]  # the command's --json document (without schema)
     text: str
     table: str | None = None
-    subnet: ArchConfig | None = None
+    subnet: dict[str, Any] | None = None  # the subnet's arch dict (its family's keys)
     predicted_ms: float | None = None
     measured_ms: float | None = None
     cost: str | None = None
@@ -59,10 +59,11 @@ def device_path(path: Path, device: str, several: bool) -> Path:
     return path.with_name(f"{path.stem}.{device}{path.suffix}") if several else path
 
 
-def subnet_label(arch: ArchConfig) -> str:
-    """A short name of a subnet for the summary: resolution, depths and a digest of the rest."""
-    digest = hashlib.sha256(arch.to_json().encode()).hexdigest()[:6]
-    return f"r{arch.r} d{''.join(map(str, arch.d))} #{digest}"
+def subnet_label(arch: dict[str, Any]) -> str:
+    """A short name of a subnet for the summary: resolution, depths and a digest of the rest
+    (every family's arch dict has ``r`` and ``d``)."""
+    digest = hashlib.sha256(json.dumps(arch).encode()).hexdigest()[:6]
+    return f"r{arch['r']} d{''.join(map(str, arch['d']))} #{digest}"
 
 
 def _error_line(name: str, err: OfaEdgeError) -> str:
@@ -142,7 +143,7 @@ def _record(name: str, attempt: Attempt[DeviceRun]) -> dict[str, Any]:
         "ok": True,
         **ran,
         "table": result.table,
-        "subnet": result.subnet.to_dict() if result.subnet else None,
+        "subnet": result.subnet,
         "predicted_ms": result.predicted_ms,
         "measured_ms": result.measured_ms,
         "cost": result.cost,
@@ -156,7 +157,7 @@ COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], str | None]], ...] = (
     ("device", lambda r: r["device"]),
     ("status", lambda r: "ok" if r["ok"] else f"FAILED ({r['error']['reference']})"),
     ("table", lambda r: r["table"]),
-    ("subnet", lambda r: subnet_label(ArchConfig.from_dict(r["subnet"])) if r["subnet"] else None),
+    ("subnet", lambda r: subnet_label(r["subnet"]) if r["subnet"] else None),
     ("predicted ms", lambda r: None if r["predicted_ms"] is None else f"{r['predicted_ms']:.3f}"),
     ("measured ms", lambda r: None if r["measured_ms"] is None else f"{r['measured_ms']:.3f}"),
     ("seconds", lambda r: f"{r['seconds']:.1f}"),

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ofa_edge.cli.common import (
+    ARCH_HELP,
     add_command,
     add_device_threads,
     add_devices,
@@ -216,10 +217,9 @@ def _cmd_lut_import(args: argparse.Namespace, out: Output) -> int:
 
 def _cmd_lut_predict(args: argparse.Namespace, out: Output) -> int:
     from ofa_edge.lut import LatencyTable
-    from ofa_edge.supernet.space import ArchConfig
 
     table = LatencyTable.load(args.table)
-    arch = ArchConfig.load(args.arch)
+    arch = table.spec.load_arch(args.arch)
     raw = table.op_sum(arch)
     predicted = table.predict(arch)
     out.result(
@@ -341,5 +341,5 @@ def register(sub: Any) -> None:
 
     p = add_command(lsub, "predict", "predicted latency of a subnet (ms)")
     p.add_argument("table", type=Path, metavar="LUT.json", help="latency table")
-    p.add_argument("--arch", required=True, metavar="ARCH.json", help="arch JSON file ({ks, e, d, r})")
+    p.add_argument("--arch", required=True, metavar="ARCH.json", help=ARCH_HELP)
     p.set_defaults(func=_cmd_lut_predict)

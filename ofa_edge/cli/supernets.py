@@ -32,12 +32,11 @@ def _cmd_supernets(args: argparse.Namespace, out: Output) -> int:
 
 
 def _cmd_count(args: argparse.Namespace, out: Output) -> int:
-    from ofa_edge.supernet.counting import count
     from ofa_edge.supernet.registry import get_supernet_info
 
-    net = get_supernet_info(args.supernet).build()
-    arch = chosen_subnet(args, net.space)
-    c = count(net.spec, arch)
+    spec = get_supernet_info(args.supernet).spec  # nothing to build: the spec counts
+    arch = chosen_subnet(args, spec)
+    c = spec.count(arch)
     out.result(
         "count",
         {"supernet": args.supernet, "arch": arch.to_dict(), "macs": c.macs, "params": c.params},

@@ -48,7 +48,6 @@ from ofa_edge.files import sha256_file, write_json
 from ofa_edge.lut.store import find_table
 from ofa_edge.lut.table import DeviceRecord, LatencyTable, now
 from ofa_edge.lut.validate import timed_at_table_speed
-from ofa_edge.supernet.space import ArchConfig
 
 SCHEMA_VERSION = 3
 KIND = "ofa-edge/deployment"
@@ -79,23 +78,23 @@ class OutputCheck:
 
 
 def compare_outputs(
-    session: MeasuringSession, model: Path, arch: ArchConfig, supernet: str, precision: str, images: int
+    session: MeasuringSession, model: Path, arch: dict[str, Any], supernet: str, precision: str, images: int
 ) -> OutputCheck | None:
-    """Run ``model`` (``arch`` of ``supernet``) on ``images`` check images on the device and
-    here; None where the session cannot feed inputs (``benchmark_model``) or the registry does
-    not know ``supernet`` (its preprocessing is then unknown)."""
+    """Run ``model`` (``arch``, as its export record holds it, of ``supernet``) on ``images`` check
+    images on the device and here; None where the session cannot feed inputs (``benchmark_model``)
+    or the registry does not know ``supernet`` (its preprocessing is then unknown)."""
     from ofa_edge.convert.tflite import to_model_layout
     from ofa_edge.export.check import run_model
     from ofa_edge.export.images import default_calibration, prepare_images
     from ofa_edge.supernet.registry import get_supernet_info
 
     try:
-        preprocessing = get_supernet_info(supernet).preprocessing
+        info = get_supernet_info(supernet)
     except UnknownName:
         return None
     with np.load(default_calibration()) as shipped:
         pictures, labels = shipped["images"][:images], shipped["labels"][:images]
-    x = prepare_images(pictures, arch.r, preprocessing)
+    x = prepare_images(pictures, info.spec.arch_from_dict(arch).r, info.preprocessing)
     device = session.predict(model, to_model_layout(x) if model.suffix == ".tflite" else x)
     if device is None:
         return None
@@ -144,7 +143,7 @@ class Deployment:
     backend: Backend
     placement: Placement | None  # where its nodes ran, when measured on its own on an accelerator
     supernet: str | None
-    arch: ArchConfig | None
+    arch: dict[str, Any] | None  # as the export record holds it (its family's keys)
     verified: bool
     measured_ms: float | None
     predicted_ms: float | None
@@ -166,7 +165,7 @@ class Deployment:
             "backend": self.backend.to_dict(),
             "placement": self.placement.to_dict() if self.placement else None,
             "supernet": self.supernet,
-            "arch": self.arch.to_dict() if self.arch else None,
+            "arch": self.arch,
             "verified": self.verified,
             "measured_ms": self.measured_ms,
             "predicted_ms": self.predicted_ms,
@@ -232,7 +231,7 @@ def push(
     except OfaEdgeError as err:
         name = session.spec.name
         raise DeployError(f"{name}: push of {model.name} failed: {err.message}", hint=err.hint) from None
-    arch = ArchConfig.from_dict(record["arch"]) if record.get("arch") else None
+    arch = record.get("arch") or None
     usable = (
         table is not None
         and arch is not None
@@ -247,7 +246,7 @@ def push(
     elif usable:
         assert table is not None and arch is not None
         ms = timed_at_table_speed(session, table, [model], rounds=rounds)
-        measured, predicted = ms[model.name], table.predict(arch)
+        measured, predicted = ms[model.name], table.predict(table.spec.arch_from_dict(arch))
     else:
         threads = table.threads if table else None
         result = session.bench([model], runtime=runtime, threads=threads, min_runs=30).results[0]

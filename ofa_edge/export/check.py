@@ -31,9 +31,9 @@ from ofa_edge.export.images import prepare_images
 from ofa_edge.export.record import RECORD_KIND, RECORD_VERSION, record_path, write_record
 from ofa_edge.files import sha256_file
 from ofa_edge.supernet.bn import recalibrate_bn
+from ofa_edge.supernet.family import Arch
 from ofa_edge.supernet.preprocessing import Preprocessing
 from ofa_edge.supernet.registry import get_supernet_info
-from ofa_edge.supernet.space import ArchConfig
 
 #: Max |exported - torch| allowed on fp32 logits: 40x the largest difference measured here
 #: (2.3e-5; ofa-mbv3-cifar10 subnets @24-32 and MIT's w1.0 min @160 / max @224 with random
@@ -108,7 +108,7 @@ def _snr_db(reference: np.ndarray, got: np.ndarray) -> float:
 def export_subnet(
     supernet: Any,
     supernet_id: str,
-    arch: ArchConfig,
+    arch: Arch,
     fmt: str,
     precision: str,
     calib_images: np.ndarray,

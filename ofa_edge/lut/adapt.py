@@ -62,7 +62,7 @@ from ofa_edge.lut.validate import (
 )
 from ofa_edge.measure.models import export_subnets
 from ofa_edge.measure.reference import reference_model
-from ofa_edge.supernet.space import ArchConfig
+from ofa_edge.supernet.family import Arch
 
 #: Ridge strengths tried (relative-error units); ``math.inf`` is the common factor alone.
 RIDGES = (1e-3, 1e-2, 1e-1, 1.0, 10.0, math.inf)
@@ -101,7 +101,7 @@ class AdaptFit:
         return "refitted" if self.recalibrated else "scaled"
 
 
-def _type_sums(table: LatencyTable, arch: ArchConfig, types: list[str]) -> np.ndarray:
+def _type_sums(table: LatencyTable, arch: Arch, types: list[str]) -> np.ndarray:
     """The source table's op sum of ``arch`` split by op type (``types`` order)."""
     section = table.entries[arch.r]
     sums = dict.fromkeys(types, 0.0)

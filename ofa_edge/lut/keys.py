@@ -11,13 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ofa_edge.supernet.family import FamilySpec, Op
-from ofa_edge.supernet.space import ArchConfig
+from ofa_edge.supernet.family import Arch, FamilySpec, Op
 
 __all__ = ["Op", "enumerate_ops", "subnet_ops"]
 
 
-def subnet_ops(spec: FamilySpec, arch: ArchConfig) -> list[Op]:
+def subnet_ops(spec: FamilySpec, arch: Arch) -> list[Op]:
     """The ops ``arch`` runs, in order; its latency is (about) the sum of theirs."""
     return spec.ops(arch)
 

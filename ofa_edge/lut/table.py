@@ -85,8 +85,7 @@ from ofa_edge.devices.spec import PRECISIONS, DeviceSpec, model_format
 from ofa_edge.errors import LutError
 from ofa_edge.files import write_atomic, write_json
 from ofa_edge.lut.keys import subnet_ops
-from ofa_edge.supernet.family import FamilySpec, spec_from_dict
-from ofa_edge.supernet.space import ArchConfig
+from ofa_edge.supernet.family import Arch, FamilySpec, spec_from_dict
 
 SCHEMA_VERSION = 7
 #: How many passes ``lut build`` measures every op in by default (``passes_ms``).
@@ -325,15 +324,15 @@ class LatencyTable:
         entries = [e for section in self.entries.values() for e in section.values()]
         return bool(entries) and all(e.energy_mj is not None for e in entries)
 
-    def op_sum(self, arch: ArchConfig) -> float:
+    def op_sum(self, arch: Arch) -> float:
         """Sum of the table's latencies of ``arch``'s ops (ms), uncalibrated."""
         return self._sum_and_count(arch)[0]
 
-    def op_count(self, arch: ArchConfig) -> int:
+    def op_count(self, arch: Arch) -> int:
         """How many of the table's ops ``arch`` runs (the calibration's ``n_ops``)."""
         return len(subnet_ops(self.spec, arch.validate(self.spec.space)))
 
-    def _sum_and_count(self, arch: ArchConfig) -> tuple[float, int]:
+    def _sum_and_count(self, arch: Arch) -> tuple[float, int]:
         spec = self.spec
         arch = arch.validate(spec.space)
         total = 0.0
@@ -350,7 +349,7 @@ class LatencyTable:
             total += entry.median_ms
         return total, len(ops)
 
-    def predict(self, arch: ArchConfig, calibrated: bool = True) -> float:
+    def predict(self, arch: Arch, calibrated: bool = True) -> float:
         """Predicted whole-network latency (ms) of ``arch`` on this table's device."""
         total, n_ops = self._sum_and_count(arch)
         if calibrated and self.calibration is not None:

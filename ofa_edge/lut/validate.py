@@ -33,7 +33,7 @@ from ofa_edge.measure.models import export_subnets
 from ofa_edge.measure.reference import reference_model
 from ofa_edge.measure.timing import timed_rounds
 from ofa_edge.stats import spearman
-from ofa_edge.supernet.space import ArchConfig
+from ofa_edge.supernet.family import Arch, at_resolution
 
 MAX_FIT = 20
 
@@ -54,7 +54,7 @@ class Fidelity:
 class SubnetPoint:
     """One subnet measured whole: its op sum and count in the table, and its measured latency."""
 
-    arch: ArchConfig
+    arch: Arch
     op_sum_ms: float
     n_ops: int
     measured_ms: float
@@ -164,13 +164,10 @@ def fit_calibration(
     return Calibration(a=float(np.median(measured / op_sums)), b=0.0), None
 
 
-def random_archs(table: LatencyTable, n: int, seed: int) -> list[ArchConfig]:
+def random_archs(table: LatencyTable, n: int, seed: int) -> list[Arch]:
+    """``n`` uniformly random subnets of the table's space, each at one of the table's resolutions."""
     space, rng = table.spec.space, random.Random(seed)
-    out = []
-    for _ in range(n):
-        a = space.sample(rng)
-        out.append(ArchConfig(a.ks, a.e, a.d, rng.choice(table.resolutions)))
-    return out
+    return [at_resolution(space.sample(rng), rng.choice(table.resolutions)) for _ in range(n)]
 
 
 def table_reference(table: LatencyTable) -> Path:
@@ -235,7 +232,7 @@ def timed_at_table_speed(
 def measure_subnets(
     session: MeasuringSession,
     table: LatencyTable,
-    archs: list[ArchConfig],
+    archs: list[Arch],
     *,
     rounds: int = 3,
     seed: int = 0,
@@ -249,7 +246,7 @@ def measure_subnets(
     return np.array([ms[p.name] for p in paths])
 
 
-def calibration_archs(table: LatencyTable, samples: int, fit: int, seed: int) -> list[ArchConfig]:
+def calibration_archs(table: LatencyTable, samples: int, fit: int, seed: int) -> list[Arch]:
     """The subnets ``validate`` measures: the smallest subnet of every resolution (where tight
     budgets send a search, below every random subnet), when they are at most a third of the
     ``fit`` ones, then random subnets; ``samples`` in all."""

@@ -8,6 +8,7 @@ never see each other's halves.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -15,8 +16,7 @@ import torch
 from ofa_edge.convert.formats import EXPORT_LOCK, convert, quantize
 from ofa_edge.convert.tflite import converter_versions
 from ofa_edge.files import atomic_path
-from ofa_edge.supernet.family import FamilySpec
-from ofa_edge.supernet.space import ArchConfig
+from ofa_edge.supernet.family import Arch, FamilySpec
 
 #: Random normal samples that calibrate an int8 model's activation ranges.
 CALIB_SAMPLES = 8
@@ -51,7 +51,7 @@ def export_for_timing(
 
 
 def export_subnets(
-    spec: FamilySpec, archs: list[ArchConfig], folder: Path, fmt: str = "onnx", precision: str = "fp32"
+    spec: FamilySpec, archs: Sequence[Arch], folder: Path, fmt: str = "onnx", precision: str = "fp32"
 ) -> list[Path]:
     """Whole subnets of ``spec`` as model files ``folder/subnetNNN.FMT`` to time (weights drawn
     with seed 0; the export lock keeps other threads off torch's global RNG meanwhile)."""

@@ -11,10 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ofa_edge.supernet.space import ArchConfig
-
 if TYPE_CHECKING:
-    from ofa_edge.supernet.family import FamilySpec
+    from ofa_edge.supernet.family import Arch, FamilySpec
     from ofa_edge.supernet.spec import BlockSpec
 
 
@@ -52,14 +50,14 @@ def block_counts(b: BlockSpec) -> Counts:
     return Counts(macs, params)
 
 
-def count(spec: FamilySpec, arch: ArchConfig) -> Counts:
+def count(spec: FamilySpec, arch: Arch) -> Counts:
     """MACs and params of ``arch`` (validated against ``spec.space``) at resolution ``arch.r``."""
     return spec.count(arch)
 
 
-def count_macs(spec: FamilySpec, arch: ArchConfig) -> int:
+def count_macs(spec: FamilySpec, arch: Arch) -> int:
     return count(spec, arch).macs
 
 
-def count_params(spec: FamilySpec, arch: ArchConfig) -> int:
+def count_params(spec: FamilySpec, arch: Arch) -> int:
     return count(spec, arch).params

@@ -12,10 +12,14 @@ written before families existed).
 from __future__ import annotations
 
 import abc
+import dataclasses
 import difflib
 import importlib
+import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from ofa_edge.errors import ConfigError
 
@@ -56,6 +60,43 @@ class Op:
             "output:" + "x".join(map(str, self.output)),
         ]
         return "-".join(parts + [f"{name}:{value}" for name, value in self.fields])
+
+
+class Arch(Protocol):
+    """What every family's arch is: a frozen dataclass with an input resolution ``r`` that
+    validates against its family's space and writes MIT's dict keys."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+    @property
+    def r(self) -> int: ...
+
+    def validate(self, space: Any) -> Arch: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+ArchT = TypeVar("ArchT", bound=Arch)
+
+
+def at_resolution(arch: ArchT, r: int) -> ArchT:
+    """``arch`` with input resolution ``r`` (unvalidated), whatever its family."""
+    return dataclasses.replace(arch, r=r)
+
+
+def read_arch(path: str | Path, parse: Callable[[Any], ArchT]) -> ArchT:
+    """The arch of JSON file ``path`` as ``parse`` reads its object; errors name the file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"cannot read arch file {path}: {err.strerror}") from None
+    try:
+        return parse(json.loads(text))
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}: arch: not valid JSON ({err})") from None
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err.message}", hint=err.hint) from None
 
 
 class FamilySpec(abc.ABC):
@@ -109,6 +150,15 @@ class FamilySpec(abc.ABC):
     @abc.abstractmethod
     def distinct_ops(self, r: int) -> list[Op]:
         """Every op some subnet runs at resolution ``r`` (repeats allowed; a latency table's rows)."""
+
+    def checked(self, arch: Arch, r: int | None = None) -> Any:
+        """``arch`` at resolution ``r`` (default: its own), validated against the space."""
+        return (arch if r is None else at_resolution(arch, r)).validate(self.space)
+
+    def load_arch(self, path: str | Path, r: int | None = None) -> Any:
+        """The arch of JSON file ``path`` (MIT's keys) at resolution ``r`` (default: the file's),
+        validated; a bad file is a one-line ``ConfigError`` naming it, the field and what is allowed."""
+        return read_arch(path, lambda data: self.checked(self.arch_from_dict(data, default_r=r), r))
 
     def count(self, arch: Any) -> Counts:
         """MACs and params of ``arch`` (validated against the space) at resolution ``arch.r``."""

@@ -17,6 +17,7 @@ from typing import Any
 
 from ofa_edge.errors import ConfigError
 from ofa_edge.files import write_json
+from ofa_edge.supernet.family import read_arch
 
 #: OFA-MBv3's resolutions: 128 to 224 in steps of 4.
 OFA_RESOLUTIONS: tuple[int, ...] = tuple(range(128, 225, 4))
@@ -253,15 +254,7 @@ class ArchConfig:
     @classmethod
     def load(cls, path: str | Path) -> ArchConfig:
         """Read an arch JSON file (what ``ofa-edge search --out`` writes)."""
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as err:
-            raise ConfigError(f"cannot read arch file {path}: {err.strerror}") from None
-        try:
-            return cls.from_json(text)
-        except ConfigError as err:
-            raise ConfigError(f"{path}: {err.message}", hint=err.hint) from None
+        return read_arch(path, cls.from_dict)
 
     def save(self, path: str | Path) -> None:
         write_json(path, self.to_dict())
