@@ -2,7 +2,8 @@
 ``count`` of an arch file in MIT's keys; a small table of the local device checked by ``lut
 validate`` (random subnets of the family's space, predicted vs measured whole); an arch file
 predicted by ``lut predict``, exported by ``ofa-edge export`` (checked before it is written) and
-pushed with ``push --verify`` against the table."""
+pushed with ``push --verify`` against the table; and ``specialize`` of a ResNet with no predictor
+(``objective="macs"``)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import random
 from pathlib import Path
 
 import pytest
+import torch
 
+from ofa_edge.deploy.specialize import specialize
 from ofa_edge.devices.agent import AgentSession
 from ofa_edge.devices.spec import local_device
 from ofa_edge.lut.build import build_table
@@ -21,7 +24,7 @@ from ofa_edge.lut.validate import calibration_archs, random_archs, validate
 from ofa_edge.supernet import registry
 from ofa_edge.supernet.family import FamilySpec, at_resolution
 from ofa_edge.supernet.preprocessing import CIFAR10
-from ofa_edge.supernet.resnet_spec import ResNetSpace, ResNetSpec
+from ofa_edge.supernet.resnet_spec import ResNetArch, ResNetSpace, ResNetSpec
 from ofa_edge.supernet.space import SearchSpace
 from ofa_edge.supernet.spec import MBv3Spec
 from tests.test_export import cli
@@ -135,3 +138,33 @@ def test_validate_export_and_push_verify_on_local(
     assert pushed["arch"] == arch.to_dict() and pushed["verified"] and pushed["measured_ms"] > 0
     assert pushed["predicted_ms"] == pytest.approx(table.predict(arch))
     assert pushed["outputs"]["ok"] and pushed["outputs"]["images"] > 0
+
+
+def test_specialize_a_resnet_without_a_predictor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """OFA-ResNet through the whole job on ``local`` with ``objective="macs"`` (the way for a
+    supernet without a predictor of its resolutions): table, calibration, search, export, push."""
+    spec = FAMILIES["ofa_resnet"]
+    info = registry.SupernetInfo("tiny-ofa_resnet", "a test's", spec, CIFAR10)
+    monkeypatch.setitem(registry._SUPERNETS, info.name, info)
+    torch.manual_seed(0)
+    torch.save(spec.build().state_dict(), tmp_path / "weights.pt")
+    device = dataclasses.replace(local_device(), workdir=str(tmp_path / "agent"))
+    run = specialize(
+        device,
+        tmp_path / "out",
+        supernet=info.name,
+        resolutions=[32],
+        checkpoint=tmp_path / "weights.pt",
+        objective="macs",
+        validate_samples=6,
+        passes=1,
+        generations=30,
+    )
+    summary, best = run.to_dict(), run.choice.best
+    assert summary["search"]["objective"] == "macs" and summary["search"]["predicted_top1"] is None
+    assert isinstance(best.arch, ResNetArch) and best.score == spec.count(best.arch).macs
+    assert summary["search"]["costs"]["latency on local"] <= summary["search"]["budget_ms"]
+    assert ResNetArch.from_dict(json.loads((tmp_path / "out" / "subnet.json").read_text())) == best.arch
+    assert summary["deployment"]["measured_ms"] > 0
+    assert summary["deployment"]["file"]["sha256"] == summary["export"]["sha256"]
+    assert "M MACs (the most under the budget" in run.choice.score_text

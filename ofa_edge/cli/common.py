@@ -201,3 +201,13 @@ def several_devices(args: argparse.Namespace) -> bool:
     """Whether the command runs as a fleet (several names, ``--all`` or ``--group``): concurrent
     devices and a summary; one name keeps the one-device output."""
     return bool(getattr(args, "all", False) or getattr(args, "group", None)) or len(args.names) != 1
+
+
+def add_objective(p: argparse.ArgumentParser) -> None:
+    """``--objective``: what the search maximizes (``macs`` needs no accuracy predictor)."""
+    p.add_argument(
+        "--objective",
+        default="accuracy",
+        choices=["accuracy", "macs"],
+        help="what to maximize under the budgets (macs: needs no predictor, for supernets without one)",
+    )

@@ -12,6 +12,7 @@ from ofa_edge.cli.common import (
     add_command,
     add_device_threads,
     add_devices,
+    add_objective,
     add_precision,
     add_supernet,
     parse_resolutions,
@@ -99,7 +100,7 @@ def specialize_text(run: Specialization) -> str:
     lines = [
         f"{run.device}: {run.supernet} subnet for a {choice.budget_ms:.2f} ms budget "
         f"(reachable {low:.2f}-{high:.2f} ms)",
-        f"  predicted top-1 {choice.best.score:.4g}, r={choice.best.arch.r}",
+        f"  {choice.score_text}, r={choice.best.arch.r}",
         f"  measured there {dep.measured_ms:.2f} ms vs predicted {dep.predicted_ms:.2f} ms "
         f"({dep.miss_pct:+.1f} %{', MISSED by more than 10 %' if dep.flagged else ''})",
         f"  cost: {cost.device_seconds:.0f} device-s, {cost.host_cpu_seconds:.0f} host CPU-s, "
@@ -138,6 +139,7 @@ def _specialize(args: argparse.Namespace, spec: DeviceSpec, several: bool, progr
         resolutions=parse_resolutions(args.resolutions),
         checkpoint=Path(args.checkpoint) if args.checkpoint else None,
         predictor=Path(args.predictor) if args.predictor else None,
+        objective=args.objective,
         calib=Path(args.calib) if args.calib else None,
         passes=args.passes,
         seed=args.seed,
@@ -172,6 +174,7 @@ def add_specialize_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--passes", type=int, default=PASSES, help="times the table measures every op")
     p.add_argument("--checkpoint", help="supernet weights (default: the registry's)")
     p.add_argument("--predictor", help="accuracy predictor (default: the one shipped for the supernet)")
+    add_objective(p)
     p.add_argument("--calib", help="calibration images (default: the shipped CIFAR-10 set)")
     p.add_argument("--seed", type=int, default=0, help="seed of the search and of the table's subnets")
 

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ofa_edge.cli.common import add_command, add_device_threads, add_precision, add_supernet
+from ofa_edge.cli.common import add_command, add_device_threads, add_objective, add_precision, add_supernet
 from ofa_edge.cli.output import Output
 from ofa_edge.errors import ConfigError
 
@@ -220,12 +220,7 @@ def register(sub: Any) -> None:
     p.add_argument("--file-mb", type=float, help="fp32 model file budget (MB, 4 bytes per parameter)")
     p.add_argument("--peak-mb", type=float, help="peak activation memory budget (MB, fp32, batch 1)")
     p.add_argument("--predictor", help="accuracy predictor file (default: the one shipped for the supernet)")
-    p.add_argument(
-        "--objective",
-        default="accuracy",
-        choices=["accuracy", "macs"],
-        help="what to maximize (macs: needs no predictor)",
-    )
+    add_objective(p)
     p.add_argument("--top", type=int, default=1, help="print the K best distinct subnets")
     p.add_argument("--seed", type=int, default=0, help="seed of the evolutionary search")
     p.add_argument("--generations", type=int, default=500, help="generations of the evolutionary search")

@@ -124,13 +124,22 @@ class SearchChoice:
     reachable_ms: tuple[float, float]
     best: Candidate
     seconds: float  # the chosen budget's search
+    objective: str = "accuracy"  # what the search maximized: predicted top-1, or MACs
+
+    @property
+    def score_text(self) -> str:
+        """The pick's score for people: its predicted top-1, or its MACs."""
+        if self.objective == "accuracy":
+            return f"predicted top-1 {self.best.score:.4g}"
+        return f"{self.best.score / 1e6:.2f}M MACs (the most under the budget; no accuracy predicted)"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "budget_ms": self.budget_ms,
             "reachable_ms": list(self.reachable_ms),
             "arch": self.best.arch.to_dict(),
-            "predicted_top1": self.best.score,
+            "objective": self.objective,
+            "predicted_top1": self.best.score if self.objective == "accuracy" else None,
             "costs": self.best.labelled_costs(),
             "seconds": self.seconds,
         }
@@ -225,6 +234,7 @@ def specialize(
     resolutions: list[int] | None = None,
     checkpoint: Path | None = None,
     predictor: Path | None = None,
+    objective: str = "accuracy",
     calib: Path | None = None,
     validate_samples: int = 30,
     passes: int = PASSES,
@@ -236,7 +246,9 @@ def specialize(
     progress: Progress = lambda name: lambda done, total: None,
 ) -> Specialization:
     """Specialize ``supernet`` for ``device`` under ``latency_ms`` (default: the middle of the
-    reachable range) and return the run (its summary also written to ``out_dir/specialize.json``)."""
+    reachable range) and return the run (its summary also written to ``out_dir/specialize.json``).
+    ``objective`` "macs" picks the subnet with the most MACs under the budget, for supernets
+    without an accuracy predictor."""
     if fmt not in ("onnx", "tflite"):
         raise ConfigError(f"unknown format {fmt!r}", hint="use onnx or tflite")
     if model_format(device.runtime) != fmt:
@@ -306,8 +318,10 @@ def specialize(
         table = LatencyTable.load(table_path)
 
         def search() -> SearchChoice:
-            model = predictor_for(supernet, spec.space, predictor)
-            searcher = SubnetSearch(supernet, spec, {device.name: table}, model, generations=generations)
+            model = predictor_for(supernet, spec.space, predictor) if objective == "accuracy" else None
+            searcher = SubnetSearch(
+                supernet, spec, {device.name: table}, model, objective=objective, generations=generations
+            )
             low, high = searcher.latency_range(device.name)
             sweep = [low + (high - low) * q for q in (0.1, 0.3, 0.5, 0.7, 0.9)]
             budget = latency_ms if latency_ms is not None else sweep[2]  # the middle of the range
@@ -315,12 +329,14 @@ def specialize(
             # The budget is one point of the plotted sweep, so the chosen subnet is on the front.
             budgets = sorted({budget, *sweep})
             points = searcher.pareto(device.name, budgets, seed=seed)
-            write_pareto(points, device.name, out_dir / "pareto", "accuracy")
+            write_pareto(
+                points, device.name, out_dir / "pareto", "accuracy" if objective == "accuracy" else "MACs"
+            )
             chosen = points[budgets.index(budget)]
             if chosen.outcome is None:
                 assert chosen.infeasible is not None
                 raise chosen.infeasible
-            return SearchChoice(budget, (low, high), chosen.outcome.best, chosen.outcome.seconds)
+            return SearchChoice(budget, (low, high), chosen.outcome.best, chosen.outcome.seconds, objective)
 
         choice = ledger.timed("search", False, search)
         best = choice.best
@@ -328,7 +344,7 @@ def specialize(
         costs = best.costs
         stage(
             "search",
-            f"predicted top-1 {best.score:.4g} at r={best.arch.r}: "
+            f"{choice.score_text} at r={best.arch.r}: "
             f"{costs[CostKey('latency', device.name)]:.3f} ms predicted on {device.name}, "
             f"{costs[CostKey('macs')] / 1e6:.2f}M MACs, {costs[CostKey('params')] / 1e6:.2f}M params",
         )
