@@ -22,6 +22,8 @@ import numpy as np
 import pytest
 
 from ofa_edge.cli.main import build_parser
+from ofa_edge.devices.lock import DeviceLock
+from ofa_edge.devices.spec import DeviceSpec
 from ofa_edge.lut import LatencyTable
 from ofa_edge.supernet.registry import get_supernet_info
 from ofa_edge.supernet.space import ArchConfig
@@ -445,9 +447,27 @@ def test_lut_adapt_the_ssh_test_beds_table_to_this_machine(tmp_path: Path) -> No
 
 
 DEVICE_COMMANDS = {
-    ("devices", "list"), ("devices", "check"), ("devices", "trust"), ("bench",), ("lut", "build"),
-    ("lut", "adapt"), ("lut", "validate"), ("specialize",), ("demo",), ("push",),
+    ("devices", "list"), ("devices", "check"), ("devices", "trust"), ("devices", "unlock"), ("bench",),
+    ("lut", "build"), ("lut", "adapt"), ("lut", "validate"), ("specialize",), ("demo",), ("push",),
 }  # fmt: skip
+
+
+def test_devices_unlock_removes_a_lock_and_names_its_holder(tmp_path: Path) -> None:
+    """A lock another command holds (here: this process, as a command that hangs would) is
+    removed at once by ``devices unlock``, which names whose it was; a second run finds none."""
+    inv = tmp_path / "devices.toml"
+    inv.write_text(f'[devices.local]\ntransport = "local"\nworkdir = "{tmp_path / "agent"}"\n')
+    spec = DeviceSpec(name="local", workdir=str(tmp_path / "agent"))
+    held = DeviceLock(spec, command="a build that hangs")
+    held.acquire()
+    try:
+        doc = ok("devices", "unlock", "local", "--inventory", str(inv))
+        assert doc["removed"]["command"] == "a build that hangs" and doc["removed"]["pid"] == os.getpid()
+        assert DeviceLock(spec).holder() is None
+        res = run("devices", "unlock", "local", "--inventory", str(inv))
+        assert res.returncode == 0 and res.stdout.strip() == "local: not locked", res.stderr
+    finally:
+        held.release()
 
 
 def test_every_option_has_help_and_shows_its_default() -> None:
