@@ -28,8 +28,11 @@ from ofa_edge.devices.agent import AgentSession
 from ofa_edge.devices.spec import DeviceSpec
 from ofa_edge.export.check import export_subnet
 from ofa_edge.export.images import default_calibration
+from ofa_edge.supernet import registry
+from ofa_edge.supernet.preprocessing import CIFAR10
 from ofa_edge.supernet.registry import load_supernet
-from ofa_edge.supernet.space import ArchConfig
+from ofa_edge.supernet.space import ArchConfig, SearchSpace
+from ofa_edge.supernet.spec import MBv3Spec
 from ofa_edge.testing.emulated_pi import EmulatedPi, arm_unavailable, build_rootfs
 
 OFA_EDGE = str(Path(sys.executable).with_name("ofa-edge"))
@@ -139,12 +142,29 @@ def test_push_verify_gives_the_hosts_outputs_on_arm(inventory: Path, exported: l
         assert dep["device"]["fingerprint"]["arch"] == "aarch64"
 
 
-def test_specialize_end_to_end_on_the_pi(pi: EmulatedPi, tmp_path: Path) -> None:
-    """table (one resolution, one pass) -> validation -> search -> export -> push -> verify."""
+def test_specialize_end_to_end_on_the_pi(
+    pi: EmulatedPi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """table (one resolution, one pass) -> validation -> search -> export -> push -> verify, for
+    the default layout with kernel 3 alone and expands 3 and 6 (2 variants per block slot, not
+    9): the table's build under emulation is most of the run."""
     from ofa_edge.deploy.specialize import specialize
 
+    space = SearchSpace(ks_list=(3,), expand_ratio_list=(3, 6), resolutions=(24,))
+    small = registry.SupernetInfo("small-cifar10", "a test's", MBv3Spec(0.5, 10, space), CIFAR10)
+    monkeypatch.setitem(registry._SUPERNETS, small.name, small)
+    torch.manual_seed(0)
+    torch.save(small.spec.build().state_dict(), tmp_path / "weights.pt")
     run = specialize(
-        spec(pi), tmp_path, supernet=SUPERNET, resolutions=[24], validate_samples=4, passes=1, generations=20
+        spec(pi),
+        tmp_path,
+        supernet=small.name,
+        checkpoint=tmp_path / "weights.pt",
+        objective="macs",  # no predictor for this space
+        resolutions=[24],
+        validate_samples=4,
+        passes=1,
+        generations=20,
     )
     summary = run.to_dict()
     assert summary["deployment"]["device"]["fingerprint"]["cpu_model"] == "Cortex-A72"
