@@ -139,6 +139,9 @@ def test_lut_build_on_a_group_writes_each_devices_table(
 ) -> None:
     spec = get_supernet_info(SUPERNET).spec
     ops = {op.key for op in enumerate_ops(spec, [24])}
+    errors = [line for line in built.stderr.splitlines() if line.startswith("ofa-edge: error: ")]
+    failed = {line.split(":")[2].strip() for line in errors}
+    assert failed == set(FAILING), built.stderr  # a working device's failure shows its own line
     assert built.returncode == 5, built.stderr  # connection (4) and agent (5) errors: the device family
     for name in WORKING:
         table = LatencyTable.load(fleet["folder"] / f"{name}_{SUPERNET}_fp32_t1.json")
