@@ -3,7 +3,9 @@ failed checks write nothing, micro-models compute their torch op, and the CLI fa
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -191,6 +193,28 @@ def test_failed_checks_write_nothing(tmp_path: Path, images: ImageArray) -> None
     report = export_subnet(supernet(), SUPERNET, arch, "onnx", "int8", calib, out, min_agreement=0.0)
     assert report.check_images == len(calib) and report.fp32_top1 is None, "no labels: agreement only"
     assert report.precision_check == "agreement reported, no labels; agreement ≥ 0%"
+
+
+def test_an_export_killed_between_its_renames_leaves_no_stale_record(
+    tmp_path: Path, images: ImageArray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exporting over an earlier model: if the process dies after the model's rename, the old
+    model's record is already gone, so no record ever describes another model."""
+    calib, out = images.images[:32], tmp_path / "model.onnx"
+    export_subnet(supernet(), SUPERNET, SUBNETS[0], "onnx", "fp32", calib, out)
+    old_sha = hashlib.sha256(out.read_bytes()).hexdigest()
+    os_replace = os.replace
+
+    def dies_before_the_record(src: str | Path, dst: str | Path) -> None:
+        if Path(dst) == record_path(out):
+            raise KeyboardInterrupt  # the process dies between the model's and the record's rename
+        os_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", dies_before_the_record)
+    with pytest.raises(KeyboardInterrupt):
+        export_subnet(supernet(), SUPERNET, SUBNETS[1], "onnx", "fp32", calib, out)
+    assert hashlib.sha256(out.read_bytes()).hexdigest() != old_sha, "the new model is in place"
+    assert not record_path(out).exists()
 
 
 class _Converting(Exception):

@@ -12,7 +12,7 @@ arch, precision, sha256, checks), which ``ofa-edge push`` reads.
 
 from __future__ import annotations
 
-import shutil
+import os
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -239,8 +239,11 @@ def export_model(
         report.size_bytes = final.stat().st_size
         record = Path(tmp) / "record.json"
         write_record(record, report.to_dict())
-        shutil.move(final, out)
-        shutil.move(record, record_path(out))
+        # An old record goes first: a crash between the renames leaves a model with no record,
+        # never a record describing another model.
+        record_path(out).unlink(missing_ok=True)
+        os.replace(final, out)
+        os.replace(record, record_path(out))
     return report
 
 
