@@ -14,6 +14,7 @@ from ofa_edge.errors import ConfigError, OfaEdgeError
 from ofa_edge.supernet.preprocessing import CIFAR10, IMAGENET
 from ofa_edge.supernet.registry import CIFAR10_SUPERNET, CIFAR10_V2_SUPERNET
 from ofa_edge.training import Phase, TrainConfig, Trainer, load_recipe, recipe_names
+from ofa_edge.training.curve import CURVE_FILE
 
 
 def _toy_data(n: int) -> ImageArray:
@@ -52,6 +53,10 @@ def test_interrupted_run_resumes_exactly(tmp_path: Path) -> None:
     a, b = straight.net.state_dict(), final.net.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [e["loss"] for e in straight.state.log] == [e["loss"] for e in final.state.log]
+    curve = tmp_path / "a" / CURVE_FILE  # the curve, drawn after every epoch
+    assert curve.read_bytes().startswith(b"\x89PNG") and (tmp_path / "b" / CURVE_FILE).is_file()
+    curve.unlink()
+    assert Trainer(CONFIG, data, tmp_path / "a", log=lambda _: None).run() and curve.is_file(), "redrawn"
 
 
 def test_other_config_refuses_to_resume(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ def _cmd_train(args: argparse.Namespace, out: Output) -> int:
     from ofa_edge.data import load_split
     from ofa_edge.distributed import join
     from ofa_edge.training import Trainer, fit_config, load_recipe
+    from ofa_edge.training.curve import CURVE_FILE
 
     group = join()  # one process, or this process's rank when torchrun started it
     set_host_threads(args)
@@ -40,6 +41,7 @@ def _cmd_train(args: argparse.Namespace, out: Output) -> int:
     if not main:
         return 0
     state = trainer.state
+    curve = Path(args.out) / CURVE_FILE  # drawn after the first epoch
     out.result(
         "train",
         {
@@ -47,12 +49,14 @@ def _cmd_train(args: argparse.Namespace, out: Output) -> int:
             "run_dir": str(Path(args.out).resolve()),
             "processes": group.world_size,
             "log": state.log,
+            "curve": str(curve.resolve()) if curve.is_file() else None,
             "train_seconds": state.train_seconds,
             "train_cpu_seconds": state.train_cpu_seconds,
         },
         f"{'finished' if finished else 'paused (run the same command to resume)'}: "
         f"{len(state.log)} epochs logged, {state.train_seconds / 3600:.2f} h "
-        f"({state.train_cpu_seconds / 3600:.2f} CPU-h), checkpoint in {args.out}",
+        f"({state.train_cpu_seconds / 3600:.2f} CPU-h), checkpoint in {args.out}"
+        + (f", curve {curve}" if curve.is_file() else ""),
     )
     return 0
 

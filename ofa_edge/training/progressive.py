@@ -43,6 +43,7 @@ from ofa_edge.errors import CheckpointError, ConfigError
 from ofa_edge.files import atomic_path, copy_atomic
 from ofa_edge.supernet import ArchConfig, OFAMobileNetV3
 from ofa_edge.training.config import CHECKPOINT_VERSION, Phase, TrainConfig, layout_of
+from ofa_edge.training.curve import CURVE_FILE, plot_curve
 from ofa_edge.training.init import init_backbone, init_spec
 
 
@@ -333,7 +334,14 @@ class Trainer:
             last_save = now
             self._end_epoch(phase, steps)
             self.save()
+            self._plot_curve()
+        self._plot_curve()  # also for a run that was finished before this call
         return True
+
+    def _plot_curve(self) -> None:
+        """Redraw ``curve.png`` in the run folder from the epoch log (rank 0)."""
+        if self.group.is_main and self.state.log:
+            plot_curve(self.state.log, self.run_dir / CURVE_FILE)
 
     def _note_processes(self) -> None:
         """Record a start on another process count (or micro-batch) than the last one, and say so."""
