@@ -600,14 +600,15 @@ CIFAR10_SUPERNET = register_supernet(
 #: The layout of the candidate successor of the default (issue 20): a CIFAR layout, stem stride
 #: 1, so 32-px images do not end as a 1x1 map; the ``cifar10-v2`` training recipe trains it.
 CIFAR10_V2_SPEC = MBv3Spec(0.5, 10, SearchSpace(resolutions=(24, 28, 32, 36, 40)), stem_stride=1)
-#: No packaged weights yet: pass ``--checkpoint RUN``.
+#: Shipped inside the package as fp16 weights (model card: ``weights/ofa-mbv3-cifar10-v2.md``).
 CIFAR10_V2_SUPERNET = register_supernet(
     SupernetInfo(
         name="ofa-mbv3-cifar10-v2",
-        description="ofa-edge's OFA-MobileNetV3 w0.5 in a CIFAR layout, CIFAR-10, r 24-40 "
-        "(recipe cifar10-v2; weights: --checkpoint)",
+        description="ofa-edge's OFA-MobileNetV3 w0.5 in a CIFAR layout (stem stride 1), CIFAR-10, "
+        "r 24-40, shipped offline",
         spec=CIFAR10_V2_SPEC,
         preprocessing=CIFAR10,
+        packaged="ofa_mbv3_cifar10_v2.fp16.pt",
     )
 )
 
