@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -146,6 +149,49 @@ def test_parallel_build_measures_the_same_subnets(net, tmp_path: Path) -> None:
 
     assert by_index(parallel) == by_index(serial)
     assert by_index(read_table(tmp_path / "parallel.jsonl")) == by_index(serial)
+
+
+_ORPHAN = """
+import multiprocessing, time
+from ofa_edge.accuracy.table import exit_with_parent
+
+def child() -> None:
+    exit_with_parent(0.1)
+    time.sleep(120)
+
+if __name__ == "__main__":
+    worker = multiprocessing.get_context("spawn").Process(target=child)
+    worker.start()
+    print(worker.pid, flush=True)
+    time.sleep(120)
+"""
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is alive and not a zombie (nobody may reap an orphan here)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def test_a_pool_worker_ends_when_its_build_is_killed(tmp_path: Path) -> None:
+    """Killing the build (SIGKILL, no cleanup) must not leave its workers computing for nobody."""
+    (tmp_path / "orphan.py").write_text(_ORPHAN)
+    script = [sys.executable, str(tmp_path / "orphan.py")]
+    parent = subprocess.Popen(script, stdout=subprocess.PIPE, text=True)
+    worker = int(parent.stdout.readline())
+    try:
+        assert _running(worker)
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 15
+        while _running(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _running(worker), "the worker outlived its parent"
+    finally:
+        if _running(worker):
+            os.kill(worker, signal.SIGKILL)
 
 
 def test_mismatched_table_is_refused(net, tmp_path: Path) -> None:

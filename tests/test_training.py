@@ -13,7 +13,7 @@ from ofa_edge.data import ImageArray, load_split
 from ofa_edge.errors import ConfigError, OfaEdgeError
 from ofa_edge.supernet.preprocessing import CIFAR10, IMAGENET
 from ofa_edge.supernet.registry import CIFAR10_SUPERNET, CIFAR10_V2_SUPERNET
-from ofa_edge.training import Phase, TrainConfig, Trainer, load_recipe, recipe_names
+from ofa_edge.training import Phase, TrainConfig, Trainer, load_recipe, progressive, recipe_names
 from ofa_edge.training.curve import CURVE_FILE
 
 
@@ -40,10 +40,19 @@ CONFIG = TrainConfig(
 )
 
 
-def test_interrupted_run_resumes_exactly(tmp_path: Path) -> None:
+def test_interrupted_run_resumes_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     data = _toy_data(192)  # 128 trained on, 64 held out: 2 steps per epoch
+    draws: list[int] = []
+    real_plot = progressive.plot_curve
+
+    def counted(log: list[dict], path: Path) -> None:
+        draws.append(len(log))
+        real_plot(log, path)
+
+    monkeypatch.setattr(progressive, "plot_curve", counted)
     straight = Trainer(CONFIG, data, tmp_path / "a", log=lambda _: None)
     assert straight.run()
+    assert draws == [1, 2, 3], "the curve is drawn once after each epoch, not again at the end"
     resumes = 0
     while not Trainer(CONFIG, data, tmp_path / "b", log=lambda _: None).run(stop_after_seconds=0):
         resumes += 1  # every call trains one step, saves and stops: a kill after each step

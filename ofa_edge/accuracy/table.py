@@ -27,6 +27,7 @@ import json
 import multiprocessing
 import os
 import random
+import threading
 import time
 from collections.abc import Callable, Generator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -210,10 +211,26 @@ class _Measurer:
 _worker_measurer: _Measurer | None = None
 
 
+def exit_with_parent(poll_seconds: float = 1.0) -> None:
+    """End this process soon after its parent dies, which a pool worker otherwise outlives
+    (a SIGTERM or SIGKILL to the build leaves its workers waiting on a queue nobody feeds).
+    The parent is the one that started this process, so a parent gone before this call counts."""
+    started_by = multiprocessing.parent_process()
+    parent = started_by.pid if started_by is not None else os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_seconds)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def _start_worker(measurer: _Measurer) -> None:
     """Pool initializer: one torch thread per worker, since the workers already fill the cores."""
     global _worker_measurer
     torch.set_num_threads(1)
+    exit_with_parent()
     _worker_measurer = measurer
 
 

@@ -297,6 +297,8 @@ class Trainer:
         started = time.monotonic()
         last_save, last_cpu = started, time.process_time()
         self._note_processes()
+        if self.done:
+            self._plot_curve()  # a run finished before this call: draw its curve again
         while not self.done:
             phase = self.config.phases[self.state.phase]
             self._enter_phase(phase)
@@ -335,7 +337,6 @@ class Trainer:
             self._end_epoch(phase, steps)
             self.save()
             self._plot_curve()
-        self._plot_curve()  # also for a run that was finished before this call
         return True
 
     def _plot_curve(self) -> None:
