@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
+import time
 from pathlib import Path
 
 import pytest
@@ -159,3 +160,26 @@ def test_build_on_an_ssh_device(ssh_device, tmp_path: Path) -> None:
     assert set(LatencyTable.load(out).entries[32]) == expected
     assert table.device.name == "jetson" and table.reference and table.reference.median_ms > 0
     assert all(e.raw_median_ms and e.median_ms > 0 for e in table.entries[32].values())
+
+
+def test_a_fleets_devices_share_one_reference_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Devices building at once ask for the reference together: it is exported once and never
+    replaced, since a device may be hashing and sending it (a second export, not byte-identical,
+    once made a fleet device's copy 'arrive corrupted')."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ofa_edge.measure import reference
+
+    made: list[int] = []
+    real_export = reference.export_subnets
+
+    def slow_export(*args, **kwargs):
+        made.append(1)
+        time.sleep(0.5)  # a real export's duration: every device has asked by then
+        return real_export(*args, **kwargs)
+
+    monkeypatch.setattr(reference, "export_subnets", slow_export)
+    with ThreadPoolExecutor(4) as pool:
+        paths = list(pool.map(lambda _: reference.reference_model(SUPERNET.spec, 32)[0], range(4)))
+    assert len(set(paths)) == 1 and paths[0].is_file()
+    assert len(made) == 1, "exported once, whoever asked first"
