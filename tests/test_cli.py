@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from ofa_edge.cli.common import DEFAULT_SUPERNET
+
 #: The line under every error (without OFA_EDGE_DEBUG): how to see its traceback.
 DEBUG_HINT = "ofa-edge: OFA_EDGE_DEBUG=1 shows the traceback"
 
@@ -88,7 +90,7 @@ def test_demo_specializes_for_this_machine_offline(tmp_path: Path) -> None:
     out = (tmp_path / "ofa-edge-demo").resolve()
     assert res.returncode == 0, res.stderr
     doc = json.loads(res.stdout)
-    assert doc["device"] == "local" and doc["supernet"] == "ofa-mbv3-cifar10"
+    assert doc["device"] == "local" and doc["supernet"] == DEFAULT_SUPERNET
     low, high = doc["search"]["reachable_ms"]
     assert low < doc["search"]["budget_ms"] < high and doc["search"]["arch"]["r"] == 24
     assert 0.1 < doc["search"]["predicted_top1"] < 1  # the shipped predictor, a fraction

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from ofa_edge.cli.common import DEFAULT_SUPERNET
 from ofa_edge.cli.main import build_parser
 from ofa_edge.devices.lock import DeviceLock
 from ofa_edge.devices.spec import DeviceSpec
@@ -32,7 +33,8 @@ from tests.adb_testbed import free_port
 from tests.test_cli import DEBUG_HINT, error_line, run
 from tests.test_fleet import _ssh_table
 
-SUPERNET = "ofa-mbv3-cifar10"
+SUPERNET = DEFAULT_SUPERNET  # what the commands below use, given no --supernet
+SMOKE_LAYOUT = "ofa-mbv3-cifar10"  # the registry supernet with the smoke recipe's layout
 TABLE = f"local_{SUPERNET}_fp32_t1.json"  # lut build's default file name for `local`
 #: The test files whose ``run(...)``/``ok(...)`` calls the coverage check reads.
 RUNNING_FILES = (Path(__file__), Path(__file__).with_name("test_cli.py"))
@@ -239,10 +241,10 @@ def test_train_pauses_and_release_refuses_until_allowed(dataset: Path, tmp_path:
 
     res = run("release", str(tmp_path / "run"), "--out", str(tmp_path / "w.pt"))
     assert "has not finished training" in error_line(res, 7) and not (tmp_path / "w.pt").exists()
-    for_registry = ("--supernet", SUPERNET, "--allow-unfinished")
+    for_registry = ("--supernet", SMOKE_LAYOUT, "--allow-unfinished")
     released = ok("release", str(tmp_path / "run"), "--out", str(tmp_path / "w.pt"), *for_registry)
     assert released["sha256"] == sha256(tmp_path / "w.pt")
-    assert released["bytes"] == (tmp_path / "w.pt").stat().st_size and released["supernet"] == SUPERNET
+    assert released["bytes"] == (tmp_path / "w.pt").stat().st_size and released["supernet"] == SMOKE_LAYOUT
     assert released["entry"] is None and not (tmp_path / "w.toml").exists()  # the registry's: no entry file
 
 
@@ -518,16 +520,19 @@ def test_lut_build_defaults_to_the_supernets_resolutions(
     """``lut build local`` with no options on the default supernet covers its resolutions (24-40
     px); every op is in the table already, so nothing is measured."""
     from ofa_edge.lut.keys import enumerate_ops
-    from ofa_edge.lut.table import Entry
+    from ofa_edge.lut.table import PASSES, Entry
 
     table = _table_copy(local_lut, tmp_path)
     space = get_supernet_info(SUPERNET).spec.space
+    done = Entry(median_ms=1.0, passes_ms=[1.0] * PASSES)  # measured in every pass a build makes
     for r in space.resolutions:
         for op in enumerate_ops(table.spec, [r]):
-            table.entries.setdefault(r, {}).setdefault(op.key, Entry(median_ms=1.0))
+            table.entries.setdefault(r, {})[op.key] = done
     table.save(tmp_path / TABLE)
     built = ok("lut", "build", "local", cwd=tmp_path)
     assert built["out"] == TABLE and built["resolutions"] == list(space.resolutions) != [24]
+    after = LatencyTable.load(tmp_path / TABLE).entries
+    assert all(e.passes == done.passes for r in space.resolutions for e in after[r].values()), "measured"
 
 
 # --- no command without a test ---------------------------------------------------------------------

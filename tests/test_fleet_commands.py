@@ -31,6 +31,8 @@ from tests.test_cli import DEBUG_HINT, run
 from tests.test_fleet import _ssh_table
 
 SUPERNET = "ofa-mbv3-cifar10"
+#: Fleet mechanics on the smaller v1 layout, named: the default's own path is test_cli_commands'.
+PINNED = ("--supernet", SUPERNET)
 WORKING = ["pi", "local", "box-a", "box-b"]
 #: Each failing device and the error it fails with (its reference).
 FAILING = {
@@ -131,7 +133,7 @@ def test_bench_all_runs_every_device_and_keeps_each_failure(fleet: dict[str, Any
 @pytest.fixture(scope="module")
 def built(fleet: dict[str, Any]) -> subprocess.CompletedProcess[str]:
     """``lut build --group lab`` at one resolution, one pass (text output)."""
-    return fleet_run(fleet, "lut", "build", "--group", "lab", "--resolutions", "24", "--passes", "1")
+    return fleet_run(fleet, "lut", "build", "--group", "lab", *PINNED, "--resolutions", "24", "--passes", "1")
 
 
 def test_lut_build_on_a_group_writes_each_devices_table(
@@ -179,7 +181,7 @@ def test_push_to_several_names_verifies_each_against_its_own_table(
     folder = fleet["folder"]
     arch = folder / "min.json"
     get_supernet_info(SUPERNET).spec.space.min_arch(24).save(arch)
-    res = run("export", str(arch), "--format", "onnx", "--out", str(folder / "min.onnx"))
+    res = run("export", str(arch), *PINNED, "--format", "onnx", "--out", str(folder / "min.onnx"))
     assert res.returncode == 0, res.stderr
     names = [*WORKING, "gone"]
     res = fleet_run(fleet, "--json", "push", *names, "min.onnx", "--verify", "--rounds", "1")
@@ -218,8 +220,8 @@ def test_validate_a_group_then_specialize_several(
     gives each device its own folder, subnet, measurement and cost."""
     folder = fleet["folder"]
     res = fleet_run(
-        fleet, "--json", "lut", "validate", "--group", "up", "--samples", "4", "--fit", "2", "--rounds", "1",
-        "--plot", "fit.png",
+        fleet, "--json", "lut", "validate", "--group", "up", *PINNED, "--samples", "4", "--fit", "2",
+        "--rounds", "1", "--plot", "fit.png",
     )  # fmt: skip
     by_name = records(res, "lut-validate", WORKING)
     assert res.returncode == 0, res.stderr
@@ -237,7 +239,17 @@ def test_validate_a_group_then_specialize_several(
         table_name = f"{name}_{SUPERNET}_fp32_t1.json"
         shutil.copyfile(folder / table_name, folder / "spec" / name / table_name)
     res = fleet_run(
-        fleet, "--json", "specialize", *names, "--out", "spec", "--resolutions", "24", "--passes", "1"
+        fleet,
+        "--json",
+        "specialize",
+        *names,
+        *PINNED,
+        "--out",
+        "spec",
+        "--resolutions",
+        "24",
+        "--passes",
+        "1",
     )
     by_name = records(res, "specialize", names)
     assert res.returncode == 4 and by_name["gone"]["error"]["reference"] == "device-unreachable"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from ofa_edge.cli.common import DEFAULT_SUPERNET
 from ofa_edge.lut.keys import enumerate_ops
 from ofa_edge.lut.store import load_table_for, shipped_tables_dir
 from ofa_edge.lut.table import PASSES, SCHEMA_VERSION, LatencyTable, table_timing
@@ -17,7 +18,7 @@ from tests.test_cli import run
 
 SHIPPED = sorted(shipped_tables_dir().glob("*.json"))
 TEST_BED = ("testbed-local", "testbed-sshd")
-CIFAR = "ofa-mbv3-cifar10"
+CIFAR = DEFAULT_SUPERNET
 
 
 def test_the_test_bed_devices_have_tables_for_the_default_supernet() -> None:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 #: What commands use when --supernet is not given: the project's own supernet, shipped in the
 #: package with its accuracy predictor, so every command works offline.
-DEFAULT_SUPERNET = "ofa-mbv3-cifar10"
+DEFAULT_SUPERNET = "ofa-mbv3-cifar10-v2"
 #: The help of every arch file argument: each family's keys (MIT's).
 ARCH_HELP = "arch JSON file (MBConv supernets: {ks, e, d, r}; OFA-ResNet: {d, e, w, r})"
 
